@@ -12,7 +12,8 @@ export default defineConfig({
   clean: true,
   target: 'node20',
   splitting: false,
-  shims: false,
+  // import.meta.url in the CommonJS build (the emulator locates schema.graphql with it).
+  shims: true,
   // The emulator reads Kana's schema at run time; ship it beside the bundle.
   publicDir: false,
   onSuccess: 'cp src/emulator/schema.graphql dist/emulator/schema.graphql',
