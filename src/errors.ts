@@ -1,0 +1,67 @@
+// KanaError and the stable codes used in errors, log lines and stats.
+
+/** Codes of a failed Kana call (`KanaError.code`). */
+export type KanaErrorCode =
+  | 'KANA_UNREACHABLE'
+  | 'KANA_TIMEOUT'
+  | 'KANA_RATE_LIMITED'
+  | 'KANA_SERVER_ERROR'
+  | 'KANA_HTTP_ERROR'
+  | 'KANA_NOT_RECORDED'
+  | 'KANA_BAD_RESPONSE'
+  | 'KANA_UNAUTHENTICATED'
+  | 'KANA_REJECTED'
+  | 'KANA_ABORTED'
+  | 'KANA_CLOSED';
+
+/**
+ * Codes of the problems kana-meter logs at request time (the `code` field of each log line).
+ * They are stable: alert on them.
+ */
+export const logCodes = {
+  /** The `userId` option threw or rejected; the request was not metered. */
+  userIdFailed: 'KANA_METER_USER_ID_FAILED',
+  /** A delta was not an integer in 1..2147483647; the event was not sent. */
+  invalidDelta: 'KANA_METER_INVALID_DELTA',
+  /** A user hook (`isSuccess`, `onDeliveryFailure`, ...) threw. */
+  hookFailed: 'KANA_METER_HOOK_FAILED',
+  /** `meter()` ran on a request that kanaMeter() did not see. */
+  meterWithoutMiddleware: 'KANA_METER_NOT_MOUNTED',
+  /** A usage event failed for good (permanent error, or retries exhausted). */
+  deliveryFailed: 'KANA_METER_DELIVERY_FAILED',
+  /** A Kana call failed and will be retried. */
+  deliveryRetry: 'KANA_METER_DELIVERY_RETRY',
+  /** Usage was captured after close(): it cannot be sent. */
+  capturedAfterClose: 'KANA_METER_CAPTURED_AFTER_CLOSE',
+  /** close() reached its deadline with usage still undelivered. */
+  undeliveredAtClose: 'KANA_METER_UNDELIVERED_AT_CLOSE',
+} as const;
+
+export type LogCode = (typeof logCodes)[keyof typeof logCodes];
+
+export interface KanaErrorOptions {
+  /** Whether trying the same call again may succeed. */
+  retryable: boolean;
+  /** HTTP status of Kana's answer, when there was one. */
+  status?: number;
+  /** Delay Kana asked for with `Retry-After`, in milliseconds. */
+  retryAfterMs?: number;
+  cause?: unknown;
+}
+
+/** A failed call to Kana, with a stable `code` and the original error as `cause`. */
+export class KanaError extends Error {
+  override readonly name = 'KanaError';
+  readonly code: KanaErrorCode;
+  readonly retryable: boolean;
+  readonly status: number | undefined;
+  readonly retryAfterMs: number | undefined;
+
+  constructor(code: KanaErrorCode, message: string, options: KanaErrorOptions) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.retryable = options.retryable;
+    this.status = options.status;
+    this.retryAfterMs = options.retryAfterMs;
+  }
+}

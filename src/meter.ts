@@ -1,0 +1,32 @@
+// meter(): the per-route decorator that tags a request with the feature it uses; kanaMeter() reports it.
+
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { logCodes } from './errors.js';
+import { getDefaultLogger } from './logger.js';
+import { type FeatureOptions, parseMeteredFeature } from './metered-feature.js';
+import { METER_CONTEXT, type MeteredRequest } from './request-usage.js';
+
+/**
+ * Bills `featureId` for each successful request on this route. Requires `app.use(kanaMeter(...))`
+ * before the route. On a request the route map also names, meter() wins.
+ * @example app.get('/api/reports/:id', meter('reports'), handler)
+ * @example app.post('/api/export', meter('exports', { delta: (req, res) => res.locals.rows }), handler)
+ */
+export function meter(featureId: string, options?: FeatureOptions): RequestHandler {
+  const feature = parseMeteredFeature('meter() feature', featureId, options, `meter(${JSON.stringify(featureId)})`);
+  let warnedNotMounted = false;
+
+  return function meterMiddleware(req: Request, res: Response, next: NextFunction) {
+    const context = (req as MeteredRequest)[METER_CONTEXT];
+    if (context) {
+      context.tag(req, res, feature);
+    } else if (!warnedNotMounted) {
+      warnedNotMounted = true;
+      getDefaultLogger().error(
+        { code: logCodes.meterWithoutMiddleware, featureId, method: req.method, path: req.path },
+        `kana-meter: meter(${JSON.stringify(featureId)}) ran without kanaMeter(): mount app.use(kanaMeter(...)) before this route. Requests here are not billed.`,
+      );
+    }
+    next();
+  };
+}

@@ -1,0 +1,196 @@
+// kanaMeter(): finds each request's features, captures a usage event when its response succeeds, and queues it.
+
+import type { ServerResponse } from 'node:http';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { type CloseOptions, DeliveryQueue } from './delivery.js';
+import { logCodes } from './errors.js';
+import { isValidDelta, type MeteredFeature } from './metered-feature.js';
+import { type KanaMeterOptions, parseOptions } from './options.js';
+import {
+  featuresToBill,
+  METER_CONTEXT,
+  type MeterContext,
+  type MeteredRequest,
+  REQUEST_USAGE,
+  type RequestUsage,
+} from './request-usage.js';
+import { createCounters, type KanaMeterStats } from './stats.js';
+
+/** The middleware, plus the controls of its delivery queue. */
+export interface KanaMeter extends RequestHandler {
+  /** Sends all waiting usage now; resolves when every event captured so far is delivered or reported undelivered. */
+  flush(): Promise<void>;
+  /** Stops intake, flushes within `timeoutMs`, releases every timer and socket. Idempotent. */
+  close(options?: CloseOptions): Promise<void>;
+  /** Counters and gauges, as a snapshot. */
+  stats(): KanaMeterStats;
+}
+
+type UserIdValue = string | number | null | undefined;
+
+/**
+ * Creates the metering middleware. Every option is validated here: a bad one throws a TypeError
+ * naming it.
+ * @example app.use(kanaMeter({ apiKey: process.env.KANA_API_KEY, userId: (req) => req.user?.kanaId }))
+ */
+export function kanaMeter(options: KanaMeterOptions): KanaMeter {
+  const config = parseOptions(options);
+  const { matchRoute, logger, isSuccess, userId: getUserId } = config;
+  const counters = createCounters();
+  const queue = new DeliveryQueue(config, counters);
+  /** Captures whose userId or delta is still being awaited; flush() waits for them. */
+  const asyncCaptures = new Set<Promise<void>>();
+
+  const context: MeterContext = {
+    tag(req, res, feature) {
+      const request = req as MeteredRequest;
+      let usage = request[REQUEST_USAGE];
+      if (!usage) {
+        usage = { routeFeature: undefined, tagged: undefined };
+        request[REQUEST_USAGE] = usage;
+        res.once('finish', onFinish);
+      }
+      (usage.tagged ??= []).push(feature);
+    },
+  };
+
+  function kanaMeterMiddleware(req: Request, res: Response, next: NextFunction): void {
+    (req as MeteredRequest)[METER_CONTEXT] = context;
+    if (matchRoute) {
+      const routeFeature = matchRoute(req.method, pathOf(req));
+      if (routeFeature) {
+        (req as MeteredRequest)[REQUEST_USAGE] = { routeFeature, tagged: undefined };
+        res.once('finish', onFinish);
+      }
+    }
+    next();
+  }
+
+  // Shared by every response (no closure per request); `this` is the response.
+  function onFinish(this: ServerResponse): void {
+    const res = this as Response;
+    const req = res.req;
+    const usage = (req as MeteredRequest)[REQUEST_USAGE] as RequestUsage;
+    if (!succeeded(req, res)) return;
+    let userId: UserIdValue | Promise<UserIdValue>;
+    try {
+      userId = getUserId(req, res);
+    } catch (error) {
+      userIdFailed(req, error);
+      return;
+    }
+    if (isPromise(userId)) {
+      track(userId.then((id) => captureFor(req, res, usage, id), (error) => userIdFailed(req, error)));
+    } else {
+      captureFor(req, res, usage, userId);
+    }
+  }
+
+  function succeeded(req: Request, res: Response): boolean {
+    if (!isSuccess) return res.statusCode >= 200 && res.statusCode < 300;
+    try {
+      return isSuccess(req, res) === true;
+    } catch (error) {
+      counters.hookErrors++;
+      logger.error({ code: logCodes.hookFailed, hook: 'isSuccess', err: error, ...where(req) }, 'kana-meter: isSuccess threw; the request was not metered');
+      return false;
+    }
+  }
+
+  function captureFor(req: Request, res: Response, usage: RequestUsage, rawUserId: unknown): void {
+    if (rawUserId === undefined || rawUserId === null || rawUserId === '') {
+      counters.skippedNoUser++;
+      return;
+    }
+    if (!isUserIdValue(rawUserId)) {
+      userIdFailed(req, new TypeError(`userId returned ${typeof rawUserId}; expected a string or a finite number`));
+      return;
+    }
+    const userId = String(rawUserId);
+    for (const feature of featuresToBill(usage)) {
+      if (typeof feature.delta === 'number') {
+        queue.enqueue(userId, feature.featureId, feature.delta);
+        continue;
+      }
+      let delta: unknown;
+      try {
+        delta = feature.delta(req, res);
+      } catch (error) {
+        deltaFailed(req, feature, error);
+        continue;
+      }
+      if (isPromise(delta)) {
+        track(delta.then((value) => enqueueChecked(req, userId, feature, value), (error) => deltaFailed(req, feature, error)));
+      } else {
+        enqueueChecked(req, userId, feature, delta);
+      }
+    }
+  }
+
+  function enqueueChecked(req: Request, userId: string, feature: MeteredFeature, delta: unknown): void {
+    if (isValidDelta(delta)) {
+      queue.enqueue(userId, feature.featureId, delta);
+      return;
+    }
+    counters.invalidDelta++;
+    logger.warn(
+      { code: logCodes.invalidDelta, route: feature.source, featureId: feature.featureId, userId, delta: String(delta), ...where(req) },
+      'kana-meter: delta is not an integer in 1..2147483647; this usage was not sent',
+    );
+  }
+
+  function deltaFailed(req: Request, feature: MeteredFeature, error: unknown): void {
+    counters.hookErrors++;
+    logger.error(
+      { code: logCodes.hookFailed, hook: 'delta', route: feature.source, featureId: feature.featureId, err: error, ...where(req) },
+      'kana-meter: the delta function threw; this usage was not sent',
+    );
+  }
+
+  function userIdFailed(req: Request, error: unknown): void {
+    counters.userIdErrors++;
+    logger.error({ code: logCodes.userIdFailed, err: error, ...where(req) }, 'kana-meter: userId failed; the request was not metered');
+  }
+
+  function track(capture: Promise<void>): void {
+    asyncCaptures.add(capture);
+    void capture.finally(() => asyncCaptures.delete(capture));
+  }
+
+  async function settleAsyncCaptures(): Promise<void> {
+    while (asyncCaptures.size > 0) await Promise.allSettled([...asyncCaptures]);
+  }
+
+  return Object.assign(kanaMeterMiddleware, {
+    async flush() {
+      await settleAsyncCaptures();
+      await queue.flush();
+    },
+    async close(closeOptions?: CloseOptions) {
+      await settleAsyncCaptures();
+      await queue.close(closeOptions);
+    },
+    stats(): KanaMeterStats {
+      return Object.freeze({ ...counters, ...queue.gauges() });
+    },
+  });
+}
+
+/** The request path without the query string, as the app sees it (mount paths included). */
+function pathOf(req: Request): string {
+  const url = req.originalUrl ?? req.url;
+  const query = url.indexOf('?');
+  return query === -1 ? url : url.slice(0, query);
+}
+
+function where(req: Request): { method: string; path: string } {
+  return { method: req.method, path: pathOf(req) };
+}
+
+function isPromise<T>(value: unknown): value is Promise<T> {
+  return typeof (value as Promise<T> | null)?.then === 'function';
+}
+
+function isUserIdValue(value: unknown): value is string | number | bigint {
+  return typeof value === 'string' || typeof value === 'bigint' || (typeof value === 'number' && Number.isFinite(value));
+}

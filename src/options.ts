@@ -1,0 +1,222 @@
+// kanaMeter() options: their public types, defaults and validation into one frozen config.
+
+import type { Request, Response } from 'express';
+import { KanaClient, type UsageMutation } from './client.js';
+import type { KanaError } from './errors.js';
+import { type KanaLogger, parseLogger } from './logger.js';
+import { checkFunction, checkInteger, checkNumber, checkBoolean, optionError } from './option-checks.js';
+import { compileRoutes, type RouteMap, type RouteMatcher } from './routes.js';
+
+/** The usage kana-meter could not deliver, as passed to `onDeliveryFailure`. */
+export interface UndeliveredUsage {
+  readonly userId: string;
+  readonly featureId: string;
+  /** Units not recorded: the sum of the deltas of `events` coalesced events. */
+  readonly delta: number;
+  /** How many captured events this usage stands for. */
+  readonly events: number;
+  /** When the oldest of them was captured. */
+  readonly firstCapturedAt: Date;
+}
+
+/** p-retry's backoff settings for one Kana call. */
+export interface RetryOptions {
+  /**
+   * Retries after the first attempt.
+   * @default 5
+   */
+  retries?: number;
+  /**
+   * Delay before the first retry, in milliseconds.
+   * @default 100
+   */
+  minTimeout?: number;
+  /**
+   * Longest delay between two retries, in milliseconds.
+   * @default 10000
+   */
+  maxTimeout?: number;
+  /**
+   * Exponential factor between delays.
+   * @default 2
+   */
+  factor?: number;
+  /**
+   * Multiply each delay by a random factor in [1, 2) (jitter), so many processes do not retry in step.
+   * @default true
+   */
+  randomize?: boolean;
+}
+
+export interface KanaMeterOptions {
+  /**
+   * Your Kana private key (`prv_live_...`), sent as the `Authorization` header. Required unless
+   * `client` is given. Never logged.
+   * @example process.env.KANA_API_KEY
+   */
+  apiKey?: string;
+  /**
+   * Kana's GraphQL endpoint.
+   * @default 'https://api.usekana.com/graphql'
+   */
+  endpoint?: string;
+  /**
+   * A ready KanaClient to use instead of `apiKey`/`endpoint`/`mutation`/`timeoutMs`/`fetch`.
+   */
+  client?: KanaClient;
+  /**
+   * The Kana user id of a request: a string or number (sent as a String), or undefined/null/''
+   * for a request that is not billed. May be async. Called once the response has finished.
+   * @example (req) => req.user?.kanaId
+   */
+  userId: (req: Request, res: Response) => string | number | null | undefined | Promise<string | number | null | undefined>;
+  /**
+   * Route -> feature map.
+   * @default {}
+   * @example { 'POST /api/search': 'api-calls', 'GET /api/items/:id': { feature: 'item-reads', delta: 2 } }
+   */
+  routes?: RouteMap;
+  /**
+   * Whether a finished response counts as a successful use of the feature.
+   * @default (req, res) => res.statusCode >= 200 && res.statusCode < 300
+   */
+  isSuccess?: (req: Request, res: Response) => boolean;
+  /**
+   * The mutation that records usage: `createUsageEvent` (Kana's usage guide, returns Boolean) or
+   * `recordUsage` (Kana's current reference, returns `{ recorded, reason }`).
+   * @default 'createUsageEvent'
+   */
+  mutation?: UsageMutation;
+  /**
+   * Time limit of one Kana call, in milliseconds.
+   * @default 10000
+   */
+  timeoutMs?: number;
+  /**
+   * Backoff of a failed Kana call (p-retry options).
+   * @default { retries: 5, minTimeout: 100, maxTimeout: 10000, factor: 2, randomize: true }
+   */
+  retry?: RetryOptions;
+  /**
+   * How long usage waits to be coalesced before it is sent, in milliseconds: Kana gets at most one
+   * call per (user, feature) per interval. `flush()` sends at once.
+   * @default 1000
+   */
+  flushInterval?: number;
+  /**
+   * Most Kana calls in flight at once.
+   * @default 8
+   */
+  concurrency?: number;
+  /**
+   * Called with usage that could not be delivered, and why. Errors it throws are logged.
+   * @example (usage, error) => deadLetters.push({ ...usage, reason: error.code })
+   */
+  onDeliveryFailure?: (usage: UndeliveredUsage, error: KanaError) => void | Promise<void>;
+  /**
+   * A pino-compatible logger.
+   * @default pino({ name: 'kana-meter', level: 'warn' })
+   */
+  logger?: KanaLogger;
+  /**
+   * The fetch implementation Kana calls go through.
+   * @default globalThis.fetch
+   */
+  fetch?: typeof fetch;
+}
+
+/** The validated, frozen form of KanaMeterOptions. Nothing here is parsed again per request. */
+export interface KanaMeterConfig {
+  readonly client: KanaClient;
+  readonly userId: KanaMeterOptions['userId'];
+  readonly matchRoute: RouteMatcher | undefined;
+  readonly isSuccess: ((req: Request, res: Response) => boolean) | undefined;
+  readonly retry: Readonly<Required<RetryOptions>>;
+  readonly flushInterval: number;
+  readonly concurrency: number;
+  readonly onDeliveryFailure: KanaMeterOptions['onDeliveryFailure'];
+  readonly logger: KanaLogger;
+}
+
+const KNOWN_OPTIONS = new Set([
+  'apiKey', 'endpoint', 'client', 'userId', 'routes', 'isSuccess', 'mutation', 'timeoutMs', 'retry',
+  'flushInterval', 'concurrency', 'onDeliveryFailure', 'logger', 'fetch',
+]);
+const CLIENT_OPTIONS = ['apiKey', 'endpoint', 'mutation', 'timeoutMs', 'fetch'] as const;
+const RETRY_OPTIONS = new Set(['retries', 'minTimeout', 'maxTimeout', 'factor', 'randomize']);
+
+export function parseOptions(options: KanaMeterOptions): KanaMeterConfig {
+  if (typeof options !== 'object' || options === null) {
+    throw optionError('options', options, 'an object such as { apiKey, userId, routes }');
+  }
+  for (const key of Object.keys(options)) {
+    if (!KNOWN_OPTIONS.has(key)) {
+      throw optionError(key, (options as unknown as Record<string, unknown>)[key], `absent: it is not a kanaMeter option`);
+    }
+  }
+  if (typeof options.userId !== 'function') {
+    throw optionError('userId', options.userId, 'a function (req, res) => the Kana user id, e.g. (req) => req.user?.id');
+  }
+  return Object.freeze({
+    client: parseClient(options),
+    userId: options.userId,
+    matchRoute: compileRoutes(options.routes),
+    isSuccess: checkFunction<(req: Request, res: Response) => boolean>('isSuccess', options.isSuccess),
+    retry: parseRetry(options.retry),
+    flushInterval: checkInteger('flushInterval', options.flushInterval, 1000, 0),
+    concurrency: checkInteger('concurrency', options.concurrency, 8, 1),
+    onDeliveryFailure: checkFunction<NonNullable<KanaMeterOptions['onDeliveryFailure']>>(
+      'onDeliveryFailure',
+      options.onDeliveryFailure,
+    ),
+    logger: parseLogger(options.logger),
+  });
+}
+
+function parseClient(options: KanaMeterOptions): KanaClient {
+  if (options.client === undefined) {
+    if (options.apiKey === undefined) {
+      throw new TypeError(
+        'kana-meter: option `apiKey` is required (your Kana private key, e.g. process.env.KANA_API_KEY), or pass a ready `client`.',
+      );
+    }
+    return new KanaClient({
+      apiKey: options.apiKey,
+      endpoint: options.endpoint,
+      mutation: options.mutation,
+      timeoutMs: options.timeoutMs,
+      fetch: options.fetch,
+    });
+  }
+  if (!(options.client instanceof KanaClient)) {
+    throw optionError('client', options.client, 'a KanaClient instance');
+  }
+  const conflicting = CLIENT_OPTIONS.find((key) => options[key] !== undefined);
+  if (conflicting) {
+    throw new TypeError(`kana-meter: option \`${conflicting}\` cannot be combined with \`client\`: set it on the KanaClient.`);
+  }
+  return options.client;
+}
+
+function parseRetry(retry: RetryOptions | undefined): Readonly<Required<RetryOptions>> {
+  if (retry !== undefined && (typeof retry !== 'object' || retry === null)) {
+    throw optionError('retry', retry, 'an object such as { retries: 5, minTimeout: 100, maxTimeout: 10000 }');
+  }
+  for (const key of Object.keys(retry ?? {})) {
+    if (!RETRY_OPTIONS.has(key)) {
+      throw optionError(`retry.${key}`, (retry as Record<string, unknown>)[key], `absent (known: ${[...RETRY_OPTIONS].join(', ')})`);
+    }
+  }
+  const minTimeout = checkNumber('retry.minTimeout', retry?.minTimeout, 100, 0);
+  const maxTimeout = checkNumber('retry.maxTimeout', retry?.maxTimeout, 10_000, 0, true);
+  if (maxTimeout < minTimeout) {
+    throw optionError('retry.maxTimeout', maxTimeout, `>= retry.minTimeout (${minTimeout})`);
+  }
+  return Object.freeze({
+    retries: checkInteger('retry.retries', retry?.retries, 5, 0),
+    minTimeout,
+    maxTimeout,
+    factor: checkNumber('retry.factor', retry?.factor, 2, 1),
+    randomize: checkBoolean('retry.randomize', retry?.randomize, true),
+  });
+}

@@ -1,0 +1,75 @@
+// kanaMeter() options: bad values throw at creation, naming the option, the value and what was expected.
+
+import { describe, expect, it } from 'vitest';
+import { KanaClient, kanaMeter, meter } from '../src/index.js';
+
+const base = { apiKey: 'prv_test_abc123', userId: () => 'u1' };
+
+describe('kanaMeter options', () => {
+  it('creates a middleware with defaults from only apiKey and userId', () => {
+    const kana = kanaMeter(base);
+    expect(typeof kana).toBe('function');
+    expect(kana.length).toBe(3);
+    expect(kana.stats()).toMatchObject({ captured: 0, pending: 0, inFlight: 0 });
+  });
+
+  it('requires userId to be a function', () => {
+    expect(() => kanaMeter({ apiKey: 'prv_test_x' } as never)).toThrow(/option `userId` must be a function.*got undefined/);
+    expect(() => kanaMeter({ ...base, userId: 'u1' } as never)).toThrow(/option `userId` must be a function.*got "u1"/);
+  });
+
+  it('requires apiKey or client, and never echoes the key', () => {
+    expect(() => kanaMeter({ userId: () => 'u' })).toThrow(/option `apiKey` is required.*or pass a ready `client`/);
+    expect(() => kanaMeter({ ...base, apiKey: '' })).toThrow(/option `apiKey` must be your Kana private key.*got an empty string/);
+    let message = '';
+    try {
+      kanaMeter({ ...base, endpoint: 'not a url' });
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toMatch(/option `endpoint` must be an http\(s\) URL; got "not a url"/);
+    expect(message).not.toContain('prv_test_abc123');
+  });
+
+  it('accepts a ready client, but not together with client settings', () => {
+    const client = new KanaClient({ apiKey: 'prv_test_abc123' });
+    expect(() => kanaMeter({ client, userId: () => 'u' })).not.toThrow();
+    expect(() => kanaMeter({ client, userId: () => 'u', endpoint: 'http://x' })).toThrow(/`endpoint` cannot be combined with `client`/);
+    expect(() => kanaMeter({ client: {} as KanaClient, userId: () => 'u' })).toThrow(/option `client` must be a KanaClient instance/);
+  });
+
+  it.each([
+    [{ flushInterval: -1 }, /option `flushInterval` must be an integer >= 0; got -1/],
+    [{ concurrency: 0 }, /option `concurrency` must be an integer >= 1; got 0/],
+    [{ timeoutMs: 'fast' }, /option `timeoutMs` must be an integer >= 1; got "fast"/],
+    [{ mutation: 'addUsage' }, /option `mutation` must be one of "createUsageEvent", "recordUsage"; got "addUsage"/],
+    [{ retry: { retries: -1 } }, /option `retry.retries` must be an integer >= 0; got -1/],
+    [{ retry: { minTimeout: 500, maxTimeout: 100 } }, /option `retry.maxTimeout` must be >= retry.minTimeout \(500\); got 100/],
+    [{ retry: { retrys: 3 } }, /option `retry.retrys` must be absent/],
+    [{ isSuccess: true }, /option `isSuccess` must be a function; got true/],
+    [{ onDeliveryFailure: 'log' }, /option `onDeliveryFailure` must be a function/],
+    [{ logger: console.log }, /option `logger` must be a pino-compatible logger/],
+    [{ fetch: 'fetch' }, /option `fetch` must be a fetch-compatible function/],
+    [{ flushIntervalMs: 5 }, /option `flushIntervalMs` must be absent: it is not a kanaMeter option/],
+  ])('rejects %j', (extra, message) => {
+    expect(() => kanaMeter({ ...base, ...(extra as object) })).toThrow(TypeError);
+    expect(() => kanaMeter({ ...base, ...(extra as object) })).toThrow(message);
+  });
+
+  it('does not mutate the options object', () => {
+    const options = Object.freeze({ ...base, routes: Object.freeze({ 'GET /x': 'f' }), retry: Object.freeze({ retries: 1 }) });
+    expect(() => kanaMeter(options)).not.toThrow();
+  });
+});
+
+describe('meter() options', () => {
+  it.each([
+    [[''], /option `meter\(\) feature` must be a non-empty feature id string; got ""/],
+    [[7], /got 7/],
+    [['f', { delta: -1 }], /option `meter\(\) feature.delta` must be an integer in 1\.\.2147483647/],
+    [['f', { delta: 2 ** 31 }], /got 2147483648/],
+    [['f', { detla: 2 }], /option `meter\(\) feature.detla` must be absent/],
+  ])('rejects meter(%j)', (args, message) => {
+    expect(() => (meter as (...a: unknown[]) => unknown)(...args)).toThrow(message);
+  });
+});
