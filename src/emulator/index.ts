@@ -1,0 +1,126 @@
+// The emulator's public surface: startKanaEmulator() and the KanaEmulator handle tests drive it with.
+import { randomInt } from 'node:crypto';
+import { FaultQueue, type FailNextOptions, type Fault } from './faults.js';
+import { createGraphQLEndpoint, type EmulatorRequest } from './graphql-endpoint.js';
+import { EmulatorHttpServer } from './http-server.js';
+import { resolvers } from './resolvers.js';
+import { buildExecutableSchema, loadSchemaText } from './schema.js';
+import { applySeed, type EmulatorSeed } from './seed.js';
+import { KanaStore, type UsageCall } from './store.js';
+
+export type { Fault, FailNextOptions } from './faults.js';
+export type { EmulatorRequest } from './graphql-endpoint.js';
+export type { EmulatorSeed } from './seed.js';
+export type {
+  FeatureType,
+  PackageStatus,
+  RecordUsageAction,
+  ResetPeriod,
+  SubscriptionStatus,
+  UsageCall,
+} from './store.js';
+export { REASONS, SUBSCRIBE_ERRORS } from './store.js';
+
+export interface KanaEmulatorOptions {
+  /** TCP port; 0 picks a free one. @default 0 */
+  port?: number;
+  /** Interface to bind. @default '127.0.0.1' */
+  host?: string;
+  /** The private key clients must send. @default a generated 'prv_test_' + 32 alphanumerics */
+  apiKey?: string;
+  /** Users, features, packages, subscriptions and usage to start with. */
+  seed?: EmulatorSeed;
+  /** The clock for usage periods, subscription starts and logs (epoch ms). @default Date.now */
+  now?: () => number;
+}
+
+export interface KanaEmulator {
+  /** e.g. 'http://127.0.0.1:54321/graphql' */
+  readonly url: string;
+  readonly apiKey: string;
+  readonly port: number;
+  /** Adds users/features/packages/subscriptions/usage; validates first, throws naming the bad field path. */
+  seed(seed: EmulatorSeed): void;
+  /** The user's usage of a feature in the current period. Throws for an unknown user or feature. */
+  usage(userId: string, featureId: string): number;
+  /** Every usage mutation applied, in order. */
+  usageCalls(): readonly UsageCall[];
+  /** Every request received on /graphql, in order. */
+  requests(): readonly EmulatorRequest[];
+  /** Scripts a fault for the next matching request(s). */
+  failNext(fault: Fault, options?: FailNextOptions): void;
+  /** Offline: stop listening and drop open sockets. Online again: listen on the same port. */
+  setOffline(offline: boolean): Promise<void>;
+  /** Clears all state, faults and logs; keeps the url and key. */
+  reset(): void;
+  /** Idempotent; also closes idle keep-alive sockets. */
+  close(): Promise<void>;
+}
+
+const PRIVATE_KEY = /^prv_(test|live)_[A-Za-z0-9]+$/;
+const KEY_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+function generateApiKey(): string {
+  let key = 'prv_test_';
+  for (let i = 0; i < 32; i += 1) key += KEY_ALPHABET[randomInt(KEY_ALPHABET.length)];
+  return key;
+}
+
+function urlHost(host: string): string {
+  if (host === '0.0.0.0') return '127.0.0.1';
+  if (host === '::') return '[::1]';
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+function checkOptions(options: KanaEmulatorOptions): void {
+  const { port, host, apiKey, now } = options;
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
+    throw new TypeError(`startKanaEmulator: port must be an integer from 0 to 65535, got ${String(port)}`);
+  }
+  if (host !== undefined && (typeof host !== 'string' || host === '')) {
+    throw new TypeError(`startKanaEmulator: host must be a non-empty string, got ${String(host)}`);
+  }
+  // The key itself is never echoed: only its shape is described.
+  if (apiKey !== undefined && (typeof apiKey !== 'string' || !PRIVATE_KEY.test(apiKey))) {
+    throw new TypeError('startKanaEmulator: apiKey must be a Kana private key: prv_test_ or prv_live_ followed by letters and digits');
+  }
+  if (now !== undefined && typeof now !== 'function') throw new TypeError('startKanaEmulator: now must be a function returning epoch ms');
+}
+
+/** Starts a local Kana GraphQL server serving Kana's documented schema on POST /graphql. */
+export async function startKanaEmulator(options: KanaEmulatorOptions = {}): Promise<KanaEmulator> {
+  checkOptions(options);
+  const now = options.now ?? Date.now;
+  const host = options.host ?? '127.0.0.1';
+  const apiKey = options.apiKey ?? generateApiKey();
+  const store = new KanaStore(now);
+  const faults = new FaultQueue();
+  const log: EmulatorRequest[] = [];
+
+  // Seed before binding, so a bad seed throws without leaving a server listening.
+  if (options.seed !== undefined) applySeed(store, options.seed, now());
+
+  const schema = buildExecutableSchema(loadSchemaText(), resolvers);
+  const endpoint = createGraphQLEndpoint({ schema, store, faults, apiKey, now, log });
+  const server = new EmulatorHttpServer(endpoint.handle, host, endpoint.cancelPending);
+  const port = await server.listen(options.port ?? 0);
+  const url = `http://${urlHost(host)}:${port}/graphql`;
+
+  return {
+    url,
+    apiKey,
+    port,
+    seed: (seed) => applySeed(store, seed, now()),
+    usage: (userId, featureId) => store.currentUsage(userId, featureId),
+    usageCalls: () => store.usageCalls(),
+    requests: () => log.map((entry) => ({ ...entry, fieldNames: [...entry.fieldNames] })),
+    failNext: (fault, failOptions) => faults.add(fault, failOptions),
+    setOffline: (offline) => (offline ? server.goOffline() : server.goOnline()),
+    reset: () => {
+      store.reset();
+      faults.clear();
+      log.length = 0;
+    },
+    close: () => server.close(),
+  };
+}
