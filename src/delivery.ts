@@ -7,6 +7,7 @@ import type { KanaLogger } from './logger.js';
 import { MAX_DELTA } from './metered-feature.js';
 import type { KanaMeterConfig, UndeliveredUsage } from './options.js';
 import type { Counter } from './stats.js';
+import { raceTimeout, sleep } from './timers.js';
 
 /** Usage for one (user, feature) key: events coalesced by adding their deltas. */
 interface Batch {
@@ -25,6 +26,8 @@ interface FlushWaiter {
   generation: number;
   resolve: () => void;
 }
+
+export const DEFAULT_CLOSE_TIMEOUT_MS = 10_000;
 
 export interface CloseOptions {
   /**
@@ -68,14 +71,11 @@ export class DeliveryQueue {
 
   /** Queues one event. After close(), the event is reported undelivered instead. */
   enqueue(userId: string, featureId: string, delta: number): void {
-    this.#counters.captured++;
     if (this.#closing) {
-      const usage = { userId, featureId, delta, events: 1, firstCapturedAt: new Date() };
-      const error = new KanaError('KANA_CLOSED', 'usage was captured after close()', { retryable: false });
-      this.#logger.error({ code: logCodes.capturedAfterClose, userId, featureId, delta }, 'kana-meter: usage captured after close() was not sent');
-      this.#reportFailure(usage, 1, error);
+      this.rejectClosed(userId, featureId, delta);
       return;
     }
+    this.#counters.captured++;
     const key = `${userId}\u0000${featureId}`;
     const batch = this.#pending.get(key);
     if (batch) {
@@ -85,6 +85,18 @@ export class DeliveryQueue {
     }
     this.#pending.set(key, this.#newBatch(key, userId, featureId, delta, 1, Date.now()));
     this.#schedule();
+  }
+
+  /** Reports an event captured after close() began: it cannot be sent any more. */
+  rejectClosed(userId: string, featureId: string, delta: number): void {
+    this.#counters.captured++;
+    const usage = { userId, featureId, delta, events: 1, firstCapturedAt: new Date() };
+    const error = new KanaError('KANA_CLOSED', 'usage was captured after close()', { retryable: false });
+    this.#logger.error(
+      { code: logCodes.capturedAfterClose, userId, featureId, delta },
+      'kana-meter: usage captured after close() was not sent',
+    );
+    this.#reportFailure(usage, 1, error);
   }
 
   /** Resolves when every event captured before this call is delivered or reported undelivered. */
@@ -102,7 +114,7 @@ export class DeliveryQueue {
 
   /** Stops intake, flushes until the deadline, then aborts and reports what is left. Idempotent. */
   close(options: CloseOptions = {}): Promise<void> {
-    this.#closing ??= this.#closeWithin(options.timeoutMs ?? 10_000);
+    this.#closing ??= this.#closeWithin(options.timeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS);
     return this.#closing;
   }
 
@@ -116,13 +128,7 @@ export class DeliveryQueue {
   }
 
   async #closeWithin(timeoutMs: number): Promise<void> {
-    let deadline: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<void>((resolve) => {
-      deadline = setTimeout(resolve, timeoutMs);
-      deadline.unref();
-    });
-    await Promise.race([this.flush(), timedOut]);
-    clearTimeout(deadline);
+    await raceTimeout(this.flush(), timeoutMs);
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#shutdown.abort(new KanaError('KANA_ABORTED', 'close() reached its deadline', { retryable: false }));
@@ -130,8 +136,15 @@ export class DeliveryQueue {
     this.#reportUndeliveredAtClose(timeoutMs);
   }
 
-  #newBatch(key: string, userId: string, featureId: string, delta: number, events: number, firstCapturedAt: number): Batch {
-    const generation = this.#generation;
+  #newBatch(
+    key: string,
+    userId: string,
+    featureId: string,
+    delta: number,
+    events: number,
+    firstCapturedAt: number,
+    generation = this.#generation,
+  ): Batch {
     this.#liveByGeneration.set(generation, (this.#liveByGeneration.get(generation) ?? 0) + 1);
     return { key, userId, featureId, delta, events, firstCapturedAt, generation };
   }
@@ -188,7 +201,8 @@ export class DeliveryQueue {
       this.#pending.delete(key);
       if (batch.delta > MAX_DELTA) {
         // Kana's delta is a 32-bit Int: the rest stays pending (its events already counted here).
-        this.#pending.set(key, this.#newBatch(key, batch.userId, batch.featureId, batch.delta - MAX_DELTA, 0, batch.firstCapturedAt));
+        const rest = batch.delta - MAX_DELTA;
+        this.#pending.set(key, this.#newBatch(key, batch.userId, batch.featureId, rest, 0, batch.firstCapturedAt, batch.generation));
         batch.delta = MAX_DELTA;
       }
       this.#outbound.set(key, batch);
@@ -318,19 +332,4 @@ function summarize(error: KanaError): { code: string; message: string; status?: 
   return error.status === undefined
     ? { code: error.code, message: error.message }
     : { code: error.code, message: error.message, status: error.status };
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    timer.unref();
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
 }

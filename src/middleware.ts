@@ -2,7 +2,7 @@
 
 import type { ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { type CloseOptions, DeliveryQueue } from './delivery.js';
+import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './delivery.js';
 import { logCodes } from './errors.js';
 import { isValidDelta, type MeteredFeature } from './metered-feature.js';
 import { type KanaMeterOptions, parseOptions } from './options.js';
@@ -15,6 +15,7 @@ import {
   type RequestUsage,
 } from './request-usage.js';
 import { createCounters, type KanaMeterStats } from './stats.js';
+import { raceTimeout } from './timers.js';
 
 /** The middleware, plus the controls of its delivery queue. */
 export interface KanaMeter extends RequestHandler {
@@ -38,8 +39,10 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   const { matchRoute, logger, isSuccess, userId: getUserId } = config;
   const counters = createCounters();
   const queue = new DeliveryQueue(config, counters);
-  /** Captures whose userId or delta is still being awaited; flush() waits for them. */
+  /** Captures whose userId or delta is still being awaited; flush() and close() wait for them. */
   const asyncCaptures = new Set<Promise<void>>();
+  /** Set by close(): responses finishing from now on are reported, not queued. */
+  let closed = false;
 
   const context: MeterContext = {
     tag(req, res, feature) {
@@ -72,6 +75,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     const req = res.req;
     const usage = (req as MeteredRequest)[REQUEST_USAGE] as RequestUsage;
     if (!succeeded(req, res)) return;
+    const late = closed;
     let userId: UserIdValue | Promise<UserIdValue>;
     try {
       userId = getUserId(req, res);
@@ -80,9 +84,9 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       return;
     }
     if (isPromise(userId)) {
-      track(userId.then((id) => captureFor(req, res, usage, id), (error) => userIdFailed(req, error)));
+      track(userId.then((id) => captureFor(req, res, usage, id, late), (error) => userIdFailed(req, error)));
     } else {
-      captureFor(req, res, usage, userId);
+      captureFor(req, res, usage, userId, late);
     }
   }
 
@@ -97,7 +101,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     }
   }
 
-  function captureFor(req: Request, res: Response, usage: RequestUsage, rawUserId: unknown): void {
+  function captureFor(req: Request, res: Response, usage: RequestUsage, rawUserId: unknown, late: boolean): void {
     if (rawUserId === undefined || rawUserId === null || rawUserId === '') {
       counters.skippedNoUser++;
       return;
@@ -109,7 +113,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     const userId = String(rawUserId);
     for (const feature of featuresToBill(usage)) {
       if (typeof feature.delta === 'number') {
-        queue.enqueue(userId, feature.featureId, feature.delta);
+        enqueue(userId, feature.featureId, feature.delta, late);
         continue;
       }
       let delta: unknown;
@@ -120,16 +124,22 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
         continue;
       }
       if (isPromise(delta)) {
-        track(delta.then((value) => enqueueChecked(req, userId, feature, value), (error) => deltaFailed(req, feature, error)));
+        track(delta.then((value) => enqueueChecked(req, userId, feature, value, late), (error) => deltaFailed(req, feature, error)));
       } else {
-        enqueueChecked(req, userId, feature, delta);
+        enqueueChecked(req, userId, feature, delta, late);
       }
     }
   }
 
-  function enqueueChecked(req: Request, userId: string, feature: MeteredFeature, delta: unknown): void {
+  /** Queues the event, or reports it when its response finished after close() began. */
+  function enqueue(userId: string, featureId: string, delta: number, late: boolean): void {
+    if (late) queue.rejectClosed(userId, featureId, delta);
+    else queue.enqueue(userId, featureId, delta);
+  }
+
+  function enqueueChecked(req: Request, userId: string, feature: MeteredFeature, delta: unknown, late: boolean): void {
     if (isValidDelta(delta)) {
-      queue.enqueue(userId, feature.featureId, delta);
+      enqueue(userId, feature.featureId, delta, late);
       return;
     }
     counters.invalidDelta++;
@@ -161,14 +171,23 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     while (asyncCaptures.size > 0) await Promise.allSettled([...asyncCaptures]);
   }
 
+  let closing: Promise<void> | undefined;
+
   return Object.assign(kanaMeterMiddleware, {
     async flush() {
       await settleAsyncCaptures();
       await queue.flush();
     },
-    async close(closeOptions?: CloseOptions) {
-      await settleAsyncCaptures();
-      await queue.close(closeOptions);
+    close(closeOptions: CloseOptions = {}) {
+      closed = true;
+      closing ??= (async () => {
+        const timeoutMs = closeOptions.timeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
+        const started = Date.now();
+        // Captures already under way (async userId or delta) still make it into the final flush.
+        await raceTimeout(settleAsyncCaptures(), timeoutMs);
+        await queue.close({ timeoutMs: Math.max(0, timeoutMs - (Date.now() - started)) });
+      })();
+      return closing;
     },
     stats(): KanaMeterStats {
       return Object.freeze({ ...counters, ...queue.gauges() });
