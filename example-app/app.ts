@@ -1,0 +1,53 @@
+// The example API: a search endpoint billed through the route map, reports and exports billed with meter().
+
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import { type KanaMeter, meter } from 'kana-meter';
+
+declare global {
+  namespace Express {
+    interface Request {
+      user?: { kanaId: string };
+    }
+  }
+}
+
+/** A stand-in for real authentication: `Authorization: Bearer <user id>`. */
+function authenticate(req: Request, res: Response, next: NextFunction): void {
+  const token = req.get('authorization')?.replace(/^Bearer /, '');
+  if (!token) {
+    res.status(401).json({ error: 'missing bearer token' });
+    return;
+  }
+  req.user = { kanaId: token };
+  next();
+}
+
+export function createApp(kana: KanaMeter): Express {
+  const app = express();
+  app.use(express.json());
+  app.use(authenticate);
+  app.use(kana);
+
+  // Billed as 'api-calls' by the route map given to kanaMeter().
+  app.post('/api/search', (req, res) => {
+    res.json({ query: req.body?.q ?? '', hits: ['kana', 'meter'] });
+  });
+
+  // Billed as 'reports', one unit per report.
+  app.get('/api/reports/:id', meter('reports'), (req, res) => {
+    if (req.params.id === 'missing') {
+      res.status(404).json({ error: 'no such report' }); // not billed: not a 2xx
+      return;
+    }
+    res.json({ id: req.params.id, rows: 3 });
+  });
+
+  // Billed as 'exports', one unit per exported row: the delta is read once the response is done.
+  app.post('/api/export', meter('exports', { delta: (_req, res) => res.locals.rows }), (req, res) => {
+    const rows = Math.min(Number(req.body?.rows ?? 10), 1000);
+    res.locals.rows = rows;
+    res.json({ exported: rows });
+  });
+
+  return app;
+}

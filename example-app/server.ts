@@ -1,0 +1,106 @@
+// Runs the example API against Kana: the embedded emulator by default, the real Kana with KANA_API_KEY.
+
+import type { Server } from 'node:http';
+import { kanaMeter } from 'kana-meter';
+import { type KanaEmulator, startKanaEmulator } from 'kana-meter/emulator';
+import { createApp } from './app.js';
+
+const DEMO_USER = 'demo-user';
+const once = process.argv.includes('--once');
+const port = Number(process.env.PORT ?? 3000);
+
+async function connectToKana(): Promise<{ apiKey: string; endpoint?: string; emulator?: KanaEmulator }> {
+  if (process.env.KANA_API_KEY) {
+    console.log(`Using Kana at ${process.env.KANA_ENDPOINT ?? 'https://api.usekana.com/graphql'} (KANA_API_KEY is set).`);
+    return { apiKey: process.env.KANA_API_KEY, endpoint: process.env.KANA_ENDPOINT };
+  }
+  const emulator = await startKanaEmulator({
+    seed: {
+      users: [{ id: DEMO_USER, name: 'Demo User' }],
+      features: [
+        { id: 'api-calls', name: 'API Calls', type: 'CONSUMABLE', unitLabel: 'call', unitLabelPlural: 'calls' },
+        { id: 'reports', name: 'Reports', type: 'CONSUMABLE' },
+        { id: 'exports', name: 'Exported rows', type: 'CONSUMABLE', unitLabel: 'row', unitLabelPlural: 'rows' },
+      ],
+      packages: [
+        {
+          id: 'starter-plan',
+          name: 'Starter',
+          features: [
+            { id: 'api-calls', limit: 1000, resetPeriod: 'MONTH' },
+            { id: 'reports', limit: 100, resetPeriod: 'MONTH' },
+            { id: 'exports', limit: 10_000, resetPeriod: 'MONTH' },
+          ],
+        },
+      ],
+      subscriptions: [{ userId: DEMO_USER, packageId: 'starter-plan' }],
+    },
+  });
+  console.log(`No KANA_API_KEY: started the local Kana emulator at ${emulator.url}`);
+  console.log(`Seeded user "${DEMO_USER}" on plan "starter-plan" (api-calls, reports, exports).`);
+  return { apiKey: emulator.apiKey, endpoint: emulator.url, emulator };
+}
+
+async function runDemo(baseUrl: string): Promise<void> {
+  const headers = { authorization: `Bearer ${DEMO_USER}`, 'content-type': 'application/json' };
+  const calls: [string, string, unknown?][] = [
+    ['POST', '/api/search', { q: 'usage billing' }],
+    ['POST', '/api/search', { q: 'express middleware' }],
+    ['GET', '/api/reports/q3'],
+    ['GET', '/api/reports/missing'],
+    ['POST', '/api/export', { rows: 250 }],
+  ];
+  console.log('\nDemo requests:');
+  for (const [method, path, body] of calls) {
+    const response = await fetch(baseUrl + path, { method, headers, body: body ? JSON.stringify(body) : undefined });
+    console.log(`  ${method.padEnd(4)} ${path.padEnd(22)} -> ${response.status}`);
+  }
+}
+
+async function main(): Promise<void> {
+  const kanaConnection = await connectToKana();
+  const kana = kanaMeter({
+    apiKey: kanaConnection.apiKey,
+    endpoint: kanaConnection.endpoint,
+    userId: (req) => req.user?.kanaId,
+    routes: { 'POST /api/search': 'api-calls' },
+  });
+  const app = createApp(kana);
+  const server: Server = await new Promise((resolve) => {
+    const listening = app.listen(once ? 0 : port, '127.0.0.1', () => resolve(listening));
+  });
+  const { port: boundPort } = server.address() as { port: number };
+  const baseUrl = `http://127.0.0.1:${boundPort}`;
+  console.log(`Example API listening on ${baseUrl}`);
+
+  await runDemo(baseUrl);
+  await kana.flush();
+  const { captured, delivered, failed } = kana.stats();
+  console.log(`\nkana-meter: ${captured} usage events captured, ${delivered} delivered, ${failed} failed.`);
+  if (kanaConnection.emulator) {
+    console.log(`Usage recorded by Kana for "${DEMO_USER}":`);
+    for (const feature of ['api-calls', 'reports', 'exports']) {
+      console.log(`  ${feature.padEnd(10)} ${kanaConnection.emulator.usage(DEMO_USER, feature)}`);
+    }
+  }
+
+  const shutdown = async () => {
+    server.close();
+    await kana.close({ timeoutMs: 5000 });
+    await kanaConnection.emulator?.close();
+  };
+  if (once) {
+    await shutdown();
+    return;
+  }
+  console.log(`\nTry it: curl -X POST ${baseUrl}/api/search -H 'authorization: Bearer ${DEMO_USER}'`);
+  console.log('Press Ctrl-C to stop (usage still waiting is flushed first).');
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => void shutdown().then(() => process.exit(0)));
+  }
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});

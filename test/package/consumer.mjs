@@ -1,0 +1,24 @@
+// Runs inside a temporary project where the packed tarball is installed: ESM import of both entries.
+import { kanaMeter, meter, KanaError } from 'kana-meter';
+import { startKanaEmulator } from 'kana-meter/emulator';
+import express from 'express';
+
+const emulator = await startKanaEmulator({
+  seed: {
+    users: [{ id: 'u1' }],
+    features: [{ id: 'reports', type: 'CONSUMABLE' }],
+    packages: [{ id: 'p', features: [{ id: 'reports', limit: null }] }],
+    subscriptions: [{ userId: 'u1', packageId: 'p' }],
+  },
+});
+const kana = kanaMeter({ apiKey: emulator.apiKey, endpoint: emulator.url, userId: () => 'u1' });
+const app = express();
+app.use(kana);
+app.get('/r', meter('reports'), (_req, res) => res.json({}));
+const server = app.listen(0, '127.0.0.1');
+await new Promise((resolve) => server.once('listening', resolve));
+await fetch(`http://127.0.0.1:${server.address().port}/r`);
+await kana.close();
+server.close();
+console.log(JSON.stringify({ esm: true, usage: emulator.usage('u1', 'reports'), kanaError: typeof KanaError }));
+await emulator.close();
