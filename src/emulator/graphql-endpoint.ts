@@ -99,7 +99,9 @@ function decodeBody(raw: string): GraphQLBody {
     throw badRequest(`POST body is not valid JSON: ${(error as Error).message}`);
   }
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw badRequest('POST body must be a JSON object { query, variables, operationName } (batched requests are not supported)');
+    throw badRequest(
+      'POST body must be a JSON object { query, variables, operationName } (batched requests are not supported)',
+    );
   }
   const { query, operationName } = body as Record<string, unknown>;
   let { variables } = body as Record<string, unknown>;
@@ -128,7 +130,9 @@ function decodeBody(raw: string): GraphQLBody {
 
 /** The operation graphql-js would run, for the log and for matching faults. */
 function selectedOperation(document: DocumentNode, operationName: string | null): OperationDefinitionNode | undefined {
-  const operations = document.definitions.filter((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION);
+  const operations = document.definitions.filter(
+    (d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION,
+  );
   if (operationName === null) return operations.length === 1 ? operations[0] : undefined;
   return operations.find((op) => op.name?.value === operationName);
 }
@@ -160,7 +164,13 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
   const { schema, store, faults, apiKey, now, log } = options;
   const pending = new Set<PendingDelay>();
 
-  function send(res: ServerResponse, entry: EmulatorRequest | null, status: number, body: string, headers: Record<string, string> = {}): void {
+  function send(
+    res: ServerResponse,
+    entry: EmulatorRequest | null,
+    status: number,
+    body: string,
+    headers: Record<string, string> = {},
+  ): void {
     if (entry !== null) entry.status = status;
     if (res.destroyed) return;
     res.writeHead(status, { 'content-type': JSON_CONTENT_TYPE, 'content-length': Buffer.byteLength(body), ...headers });
@@ -171,7 +181,11 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
     send(res, entry, status, JSON.stringify(payload));
   }
 
-  async function run(document: DocumentNode, body: GraphQLBody, usageNotRecorded: boolean): Promise<{ status: number; payload: unknown }> {
+  async function run(
+    document: DocumentNode,
+    body: GraphQLBody,
+    usageNotRecorded: boolean,
+  ): Promise<{ status: number; payload: unknown }> {
     const contextValue: ResolverContext = { store, usageNotRecorded };
     const result: ExecutionResult = await execute({
       schema,
@@ -183,7 +197,9 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
     if (!('data' in result) || result.data === undefined) {
       // No data at all: graphql-js rejected the request before executing (variable coercion,
       // operation selection). Apollo answers these with 400.
-      const errors = (result.errors ?? []).map((e) => formatGraphQLError(e, { code: 'BAD_USER_INPUT', name: 'UserInputError' }));
+      const errors = (result.errors ?? []).map((e) =>
+        formatGraphQLError(e, { code: 'BAD_USER_INPUT', name: 'UserInputError' }),
+      );
       return { status: 400, payload: { errors } };
     }
     const payload: { errors?: WireError[]; data: unknown } = { data: result.data };
@@ -194,14 +210,23 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
   }
 
   /** Answers a request that passed auth and validation, as the scripted fault (if any) says. */
-  async function answer(req: IncomingMessage, res: ServerResponse, entry: EmulatorRequest, document: DocumentNode, body: GraphQLBody, fault: Fault | null): Promise<void> {
+  async function answer(
+    req: IncomingMessage,
+    res: ServerResponse,
+    entry: EmulatorRequest,
+    document: DocumentNode,
+    body: GraphQLBody,
+    fault: Fault | null,
+  ): Promise<void> {
     if (fault === null || 'result' in fault) {
       const { status, payload } = await run(document, body, fault !== null);
       sendJson(res, entry, status, payload);
     } else if ('status' in fault) {
       const headers: Record<string, string> = {};
       if (fault.retryAfter !== undefined) headers['retry-after'] = String(fault.retryAfter);
-      const text = fault.body ?? JSON.stringify({ errors: [wireError(`Emulated fault: HTTP ${fault.status}`, 'INTERNAL_SERVER_ERROR', 'Error')] });
+      const text =
+        fault.body ??
+        JSON.stringify({ errors: [wireError(`Emulated fault: HTTP ${fault.status}`, 'INTERNAL_SERVER_ERROR', 'Error')] });
       send(res, entry, fault.status, text, headers);
     } else if ('graphqlError' in fault) {
       const { message, code, name } = fault.graphqlError;
@@ -239,20 +264,28 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
   }
 
   async function handleGraphQL(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const entry: EmulatorRequest = { operationName: null, fieldNames: [], variables: null, authorized: false, status: null, at: now() };
+    const unauthenticated = authFailure(req.headers.authorization, apiKey);
+    const entry: EmulatorRequest = {
+      operationName: null,
+      fieldNames: [],
+      variables: null,
+      authorized: unauthenticated === null,
+      status: null,
+      at: now(),
+    };
     log.push(entry);
-    entry.authorized = authFailure(req.headers.authorization, apiKey) === null;
     if (req.method !== 'POST') {
       // Kana documents POST only (API.md §1).
-      send(res, entry, 405, JSON.stringify({ errors: [wireError('Method Not Allowed: use POST', 'BAD_REQUEST', 'MethodNotAllowedError')] }), { allow: 'POST' });
+      const error = wireError('Method Not Allowed: use POST', 'BAD_REQUEST', 'MethodNotAllowedError');
+      send(res, entry, 405, JSON.stringify({ errors: [error] }), { allow: 'POST' });
       return;
     }
     try {
       const body = decodeBody(await readBody(req));
       entry.variables = body.variables;
       entry.operationName = body.operationName;
-      let document: DocumentNode | null = null;
-      let syntaxError: GraphQLError | null = null;
+      // Parsed before the auth check only so that the log can name the operation.
+      let document: DocumentNode | GraphQLError;
       try {
         document = parse(body.query);
         const operation = selectedOperation(document, body.operationName);
@@ -260,17 +293,17 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
         entry.fieldNames = rootFieldNames(operation);
       } catch (error) {
         if (!(error instanceof GraphQLError)) throw error;
-        syntaxError = error;
+        document = error;
       }
 
-      const unauthenticated = authFailure(req.headers.authorization, apiKey);
       if (unauthenticated !== null) {
         // Kana answers auth failures as GraphQL errors with HTTP 200 (API.md §1, §13).
         sendJson(res, entry, 200, { errors: [wireError(unauthenticated, 'UNAUTHENTICATED', 'AuthenticationError')] });
         return;
       }
-      if (syntaxError !== null || document === null) {
-        throw new RequestError(400, [formatGraphQLError(syntaxError!, { code: 'GRAPHQL_PARSE_FAILED', name: 'SyntaxError' })]);
+      if (document instanceof GraphQLError) {
+        const error = formatGraphQLError(document, { code: 'GRAPHQL_PARSE_FAILED', name: 'SyntaxError' });
+        throw new RequestError(400, [error]);
       }
       const validationErrors = validate(schema, document);
       if (validationErrors.length > 0) {
@@ -286,7 +319,8 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
         return;
       }
       const message = error instanceof Error ? error.message : String(error);
-      sendJson(res, entry, 500, { errors: [wireError(`Kana emulator internal error: ${message}`, 'INTERNAL_SERVER_ERROR', 'Error')] });
+      const internal = wireError(`Kana emulator internal error: ${message}`, 'INTERNAL_SERVER_ERROR', 'Error');
+      sendJson(res, entry, 500, { errors: [internal] });
     }
   }
 
@@ -294,7 +328,8 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
     handle(req, res) {
       const path = (req.url ?? '/').split('?')[0];
       if (path !== '/graphql') {
-        send(res, null, 404, JSON.stringify({ errors: [wireError(`Not found: the Kana emulator serves POST /graphql only`, 'NOT_FOUND', 'Error')] }));
+        const error = wireError('Not found: the Kana emulator serves POST /graphql only', 'NOT_FOUND', 'Error');
+        send(res, null, 404, JSON.stringify({ errors: [error] }));
         return;
       }
       void handleGraphQL(req, res);

@@ -41,7 +41,10 @@ export interface KanaEmulator {
   readonly port: number;
   /** Adds users/features/packages/subscriptions/usage; validates first, throws naming the bad field path. */
   seed(seed: EmulatorSeed): void;
-  /** The user's usage of a feature in the current period. Throws for an unknown user or feature. */
+  /**
+   * The user's usage of a feature in the current period of the entitlement in force (all recorded
+   * usage when the user has none, or it never resets). Throws for an unknown user or feature.
+   */
   usage(userId: string, featureId: string): number;
   /** Every usage mutation applied, in order. */
   usageCalls(): readonly UsageCall[];
@@ -82,9 +85,13 @@ function checkOptions(options: KanaEmulatorOptions): void {
   }
   // The key itself is never echoed: only its shape is described.
   if (apiKey !== undefined && (typeof apiKey !== 'string' || !PRIVATE_KEY.test(apiKey))) {
-    throw new TypeError('startKanaEmulator: apiKey must be a Kana private key: prv_test_ or prv_live_ followed by letters and digits');
+    throw new TypeError(
+      'startKanaEmulator: apiKey must be a Kana private key: prv_test_ or prv_live_ followed by letters and digits',
+    );
   }
-  if (now !== undefined && typeof now !== 'function') throw new TypeError('startKanaEmulator: now must be a function returning epoch ms');
+  if (now !== undefined && typeof now !== 'function') {
+    throw new TypeError('startKanaEmulator: now must be a function returning epoch ms');
+  }
 }
 
 /** Starts a local Kana GraphQL server serving Kana's documented schema on POST /graphql. */

@@ -33,7 +33,10 @@ interface CreatePackageInput {
   id: string;
   name?: string | null;
   isAddon?: boolean | null;
-  features: { id: string; entitlement?: { limit?: number | null; resetPeriod: ResetPeriod; overageEnabled?: boolean | null } | null }[];
+  features: {
+    id: string;
+    entitlement?: { limit?: number | null; resetPeriod: ResetPeriod; overageEnabled?: boolean | null } | null;
+  }[];
   metadata?: unknown;
 }
 

@@ -92,7 +92,13 @@ function optionalBoolean(fields: Fields, key: string, path: string): void {
   if (value !== undefined && typeof value !== 'boolean') fail(`${path}.${key}`, `must be a boolean, got ${show(value)}`);
 }
 
-function oneOf<T extends string>(fields: Fields, key: string, path: string, allowed: readonly T[], required: boolean): T | undefined {
+function oneOf<T extends string>(
+  fields: Fields,
+  key: string,
+  path: string,
+  allowed: readonly T[],
+  required: boolean,
+): T | undefined {
   const value = fields[key];
   if (value === undefined && !required) return undefined;
   if (!(allowed as readonly unknown[]).includes(value)) {
@@ -156,7 +162,9 @@ function validateSeed(store: KanaStore, seed: unknown): EmulatorSeed {
       if (inPackage.has(featureId)) fail(`${pfPath}.id`, `lists the feature ${show(featureId)} twice in one package`);
       inPackage.add(featureId);
       if (pf.limit !== undefined && pf.limit !== null) {
-        if (type === 'BINARY') fail(`${pfPath}.limit`, `must be omitted: ${show(featureId)} is a BINARY feature (limits are for CONSUMABLE ones)`);
+        if (type === 'BINARY') {
+          fail(`${pfPath}.limit`, `must be omitted: ${show(featureId)} is a BINARY feature (limits are for CONSUMABLE ones)`);
+        }
         int32(pf.limit, `${pfPath}.limit`, 'a non-negative integer or null', 0);
       }
       oneOf(pf, 'resetPeriod', pfPath, RESET_PERIODS, false);

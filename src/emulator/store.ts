@@ -249,9 +249,9 @@ export class KanaStore {
     if (newId !== id) {
       user.id = newId;
       // Rebuild the map so the renamed user keeps its place in `users` listings.
-      const entries = [...this.users].map(([key, value]) => (key === id ? ([newId, value] as const) : ([key, value] as const)));
+      const records = [...this.users.values()];
       this.users.clear();
-      for (const [key, value] of entries) this.users.set(key, value);
+      for (const record of records) this.users.set(record.id, record);
       for (const subscription of this.subscriptions.values()) {
         if (subscription.userId === id) subscription.userId = newId;
       }
@@ -397,17 +397,22 @@ export class KanaStore {
     const packages = packageIds.map((id) => {
       const pkg = this.packages.get(id);
       if (pkg === undefined) {
-        throw new KanaEmulatorError(SUBSCRIBE_ERRORS.packageNotFound, { code: 'BAD_USER_INPUT', name: 'PackageNotFoundError' });
+        const name = 'PackageNotFoundError';
+        throw new KanaEmulatorError(SUBSCRIBE_ERRORS.packageNotFound, { code: 'BAD_USER_INPUT', name });
       }
       // Kana documents the rule but not this error's text: the message is made up.
-      if (pkg.status !== 'PUBLISHED') throw subscriptionError(`Package "${id}" is not published (status ${pkg.status})`);
+      if (pkg.status !== 'PUBLISHED') {
+        throw subscriptionError(`Package "${id}" is not published (status ${pkg.status})`);
+      }
       return pkg;
     });
     const newBases = packages.filter((pkg) => !pkg.isAddon);
     const holdsBase = [...this.subscriptions.values()].some(
       (s) => s.userId === userId && ENTITLING_STATUSES.has(s.status) && this.packages.get(s.packageId)?.isAddon === false,
     );
-    if (newBases.length > 1 || (newBases.length === 1 && holdsBase)) throw subscriptionError(SUBSCRIBE_ERRORS.multipleTiers);
+    if (newBases.length > 1 || (newBases.length === 1 && holdsBase)) {
+      throw subscriptionError(SUBSCRIBE_ERRORS.multipleTiers);
+    }
     if (packages.some((pkg) => pkg.isAddon) && newBases.length === 0 && !holdsBase) {
       throw subscriptionError(SUBSCRIBE_ERRORS.addonWithoutBase);
     }
@@ -501,7 +506,9 @@ export class KanaStore {
     });
     const past = [...pastIndexes]
       .sort((a, b) => a - b)
-      .map((n) => toUsagePeriod({ start: periodBoundary(anchor, resetPeriod, n), end: periodBoundary(anchor, resetPeriod, n + 1) }));
+      .map((n) =>
+        toUsagePeriod({ start: periodBoundary(anchor, resetPeriod, n), end: periodBoundary(anchor, resetPeriod, n + 1) }),
+      );
     return { current: toUsagePeriod(current), past };
   }
 
@@ -517,7 +524,8 @@ export class KanaStore {
     let best: { subscription: SubscriptionRecord; packageFeature: PackageFeatureRecord } | null = null;
     for (const subscription of this.subscriptions.values()) {
       if (subscription.userId !== userId || !ENTITLING_STATUSES.has(subscription.status)) continue;
-      const packageFeature = this.packages.get(subscription.packageId)?.features.find((pf) => pf.featureId === featureId);
+      const pkg = this.packages.get(subscription.packageId);
+      const packageFeature = pkg?.features.find((pf) => pf.featureId === featureId);
       if (packageFeature === undefined) continue;
       const limit = packageFeature.limit ?? Infinity;
       if (best === null || limit > (best.packageFeature.limit ?? Infinity)) best = { subscription, packageFeature };

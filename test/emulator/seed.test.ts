@@ -13,6 +13,8 @@ beforeEach(() => {
   emulator.reset();
 });
 
+const userAndPackage = { users: [{ id: 'u' }], packages: [{ id: 'p', features: [] }] };
+
 /** Seeds a value the types would reject, as a JavaScript caller could. */
 function seedUntyped(seed: unknown): void {
   emulator.seed(seed as EmulatorSeed);
@@ -31,22 +33,62 @@ describe('seed validation', () => {
       },
       'packages[1].features[0].limit must be a non-negative integer or null (a GraphQL Int), got "10"',
     ],
-    ['a negative limit', { features: [{ id: 'a', type: 'CONSUMABLE' }], packages: [{ id: 'p', features: [{ id: 'a', limit: -1 }] }] }, 'packages[0].features[0].limit'],
-    ['a limit on a BINARY feature', { features: [{ id: 'b', type: 'BINARY' }], packages: [{ id: 'p', features: [{ id: 'b', limit: 3 }] }] }, 'packages[0].features[0].limit must be omitted'],
-    ['an unknown feature type', { features: [{ id: 'a', type: 'METERED' }] }, 'features[0].type must be one of BINARY, CONSUMABLE, got "METERED"'],
-    ['an unknown reset period', { features: [{ id: 'a', type: 'CONSUMABLE' }], packages: [{ id: 'p', features: [{ id: 'a', resetPeriod: 'WEEK' }] }] }, 'packages[0].features[0].resetPeriod must be one of DAY, MONTH, YEAR'],
-    ['a package naming an unknown feature', { packages: [{ id: 'p', features: [{ id: 'ghost' }] }] }, 'packages[0].features[0].id names an unknown feature "ghost"'],
+    [
+      'a negative limit',
+      { features: [{ id: 'a', type: 'CONSUMABLE' }], packages: [{ id: 'p', features: [{ id: 'a', limit: -1 }] }] },
+      'packages[0].features[0].limit',
+    ],
+    [
+      'a limit on a BINARY feature',
+      { features: [{ id: 'b', type: 'BINARY' }], packages: [{ id: 'p', features: [{ id: 'b', limit: 3 }] }] },
+      'packages[0].features[0].limit must be omitted',
+    ],
+    [
+      'an unknown feature type',
+      { features: [{ id: 'a', type: 'METERED' }] },
+      'features[0].type must be one of BINARY, CONSUMABLE, got "METERED"',
+    ],
+    [
+      'an unknown reset period',
+      { features: [{ id: 'a', type: 'CONSUMABLE' }], packages: [{ id: 'p', features: [{ id: 'a', resetPeriod: 'WEEK' }] }] },
+      'packages[0].features[0].resetPeriod must be one of DAY, MONTH, YEAR',
+    ],
+    [
+      'a package naming an unknown feature',
+      { packages: [{ id: 'p', features: [{ id: 'ghost' }] }] },
+      'packages[0].features[0].id names an unknown feature "ghost"',
+    ],
     ['a package without features', { packages: [{ id: 'p' }] }, 'packages[0].features is required'],
     ['a duplicate user id', { users: [{ id: 'u' }, { id: 'u' }] }, 'users[1].id duplicates the user id "u"'],
     ['an empty id', { users: [{ id: '' }] }, 'users[0].id must be a non-empty string'],
     ['a numeric id', { users: [{ id: 124 }] }, 'users[0].id must be a non-empty string, got 124'],
     ['a misspelt field', { users: [{ id: 'u', emial: 'x' }] }, 'users[0].emial is not a known field'],
     ['an unknown top-level key', { plans: [] }, 'seed.plans is not a known field'],
-    ['a subscription to an unknown package', { users: [{ id: 'u' }], subscriptions: [{ userId: 'u', packageId: 'nope' }] }, 'subscriptions[0].packageId names an unknown package "nope"'],
-    ['a subscription for an unknown user', { packages: [{ id: 'p', features: [] }], subscriptions: [{ userId: 'nobody', packageId: 'p' }] }, 'subscriptions[0].userId names an unknown user "nobody"'],
-    ['a bad status', { users: [{ id: 'u' }], packages: [{ id: 'p', features: [] }], subscriptions: [{ userId: 'u', packageId: 'p', status: 'active' }] }, 'subscriptions[0].status must be one of ACTIVE, TRIALING'],
-    ['a bad startedAt', { users: [{ id: 'u' }], packages: [{ id: 'p', features: [] }], subscriptions: [{ userId: 'u', packageId: 'p', startedAt: 'yesterday' }] }, 'subscriptions[0].startedAt must be an ISO-8601 date-time string'],
-    ['fractional usage', { users: [{ id: 'u' }], features: [{ id: 'a', type: 'CONSUMABLE' }], usage: [{ userId: 'u', featureId: 'a', used: 1.5 }] }, 'usage[0].used must be an integer'],
+    [
+      'a subscription to an unknown package',
+      { users: [{ id: 'u' }], subscriptions: [{ userId: 'u', packageId: 'nope' }] },
+      'subscriptions[0].packageId names an unknown package "nope"',
+    ],
+    [
+      'a subscription for an unknown user',
+      { packages: [{ id: 'p', features: [] }], subscriptions: [{ userId: 'nobody', packageId: 'p' }] },
+      'subscriptions[0].userId names an unknown user "nobody"',
+    ],
+    [
+      'a bad status',
+      { ...userAndPackage, subscriptions: [{ userId: 'u', packageId: 'p', status: 'active' }] },
+      'subscriptions[0].status must be one of ACTIVE, TRIALING',
+    ],
+    [
+      'a bad startedAt',
+      { ...userAndPackage, subscriptions: [{ userId: 'u', packageId: 'p', startedAt: 'yesterday' }] },
+      'subscriptions[0].startedAt must be an ISO-8601 date-time string',
+    ],
+    [
+      'fractional usage',
+      { users: [{ id: 'u' }], features: [{ id: 'a', type: 'CONSUMABLE' }], usage: [{ userId: 'u', featureId: 'a', used: 1.5 }] },
+      'usage[0].used must be an integer',
+    ],
     ['users that are not an array', { users: { id: 'u' } }, 'users must be an array'],
   ])('rejects %s, naming the path', (_label, seed, message) => {
     expect(() => seedUntyped(seed)).toThrow(message);
