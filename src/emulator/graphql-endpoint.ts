@@ -142,6 +142,15 @@ function rootFieldNames(operation: OperationDefinitionNode | undefined): string[
   return operation.selectionSet.selections.flatMap((s) => (s.kind === Kind.FIELD ? [s.name.value] : []));
 }
 
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -224,6 +233,8 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
     } else if ('status' in fault) {
       const headers: Record<string, string> = {};
       if (fault.retryAfter !== undefined) headers['retry-after'] = String(fault.retryAfter);
+      // A custom body that is not JSON (a proxy's HTML error page, say) is sent as text.
+      if (fault.body !== undefined && !isJson(fault.body)) headers['content-type'] = 'text/plain; charset=utf-8';
       const text =
         fault.body ??
         JSON.stringify({ errors: [wireError(`Emulated fault: HTTP ${fault.status}`, 'INTERNAL_SERVER_ERROR', 'Error')] });

@@ -72,6 +72,7 @@ describe('{ status }', () => {
       body: JSON.stringify({ query: CREATE_USAGE_EVENT, variables: usageEvent }),
     });
     expect(response.status).toBe(502);
+    expect(response.headers.get('content-type')).toBe('text/plain; charset=utf-8');
     expect(await response.text()).toBe('<html>Bad Gateway</html>');
   });
 
