@@ -1,6 +1,6 @@
 // The example API: a search endpoint billed through the route map, reports and exports billed with meter().
 
-import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import express, { type Express as ExpressApp, type NextFunction, type Request, type Response } from 'express';
 import { type KanaMeter, meter } from 'kana-meter';
 
 declare global {
@@ -22,7 +22,7 @@ function authenticate(req: Request, res: Response, next: NextFunction): void {
   next();
 }
 
-export function createApp(kana: KanaMeter): Express {
+export function createApp(kana: KanaMeter): ExpressApp {
   const app = express();
   app.use(express.json());
   app.use(authenticate);

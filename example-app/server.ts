@@ -11,7 +11,9 @@ const port = Number(process.env.PORT ?? 3000);
 
 async function connectToKana(): Promise<{ apiKey: string; endpoint?: string; emulator?: KanaEmulator }> {
   if (process.env.KANA_API_KEY) {
-    console.log(`Using Kana at ${process.env.KANA_ENDPOINT ?? 'https://api.usekana.com/graphql'} (KANA_API_KEY is set).`);
+    console.log(
+      `Using Kana at ${process.env.KANA_ENDPOINT ?? 'https://api.usekana.com/graphql'} (KANA_API_KEY is set).`,
+    );
     return { apiKey: process.env.KANA_API_KEY, endpoint: process.env.KANA_ENDPOINT };
   }
   const emulator = await startKanaEmulator({

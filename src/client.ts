@@ -59,7 +59,12 @@ export class KanaClient {
     if (typeof options !== 'object' || options === null) throw optionError('KanaClient options', options, 'an object');
     const apiKey = checkApiKey(options.apiKey);
     this.endpoint = checkUrl('endpoint', options.endpoint, DEFAULT_ENDPOINT);
-    this.mutation = checkOneOf('mutation', options.mutation, ['createUsageEvent', 'recordUsage'] as const, 'createUsageEvent');
+    this.mutation = checkOneOf(
+      'mutation',
+      options.mutation,
+      ['createUsageEvent', 'recordUsage'] as const,
+      'createUsageEvent',
+    );
     this.timeoutMs = checkInteger('timeoutMs', options.timeoutMs, 10_000, 1);
     if (options.fetch !== undefined && typeof options.fetch !== 'function') {
       throw optionError('fetch', options.fetch, 'a fetch-compatible function');
@@ -115,7 +120,10 @@ export class KanaClient {
 }
 
 function badResponse(data: unknown): KanaError {
-  return classifyFailure({ kind: 'bad-response', cause: new Error(`unexpected data: ${JSON.stringify(data)?.slice(0, 200)}`) });
+  return classifyFailure({
+    kind: 'bad-response',
+    cause: new Error(`unexpected data: ${JSON.stringify(data)?.slice(0, 200)}`),
+  });
 }
 
 /** Turns what graphql-request or fetch threw into a CallFailure for the retry table. */

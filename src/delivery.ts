@@ -38,7 +38,10 @@ export interface CloseOptions {
   timeoutMs?: number;
 }
 
-type DeliveryConfig = Pick<KanaMeterConfig, 'client' | 'retry' | 'flushInterval' | 'concurrency' | 'onDeliveryFailure' | 'logger'>;
+type DeliveryConfig = Pick<
+  KanaMeterConfig,
+  'client' | 'retry' | 'flushInterval' | 'concurrency' | 'onDeliveryFailure' | 'logger'
+>;
 
 export class DeliveryQueue {
   readonly #client: KanaClient;
@@ -202,7 +205,10 @@ export class DeliveryQueue {
       if (batch.delta > MAX_DELTA) {
         // Kana's delta is a 32-bit Int: the rest stays pending (its events already counted here).
         const rest = batch.delta - MAX_DELTA;
-        this.#pending.set(key, this.#newBatch(key, batch.userId, batch.featureId, rest, 0, batch.firstCapturedAt, batch.generation));
+        this.#pending.set(
+          key,
+          this.#newBatch(key, batch.userId, batch.featureId, rest, 0, batch.firstCapturedAt, batch.generation),
+        );
         batch.delta = MAX_DELTA;
       }
       this.#outbound.set(key, batch);
@@ -245,7 +251,13 @@ export class DeliveryQueue {
             if (!(error instanceof KanaError) || !error.retryable) return false;
             this.#counters.retries++;
             this.#logger.debug(
-              { code: logCodes.deliveryRetry, userId: batch.userId, featureId: batch.featureId, err: summarize(error), retriesLeft },
+              {
+                code: logCodes.deliveryRetry,
+                userId: batch.userId,
+                featureId: batch.featureId,
+                err: summarize(error),
+                retriesLeft,
+              },
               'kana-meter: Kana call failed, retrying',
             );
             if (error.retryAfterMs) await sleep(error.retryAfterMs, signal);
@@ -260,9 +272,13 @@ export class DeliveryQueue {
       // At close()'s deadline the batch stays outbound: close() reports it with the rest.
       if (signal.aborted) return;
       this.#outbound.delete(batch.key);
-      const error = caught instanceof KanaError
-        ? caught
-        : new KanaError('KANA_BAD_RESPONSE', String((caught as Error)?.message ?? caught), { retryable: false, cause: caught });
+      const error =
+        caught instanceof KanaError
+          ? caught
+          : new KanaError('KANA_BAD_RESPONSE', String((caught as Error)?.message ?? caught), {
+              retryable: false,
+              cause: caught,
+            });
       this.#logger.error(
         {
           code: logCodes.deliveryFailed,
@@ -286,7 +302,11 @@ export class DeliveryQueue {
     this.#outbound.clear();
     this.#pending.clear();
     if (left.length === 0) return;
-    const error = new KanaError('KANA_CLOSED', `close() reached its ${timeoutMs} ms deadline before this usage was delivered`, { retryable: false });
+    const error = new KanaError(
+      'KANA_CLOSED',
+      `close() reached its ${timeoutMs} ms deadline before this usage was delivered`,
+      { retryable: false },
+    );
     this.#logger.error(
       {
         code: logCodes.undeliveredAtClose,
@@ -313,7 +333,10 @@ export class DeliveryQueue {
 
   #hookFailed(error: unknown): void {
     this.#counters.hookErrors++;
-    this.#logger.error({ code: logCodes.hookFailed, hook: 'onDeliveryFailure', err: error }, 'kana-meter: onDeliveryFailure threw');
+    this.#logger.error(
+      { code: logCodes.hookFailed, hook: 'onDeliveryFailure', err: error },
+      'kana-meter: onDeliveryFailure threw',
+    );
   }
 }
 

@@ -1,15 +1,15 @@
 // kana-meter's public surface: named exports only.
 
-export { KanaClient, DEFAULT_ENDPOINT } from './client.js';
 export type { KanaClientOptions, UsageInput, UsageMutation } from './client.js';
+export { DEFAULT_ENDPOINT, KanaClient } from './client.js';
 export type { CloseOptions } from './delivery.js';
-export { KanaError, logCodes } from './errors.js';
 export type { KanaErrorCode, LogCode } from './errors.js';
+export { KanaError, logCodes } from './errors.js';
 export type { KanaLogger } from './logger.js';
 export { meter } from './meter.js';
 export type { DeltaFunction, FeatureOptions } from './metered-feature.js';
-export { kanaMeter } from './middleware.js';
 export type { KanaMeter } from './middleware.js';
+export { kanaMeter } from './middleware.js';
 export type { KanaMeterOptions, RetryOptions, UndeliveredUsage } from './options.js';
 export type { RouteMap, RouteTarget } from './routes.js';
 export type { KanaMeterStats } from './stats.js';

@@ -54,7 +54,11 @@ export function parseMeteredFeature(
   for (const key of Object.keys(options ?? {})) {
     if (!FEATURE_OPTION_KEYS.has(key)) {
       const known = [...FEATURE_OPTION_KEYS].join(', ');
-      throw optionError(`${name}.${key}`, (options as Record<string, unknown>)[key], `absent (known options: ${known})`);
+      throw optionError(
+        `${name}.${key}`,
+        (options as Record<string, unknown>)[key],
+        `absent (known options: ${known})`,
+      );
     }
   }
   const delta = options?.delta ?? 1;

@@ -53,7 +53,8 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
         request[REQUEST_USAGE] = usage;
         res.once('finish', onFinish);
       }
-      (usage.tagged ??= []).push(feature);
+      usage.tagged ??= [];
+      usage.tagged.push(feature);
     },
   };
 
@@ -84,7 +85,12 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       return;
     }
     if (isPromise(userId)) {
-      track(userId.then((id) => captureFor(req, res, usage, id, late), (error) => userIdFailed(req, error)));
+      track(
+        userId.then(
+          (id) => captureFor(req, res, usage, id, late),
+          (error) => userIdFailed(req, error),
+        ),
+      );
     } else {
       captureFor(req, res, usage, userId, late);
     }
@@ -96,7 +102,10 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       return isSuccess(req, res) === true;
     } catch (error) {
       counters.hookErrors++;
-      logger.error({ code: logCodes.hookFailed, hook: 'isSuccess', err: error, ...where(req) }, 'kana-meter: isSuccess threw; the request was not metered');
+      logger.error(
+        { code: logCodes.hookFailed, hook: 'isSuccess', err: error, ...where(req) },
+        'kana-meter: isSuccess threw; the request was not metered',
+      );
       return false;
     }
   }
@@ -124,7 +133,12 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
         continue;
       }
       if (isPromise(delta)) {
-        track(delta.then((value) => enqueueChecked(req, userId, feature, value, late), (error) => deltaFailed(req, feature, error)));
+        track(
+          delta.then(
+            (value) => enqueueChecked(req, userId, feature, value, late),
+            (error) => deltaFailed(req, feature, error),
+          ),
+        );
       } else {
         enqueueChecked(req, userId, feature, delta, late);
       }
@@ -144,7 +158,14 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     }
     counters.invalidDelta++;
     logger.warn(
-      { code: logCodes.invalidDelta, route: feature.source, featureId: feature.featureId, userId, delta: String(delta), ...where(req) },
+      {
+        code: logCodes.invalidDelta,
+        route: feature.source,
+        featureId: feature.featureId,
+        userId,
+        delta: String(delta),
+        ...where(req),
+      },
       'kana-meter: delta is not an integer in 1..2147483647; this usage was not sent',
     );
   }
@@ -152,14 +173,24 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   function deltaFailed(req: Request, feature: MeteredFeature, error: unknown): void {
     counters.hookErrors++;
     logger.error(
-      { code: logCodes.hookFailed, hook: 'delta', route: feature.source, featureId: feature.featureId, err: error, ...where(req) },
+      {
+        code: logCodes.hookFailed,
+        hook: 'delta',
+        route: feature.source,
+        featureId: feature.featureId,
+        err: error,
+        ...where(req),
+      },
       'kana-meter: the delta function threw; this usage was not sent',
     );
   }
 
   function userIdFailed(req: Request, error: unknown): void {
     counters.userIdErrors++;
-    logger.error({ code: logCodes.userIdFailed, err: error, ...where(req) }, 'kana-meter: userId failed; the request was not metered');
+    logger.error(
+      { code: logCodes.userIdFailed, err: error, ...where(req) },
+      'kana-meter: userId failed; the request was not metered',
+    );
   }
 
   function track(capture: Promise<void>): void {
@@ -211,5 +242,7 @@ function isPromise<T>(value: unknown): value is Promise<T> {
 }
 
 function isUserIdValue(value: unknown): value is string | number | bigint {
-  return typeof value === 'string' || typeof value === 'bigint' || (typeof value === 'number' && Number.isFinite(value));
+  return (
+    typeof value === 'string' || typeof value === 'bigint' || (typeof value === 'number' && Number.isFinite(value))
+  );
 }

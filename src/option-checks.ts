@@ -15,17 +15,20 @@ export function optionError(name: string, value: unknown, expected: string): Typ
   return new TypeError(`kana-meter: option \`${name}\` must be ${expected}; got ${describeValue(value)}.`);
 }
 
-export function checkFunction<T extends (...args: never[]) => unknown>(
-  name: string,
-  value: unknown,
-): T | undefined {
+export function checkFunction<T extends (...args: never[]) => unknown>(name: string, value: unknown): T | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'function') throw optionError(name, value, 'a function');
   return value as T;
 }
 
 /** An integer within [min, max], or the default when undefined. */
-export function checkInteger(name: string, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+export function checkInteger(
+  name: string,
+  value: unknown,
+  fallback: number,
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in ${min}..${max}`;
@@ -35,7 +38,13 @@ export function checkInteger(name: string, value: unknown, fallback: number, min
 }
 
 /** A number >= min (Infinity allowed when asked), or the default when undefined. */
-export function checkNumber(name: string, value: unknown, fallback: number, min: number, allowInfinity = false): number {
+export function checkNumber(
+  name: string,
+  value: unknown,
+  fallback: number,
+  min: number,
+  allowInfinity = false,
+): number {
   if (value === undefined) return fallback;
   const finiteOk = allowInfinity ? !Number.isNaN(value) : Number.isFinite(value);
   if (typeof value !== 'number' || !finiteOk || value < min) {

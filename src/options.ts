@@ -4,7 +4,7 @@ import type { Request, Response } from 'express';
 import { KanaClient, type UsageMutation } from './client.js';
 import type { KanaError } from './errors.js';
 import { type KanaLogger, parseLogger } from './logger.js';
-import { checkFunction, checkInteger, checkNumber, checkBoolean, optionError } from './option-checks.js';
+import { checkBoolean, checkFunction, checkInteger, checkNumber, optionError } from './option-checks.js';
 import { compileRoutes, type RouteMap, type RouteMatcher } from './routes.js';
 
 /** The usage kana-meter could not deliver, as passed to `onDeliveryFailure`. */
@@ -69,7 +69,10 @@ export interface KanaMeterOptions {
    * for a request that is not billed. May be async. Called once the response has finished.
    * @example (req) => req.user?.kanaId
    */
-  userId: (req: Request, res: Response) => string | number | null | undefined | Promise<string | number | null | undefined>;
+  userId: (
+    req: Request,
+    res: Response,
+  ) => string | number | null | undefined | Promise<string | number | null | undefined>;
   /**
    * Route -> feature map.
    * @default {}
@@ -139,8 +142,20 @@ export interface KanaMeterConfig {
 }
 
 const KNOWN_OPTIONS = new Set([
-  'apiKey', 'endpoint', 'client', 'userId', 'routes', 'isSuccess', 'mutation', 'timeoutMs', 'retry',
-  'flushInterval', 'concurrency', 'onDeliveryFailure', 'logger', 'fetch',
+  'apiKey',
+  'endpoint',
+  'client',
+  'userId',
+  'routes',
+  'isSuccess',
+  'mutation',
+  'timeoutMs',
+  'retry',
+  'flushInterval',
+  'concurrency',
+  'onDeliveryFailure',
+  'logger',
+  'fetch',
 ]);
 const CLIENT_OPTIONS = ['apiKey', 'endpoint', 'mutation', 'timeoutMs', 'fetch'] as const;
 const RETRY_OPTIONS = new Set(['retries', 'minTimeout', 'maxTimeout', 'factor', 'randomize']);
@@ -151,11 +166,19 @@ export function parseOptions(options: KanaMeterOptions): KanaMeterConfig {
   }
   for (const key of Object.keys(options)) {
     if (!KNOWN_OPTIONS.has(key)) {
-      throw optionError(key, (options as unknown as Record<string, unknown>)[key], `absent: it is not a kanaMeter option`);
+      throw optionError(
+        key,
+        (options as unknown as Record<string, unknown>)[key],
+        `absent: it is not a kanaMeter option`,
+      );
     }
   }
   if (typeof options.userId !== 'function') {
-    throw optionError('userId', options.userId, 'a function (req, res) => the Kana user id, e.g. (req) => req.user?.id');
+    throw optionError(
+      'userId',
+      options.userId,
+      'a function (req, res) => the Kana user id, e.g. (req) => req.user?.id',
+    );
   }
   return Object.freeze({
     client: parseClient(options),
@@ -193,7 +216,9 @@ function parseClient(options: KanaMeterOptions): KanaClient {
   }
   const conflicting = CLIENT_OPTIONS.find((key) => options[key] !== undefined);
   if (conflicting) {
-    throw new TypeError(`kana-meter: option \`${conflicting}\` cannot be combined with \`client\`: set it on the KanaClient.`);
+    throw new TypeError(
+      `kana-meter: option \`${conflicting}\` cannot be combined with \`client\`: set it on the KanaClient.`,
+    );
   }
   return options.client;
 }
@@ -204,7 +229,11 @@ function parseRetry(retry: RetryOptions | undefined): Readonly<Required<RetryOpt
   }
   for (const key of Object.keys(retry ?? {})) {
     if (!RETRY_OPTIONS.has(key)) {
-      throw optionError(`retry.${key}`, (retry as Record<string, unknown>)[key], `absent (known: ${[...RETRY_OPTIONS].join(', ')})`);
+      throw optionError(
+        `retry.${key}`,
+        (retry as Record<string, unknown>)[key],
+        `absent (known: ${[...RETRY_OPTIONS].join(', ')})`,
+      );
     }
   }
   const minTimeout = checkNumber('retry.minTimeout', retry?.minTimeout, 100, 0);

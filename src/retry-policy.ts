@@ -139,8 +139,7 @@ export const retryRules: readonly RetryRule[] = [
     matches: (f) => f.kind === 'not-recorded',
     code: 'KANA_NOT_RECORDED',
     retryable: true,
-    describe: (f) =>
-      `Kana did not record the usage${f.kind === 'not-recorded' && f.reason ? `: ${f.reason}` : ''}`,
+    describe: (f) => `Kana did not record the usage${f.kind === 'not-recorded' && f.reason ? `: ${f.reason}` : ''}`,
   },
   {
     row: 12,
@@ -163,8 +162,7 @@ function causeText(failure: CallFailure): string {
 /** Classifies a failed call with the retry table. */
 export function classifyFailure(failure: CallFailure): KanaError {
   const rule = retryRules.find((candidate) => candidate.matches(failure)) as RetryRule;
-  const retryAfterMs =
-    rule.retryable && failure.kind === 'http' ? parseRetryAfter(failure.retryAfter) : undefined;
+  const retryAfterMs = rule.retryable && failure.kind === 'http' ? parseRetryAfter(failure.retryAfter) : undefined;
   return new KanaError(rule.code, rule.describe(failure), {
     retryable: rule.retryable,
     status: failure.kind === 'http' ? failure.status : undefined,

@@ -50,7 +50,9 @@ export function compileRoutes(routes: unknown): RouteMatcher | undefined {
     const method = (keyMatch[1] as string).toUpperCase();
     const path = keyMatch[2] as string;
     if (method !== '*' && method !== 'ALL' && !KNOWN_METHODS.has(method)) {
-      throw new TypeError(`kana-meter: option \`${name}\`: unknown HTTP method "${keyMatch[1]}"; use GET, POST, ..., or ALL.`);
+      throw new TypeError(
+        `kana-meter: option \`${name}\`: unknown HTTP method "${keyMatch[1]}"; use GET, POST, ..., or ALL.`,
+      );
     }
     let regexp: RegExp;
     try {
@@ -62,9 +64,7 @@ export function compileRoutes(routes: unknown): RouteMatcher | undefined {
       );
     }
     const feature =
-      typeof target === 'string'
-        ? parseMeteredFeature(name, target, undefined, key)
-        : parseTarget(name, target, key);
+      typeof target === 'string' ? parseMeteredFeature(name, target, undefined, key) : parseTarget(name, target, key);
     declared.push({ method: method === '*' ? 'ALL' : method, route: { regexp, feature } });
   }
 

@@ -7,8 +7,15 @@ import type { Express } from 'express';
 import request from 'supertest';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type KanaEmulator, startKanaEmulator } from '../src/emulator/index.js';
-import { KanaError, type KanaMeter, type KanaMeterOptions, kanaMeter, logCodes, type UndeliveredUsage } from '../src/index.js';
-import { basicSeed, expressVersions, meteredApp, meterOptions, sleep } from './helpers/app.js';
+import {
+  KanaError,
+  type KanaMeter,
+  type KanaMeterOptions,
+  kanaMeter,
+  logCodes,
+  type UndeliveredUsage,
+} from '../src/index.js';
+import { basicSeed, expressVersions, meteredApp, meterOptions } from './helpers/app.js';
 
 let emulator: KanaEmulator;
 const meters: KanaMeter[] = [];
@@ -80,8 +87,16 @@ describe('retries (the retry table, end to end)', () => {
 
   it.each([
     ['HTTP 401', { status: 401 }, 'KANA_UNAUTHENTICATED'],
-    ['an Unauthenticated GraphQL error', { graphqlError: { message: 'Unauthenticated', code: 'UNAUTHENTICATED', name: 'AuthenticationError' } }, 'KANA_UNAUTHENTICATED'],
-    ['a GraphQL validation error', { graphqlError: { message: 'invalid', code: 'GRAPHQL_VALIDATION_FAILED' }, httpStatus: 400 }, 'KANA_REJECTED'],
+    [
+      'an Unauthenticated GraphQL error',
+      { graphqlError: { message: 'Unauthenticated', code: 'UNAUTHENTICATED', name: 'AuthenticationError' } },
+      'KANA_UNAUTHENTICATED',
+    ],
+    [
+      'a GraphQL validation error',
+      { graphqlError: { message: 'invalid', code: 'GRAPHQL_VALIDATION_FAILED' }, httpStatus: 400 },
+      'KANA_REJECTED',
+    ],
     ['HTTP 404', { status: 404 }, 'KANA_HTTP_ERROR'],
   ] as const)('does not retry %s: the usage fails at once, logged and reported', async (_name, fault, code) => {
     const { kana, hit, sink, failures } = setup();
@@ -207,7 +222,12 @@ describe('flush and close', () => {
     expect(emulator.usage('u1', 'reports')).toBe(1);
 
     await hit('u2');
-    expect(failures).toEqual([[expect.objectContaining({ userId: 'u2', featureId: 'reports', delta: 1 }), expect.objectContaining({ code: 'KANA_CLOSED' })]]);
+    expect(failures).toEqual([
+      [
+        expect.objectContaining({ userId: 'u2', featureId: 'reports', delta: 1 }),
+        expect.objectContaining({ code: 'KANA_CLOSED' }),
+      ],
+    ]);
     expect(sink.withCode(logCodes.capturedAfterClose)).toHaveLength(1);
     expect(kana.stats()).toMatchObject({ captured: 2, delivered: 1, failed: 1, pending: 0 });
   });

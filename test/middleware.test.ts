@@ -237,7 +237,12 @@ describe('user ids and deltas', () => {
     expect(emulator.usageCalls()).toEqual([]);
     expect(kana.stats()).toMatchObject({ invalidDelta: 1, captured: 0 });
     expect(sink.withCode(logCodes.invalidDelta)).toEqual([
-      expect.objectContaining({ route: 'meter("exports")', featureId: 'exports', userId: 'u1', delta: String(badDelta) }),
+      expect.objectContaining({
+        route: 'meter("exports")',
+        featureId: 'exports',
+        userId: 'u1',
+        delta: String(badDelta),
+      }),
     ]);
   });
 });
@@ -250,7 +255,11 @@ describe('the Kana call', () => {
     await request(app).get('/r').set('x-user', 'u1');
     await kana.flush();
     const [sent] = emulator.requests();
-    expect(sent).toMatchObject({ operationName: 'createUsageEvent', fieldNames: ['createUsageEvent'], authorized: true });
+    expect(sent).toMatchObject({
+      operationName: 'createUsageEvent',
+      fieldNames: ['createUsageEvent'],
+      authorized: true,
+    });
     expect(sent?.variables).toEqual({ input: { userId: 'u1', featureId: 'reports', delta: 1 } });
   });
 
@@ -260,7 +269,9 @@ describe('the Kana call', () => {
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
     await request(app).get('/r').set('x-user', 'u1');
     await kana.flush();
-    expect(emulator.usageCalls()).toEqual([expect.objectContaining({ operation: 'recordUsage', userId: 'u1', delta: 1 })]);
+    expect(emulator.usageCalls()).toEqual([
+      expect.objectContaining({ operation: 'recordUsage', userId: 'u1', delta: 1 }),
+    ]);
   });
 
   it.each(['createUsageEvent', 'recordUsage'] as const)('retries a %s call that returned false', async (mutation) => {

@@ -14,13 +14,17 @@ describe('kanaMeter options', () => {
   });
 
   it('requires userId to be a function', () => {
-    expect(() => kanaMeter({ apiKey: 'prv_test_x' } as never)).toThrow(/option `userId` must be a function.*got undefined/);
+    expect(() => kanaMeter({ apiKey: 'prv_test_x' } as never)).toThrow(
+      /option `userId` must be a function.*got undefined/,
+    );
     expect(() => kanaMeter({ ...base, userId: 'u1' } as never)).toThrow(/option `userId` must be a function.*got "u1"/);
   });
 
   it('requires apiKey or client, and never echoes the key', () => {
     expect(() => kanaMeter({ userId: () => 'u' })).toThrow(/option `apiKey` is required.*or pass a ready `client`/);
-    expect(() => kanaMeter({ ...base, apiKey: '' })).toThrow(/option `apiKey` must be your Kana private key.*got an empty string/);
+    expect(() => kanaMeter({ ...base, apiKey: '' })).toThrow(
+      /option `apiKey` must be your Kana private key.*got an empty string/,
+    );
     let message = '';
     try {
       kanaMeter({ ...base, endpoint: 'not a url' });
@@ -34,8 +38,12 @@ describe('kanaMeter options', () => {
   it('accepts a ready client, but not together with client settings', () => {
     const client = new KanaClient({ apiKey: 'prv_test_abc123' });
     expect(() => kanaMeter({ client, userId: () => 'u' })).not.toThrow();
-    expect(() => kanaMeter({ client, userId: () => 'u', endpoint: 'http://x' })).toThrow(/`endpoint` cannot be combined with `client`/);
-    expect(() => kanaMeter({ client: {} as KanaClient, userId: () => 'u' })).toThrow(/option `client` must be a KanaClient instance/);
+    expect(() => kanaMeter({ client, userId: () => 'u', endpoint: 'http://x' })).toThrow(
+      /`endpoint` cannot be combined with `client`/,
+    );
+    expect(() => kanaMeter({ client: {} as KanaClient, userId: () => 'u' })).toThrow(
+      /option `client` must be a KanaClient instance/,
+    );
   });
 
   it.each([
@@ -44,7 +52,10 @@ describe('kanaMeter options', () => {
     [{ timeoutMs: 'fast' }, /option `timeoutMs` must be an integer >= 1; got "fast"/],
     [{ mutation: 'addUsage' }, /option `mutation` must be one of "createUsageEvent", "recordUsage"; got "addUsage"/],
     [{ retry: { retries: -1 } }, /option `retry.retries` must be an integer >= 0; got -1/],
-    [{ retry: { minTimeout: 500, maxTimeout: 100 } }, /option `retry.maxTimeout` must be >= retry.minTimeout \(500\); got 100/],
+    [
+      { retry: { minTimeout: 500, maxTimeout: 100 } },
+      /option `retry.maxTimeout` must be >= retry.minTimeout \(500\); got 100/,
+    ],
     [{ retry: { retrys: 3 } }, /option `retry.retrys` must be absent/],
     [{ isSuccess: true }, /option `isSuccess` must be a function; got true/],
     [{ onDeliveryFailure: 'log' }, /option `onDeliveryFailure` must be a function/],
@@ -57,7 +68,11 @@ describe('kanaMeter options', () => {
   });
 
   it('does not mutate the options object', () => {
-    const options = Object.freeze({ ...base, routes: Object.freeze({ 'GET /x': 'f' }), retry: Object.freeze({ retries: 1 }) });
+    const options = Object.freeze({
+      ...base,
+      routes: Object.freeze({ 'GET /x': 'f' }),
+      retry: Object.freeze({ retries: 1 }),
+    });
     expect(() => kanaMeter(options)).not.toThrow();
   });
 });

@@ -37,7 +37,15 @@ afterAll(async () => {
 describe('the packed tarball', () => {
   it('holds the build, the emulator schema and the docs, and no sources or tests', () => {
     expect(tarballFiles).toEqual(
-      expect.arrayContaining(['dist/index.js', 'dist/index.cjs', 'dist/index.d.ts', 'dist/index.d.cts', 'dist/emulator/schema.graphql', 'README.md', 'package.json']),
+      expect.arrayContaining([
+        'dist/index.js',
+        'dist/index.cjs',
+        'dist/index.d.ts',
+        'dist/index.d.cts',
+        'dist/emulator/schema.graphql',
+        'README.md',
+        'package.json',
+      ]),
     );
     expect(tarballFiles.filter((file) => file.startsWith('src/') || file.startsWith('test/'))).toEqual([]);
   });

@@ -1,7 +1,13 @@
 // The retry table as a numbered matrix: each way a Kana call fails, and whether it is retried.
 
 import { describe, expect, it } from 'vitest';
-import { type CallFailure, classifyFailure, MAX_RETRY_AFTER_MS, parseRetryAfter, retryRules } from '../src/retry-policy.js';
+import {
+  type CallFailure,
+  classifyFailure,
+  MAX_RETRY_AFTER_MS,
+  parseRetryAfter,
+  retryRules,
+} from '../src/retry-policy.js';
 
 const unauthenticated = [{ message: 'Unauthenticated: bad key', extensions: { code: 'UNAUTHENTICATED' } }];
 const validation = [{ message: 'Variable "$input" got invalid value', extensions: { code: 'BAD_USER_INPUT' } }];
@@ -13,8 +19,20 @@ const matrix: [string, CallFailure, string, boolean, number][] = [
   ['connection refused', { kind: 'network', cause: new TypeError('fetch failed') }, 'KANA_UNREACHABLE', true, 3],
   ['HTTP 401', { kind: 'http', status: 401 }, 'KANA_UNAUTHENTICATED', false, 4],
   ['HTTP 403', { kind: 'http', status: 403 }, 'KANA_UNAUTHENTICATED', false, 4],
-  ['Unauthenticated GraphQL error at HTTP 200', { kind: 'graphql', errors: unauthenticated }, 'KANA_UNAUTHENTICATED', false, 4],
-  ['Unauthenticated GraphQL error at HTTP 400', { kind: 'http', status: 400, errors: unauthenticated }, 'KANA_UNAUTHENTICATED', false, 4],
+  [
+    'Unauthenticated GraphQL error at HTTP 200',
+    { kind: 'graphql', errors: unauthenticated },
+    'KANA_UNAUTHENTICATED',
+    false,
+    4,
+  ],
+  [
+    'Unauthenticated GraphQL error at HTTP 400',
+    { kind: 'http', status: 400, errors: unauthenticated },
+    'KANA_UNAUTHENTICATED',
+    false,
+    4,
+  ],
   ['HTTP 429', { kind: 'http', status: 429, retryAfter: '3' }, 'KANA_RATE_LIMITED', true, 5],
   ['HTTP 408', { kind: 'http', status: 408 }, 'KANA_TIMEOUT', true, 6],
   ['HTTP 500', { kind: 'http', status: 500 }, 'KANA_SERVER_ERROR', true, 7],
@@ -24,10 +42,22 @@ const matrix: [string, CallFailure, string, boolean, number][] = [
   ['BAD_USER_INPUT at HTTP 200', { kind: 'graphql', errors: validation }, 'KANA_REJECTED', false, 8],
   ['HTTP 404', { kind: 'http', status: 404 }, 'KANA_HTTP_ERROR', false, 9],
   ['HTTP 413', { kind: 'http', status: 413 }, 'KANA_HTTP_ERROR', false, 9],
-  ['resolver error at HTTP 200', { kind: 'graphql', errors: [{ message: 'boom', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] }, 'KANA_SERVER_ERROR', true, 10],
+  [
+    'resolver error at HTTP 200',
+    { kind: 'graphql', errors: [{ message: 'boom', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] },
+    'KANA_SERVER_ERROR',
+    true,
+    10,
+  ],
   ['createUsageEvent returned false', { kind: 'not-recorded' }, 'KANA_NOT_RECORDED', true, 11],
   ['recordUsage returned recorded: false', { kind: 'not-recorded', reason: 'busy' }, 'KANA_NOT_RECORDED', true, 11],
-  ['HTML from a proxy at HTTP 200', { kind: 'bad-response', cause: new SyntaxError('Unexpected token <') }, 'KANA_BAD_RESPONSE', true, 12],
+  [
+    'HTML from a proxy at HTTP 200',
+    { kind: 'bad-response', cause: new SyntaxError('Unexpected token <') },
+    'KANA_BAD_RESPONSE',
+    true,
+    12,
+  ],
 ];
 
 describe('retry table', () => {
@@ -57,7 +87,9 @@ describe('retry table', () => {
   });
 
   it('names the socket error of an unreachable Kana', () => {
-    const cause = new TypeError('fetch failed', { cause: Object.assign(new Error('connect'), { code: 'ECONNREFUSED' }) });
+    const cause = new TypeError('fetch failed', {
+      cause: Object.assign(new Error('connect'), { code: 'ECONNREFUSED' }),
+    });
     expect(classifyFailure({ kind: 'network', cause }).message).toContain('ECONNREFUSED');
   });
 });

@@ -50,7 +50,8 @@ function assertValidFault(fault: unknown): asserts fault is Fault {
     if (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 599) {
       throw new TypeError(`failNext: fault.status must be an HTTP status code (100-599), got ${String(status)}`);
     }
-    if (fault.body !== undefined && typeof fault.body !== 'string') throw new TypeError('failNext: fault.body must be a string');
+    if (fault.body !== undefined && typeof fault.body !== 'string')
+      throw new TypeError('failNext: fault.body must be a string');
   } else if ('result' in fault) {
     if (fault.result !== false) throw new TypeError('failNext: fault.result must be false');
   } else if ('delayMs' in fault) {
@@ -74,7 +75,8 @@ export class FaultQueue {
   add(fault: Fault, options: FailNextOptions = {}): void {
     assertValidFault(fault);
     const times = options.times ?? 1;
-    if (!Number.isInteger(times) || times < 1) throw new TypeError(`failNext: times must be a positive integer, got ${times}`);
+    if (!Number.isInteger(times) || times < 1)
+      throw new TypeError(`failNext: times must be a positive integer, got ${times}`);
     this.queue.push({ fault, remaining: times, operation: options.operation ?? null });
   }
 

@@ -1,17 +1,17 @@
 // POST /graphql: body decoding, API-key auth, graphql-js parse/validate/execute, faults, the request log.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
-  execute,
-  GraphQLError,
-  Kind,
-  parse,
-  validate,
   type DocumentNode,
   type ExecutionResult,
+  execute,
+  GraphQLError,
   type GraphQLSchema,
+  Kind,
   type OperationDefinitionNode,
+  parse,
+  validate,
 } from 'graphql';
-import { formatGraphQLError, wireError, type WireError } from './errors.js';
+import { formatGraphQLError, type WireError, wireError } from './errors.js';
 import type { Fault, FaultQueue } from './faults.js';
 import type { ResolverContext } from './resolvers.js';
 import type { KanaStore } from './store.js';
@@ -213,7 +213,9 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
     }
     const payload: { errors?: WireError[]; data: unknown } = { data: result.data };
     if (result.errors !== undefined && result.errors.length > 0) {
-      payload.errors = result.errors.map((e) => formatGraphQLError(e, { code: 'INTERNAL_SERVER_ERROR', name: 'Error' }));
+      payload.errors = result.errors.map((e) =>
+        formatGraphQLError(e, { code: 'INTERNAL_SERVER_ERROR', name: 'Error' }),
+      );
     }
     return { status: 200, payload };
   }
@@ -237,11 +239,16 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
       if (fault.body !== undefined && !isJson(fault.body)) headers['content-type'] = 'text/plain; charset=utf-8';
       const text =
         fault.body ??
-        JSON.stringify({ errors: [wireError(`Emulated fault: HTTP ${fault.status}`, 'INTERNAL_SERVER_ERROR', 'Error')] });
+        JSON.stringify({
+          errors: [wireError(`Emulated fault: HTTP ${fault.status}`, 'INTERNAL_SERVER_ERROR', 'Error')],
+        });
       send(res, entry, fault.status, text, headers);
     } else if ('graphqlError' in fault) {
       const { message, code, name } = fault.graphqlError;
-      sendJson(res, entry, fault.httpStatus ?? 200, { errors: [wireError(message, code, name ?? 'Error')], data: null });
+      sendJson(res, entry, fault.httpStatus ?? 200, {
+        errors: [wireError(message, code, name ?? 'Error')],
+        data: null,
+      });
     } else if ('drop' in fault) {
       if (fault.afterApply === true) await run(document, body, false);
       entry.status = null;
@@ -320,7 +327,9 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
       if (validationErrors.length > 0) {
         throw new RequestError(
           400,
-          validationErrors.map((e) => formatGraphQLError(e, { code: 'GRAPHQL_VALIDATION_FAILED', name: 'ValidationError' })),
+          validationErrors.map((e) =>
+            formatGraphQLError(e, { code: 'GRAPHQL_VALIDATION_FAILED', name: 'ValidationError' }),
+          ),
         );
       }
       await answer(req, res, entry, document, body, faults.take(entry.fieldNames));

@@ -43,7 +43,8 @@ export class EmulatorHttpServer {
       });
     });
     const address = server.address();
-    if (address === null || typeof address === 'string') throw new Error('The Kana emulator is not bound to a TCP port');
+    if (address === null || typeof address === 'string')
+      throw new Error('The Kana emulator is not bound to a TCP port');
     this.boundPort = address.port;
     this.server = server;
     return this.boundPort;

@@ -1,6 +1,6 @@
 // The emulator's public surface: startKanaEmulator() and the KanaEmulator handle tests drive it with.
 import { randomInt } from 'node:crypto';
-import { FaultQueue, type FailNextOptions, type Fault } from './faults.js';
+import { type FailNextOptions, type Fault, FaultQueue } from './faults.js';
 import { createGraphQLEndpoint, type EmulatorRequest } from './graphql-endpoint.js';
 import { EmulatorHttpServer } from './http-server.js';
 import { resolvers } from './resolvers.js';
@@ -8,7 +8,7 @@ import { buildExecutableSchema, loadSchemaText } from './schema.js';
 import { applySeed, type EmulatorSeed } from './seed.js';
 import { KanaStore, type UsageCall } from './store.js';
 
-export type { Fault, FailNextOptions } from './faults.js';
+export type { FailNextOptions, Fault } from './faults.js';
 export type { EmulatorRequest } from './graphql-endpoint.js';
 export type { EmulatorSeed } from './seed.js';
 export type {

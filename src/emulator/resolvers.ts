@@ -19,6 +19,7 @@ export interface ResolverContext {
   usageNotRecorded: boolean;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: each resolver narrows its own source and args.
 type Resolver = GraphQLFieldResolver<any, ResolverContext, any>;
 export type ResolverMap = Record<string, Record<string, Resolver>>;
 
@@ -88,7 +89,8 @@ export const resolvers: ResolverMap = {
       }),
     updatePackage: (_root, args: { id: string; input: { metadata?: unknown } }, { store }) =>
       store.updatePackage(args.id, args.input),
-    createUser: (_root, args: { input: Parameters<KanaStore['createUser']>[0] }, { store }) => store.createUser(args.input),
+    createUser: (_root, args: { input: Parameters<KanaStore['createUser']>[0] }, { store }) =>
+      store.createUser(args.input),
     updateUser: (_root, args: { id: string; input: Parameters<KanaStore['updateUser']>[1] }, { store }) =>
       store.updateUser(args.id, args.input),
     subscribe: (_root, args: { userId: string; packageIds: string[] }, { store }) =>
@@ -113,7 +115,8 @@ export const resolvers: ResolverMap = {
 
   Feature: {
     packages: (feature: FeatureRecord, _args, { store }) => store.packagesWithFeature(feature.id),
-    entitlement: (feature: FeatureRecord, args: { userId: string }, { store }) => store.entitlement(args.userId, feature.id, 1),
+    entitlement: (feature: FeatureRecord, args: { userId: string }, { store }) =>
+      store.entitlement(args.userId, feature.id, 1),
   },
 
   Package: {

@@ -5,10 +5,10 @@ import {
   buildSchema,
   GraphQLObjectType,
   GraphQLScalarType,
-  Kind,
-  valueFromASTUntyped,
   type GraphQLSchema,
+  Kind,
   type ValueNode,
+  valueFromASTUntyped,
 } from 'graphql';
 import type { ResolverMap } from './resolvers.js';
 
@@ -18,7 +18,8 @@ export function loadSchemaText(): string {
 }
 
 function toIsoDateTime(value: unknown): string {
-  const date = value instanceof Date ? value : typeof value === 'number' || typeof value === 'string' ? new Date(value) : null;
+  const date =
+    value instanceof Date ? value : typeof value === 'number' || typeof value === 'string' ? new Date(value) : null;
   if (date === null || Number.isNaN(date.getTime())) {
     throw new TypeError(`DateTime cannot represent a non date-time value: ${String(value)}`);
   }

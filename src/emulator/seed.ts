@@ -1,13 +1,13 @@
 // seed(): validate a whole EmulatorSeed (errors name the field path), then write it into the store.
 import {
   FEATURE_TYPES,
-  PACKAGE_STATUSES,
-  RESET_PERIODS,
-  SUBSCRIPTION_STATUSES,
   type FeatureType,
   type KanaStore,
+  PACKAGE_STATUSES,
   type PackageStatus,
+  RESET_PERIODS,
   type ResetPeriod,
+  SUBSCRIPTION_STATUSES,
   type SubscriptionStatus,
 } from './store.js';
 
@@ -78,7 +78,8 @@ function list(value: unknown, path: string): unknown[] {
 
 function id(fields: Fields, key: string, path: string): string {
   const value = fields[key];
-  if (typeof value !== 'string' || value.length === 0) fail(`${path}.${key}`, `must be a non-empty string, got ${show(value)}`);
+  if (typeof value !== 'string' || value.length === 0)
+    fail(`${path}.${key}`, `must be a non-empty string, got ${show(value)}`);
   return value;
 }
 
@@ -89,7 +90,8 @@ function optionalString(fields: Fields, key: string, path: string): void {
 
 function optionalBoolean(fields: Fields, key: string, path: string): void {
   const value = fields[key];
-  if (value !== undefined && typeof value !== 'boolean') fail(`${path}.${key}`, `must be a boolean, got ${show(value)}`);
+  if (value !== undefined && typeof value !== 'boolean')
+    fail(`${path}.${key}`, `must be a boolean, got ${show(value)}`);
 }
 
 function oneOf<T extends string>(
@@ -134,7 +136,8 @@ function validateSeed(store: KanaStore, seed: unknown): EmulatorSeed {
     const path = `features[${i}]`;
     const feature = record(value, path, ['id', 'name', 'type', 'unitLabel', 'unitLabelPlural', 'metadata']);
     const featureId = id(feature, 'id', path);
-    if (featureTypes.has(featureId) || store.hasFeature(featureId)) fail(`${path}.id`, `duplicates the feature id ${show(featureId)}`);
+    if (featureTypes.has(featureId) || store.hasFeature(featureId))
+      fail(`${path}.id`, `duplicates the feature id ${show(featureId)}`);
     featureTypes.set(featureId, oneOf(feature, 'type', path, FEATURE_TYPES, true)!);
     for (const key of ['name', 'unitLabel', 'unitLabelPlural']) optionalString(feature, key, path);
   });
@@ -146,7 +149,8 @@ function validateSeed(store: KanaStore, seed: unknown): EmulatorSeed {
     const path = `packages[${i}]`;
     const pkg = record(value, path, ['id', 'name', 'isAddon', 'status', 'features', 'metadata']);
     const packageId = id(pkg, 'id', path);
-    if (packageIds.has(packageId) || store.hasPackage(packageId)) fail(`${path}.id`, `duplicates the package id ${show(packageId)}`);
+    if (packageIds.has(packageId) || store.hasPackage(packageId))
+      fail(`${path}.id`, `duplicates the package id ${show(packageId)}`);
     packageIds.add(packageId);
     optionalString(pkg, 'name', path);
     optionalBoolean(pkg, 'isAddon', path);
@@ -163,7 +167,10 @@ function validateSeed(store: KanaStore, seed: unknown): EmulatorSeed {
       inPackage.add(featureId);
       if (pf.limit !== undefined && pf.limit !== null) {
         if (type === 'BINARY') {
-          fail(`${pfPath}.limit`, `must be omitted: ${show(featureId)} is a BINARY feature (limits are for CONSUMABLE ones)`);
+          fail(
+            `${pfPath}.limit`,
+            `must be omitted: ${show(featureId)} is a BINARY feature (limits are for CONSUMABLE ones)`,
+          );
         }
         int32(pf.limit, `${pfPath}.limit`, 'a non-negative integer or null', 0);
       }

@@ -8,7 +8,7 @@ import {
   subscriptionNotFound,
   userNotFound,
 } from './errors.js';
-import { periodAt, periodIndex, periodBoundary, type Period, type ResetPeriod } from './periods.js';
+import { type Period, periodAt, periodBoundary, periodIndex, type ResetPeriod } from './periods.js';
 
 export type { ResetPeriod } from './periods.js';
 export type FeatureType = 'BINARY' | 'CONSUMABLE';
@@ -408,7 +408,8 @@ export class KanaStore {
     });
     const newBases = packages.filter((pkg) => !pkg.isAddon);
     const holdsBase = [...this.subscriptions.values()].some(
-      (s) => s.userId === userId && ENTITLING_STATUSES.has(s.status) && this.packages.get(s.packageId)?.isAddon === false,
+      (s) =>
+        s.userId === userId && ENTITLING_STATUSES.has(s.status) && this.packages.get(s.packageId)?.isAddon === false,
     );
     if (newBases.length > 1 || (newBases.length === 1 && holdsBase)) {
       throw subscriptionError(SUBSCRIBE_ERRORS.multipleTiers);
@@ -507,7 +508,10 @@ export class KanaStore {
     const past = [...pastIndexes]
       .sort((a, b) => a - b)
       .map((n) =>
-        toUsagePeriod({ start: periodBoundary(anchor, resetPeriod, n), end: periodBoundary(anchor, resetPeriod, n + 1) }),
+        toUsagePeriod({
+          start: periodBoundary(anchor, resetPeriod, n),
+          end: periodBoundary(anchor, resetPeriod, n + 1),
+        }),
       );
     return { current: toUsagePeriod(current), past };
   }
@@ -539,7 +543,11 @@ export class KanaStore {
     return periodAt(governing.subscription.startedAt, resetPeriod, this.now());
   }
 
-  private consumption(userId: string, governing: { packageFeature: PackageFeatureRecord }, period: Period): Consumption {
+  private consumption(
+    userId: string,
+    governing: { packageFeature: PackageFeatureRecord },
+    period: Period,
+  ): Consumption {
     const { featureId, limit, overageEnabled } = governing.packageFeature;
     return { used: this.usedIn(userId, featureId, period), budget: limit, overageEnabled };
   }
@@ -550,9 +558,15 @@ export class KanaStore {
 
   private appendUsage(userId: string, featureId: string, event: UsageEvent): void {
     let byFeature = this.usage.get(userId);
-    if (byFeature === undefined) this.usage.set(userId, (byFeature = new Map()));
+    if (byFeature === undefined) {
+      byFeature = new Map();
+      this.usage.set(userId, byFeature);
+    }
     let ledger = byFeature.get(featureId);
-    if (ledger === undefined) byFeature.set(featureId, (ledger = { events: [], memo: null }));
+    if (ledger === undefined) {
+      ledger = { events: [], memo: null };
+      byFeature.set(featureId, ledger);
+    }
     ledger.events.push(event);
   }
 

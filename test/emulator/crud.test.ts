@@ -1,6 +1,6 @@
 // Users, features, packages and subscriptions through the GraphQL API: create, update, read, list.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startKanaEmulator, type KanaEmulator } from '../../src/emulator/index.js';
+import { type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
 import { CREATE_USAGE_EVENT, docsSeed, post } from './graphql-client.js';
 
 let emulator: KanaEmulator;
@@ -53,7 +53,10 @@ describe('users', () => {
 
 describe('features', () => {
   it('createFeature, updateFeature (type unchanged), feature and features', async () => {
-    const created = await post(emulator, 'mutation { createFeature(input: { id: "api-calls", type: CONSUMABLE }) { id name type } }');
+    const created = await post(
+      emulator,
+      'mutation { createFeature(input: { id: "api-calls", type: CONSUMABLE }) { id name type } }',
+    );
     // CreateFeatureInput.name is optional while Feature.name is non-null: the id stands in.
     expect(created.data).toEqual({ createFeature: { id: 'api-calls', name: 'api-calls', type: 'CONSUMABLE' } });
     const updated = await post(
@@ -61,12 +64,17 @@ describe('features', () => {
       'mutation { updateFeature(id: "api-calls", input: { name: "API Call", unitLabelPlural: "calls" }) { name type unitLabelPlural } }',
     );
     expect(updated.data).toEqual({ updateFeature: { name: 'API Call', type: 'CONSUMABLE', unitLabelPlural: 'calls' } });
-    expect((await post(emulator, '{ features { id name } }')).data).toEqual({ features: [{ id: 'api-calls', name: 'API Call' }] });
+    expect((await post(emulator, '{ features { id name } }')).data).toEqual({
+      features: [{ id: 'api-calls', name: 'API Call' }],
+    });
   });
 
   it('answers an unknown feature with FeatureNotFoundError', async () => {
     const response = await post(emulator, '{ feature(id: "nope") { id } }');
-    expect(response.errors![0]!.extensions).toMatchObject({ code: 'BAD_USER_INPUT', exception: { name: 'FeatureNotFoundError' } });
+    expect(response.errors![0]!.extensions).toMatchObject({
+      code: 'BAD_USER_INPUT',
+      exception: { name: 'FeatureNotFoundError' },
+    });
   });
 });
 
@@ -101,7 +109,10 @@ describe('packages', () => {
   });
 
   it('createPackage with an unknown feature answers FeatureNotFoundError and creates nothing', async () => {
-    const response = await post(emulator, 'mutation { createPackage(input: { id: "x", features: [{ id: "ghost" }] }) { id } }');
+    const response = await post(
+      emulator,
+      'mutation { createPackage(input: { id: "x", features: [{ id: "ghost" }] }) { id } }',
+    );
     expect(response.errors![0]!.extensions.exception.name).toBe('FeatureNotFoundError');
     expect((await post(emulator, '{ packages(status: "ALL") { id } }')).data.packages).toHaveLength(3);
   });
@@ -118,7 +129,10 @@ describe('packages', () => {
   });
 
   it('updatePackage updates metadata', async () => {
-    const response = await post(emulator, 'mutation { updatePackage(id: "pro-plan", input: { metadata: { tier: 2 } }) { id metadata } }');
+    const response = await post(
+      emulator,
+      'mutation { updatePackage(id: "pro-plan", input: { metadata: { tier: 2 } }) { id metadata } }',
+    );
     expect(response.data).toEqual({ updatePackage: { id: 'pro-plan', metadata: { tier: 2 } } });
   });
 
@@ -138,7 +152,10 @@ describe('subscriptions', () => {
         { userId: 'b', packageId: 'pro-plan', status: 'TRIALING' },
       ],
     });
-    const response = await post(emulator, '{ all: subscriptions { id userId } b: subscriptions(userId: "b") { status } one: subscription(id: "2") { package { id } } }');
+    const response = await post(
+      emulator,
+      '{ all: subscriptions { id userId } b: subscriptions(userId: "b") { status } one: subscription(id: "2") { package { id } } }',
+    );
     expect(response.data).toEqual({
       all: [
         { id: '1', userId: 'a' },
@@ -155,7 +172,10 @@ describe('subscriptions', () => {
 describe('operations the emulator does not model', () => {
   it.each([
     ['generateUserToken', 'mutation { generateUserToken(userId: "a") { token } }'],
-    ['generateSubscriptionLink', 'mutation { generateSubscriptionLink(templateId: "t", successUrl: "s", cancelUrl: "c") { url } }'],
+    [
+      'generateSubscriptionLink',
+      'mutation { generateSubscriptionLink(templateId: "t", successUrl: "s", cancelUrl: "c") { url } }',
+    ],
   ])('%s answers a clear "not supported" error', async (field, query) => {
     const response = await post(emulator, query);
     expect(response.status).toBe(200);

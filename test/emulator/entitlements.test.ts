@@ -1,11 +1,11 @@
 // canUseFeature and Feature.entitlement: which subscriptions count, highest limit, overage, BINARY, boundary.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
-  REASONS,
-  startKanaEmulator,
   type EmulatorSeed,
   type KanaEmulator,
+  REASONS,
   type SubscriptionStatus,
+  startKanaEmulator,
 } from '../../src/emulator/index.js';
 import { CAN_USE_FEATURE, post } from './graphql-client.js';
 
@@ -46,7 +46,11 @@ function subscribe(packageId: string, status: SubscriptionStatus = 'ACTIVE', use
 }
 
 async function canUse(featureId: string, delta?: number) {
-  const response = await post(emulator, CAN_USE_FEATURE, { userId: 'u1', featureId, ...(delta !== undefined && { delta }) });
+  const response = await post(emulator, CAN_USE_FEATURE, {
+    userId: 'u1',
+    featureId,
+    ...(delta !== undefined && { delta }),
+  });
   expect(response.status).toBe(200);
   expect(response.errors).toBeUndefined();
   return response.data.canUseFeature as {
@@ -150,16 +154,28 @@ describe('BINARY features', () => {
 describe('Feature.entitlement(userId) and errors', () => {
   it('gives the same answer as canUseFeature with delta 1', async () => {
     subscribe('small', 'ACTIVE', 5);
-    const response = await post(emulator, '{ feature(id: "api-calls") { id entitlement(userId: "u1") { access reason consumption { used budget } } } }');
+    const response = await post(
+      emulator,
+      '{ feature(id: "api-calls") { id entitlement(userId: "u1") { access reason consumption { used budget } } } }',
+    );
     expect(response.data).toEqual({
-      feature: { id: 'api-calls', entitlement: { access: false, reason: REASONS.limitReached, consumption: { used: 5, budget: 5 } } },
+      feature: {
+        id: 'api-calls',
+        entitlement: { access: false, reason: REASONS.limitReached, consumption: { used: 5, budget: 5 } },
+      },
     });
   });
 
   it('answers unknown users and features with typed not-found errors', async () => {
     const noUser = await post(emulator, CAN_USE_FEATURE, { userId: 'ghost', featureId: 'api-calls' });
-    expect(noUser.errors![0]!.extensions).toMatchObject({ code: 'BAD_USER_INPUT', exception: { name: 'UserNotFoundError' } });
+    expect(noUser.errors![0]!.extensions).toMatchObject({
+      code: 'BAD_USER_INPUT',
+      exception: { name: 'UserNotFoundError' },
+    });
     const noFeature = await post(emulator, CAN_USE_FEATURE, { userId: 'u1', featureId: 'ghost' });
-    expect(noFeature.errors![0]!.extensions).toMatchObject({ code: 'BAD_USER_INPUT', exception: { name: 'FeatureNotFoundError' } });
+    expect(noFeature.errors![0]!.extensions).toMatchObject({
+      code: 'BAD_USER_INPUT',
+      exception: { name: 'FeatureNotFoundError' },
+    });
   });
 });

@@ -1,7 +1,7 @@
 // Scripted faults (status, result:false, delay, drop, graphqlError), going offline, and close().
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startKanaEmulator, type KanaEmulator } from '../../src/emulator/index.js';
+import { type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
 import { CAN_USE_FEATURE, CREATE_USAGE_EVENT, post, RECORD_USAGE } from './graphql-client.js';
 
 let emulator: KanaEmulator;

@@ -38,12 +38,18 @@ export async function post<T = any>(
     variables: options.stringifyVariables === true ? JSON.stringify(variables) : variables,
     operationName: options.operationName,
   };
-  const response = await fetch(emulator.url, { method: 'POST', headers, body: JSON.stringify(body), signal: options.signal });
+  const response = await fetch(emulator.url, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify(body),
+    signal: options.signal,
+  });
   const json = (await response.json()) as { data?: T | null; errors?: WireError[] };
   return { status: response.status, headers: response.headers, ...json };
 }
 
-export const CREATE_USAGE_EVENT = 'mutation createUsageEvent($input: CreateUsageEventInput!) { createUsageEvent(input: $input) }';
+export const CREATE_USAGE_EVENT =
+  'mutation createUsageEvent($input: CreateUsageEventInput!) { createUsageEvent(input: $input) }';
 export const RECORD_USAGE =
   'mutation recordUsage($input: CreateUsageEventInput!) { recordUsage(input: $input) { recorded reason } }';
 export const CAN_USE_FEATURE = `query canUseFeature($userId: String!, $featureId: String!, $delta: Int) {

@@ -2,7 +2,7 @@
 import { connect } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startKanaEmulator, type KanaEmulator } from '../../src/emulator/index.js';
+import { type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
 import { CREATE_USAGE_EVENT, docsSeed, post } from './graphql-client.js';
 
 let emulator: KanaEmulator;
@@ -119,7 +119,7 @@ describe('request decoding', () => {
     expect(asString).toMatchObject({ status: 200, data: asObject.data });
   });
 
-  it('gives graphql-js\'s own coercion error, HTTP 400, for an integer passed as a String! id', async () => {
+  it("gives graphql-js's own coercion error, HTTP 400, for an integer passed as a String! id", async () => {
     const response = await post(emulator, CREATE_USAGE_EVENT, { input: { userId: 124, featureId: 'api-calls' } });
     expect(response.status).toBe(400);
     expect(response.data).toBeUndefined();
@@ -149,7 +149,10 @@ describe('request decoding', () => {
     const response = await post(emulator, '{ users { id password } }');
     expect(response.status).toBe(400);
     expect(response.errors![0]!.message).toBe('Cannot query field "password" on type "User".');
-    expect(response.errors![0]!.extensions).toMatchObject({ code: 'GRAPHQL_VALIDATION_FAILED', exception: { name: 'ValidationError' } });
+    expect(response.errors![0]!.extensions).toMatchObject({
+      code: 'GRAPHQL_VALIDATION_FAILED',
+      exception: { name: 'ValidationError' },
+    });
   });
 
   it('answers a body that is not JSON with 400', async () => {
@@ -181,7 +184,10 @@ describe('request decoding', () => {
         message: expect.any(String),
         locations: [{ line: 1, column: 17 }],
         path: ['user'],
-        extensions: { code: 'BAD_USER_INPUT', exception: { name: 'UserNotFoundError', message: response.errors![0]!.message } },
+        extensions: {
+          code: 'BAD_USER_INPUT',
+          exception: { name: 'UserNotFoundError', message: response.errors![0]!.message },
+        },
       },
     ]);
   });
@@ -209,9 +215,16 @@ describe('routes and methods', () => {
 
 describe('requests()', () => {
   it('logs each request: operation name, root fields, variables, authorization and status', async () => {
-    await post(emulator, CREATE_USAGE_EVENT, { input: { userId: '124', featureId: 'api-calls' } }, { stringifyVariables: true });
+    await post(
+      emulator,
+      CREATE_USAGE_EVENT,
+      { input: { userId: '124', featureId: 'api-calls' } },
+      { stringifyVariables: true },
+    );
     await post(emulator, '{ a: users { id } features { id } }', undefined, { authorization: null });
-    await post(emulator, 'query one { users { id } } query two { features { id } }', undefined, { operationName: 'two' });
+    await post(emulator, 'query one { users { id } } query two { features { id } }', undefined, {
+      operationName: 'two',
+    });
     const log = emulator.requests();
     expect(log).toEqual([
       {
@@ -222,8 +235,22 @@ describe('requests()', () => {
         status: 200,
         at: expect.any(Number),
       },
-      { operationName: null, fieldNames: ['users', 'features'], variables: null, authorized: false, status: 200, at: expect.any(Number) },
-      { operationName: 'two', fieldNames: ['features'], variables: null, authorized: true, status: 200, at: expect.any(Number) },
+      {
+        operationName: null,
+        fieldNames: ['users', 'features'],
+        variables: null,
+        authorized: false,
+        status: 200,
+        at: expect.any(Number),
+      },
+      {
+        operationName: 'two',
+        fieldNames: ['features'],
+        variables: null,
+        authorized: true,
+        status: 200,
+        at: expect.any(Number),
+      },
     ]);
   });
 

@@ -1,6 +1,6 @@
 // Usage periods: anniversary resets with an injected clock, showUsage current/past, and the date arithmetic.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startKanaEmulator, type KanaEmulator } from '../../src/emulator/index.js';
+import { type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
 import { periodAt, periodBoundary } from '../../src/emulator/periods.js';
 import { CAN_USE_FEATURE, post, RECORD_USAGE, SHOW_USAGE } from './graphql-client.js';
 
@@ -46,7 +46,9 @@ function record(featureId: string, delta: number) {
 describe('DAY reset', () => {
   it('usage resets one day after the subscription start, not at midnight', async () => {
     await record('daily', 3);
-    expect((await post(emulator, CAN_USE_FEATURE, { userId: 'u1', featureId: 'daily' })).data.canUseFeature.access).toBe(false);
+    expect(
+      (await post(emulator, CAN_USE_FEATURE, { userId: 'u1', featureId: 'daily' })).data.canUseFeature.access,
+    ).toBe(false);
 
     clock = START + DAY - 1;
     expect(emulator.usage('u1', 'daily')).toBe(3);

@@ -1,6 +1,6 @@
 // seed(): validation errors that name the field path, all-or-nothing writes, seeding through the API.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startKanaEmulator, type EmulatorSeed, type KanaEmulator } from '../../src/emulator/index.js';
+import { type EmulatorSeed, type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
 import { docsSeed, post } from './graphql-client.js';
 
 let emulator: KanaEmulator;
@@ -50,7 +50,10 @@ describe('seed validation', () => {
     ],
     [
       'an unknown reset period',
-      { features: [{ id: 'a', type: 'CONSUMABLE' }], packages: [{ id: 'p', features: [{ id: 'a', resetPeriod: 'WEEK' }] }] },
+      {
+        features: [{ id: 'a', type: 'CONSUMABLE' }],
+        packages: [{ id: 'p', features: [{ id: 'a', resetPeriod: 'WEEK' }] }],
+      },
       'packages[0].features[0].resetPeriod must be one of DAY, MONTH, YEAR',
     ],
     [
@@ -86,7 +89,11 @@ describe('seed validation', () => {
     ],
     [
       'fractional usage',
-      { users: [{ id: 'u' }], features: [{ id: 'a', type: 'CONSUMABLE' }], usage: [{ userId: 'u', featureId: 'a', used: 1.5 }] },
+      {
+        users: [{ id: 'u' }],
+        features: [{ id: 'a', type: 'CONSUMABLE' }],
+        usage: [{ userId: 'u', featureId: 'a', used: 1.5 }],
+      },
       'usage[0].used must be an integer',
     ],
     ['users that are not an array', { users: { id: 'u' } }, 'users must be an array'],
@@ -96,7 +103,9 @@ describe('seed validation', () => {
 
   it('rejects ids that already exist in the emulator', () => {
     emulator.seed({ users: [{ id: 'u' }] });
-    expect(() => emulator.seed({ users: [{ id: 'v' }, { id: 'u' }] })).toThrow('users[1].id duplicates the user id "u"');
+    expect(() => emulator.seed({ users: [{ id: 'v' }, { id: 'u' }] })).toThrow(
+      'users[1].id duplicates the user id "u"',
+    );
   });
 
   it('writes nothing when any part is invalid', async () => {
@@ -116,7 +125,10 @@ describe('seeded state', () => {
   it('defaults packages to PUBLISHED and subscriptions to ACTIVE, and can refer to earlier seeds', async () => {
     emulator.seed(docsSeed());
     emulator.seed({ subscriptions: [{ userId: '124', packageId: 'pro-plan' }] });
-    const response = await post(emulator, '{ packages { id status } subscriptions(userId: "124") { status package { id } } }');
+    const response = await post(
+      emulator,
+      '{ packages { id status } subscriptions(userId: "124") { status package { id } } }',
+    );
     expect(response.data).toEqual({
       packages: [
         { id: 'free-plan', status: 'PUBLISHED' },
@@ -136,7 +148,13 @@ describe('seeded state', () => {
          package(id: "pro-plan") { id name isAddon features { id name type limit unitLabel } prices { id } } }`,
     );
     expect(response.data).toEqual({
-      user: { id: '124', name: 'Test User', email: 'test@usekana.com', billingId: 'cus_Lp1bSKob4laHDD', metadata: null },
+      user: {
+        id: '124',
+        name: 'Test User',
+        email: 'test@usekana.com',
+        billingId: 'cus_Lp1bSKob4laHDD',
+        metadata: null,
+      },
       feature: {
         id: 'api-calls',
         name: 'API Call',

@@ -1,6 +1,6 @@
 // subscribe: published packages only, one base package, add-ons need a base, Kana's verbatim messages.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startKanaEmulator, type KanaEmulator } from '../../src/emulator/index.js';
+import { type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
 import { docsSeed, post, SUBSCRIBE } from './graphql-client.js';
 
 let emulator: KanaEmulator;

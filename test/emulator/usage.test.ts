@@ -1,6 +1,6 @@
 // Recording usage: legacy createUsageEvent and recordUsage over one store (ADD, SET, negative deltas).
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startKanaEmulator, type KanaEmulator } from '../../src/emulator/index.js';
+import { type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
 import { CAN_USE_FEATURE, CREATE_USAGE_EVENT, docsSeed, post, RECORD_USAGE } from './graphql-client.js';
 
 let emulator: KanaEmulator;
@@ -27,7 +27,14 @@ describe('createUsageEvent (legacy, returns Boolean)', () => {
   it('logs each applied call in usageCalls()', async () => {
     await post(emulator, CREATE_USAGE_EVENT, { input: { userId: '124', featureId: 'api-calls', delta: 2 } });
     expect(emulator.usageCalls()).toEqual([
-      { operation: 'createUsageEvent', userId: '124', featureId: 'api-calls', delta: 2, action: 'ADD', at: expect.any(Number) },
+      {
+        operation: 'createUsageEvent',
+        userId: '124',
+        featureId: 'api-calls',
+        delta: 2,
+        action: 'ADD',
+        at: expect.any(Number),
+      },
     ]);
   });
 
@@ -35,7 +42,10 @@ describe('createUsageEvent (legacy, returns Boolean)', () => {
     const response = await post(emulator, CREATE_USAGE_EVENT, { input: { userId: 'ghost', featureId: 'api-calls' } });
     expect(response.status).toBe(200);
     expect(response.data).toEqual({ createUsageEvent: null });
-    expect(response.errors![0]!.extensions).toMatchObject({ code: 'BAD_USER_INPUT', exception: { name: 'UserNotFoundError' } });
+    expect(response.errors![0]!.extensions).toMatchObject({
+      code: 'BAD_USER_INPUT',
+      exception: { name: 'UserNotFoundError' },
+    });
     expect(response.errors![0]!.path).toEqual(['createUsageEvent']);
     expect(emulator.usageCalls()).toEqual([]);
   });
@@ -46,7 +56,9 @@ describe('createUsageEvent (legacy, returns Boolean)', () => {
   });
 
   it('rejects a string delta with graphql-js coercion (HTTP 400)', async () => {
-    const response = await post(emulator, CREATE_USAGE_EVENT, { input: { userId: '124', featureId: 'api-calls', delta: '1' } });
+    const response = await post(emulator, CREATE_USAGE_EVENT, {
+      input: { userId: '124', featureId: 'api-calls', delta: '1' },
+    });
     expect(response.status).toBe(400);
     expect(response.errors![0]!.message).toContain('Int cannot represent non-integer value: "1"');
   });
@@ -54,7 +66,9 @@ describe('createUsageEvent (legacy, returns Boolean)', () => {
 
 describe('recordUsage (returns RecordedUsage)', () => {
   it('ADD adds delta and answers { recorded: true, reason: null }', async () => {
-    const response = await post(emulator, RECORD_USAGE, { input: { userId: '124', featureId: 'api-calls', delta: 3, action: 'ADD' } });
+    const response = await post(emulator, RECORD_USAGE, {
+      input: { userId: '124', featureId: 'api-calls', delta: 3, action: 'ADD' },
+    });
     expect(response.data).toEqual({ recordUsage: { recorded: true, reason: null } });
     await post(emulator, RECORD_USAGE, { input: { userId: '124', featureId: 'api-calls', delta: 4 } });
     expect(emulator.usage('124', 'api-calls')).toBe(7);
@@ -83,7 +97,9 @@ describe('recordUsage (returns RecordedUsage)', () => {
   });
 
   it('does not enforce the limit: usage past the budget is recorded and then denied by canUseFeature', async () => {
-    const response = await post(emulator, RECORD_USAGE, { input: { userId: '124', featureId: 'api-calls', delta: 60 } });
+    const response = await post(emulator, RECORD_USAGE, {
+      input: { userId: '124', featureId: 'api-calls', delta: 60 },
+    });
     expect(response.data).toEqual({ recordUsage: { recorded: true, reason: null } });
     expect(emulator.usage('124', 'api-calls')).toBe(60);
     const check = await post(emulator, CAN_USE_FEATURE, { userId: '124', featureId: 'api-calls' });

@@ -1,11 +1,11 @@
 // Test helpers: an Express app metered against a real emulator, and a pino log sink.
 
+import type { Express } from 'express';
 import express5 from 'express';
 import express4 from 'express4';
 import { pino } from 'pino';
-import type { Express } from 'express';
-import { kanaMeter, type KanaMeter, type KanaMeterOptions } from '../../src/index.js';
 import type { KanaEmulator } from '../../src/emulator/index.js';
+import type { KanaMeter, KanaMeterOptions } from '../../src/index.js';
 
 export const expressVersions = [
   ['express 5', express5 as unknown as () => Express],
@@ -47,11 +47,7 @@ export function meterOptions(emulator: KanaEmulator, overrides: Partial<KanaMete
 }
 
 /** An app with kanaMeter mounted first; `routes` adds the handlers. */
-export function meteredApp(
-  createExpress: () => Express,
-  kana: KanaMeter,
-  routes: (app: Express) => void,
-): Express {
+export function meteredApp(createExpress: () => Express, kana: KanaMeter, routes: (app: Express) => void): Express {
   const app = createExpress();
   app.use(kana);
   routes(app);

@@ -1,7 +1,8 @@
 // Runs inside a temporary project where the packed tarball is installed: ESM import of both entries.
-import { kanaMeter, meter, KanaError } from 'kana-meter';
-import { startKanaEmulator } from 'kana-meter/emulator';
+
 import express from 'express';
+import { KanaError, kanaMeter, meter } from 'kana-meter';
+import { startKanaEmulator } from 'kana-meter/emulator';
 
 const emulator = await startKanaEmulator({
   seed: {
