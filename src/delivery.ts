@@ -79,7 +79,7 @@ export class DeliveryQueue {
       return;
     }
     this.#counters.captured++;
-    const key = `${userId}\u0000${featureId}`;
+    const key = usageKey(userId, featureId);
     const batch = this.#pending.get(key);
     if (batch) {
       batch.delta += delta;
@@ -119,6 +119,12 @@ export class DeliveryQueue {
   close(options: CloseOptions = {}): Promise<void> {
     this.#closing ??= this.#closeWithin(options.timeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS);
     return this.#closing;
+  }
+
+  /** Units captured for this (user, feature) that Kana has not confirmed yet: waiting or in flight. */
+  undeliveredDelta(userId: string, featureId: string): number {
+    const key = usageKey(userId, featureId);
+    return (this.#pending.get(key)?.delta ?? 0) + (this.#outbound.get(key)?.delta ?? 0);
   }
 
   /** Gauges for stats(). */
@@ -338,6 +344,10 @@ export class DeliveryQueue {
       'kana-meter: onDeliveryFailure threw',
     );
   }
+}
+
+function usageKey(userId: string, featureId: string): string {
+  return `${userId}\u0000${featureId}`;
 }
 
 function toUndelivered(batch: Batch): UndeliveredUsage {
