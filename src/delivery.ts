@@ -1,38 +1,21 @@
-// The delivery queue: coalesces usage per (user, feature), sends it with bounded concurrency and p-retry, flushes and closes.
+// The delivery queue: sends coalesced usage with bounded concurrency and p-retry, rides out outages, spools, flushes and closes.
 
 import pRetry from 'p-retry';
 import type { KanaClient } from './client.js';
 import { KanaError, logCodes } from './errors.js';
 import type { KanaLogger } from './logger.js';
-import { MAX_DELTA } from './metered-feature.js';
 import type { KanaMeterConfig, UndeliveredUsage } from './options.js';
+import { type Batch, PendingUsage } from './pending-usage.js';
+import { Spool, type SpoolRecord } from './spool.js';
 import type { Counter } from './stats.js';
-import { raceTimeout, sleep } from './timers.js';
-
-/** Usage for one (user, feature) key: events coalesced by adding their deltas. */
-interface Batch {
-  readonly key: string;
-  readonly userId: string;
-  readonly featureId: string;
-  /** Sum of the deltas; may pass MAX_DELTA, and is then sent in several calls. */
-  delta: number;
-  events: number;
-  firstCapturedAt: number;
-  /** The flush generation it belongs to: flush() waits for every batch of its generation or older. */
-  generation: number;
-}
-
-interface FlushWaiter {
-  generation: number;
-  resolve: () => void;
-}
+import { keepAliveUntil, raceTimeout, sleep } from './timers.js';
 
 export const DEFAULT_CLOSE_TIMEOUT_MS = 10_000;
 
 export interface CloseOptions {
   /**
    * How long close() may take, in milliseconds. At the deadline, calls and retry waits are
-   * aborted and what is left is reported undelivered.
+   * aborted; what is left goes to the spool, or is reported undelivered.
    * @default 10000
    */
   timeoutMs?: number;
@@ -40,28 +23,45 @@ export interface CloseOptions {
 
 type DeliveryConfig = Pick<
   KanaMeterConfig,
-  'client' | 'retry' | 'flushInterval' | 'concurrency' | 'onDeliveryFailure' | 'logger'
+  | 'client'
+  | 'retry'
+  | 'flushInterval'
+  | 'concurrency'
+  | 'maxPendingKeys'
+  | 'spool'
+  | 'onDeliveryFailure'
+  | 'onDrop'
+  | 'logger'
 >;
+
+/** Kana is unavailable: sending is paused, and one probe call at a time tests whether it is back. */
+interface Outage {
+  since: number;
+  /** Probes that failed so far: the next waits longer. */
+  failedProbes: number;
+  probeTimer: NodeJS.Timeout | undefined;
+}
 
 export class DeliveryQueue {
   readonly #client: KanaClient;
   readonly #config: DeliveryConfig;
   readonly #logger: KanaLogger;
   readonly #counters: Record<Counter, number>;
-  /** Usage accumulating until the next tick. */
-  readonly #pending = new Map<string, Batch>();
-  /** Usage taken by a tick: waiting for a free slot, or in flight. At most one per key. */
-  readonly #outbound = new Map<string, Batch>();
+  readonly #usage = new PendingUsage();
   /** Outbound batches waiting for a slot, oldest first (#readyHead is the next to send). */
   #ready: Batch[] = [];
   #readyHead = 0;
   readonly #calls = new Set<Promise<void>>();
-  /** Live batches per flush generation. */
-  readonly #liveByGeneration = new Map<number, number>();
-  #generation = 0;
-  #flushWaiters: FlushWaiter[] = [];
   #timer: NodeJS.Timeout | undefined;
+  #outage: Outage | undefined;
+  #overflowWarned = false;
+  readonly #spool: Spool | undefined;
+  /** The spool holds usage (so deliveries make it stale and it needs a new snapshot). */
+  #spoolHoldsUsage = false;
+  #spoolStale = false;
   #closing: Promise<void> | undefined;
+  /** Resolves close()'s wait early: Kana is down and the spool keeps what is left. */
+  #giveUp: (() => void) | undefined;
   /** Aborts calls and retry waits when close() reaches its deadline. */
   readonly #shutdown = new AbortController();
 
@@ -70,6 +70,11 @@ export class DeliveryQueue {
     this.#config = config;
     this.#logger = config.logger;
     this.#counters = counters;
+    if (config.spool) {
+      const { spool, records } = Spool.open(config.spool.path);
+      this.#spool = spool;
+      this.#replay(records, true);
+    }
   }
 
   /** Queues one event. After close(), the event is reported undelivered instead. */
@@ -79,15 +84,15 @@ export class DeliveryQueue {
       return;
     }
     this.#counters.captured++;
-    const key = usageKey(userId, featureId);
-    const batch = this.#pending.get(key);
-    if (batch) {
-      batch.delta += delta;
-      batch.events++;
+    const now = Date.now();
+    const added = this.#usage.add(userId, featureId, delta, 1, now, this.#config.maxPendingKeys);
+    if (added === 'full') {
+      this.#overflow({ userId, featureId, delta, events: 1, firstCapturedAt: now });
       return;
     }
-    this.#pending.set(key, this.#newBatch(key, userId, featureId, delta, 1, Date.now()));
-    this.#schedule();
+    if (this.#config.spool?.writeAhead)
+      this.#appendToSpool({ userId, featureId, delta, events: 1, firstCapturedAt: now });
+    if (added === 'added') this.#schedule();
   }
 
   /** Reports an event captured after close() began: it cannot be sent any more. */
@@ -102,20 +107,37 @@ export class DeliveryQueue {
     this.#reportFailure(usage, 1, error);
   }
 
-  /** Resolves when every event captured before this call is delivered or reported undelivered. */
+  /**
+   * Resolves when every event captured before this call is delivered or reported undelivered,
+   * spilled usage included. While Kana is unavailable, it waits for Kana to come back.
+   */
   flush(): Promise<void> {
-    if (this.#liveBatches(this.#generation) === 0) return Promise.resolve();
-    const waiter = { generation: this.#generation } as FlushWaiter;
-    this.#generation++;
-    const settled = new Promise<void>((resolve) => {
-      waiter.resolve = resolve;
-    });
-    this.#flushWaiters.push(waiter);
-    this.#tick();
-    return settled;
+    // Someone awaits this: the process must not exit under it while timers are all unref()'d.
+    return keepAliveUntil(this.#flushAll());
   }
 
-  /** Stops intake, flushes until the deadline, then aborts and reports what is left. Idempotent. */
+  async #flushAll(): Promise<void> {
+    for (;;) {
+      const settled = this.#usage.settled();
+      if (this.#outage?.probeTimer) {
+        // Kana may be back already: probe now rather than at the end of the backoff.
+        clearTimeout(this.#outage.probeTimer);
+        this.#probe();
+      } else {
+        this.#tick();
+      }
+      await settled;
+      if (!this.#spool?.spilledCount || this.#shutdown.signal.aborted) return;
+      try {
+        this.#replay(this.#spool.takeSpilled(), false);
+      } catch (error) {
+        this.#spoolFailed(error);
+        return;
+      }
+    }
+  }
+
+  /** Stops intake, flushes until the deadline, then aborts and spools or reports what is left. Idempotent. */
   close(options: CloseOptions = {}): Promise<void> {
     this.#closing ??= this.#closeWithin(options.timeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS);
     return this.#closing;
@@ -123,68 +145,33 @@ export class DeliveryQueue {
 
   /** Units captured for this (user, feature) that Kana has not confirmed yet: waiting or in flight. */
   undeliveredDelta(userId: string, featureId: string): number {
-    const key = usageKey(userId, featureId);
-    return (this.#pending.get(key)?.delta ?? 0) + (this.#outbound.get(key)?.delta ?? 0);
+    return this.#usage.undeliveredDelta(userId, featureId);
   }
 
   /** Gauges for stats(). */
-  gauges(): { pending: number; pendingKeys: number; inFlight: number } {
-    let pending = 0;
-    for (const batch of this.#pending.values()) pending += batch.events;
-    for (const batch of this.#outbound.values()) pending += batch.events;
-    const keys = new Set([...this.#pending.keys(), ...this.#outbound.keys()]);
-    return { pending, pendingKeys: keys.size, inFlight: this.#calls.size };
+  gauges(): { pending: number; pendingKeys: number; inFlight: number; kanaAvailable: boolean } {
+    return { ...this.#usage.gauges(), inFlight: this.#calls.size, kanaAvailable: this.#outage === undefined };
   }
 
   async #closeWithin(timeoutMs: number): Promise<void> {
-    await raceTimeout(this.flush(), timeoutMs);
+    const gaveUp = new Promise<void>((resolve) => {
+      this.#giveUp = resolve;
+    });
+    await raceTimeout(Promise.race([this.flush(), gaveUp]), timeoutMs);
     clearTimeout(this.#timer);
-    this.#timer = undefined;
+    clearTimeout(this.#outage?.probeTimer);
     this.#shutdown.abort(new KanaError('KANA_ABORTED', 'close() reached its deadline', { retryable: false }));
     await Promise.allSettled([...this.#calls]);
-    this.#reportUndeliveredAtClose(timeoutMs);
-  }
-
-  #newBatch(
-    key: string,
-    userId: string,
-    featureId: string,
-    delta: number,
-    events: number,
-    firstCapturedAt: number,
-    generation = this.#generation,
-  ): Batch {
-    this.#liveByGeneration.set(generation, (this.#liveByGeneration.get(generation) ?? 0) + 1);
-    return { key, userId, featureId, delta, events, firstCapturedAt, generation };
-  }
-
-  #settle(batch: Batch): void {
-    const left = (this.#liveByGeneration.get(batch.generation) ?? 1) - 1;
-    if (left === 0) this.#liveByGeneration.delete(batch.generation);
-    else this.#liveByGeneration.set(batch.generation, left);
-    if (this.#flushWaiters.length > 0) {
-      this.#flushWaiters = this.#flushWaiters.filter((waiter) => {
-        if (this.#liveBatches(waiter.generation) > 0) return true;
-        waiter.resolve();
-        return false;
-      });
-    }
-  }
-
-  /** Live batches of this generation or older. */
-  #liveBatches(generation: number): number {
-    let live = 0;
-    for (const [batchGeneration, count] of this.#liveByGeneration) {
-      if (batchGeneration <= generation) live += count;
-    }
-    return live;
+    const left = this.#usage.drain();
+    if (this.#spool) this.#closeSpool(left);
+    else this.#reportUndeliveredAtClose(left, timeoutMs);
   }
 
   #schedule(): void {
-    if (this.#timer || this.#pending.size === 0) return;
-    if (this.#flushWaiters.length === 0) {
+    if (this.#timer || this.#outage || this.#usage.pendingCount === 0) return;
+    if (!this.#usage.hasWaiters) {
       this.#timer = setTimeout(() => this.#tick(), this.#config.flushInterval);
-    } else if (this.#hasSendablePending()) {
+    } else if (this.#usage.hasSendable) {
       // flush() is waiting: send now. Keys still in flight are rescheduled when their call ends.
       this.#timer = setTimeout(() => this.#tick(), 0);
     } else {
@@ -194,44 +181,22 @@ export class DeliveryQueue {
     this.#timer.unref();
   }
 
-  #hasSendablePending(): boolean {
-    for (const key of this.#pending.keys()) if (!this.#outbound.has(key)) return true;
-    return false;
-  }
-
   /** Moves pending usage to outbound (one batch per key at a time) and sends what slots allow. */
   #tick(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    if (this.#shutdown.signal.aborted) return;
-    for (const [key, batch] of this.#pending) {
-      // A key already outbound waits for the next tick: Kana sees one call per key at a time.
-      if (this.#outbound.has(key)) continue;
-      this.#pending.delete(key);
-      if (batch.delta > MAX_DELTA) {
-        // Kana's delta is a 32-bit Int: the rest stays pending (its events already counted here).
-        const rest = batch.delta - MAX_DELTA;
-        this.#pending.set(
-          key,
-          this.#newBatch(key, batch.userId, batch.featureId, rest, 0, batch.firstCapturedAt, batch.generation),
-        );
-        batch.delta = MAX_DELTA;
-      }
-      this.#outbound.set(key, batch);
-      this.#ready.push(batch);
-    }
+    if (this.#shutdown.signal.aborted || this.#outage) return;
+    const roomToSpare = this.#usage.keyCount < this.#config.maxPendingKeys / 2;
+    if (roomToSpare) this.#overflowWarned = false;
+    this.#maintainSpool(roomToSpare);
+    for (const batch of this.#usage.takeSendable()) this.#ready.push(batch);
     this.#dispatch();
     this.#schedule();
   }
 
   #dispatch(): void {
-    while (this.#calls.size < this.#config.concurrency && this.#readyHead < this.#ready.length) {
-      const batch = this.#ready[this.#readyHead++] as Batch;
-      const call = this.#send(batch).finally(() => {
-        this.#calls.delete(call);
-        this.#dispatch();
-      });
-      this.#calls.add(call);
+    while (!this.#outage && this.#calls.size < this.#config.concurrency && this.#readyHead < this.#ready.length) {
+      this.#start(this.#ready[this.#readyHead++] as Batch, false);
     }
     if (this.#readyHead === this.#ready.length) {
       this.#ready = [];
@@ -239,7 +204,15 @@ export class DeliveryQueue {
     }
   }
 
-  async #send(batch: Batch): Promise<void> {
+  #start(batch: Batch, probe: boolean): void {
+    const call = this.#send(batch, probe).finally(() => {
+      this.#calls.delete(call);
+      this.#dispatch();
+    });
+    this.#calls.add(call);
+  }
+
+  async #send(batch: Batch, probe: boolean): Promise<void> {
     const { retry } = this.#config;
     const signal = this.#shutdown.signal;
     const usage = { userId: batch.userId, featureId: batch.featureId, delta: batch.delta };
@@ -251,19 +224,15 @@ export class DeliveryQueue {
         },
         {
           ...retry,
+          // A probe is one attempt: the outage backoff spaces them out.
+          retries: probe ? 0 : retry.retries,
           signal,
           unref: true,
           shouldRetry: async ({ error, retriesLeft }) => {
-            if (!(error instanceof KanaError) || !error.retryable) return false;
+            if (!(error instanceof KanaError) || !error.retryable || this.#outage) return false;
             this.#counters.retries++;
             this.#logger.debug(
-              {
-                code: logCodes.deliveryRetry,
-                userId: batch.userId,
-                featureId: batch.featureId,
-                err: summarize(error),
-                retriesLeft,
-              },
+              { code: logCodes.deliveryRetry, ...where(batch), err: summarize(error), retriesLeft },
               'kana-meter: Kana call failed, retrying',
             );
             if (error.retryAfterMs) await sleep(error.retryAfterMs, signal);
@@ -271,42 +240,211 @@ export class DeliveryQueue {
           },
         },
       );
-      this.#outbound.delete(batch.key);
+      this.#usage.settle(batch);
       this.#counters.delivered += batch.events;
-      this.#settle(batch);
+      if (this.#spoolHoldsUsage) this.#spoolStale = true;
+      this.#endOutage();
     } catch (caught) {
-      // At close()'s deadline the batch stays outbound: close() reports it with the rest.
+      // At close()'s deadline the batch stays outbound: close() takes it with the rest.
       if (signal.aborted) return;
-      this.#outbound.delete(batch.key);
-      const error =
-        caught instanceof KanaError
-          ? caught
-          : new KanaError('KANA_BAD_RESPONSE', String((caught as Error)?.message ?? caught), {
-              retryable: false,
-              cause: caught,
-            });
-      this.#logger.error(
-        {
-          code: logCodes.deliveryFailed,
-          userId: batch.userId,
-          featureId: batch.featureId,
-          delta: batch.delta,
-          events: batch.events,
-          err: summarize(error),
-        },
-        'kana-meter: usage could not be delivered to Kana',
-      );
-      this.#reportFailure(toUndelivered(batch), batch.events, error);
-      this.#settle(batch);
+      const error = toKanaError(caught);
+      if (error.retryable) {
+        // Retries ran out on a transient error: keep the usage, pause, and probe until Kana is back.
+        this.#usage.requeue(batch);
+        if (probe) this.#probeFailed(error);
+        else this.#startOutage(error);
+        return;
+      }
+      // Kana answered, and retrying cannot help: this usage fails for good.
+      this.#usage.settle(batch);
+      this.#fail(batch, error);
+      this.#endOutage();
     } finally {
       this.#schedule();
     }
   }
 
-  #reportUndeliveredAtClose(timeoutMs: number): void {
-    const left = [...this.#outbound.values(), ...this.#pending.values()];
-    this.#outbound.clear();
-    this.#pending.clear();
+  #startOutage(error: KanaError): void {
+    if (this.#outage) return;
+    this.#outage = { since: Date.now(), failedProbes: 0, probeTimer: undefined };
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    // Batches not started yet go back to pending, to merge with newer usage while Kana is away.
+    for (let i = this.#readyHead; i < this.#ready.length; i++) this.#usage.requeue(this.#ready[i] as Batch);
+    this.#ready = [];
+    this.#readyHead = 0;
+    const { pending, pendingKeys } = this.#usage.gauges();
+    this.#logger.warn(
+      { code: logCodes.kanaUnavailable, err: summarize(error), pending, pendingKeys },
+      'kana-meter: Kana is unavailable; usage is kept and sent once it is back',
+    );
+    this.#snapshotSpool();
+    this.#scheduleProbe();
+  }
+
+  #probeFailed(error: KanaError): void {
+    if (!this.#outage) {
+      this.#startOutage(error);
+      return;
+    }
+    this.#outage.failedProbes++;
+    this.#logger.debug(
+      { code: logCodes.deliveryRetry, err: summarize(error) },
+      'kana-meter: Kana is still unavailable',
+    );
+    this.#snapshotSpool();
+    // Shutting down with a spool: nothing is lost by stopping now.
+    if (this.#closing && this.#spool) this.#giveUp?.();
+    else this.#scheduleProbe();
+  }
+
+  #scheduleProbe(): void {
+    const outage = this.#outage as Outage;
+    const { retry } = this.#config;
+    // Back off from where p-retry stopped, up to retry.maxTimeout.
+    const base = retry.minTimeout * retry.factor ** (retry.retries + outage.failedProbes);
+    const jitter = retry.randomize ? 1 + Math.random() : 1;
+    outage.probeTimer = setTimeout(() => this.#probe(), Math.min(base * jitter, retry.maxTimeout));
+    outage.probeTimer.unref();
+  }
+
+  /** Sends one batch, with a single attempt, to learn whether Kana is back. */
+  #probe(): void {
+    const outage = this.#outage;
+    if (!outage || this.#shutdown.signal.aborted) return;
+    outage.probeTimer = undefined;
+    const [batch] = this.#usage.takeSendable(1);
+    if (batch) this.#start(batch, true);
+    // Nothing to send but calls still in flight: they will end the outage, or probe again.
+    else if (this.#calls.size === 0) this.#endOutage();
+    else this.#scheduleProbe();
+  }
+
+  #endOutage(): void {
+    const outage = this.#outage;
+    if (!outage) return;
+    this.#outage = undefined;
+    clearTimeout(outage.probeTimer);
+    const { pending, pendingKeys } = this.#usage.gauges();
+    this.#logger.info(
+      { code: logCodes.kanaAvailable, unavailableMs: Date.now() - outage.since, pending, pendingKeys },
+      'kana-meter: Kana is available again; sending the usage kept meanwhile',
+    );
+    this.#tick();
+  }
+
+  /** Usage for a new key when maxPendingKeys keys are held: to the spool, or dropped. */
+  #overflow(usage: SpoolRecord): void {
+    const warnOnce = (message: string) => {
+      if (this.#overflowWarned) return;
+      this.#overflowWarned = true;
+      const { maxPendingKeys } = this.#config;
+      this.#logger.warn({ code: logCodes.queueFull, maxPendingKeys }, message);
+    };
+    if (this.#spool && this.#appendToSpool(usage, true)) {
+      this.#counters.spilled++;
+      warnOnce('kana-meter: maxPendingKeys reached; usage for new keys goes to the spool until the queue drains');
+      return;
+    }
+    this.#counters.dropped++;
+    warnOnce('kana-meter: maxPendingKeys reached and no spool: usage for new keys is dropped (see onDrop)');
+    const hook = this.#config.onDrop;
+    if (hook) this.#callHook('onDrop', () => hook({ ...usage, firstCapturedAt: new Date(usage.firstCapturedAt) }));
+  }
+
+  /** Loads spool records into memory: left by an earlier run, or spilled by this one. */
+  #replay(records: SpoolRecord[], fromEarlierRun: boolean): void {
+    for (const record of records) {
+      this.#usage.add(record.userId, record.featureId, record.delta, record.events, record.firstCapturedAt);
+      if (fromEarlierRun) this.#counters.replayed += record.events;
+    }
+    if (records.length === 0) return;
+    this.#spoolHoldsUsage = true;
+    if (fromEarlierRun) {
+      this.#logger.info(
+        { code: logCodes.spoolReplayed, path: this.#spool?.path, records: records.length },
+        'kana-meter: sending usage kept in the spool by an earlier run',
+      );
+    }
+    this.#schedule();
+  }
+
+  /** On each tick: take spilled usage back when there is room, and drop delivered usage from the file. */
+  #maintainSpool(roomToSpare: boolean): void {
+    const spool = this.#spool;
+    if (!spool) return;
+    if (roomToSpare && spool.spilledCount > 0) {
+      try {
+        this.#replay(spool.takeSpilled(), false);
+      } catch (error) {
+        this.#spoolFailed(error);
+      }
+    }
+    if (this.#spoolStale) this.#snapshotSpool();
+  }
+
+  /** Rewrites the spool as what memory holds now. */
+  #snapshotSpool(): void {
+    const spool = this.#spool;
+    if (!spool) return;
+    try {
+      const records = this.#usage.snapshot();
+      spool.snapshot(records);
+      this.#spoolHoldsUsage = records.length > 0 || spool.spilledCount > 0;
+      this.#spoolStale = false;
+    } catch (error) {
+      this.#spoolFailed(error);
+    }
+  }
+
+  #appendToSpool(usage: SpoolRecord, spilled = false): boolean {
+    try {
+      this.#spool?.append([usage], spilled);
+      this.#spoolHoldsUsage = true;
+      return true;
+    } catch (error) {
+      this.#spoolFailed(error);
+      return false;
+    }
+  }
+
+  #spoolFailed(error: unknown): void {
+    // Logged once per failure kind would hide a persistent fault; counting every one keeps it visible.
+    if (this.#counters.spoolErrors++ === 0 || this.#counters.spoolErrors % 1000 === 0) {
+      this.#logger.error(
+        { code: logCodes.spoolFailed, path: this.#spool?.path, err: error, spoolErrors: this.#counters.spoolErrors },
+        'kana-meter: could not write the spool; usage stays in memory',
+      );
+    }
+  }
+
+  #closeSpool(left: Batch[]): void {
+    const spool = this.#spool as Spool;
+    try {
+      spool.snapshot(left);
+      if (left.length > 0) {
+        this.#logger.warn(
+          { code: logCodes.spooledAtClose, path: spool.path, undelivered: left.map(summarizeBatch) },
+          `kana-meter: ${left.length} usage record(s) kept in the spool for the next start`,
+        );
+      }
+    } catch (error) {
+      this.#spoolFailed(error);
+      this.#reportUndeliveredAtClose(left, 0);
+    } finally {
+      spool.close();
+    }
+  }
+
+  #fail(batch: Batch, error: KanaError): void {
+    this.#logger.error(
+      { code: logCodes.deliveryFailed, ...summarizeBatch(batch), err: summarize(error) },
+      'kana-meter: usage could not be delivered to Kana',
+    );
+    this.#reportFailure(toUndelivered(batch), batch.events, error);
+  }
+
+  #reportUndeliveredAtClose(left: Batch[], timeoutMs: number): void {
     if (left.length === 0) return;
     const error = new KanaError(
       'KANA_CLOSED',
@@ -314,40 +452,36 @@ export class DeliveryQueue {
       { retryable: false },
     );
     this.#logger.error(
-      {
-        code: logCodes.undeliveredAtClose,
-        undelivered: left.map(({ userId, featureId, delta, events }) => ({ userId, featureId, delta, events })),
-      },
+      { code: logCodes.undeliveredAtClose, undelivered: left.map(summarizeBatch) },
       `kana-meter: ${left.length} usage record(s) were not delivered before close()`,
     );
-    for (const batch of left) {
-      this.#reportFailure(toUndelivered(batch), batch.events, error);
-      this.#settle(batch);
-    }
+    for (const batch of left) this.#reportFailure(toUndelivered(batch), batch.events, error);
   }
 
   #reportFailure(usage: UndeliveredUsage, events: number, error: KanaError): void {
     this.#counters.failed += events;
     const hook = this.#config.onDeliveryFailure;
-    if (!hook) return;
-    try {
-      Promise.resolve(hook(usage, error)).catch((hookError) => this.#hookFailed(hookError));
-    } catch (hookError) {
-      this.#hookFailed(hookError);
-    }
+    if (hook) this.#callHook('onDeliveryFailure', () => hook(usage, error));
   }
 
-  #hookFailed(error: unknown): void {
-    this.#counters.hookErrors++;
-    this.#logger.error(
-      { code: logCodes.hookFailed, hook: 'onDeliveryFailure', err: error },
-      'kana-meter: onDeliveryFailure threw',
-    );
+  /** Runs a user hook; what it throws or rejects is logged and counted, never thrown. */
+  #callHook(name: string, run: () => unknown): void {
+    const failed = (error: unknown) => {
+      this.#counters.hookErrors++;
+      this.#logger.error({ code: logCodes.hookFailed, hook: name, err: error }, `kana-meter: ${name} threw`);
+    };
+    try {
+      Promise.resolve(run()).catch(failed);
+    } catch (error) {
+      failed(error);
+    }
   }
 }
 
-function usageKey(userId: string, featureId: string): string {
-  return `${userId}\u0000${featureId}`;
+function toKanaError(caught: unknown): KanaError {
+  if (caught instanceof KanaError) return caught;
+  const message = String((caught as Error)?.message ?? caught);
+  return new KanaError('KANA_BAD_RESPONSE', message, { retryable: false, cause: caught });
 }
 
 function toUndelivered(batch: Batch): UndeliveredUsage {
@@ -360,7 +494,15 @@ function toUndelivered(batch: Batch): UndeliveredUsage {
   };
 }
 
-/** What a log line says of a KanaError: never the request (it has no key, but keep lines small). */
+function where(batch: Batch): { userId: string; featureId: string } {
+  return { userId: batch.userId, featureId: batch.featureId };
+}
+
+function summarizeBatch(batch: Batch): { userId: string; featureId: string; delta: number; events: number } {
+  return { userId: batch.userId, featureId: batch.featureId, delta: batch.delta, events: batch.events };
+}
+
+/** What a log line says of a KanaError: code, message, status; never the request. */
 function summarize(error: KanaError): { code: string; message: string; status?: number } {
   return error.status === undefined
     ? { code: error.code, message: error.message }

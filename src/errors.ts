@@ -33,8 +33,20 @@ export const logCodes = {
   deliveryRetry: 'KANA_METER_DELIVERY_RETRY',
   /** Usage was captured after close(): it cannot be sent. */
   capturedAfterClose: 'KANA_METER_CAPTURED_AFTER_CLOSE',
-  /** close() reached its deadline with usage still undelivered. */
+  /** close() reached its deadline with usage still undelivered (and no spool). */
   undeliveredAtClose: 'KANA_METER_UNDELIVERED_AT_CLOSE',
+  /** Retries ran out on a transient error: sending pauses, usage is kept, and a probe retries later. Logged once per outage. */
+  kanaUnavailable: 'KANA_METER_KANA_UNAVAILABLE',
+  /** A probe got through after an outage: sending resumes. */
+  kanaAvailable: 'KANA_METER_KANA_AVAILABLE',
+  /** maxPendingKeys reached: usage for new keys is spilled to the spool, or dropped. Logged once per episode. */
+  queueFull: 'KANA_METER_QUEUE_FULL',
+  /** Usage kept in the spool by an earlier run is being sent. */
+  spoolReplayed: 'KANA_METER_SPOOL_REPLAYED',
+  /** The spool could not be written; usage stays in memory. */
+  spoolFailed: 'KANA_METER_SPOOL_FAILED',
+  /** close() left usage in the spool for the next start. */
+  spooledAtClose: 'KANA_METER_SPOOLED_AT_CLOSE',
 } as const;
 
 export type LogCode = (typeof logCodes)[keyof typeof logCodes];

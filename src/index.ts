@@ -10,6 +10,6 @@ export { meter } from './meter.js';
 export type { DeltaFunction, FeatureOptions } from './metered-feature.js';
 export type { KanaMeter } from './middleware.js';
 export { kanaMeter } from './middleware.js';
-export type { KanaMeterOptions, RetryOptions, UndeliveredUsage } from './options.js';
+export type { KanaMeterOptions, RetryOptions, SpoolOptions, UndeliveredUsage } from './options.js';
 export type { RouteMap, RouteTarget } from './routes.js';
 export type { KanaMeterStats } from './stats.js';

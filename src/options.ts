@@ -19,6 +19,17 @@ export interface UndeliveredUsage {
   readonly firstCapturedAt: Date;
 }
 
+export interface SpoolOptions {
+  /** The spool file. Its directory must exist; one file per process (a lock file guards it). */
+  path: string;
+  /**
+   * Also write every captured event to the spool as it happens, so usage survives a crash or
+   * SIGKILL (not a power loss: writes are not fsync'd one by one). Costs one write(2) per event.
+   * @default false
+   */
+  writeAhead?: boolean;
+}
+
 /** p-retry's backoff settings for one Kana call. */
 export interface RetryOptions {
   /**
@@ -117,6 +128,24 @@ export interface KanaMeterOptions {
    */
   onDeliveryFailure?: (usage: UndeliveredUsage, error: KanaError) => void | Promise<void>;
   /**
+   * Most distinct (user, feature) keys held waiting for Kana. Memory is O(keys), never O(requests);
+   * this bounds it during a long outage. Usage for a new key beyond it goes to the spool, or is
+   * dropped (counted, logged, passed to `onDrop`) when there is no spool.
+   * @default 50000
+   */
+  maxPendingKeys?: number;
+  /**
+   * Keep usage Kana has not confirmed in a file, and send it on the next start: what is left at
+   * close()'s deadline, usage held during an outage, and usage beyond `maxPendingKeys`.
+   * @default undefined (no spool)
+   * @example { path: '/var/lib/my-api/kana-usage.spool' }
+   */
+  spool?: SpoolOptions;
+  /**
+   * Called with usage dropped because `maxPendingKeys` keys were waiting and there is no spool.
+   */
+  onDrop?: (usage: UndeliveredUsage) => void | Promise<void>;
+  /**
    * A pino-compatible logger.
    * @default pino({ name: 'kana-meter', level: 'warn' })
    */
@@ -138,6 +167,9 @@ export interface KanaMeterConfig {
   readonly flushInterval: number;
   readonly concurrency: number;
   readonly onDeliveryFailure: KanaMeterOptions['onDeliveryFailure'];
+  readonly maxPendingKeys: number;
+  readonly spool: Readonly<Required<SpoolOptions>> | undefined;
+  readonly onDrop: KanaMeterOptions['onDrop'];
   readonly logger: KanaLogger;
 }
 
@@ -154,6 +186,9 @@ const KNOWN_OPTIONS = new Set([
   'flushInterval',
   'concurrency',
   'onDeliveryFailure',
+  'maxPendingKeys',
+  'spool',
+  'onDrop',
   'logger',
   'fetch',
 ]);
@@ -192,8 +227,31 @@ export function parseOptions(options: KanaMeterOptions): KanaMeterConfig {
       'onDeliveryFailure',
       options.onDeliveryFailure,
     ),
+    maxPendingKeys: checkInteger('maxPendingKeys', options.maxPendingKeys, 50_000, 1),
+    spool: parseSpool(options.spool),
+    onDrop: checkFunction<NonNullable<KanaMeterOptions['onDrop']>>('onDrop', options.onDrop),
     logger: parseLogger(options.logger),
   });
+}
+
+function parseSpool(spool: SpoolOptions | undefined): Readonly<Required<SpoolOptions>> | undefined {
+  if (spool === undefined) return undefined;
+  if (typeof spool !== 'object' || spool === null) {
+    throw optionError('spool', spool, "an object such as { path: './kana-usage.spool' }");
+  }
+  for (const key of Object.keys(spool)) {
+    if (key !== 'path' && key !== 'writeAhead') {
+      throw optionError(
+        `spool.${key}`,
+        (spool as unknown as Record<string, unknown>)[key],
+        'absent (known: path, writeAhead)',
+      );
+    }
+  }
+  if (typeof spool.path !== 'string' || spool.path.trim() === '') {
+    throw optionError('spool.path', spool.path, 'a file path');
+  }
+  return Object.freeze({ path: spool.path, writeAhead: checkBoolean('spool.writeAhead', spool.writeAhead, false) });
 }
 
 function parseClient(options: KanaMeterOptions): KanaClient {

@@ -24,11 +24,21 @@ export interface KanaMeterStats {
   invalidDelta: number;
   /** Requests not metered because the `userId` option threw or rejected. */
   userIdErrors: number;
-  /** Errors thrown by user hooks (`isSuccess`, `delta`, `onDeliveryFailure`). */
+  /** Errors thrown by user hooks (`isSuccess`, `delta`, `onDeliveryFailure`, `onDrop`). */
   hookErrors: number;
+  /** Events not kept because `maxPendingKeys` keys were waiting and there is no spool (see `onDrop`). */
+  dropped: number;
+  /** Events written to the spool because `maxPendingKeys` keys were waiting. */
+  spilled: number;
+  /** Events read from the spool at start, left there by an earlier run. */
+  replayed: number;
+  /** Failed writes to the spool. */
+  spoolErrors: number;
+  /** False while Kana is unavailable: sending is paused and a probe retries with backoff. */
+  kanaAvailable: boolean;
 }
 
-export type Counter = Exclude<keyof KanaMeterStats, 'pending' | 'pendingKeys' | 'inFlight'>;
+export type Counter = Exclude<keyof KanaMeterStats, 'pending' | 'pendingKeys' | 'inFlight' | 'kanaAvailable'>;
 
 export function createCounters(): Record<Counter, number> {
   return {
@@ -41,5 +51,9 @@ export function createCounters(): Record<Counter, number> {
     invalidDelta: 0,
     userIdErrors: 0,
     hookErrors: 0,
+    dropped: 0,
+    spilled: 0,
+    replayed: 0,
+    spoolErrors: 0,
   };
 }

@@ -1,14 +1,27 @@
 // Unref'd timers: waits that never keep a process alive on their own.
 
-/** Resolves when `promise` settles or `ms` have passed, whichever comes first. */
+/**
+ * Resolves when `promise` settles or `ms` have passed, whichever comes first. The timer keeps the
+ * process alive meanwhile: `await kana.close()` in a SIGTERM handler must not be cut short because
+ * every other handle is gone.
+ */
 export async function raceTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<void>((resolve) => {
     timer = setTimeout(resolve, ms);
-    timer.unref();
   });
   await Promise.race([promise, timeout]);
   clearTimeout(timer);
+}
+
+/** Keeps the process alive until `promise` settles (the queue's own timers are unref()'d). */
+export async function keepAliveUntil<T>(promise: Promise<T>): Promise<T> {
+  const handle = setInterval(() => {}, 2 ** 30);
+  try {
+    return await promise;
+  } finally {
+    clearInterval(handle);
+  }
 }
 
 /** Waits `ms`; rejects with the signal's reason if it aborts first. */

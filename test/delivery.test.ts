@@ -112,13 +112,20 @@ describe('retries (the retry table, end to end)', () => {
     expect(line).toMatchObject({ level: 50, userId: 'u1', featureId: 'reports', delta: 1, err: { code } });
   });
 
-  it('fails an event whose retries run out, with the last cause', async () => {
-    const { kana, hit, failures } = setup({ retry: { retries: 2, minTimeout: 1, maxTimeout: 5 } });
+  it('keeps an event whose retries run out on a transient error, and delivers it once Kana answers', async () => {
+    const { kana, hit, failures, sink } = setup({ retry: { retries: 2, minTimeout: 1, maxTimeout: 5 } });
     emulator.failNext({ status: 500 }, { times: 10 });
     await hit();
     await kana.flush();
-    expect(kana.stats()).toMatchObject({ calls: 3, retries: 2, failed: 1 });
-    expect(failures[0]?.[1]).toMatchObject({ code: 'KANA_SERVER_ERROR', status: 500 });
+    expect(emulator.usage('u1', 'reports')).toBe(1);
+    // 3 attempts by p-retry, then one probe at a time until the 11th call gets through.
+    expect(kana.stats()).toMatchObject({ calls: 11, retries: 2, failed: 0, delivered: 1, kanaAvailable: true });
+    expect(failures).toEqual([]);
+    expect(sink.withCode(logCodes.kanaUnavailable)).toEqual([
+      expect.objectContaining({ level: 40, err: expect.objectContaining({ code: 'KANA_SERVER_ERROR', status: 500 }) }),
+    ]);
+    expect(sink.withCode(logCodes.kanaAvailable)).toEqual([expect.objectContaining({ level: 30 })]);
+    expect(sink.lines().filter((line) => line.level >= 50)).toEqual([]);
   });
 
   it('a wrong API key fails without retrying, and an onDeliveryFailure that throws is logged', async () => {

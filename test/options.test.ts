@@ -62,6 +62,12 @@ describe('kanaMeter options', () => {
     [{ logger: console.log }, /option `logger` must be a pino-compatible logger/],
     [{ fetch: 'fetch' }, /option `fetch` must be a fetch-compatible function/],
     [{ flushIntervalMs: 5 }, /option `flushIntervalMs` must be absent: it is not a kanaMeter option/],
+    [{ maxPendingKeys: 0 }, /option `maxPendingKeys` must be an integer >= 1; got 0/],
+    [{ spool: './usage.spool' }, /option `spool` must be an object such as \{ path: '.\/kana-usage.spool' \}/],
+    [{ spool: { path: '' } }, /option `spool.path` must be a file path; got ""/],
+    [{ spool: { path: 'x', writeAhead: 'yes' } }, /option `spool.writeAhead` must be true or false; got "yes"/],
+    [{ spool: { path: 'x', fsync: true } }, /option `spool.fsync` must be absent/],
+    [{ onDrop: 1 }, /option `onDrop` must be a function; got 1/],
   ])('rejects %j', (extra, message) => {
     expect(() => kanaMeter({ ...base, ...(extra as object) })).toThrow(TypeError);
     expect(() => kanaMeter({ ...base, ...(extra as object) })).toThrow(message);
