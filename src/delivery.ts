@@ -56,6 +56,7 @@ export class DeliveryQueue {
   #outage: Outage | undefined;
   #overflowWarned = false;
   readonly #spool: Spool | undefined;
+  readonly #writeAhead: boolean;
   /** The spool holds usage (so deliveries make it stale and it needs a new snapshot). */
   #spoolHoldsUsage = false;
   #spoolStale = false;
@@ -70,6 +71,7 @@ export class DeliveryQueue {
     this.#config = config;
     this.#logger = config.logger;
     this.#counters = counters;
+    this.#writeAhead = config.spool?.writeAhead === true;
     if (config.spool) {
       const { spool, records } = Spool.open(config.spool.path);
       this.#spool = spool;
@@ -84,14 +86,13 @@ export class DeliveryQueue {
       return;
     }
     this.#counters.captured++;
-    const now = Date.now();
-    const added = this.#usage.add(userId, featureId, delta, 1, now, this.#config.maxPendingKeys);
+    // The hot path: a merge into an existing batch is one Map lookup and two additions.
+    const added = this.#usage.add(userId, featureId, delta, 1, undefined, this.#config.maxPendingKeys);
     if (added === 'full') {
-      this.#overflow({ userId, featureId, delta, events: 1, firstCapturedAt: now });
+      this.#overflow({ userId, featureId, delta, events: 1, firstCapturedAt: Date.now() });
       return;
     }
-    if (this.#config.spool?.writeAhead)
-      this.#appendToSpool({ userId, featureId, delta, events: 1, firstCapturedAt: now });
+    if (this.#writeAhead) this.#appendToSpool({ userId, featureId, delta, events: 1, firstCapturedAt: Date.now() });
     if (added === 'added') this.#schedule();
   }
 

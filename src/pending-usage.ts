@@ -40,7 +40,7 @@ export class PendingUsage {
     featureId: string,
     delta: number,
     events = 1,
-    firstCapturedAt = Date.now(),
+    firstCapturedAt?: number,
     maxKeys = Number.POSITIVE_INFINITY,
   ): 'merged' | 'added' | 'full' {
     const key = usageKey(userId, featureId);
@@ -48,11 +48,14 @@ export class PendingUsage {
     if (batch) {
       batch.delta += delta;
       batch.events += events;
-      if (firstCapturedAt < batch.firstCapturedAt) batch.firstCapturedAt = firstCapturedAt;
+      if (firstCapturedAt !== undefined && firstCapturedAt < batch.firstCapturedAt) {
+        batch.firstCapturedAt = firstCapturedAt;
+      }
       return 'merged';
     }
     if (this.keyCount >= maxKeys && !this.#outbound.has(key)) return 'full';
-    this.#pending.set(key, this.#newBatch(key, userId, featureId, delta, events, firstCapturedAt, this.#generation));
+    const capturedAt = firstCapturedAt ?? Date.now();
+    this.#pending.set(key, this.#newBatch(key, userId, featureId, delta, events, capturedAt, this.#generation));
     return 'added';
   }
 

@@ -1,0 +1,24 @@
+// The Kana emulator in its own process for the benchmark: a plan with unlimited api-calls for u0..u9.
+
+import { startKanaEmulator } from 'kana-meter/emulator';
+
+const users = Array.from({ length: 10 }, (_, i) => `u${i}`);
+const emulator = await startKanaEmulator({
+  seed: {
+    users: users.map((id) => ({ id })),
+    features: [{ id: 'api-calls', type: 'CONSUMABLE' }],
+    packages: [{ id: 'unlimited', features: [{ id: 'api-calls', limit: null }] }],
+    subscriptions: users.map((userId) => ({ userId, packageId: 'unlimited' })),
+  },
+});
+process.send?.({ type: 'listening', url: emulator.url, apiKey: emulator.apiKey });
+
+process.on('message', async (message: { type: string }) => {
+  if (message.type === 'usage') {
+    const total = users.reduce((sum, user) => sum + emulator.usage(user, 'api-calls'), 0);
+    process.send?.({ type: 'usage', total, calls: emulator.usageCalls().length });
+  } else if (message.type === 'exit') {
+    await emulator.close();
+    process.exit(0);
+  }
+});

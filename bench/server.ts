@@ -1,0 +1,44 @@
+// One benchmark variant in its own process: the same tiny Express 5 app, bare or metered by the built package.
+// Driven by bench/run.ts over IPC: it reports its port, its CPU time, and flushes on request.
+
+import type { AddressInfo } from 'node:net';
+import express, { type RequestHandler } from 'express';
+import { type KanaMeter, kanaMeter } from 'kana-meter';
+
+const [variant, endpoint, apiKey] = process.argv.slice(2);
+
+let kana: KanaMeter | undefined;
+if (variant !== 'bare') {
+  kana = kanaMeter({
+    apiKey,
+    endpoint,
+    userId: (req) => req.get('x-user'),
+    routes: { 'GET /api/items/:id': 'api-calls' },
+    logger: { error: console.error, warn: console.error, info() {}, debug() {} },
+  });
+}
+
+const app = express();
+if (kana) app.use(kana as RequestHandler);
+let served = 0;
+app.get('/api/items/:id', (req, res) => {
+  served++;
+  res.json({ id: req.params.id, name: 'item' });
+});
+
+const server = app.listen(0, '127.0.0.1', () => {
+  process.send?.({ type: 'listening', port: (server.address() as AddressInfo).port });
+});
+
+process.on('message', async (message: { type: string }) => {
+  if (message.type === 'cpu') {
+    process.send?.({ type: 'cpu', cpu: process.cpuUsage() });
+  } else if (message.type === 'flush') {
+    await kana?.flush();
+    process.send?.({ type: 'flushed', served, stats: kana?.stats() });
+  } else if (message.type === 'exit') {
+    server.close();
+    await kana?.close();
+    process.exit(0);
+  }
+});
