@@ -10,7 +10,7 @@ import { KanaStore, type UsageCall } from './store.js';
 
 export type { FailNextOptions, Fault } from './faults.js';
 export type { EmulatorRequest } from './graphql-endpoint.js';
-export type { EmulatorSeed } from './seed.js';
+export { type EmulatorSeed, EmulatorSeedError } from './seed.js';
 export type {
   FeatureType,
   PackageStatus,
@@ -28,7 +28,10 @@ export interface KanaEmulatorOptions {
   host?: string;
   /** The private key clients must send. @default a generated 'prv_test_' + 32 alphanumerics */
   apiKey?: string;
-  /** Users, features, packages, subscriptions and usage to start with. */
+  /**
+   * Users, features, packages, subscriptions and usage to start with, and to go back to on
+   * `reset()`. Copied: changing the object afterwards changes nothing.
+   */
   seed?: EmulatorSeed;
   /** The clock for usage periods, subscription starts and logs (epoch ms). @default Date.now */
   now?: () => number;
@@ -39,11 +42,15 @@ export interface KanaEmulator {
   readonly url: string;
   readonly apiKey: string;
   readonly port: number;
-  /** Adds users/features/packages/subscriptions/usage; validates first, throws naming the bad field path. */
+  /**
+   * Adds users/features/packages/subscriptions/usage to what is there; validates the whole seed
+   * first and writes nothing if any part is wrong (EmulatorSeedError names the field path).
+   */
   seed(seed: EmulatorSeed): void;
   /**
    * The user's usage of a feature in the current period of the entitlement in force (all recorded
-   * usage when the user has none, or it never resets). Throws for an unknown user or feature.
+   * usage when the user has none, or it never resets). Throws for an unknown user or feature id,
+   * so that a typo in a test fails instead of reading 0.
    */
   usage(userId: string, featureId: string): number;
   /** Every usage mutation applied, in order. */
@@ -54,7 +61,10 @@ export interface KanaEmulator {
   failNext(fault: Fault, options?: FailNextOptions): void;
   /** Offline: stop listening and drop open sockets. Online again: listen on the same port. */
   setOffline(offline: boolean): Promise<void>;
-  /** Clears all state, faults and logs; keeps the url and key. */
+  /**
+   * Back to the start: clears all state, scripted faults and logs, then applies the `seed` given to
+   * startKanaEmulator() again (nothing, if none was). Keeps the url, port and key.
+   */
   reset(): void;
   /** Idempotent; also closes idle keep-alive sockets. */
   close(): Promise<void>;
@@ -104,8 +114,10 @@ export async function startKanaEmulator(options: KanaEmulatorOptions = {}): Prom
   const faults = new FaultQueue();
   const log: EmulatorRequest[] = [];
 
+  const startSeed = options.seed === undefined ? undefined : structuredClone(options.seed);
+
   // Seed before binding, so a bad seed throws without leaving a server listening.
-  if (options.seed !== undefined) applySeed(store, options.seed, now());
+  if (startSeed !== undefined) applySeed(store, startSeed, now());
 
   const schema = buildExecutableSchema(loadSchemaText(), resolvers);
   const endpoint = createGraphQLEndpoint({ schema, store, faults, apiKey, now, log });
@@ -127,6 +139,7 @@ export async function startKanaEmulator(options: KanaEmulatorOptions = {}): Prom
       store.reset();
       faults.clear();
       log.length = 0;
+      if (startSeed !== undefined) applySeed(store, startSeed, now());
     },
     close: () => server.close(),
   };

@@ -47,8 +47,23 @@ const INT32_MIN = -2_147_483_648;
 
 type Fields = Record<string, unknown>;
 
+/**
+ * A seed that does not fit the EmulatorSeed shape. `path` is the field at fault, e.g.
+ * `packages[1].features[0].limit`; the message is `Invalid emulator seed: <path> <problem>`.
+ */
+export class EmulatorSeedError extends Error {
+  override readonly name = 'EmulatorSeedError';
+
+  constructor(
+    readonly path: string,
+    readonly problem: string,
+  ) {
+    super(`Invalid emulator seed: ${path} ${problem}`);
+  }
+}
+
 function fail(path: string, problem: string): never {
-  throw new Error(`Invalid emulator seed: ${path} ${problem}`);
+  throw new EmulatorSeedError(path, problem);
 }
 
 function show(value: unknown): string {
