@@ -11,6 +11,7 @@ import {
   parse,
   validate,
 } from 'graphql';
+import { authFailure } from './api-keys.js';
 import { formatGraphQLError, type WireError, wireError } from './errors.js';
 import type { Fault, FaultQueue } from './faults.js';
 import type { ResolverContext } from './resolvers.js';
@@ -47,8 +48,6 @@ export interface GraphQLEndpoint {
   cancelPending(): void;
 }
 
-/** Kana's private key format (API.md §13). */
-const PRIVATE_KEY_HEADER = /^(Bearer )?prv_(test|live)_[A-Za-z0-9]+$/;
 const MAX_BODY_BYTES = 1024 * 1024;
 const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
 
@@ -71,17 +70,6 @@ class RequestError extends Error {
 
 function badRequest(message: string, code = 'BAD_REQUEST', name = 'BadRequestError'): RequestError {
   return new RequestError(400, [wireError(message, code, name)]);
-}
-
-/** The message for a bad Authorization header, or null when it carries the emulator's key. */
-function authFailure(header: string | undefined, apiKey: string): string | null {
-  // The texts after "Unauthenticated" are made up (API.md §2); they never echo the header.
-  if (header === undefined || header === '') return 'Unauthenticated: missing Authorization header';
-  if (!PRIVATE_KEY_HEADER.test(header)) {
-    return 'Unauthenticated: the Authorization header must be a Kana private API key (prv_test_… or prv_live_…)';
-  }
-  const key = header.startsWith('Bearer ') ? header.slice('Bearer '.length) : header;
-  return key === apiKey ? null : 'Unauthenticated: invalid API key';
 }
 
 interface GraphQLBody {
@@ -348,7 +336,11 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
     handle(req, res) {
       const path = (req.url ?? '/').split('?')[0];
       if (path !== '/graphql') {
-        const error = wireError('Not found: the Kana emulator serves POST /graphql only', 'NOT_FOUND', 'Error');
+        const error = wireError(
+          'Not found: the Kana emulator serves POST /graphql, and its dashboard on GET /',
+          'NOT_FOUND',
+          'Error',
+        );
         send(res, null, 404, JSON.stringify({ errors: [error] }));
         return;
       }

@@ -1,13 +1,17 @@
 // The emulator's public surface: startKanaEmulator() and the KanaEmulator handle tests drive it with.
-import { randomInt } from 'node:crypto';
+import type { RequestListener } from 'node:http';
+import { generateApiKey, PRIVATE_KEY } from './api-keys.js';
+import { createDashboard } from './dashboard.js';
 import { type FailNextOptions, type Fault, FaultQueue } from './faults.js';
 import { createGraphQLEndpoint, type EmulatorRequest } from './graphql-endpoint.js';
+import { urlHost } from './hosts.js';
 import { EmulatorHttpServer } from './http-server.js';
 import { resolvers } from './resolvers.js';
 import { buildExecutableSchema, loadSchemaText } from './schema.js';
 import { applySeed, type EmulatorSeed } from './seed.js';
 import { KanaStore, type UsageCall } from './store.js';
 
+export type { DashboardState } from './dashboard.js';
 export type { FailNextOptions, Fault } from './faults.js';
 export type { EmulatorRequest } from './graphql-endpoint.js';
 export { type EmulatorSeed, EmulatorSeedError } from './seed.js';
@@ -38,8 +42,10 @@ export interface KanaEmulatorOptions {
 }
 
 export interface KanaEmulator {
-  /** e.g. 'http://127.0.0.1:54321/graphql' */
+  /** The GraphQL endpoint, e.g. 'http://127.0.0.1:54321/graphql'. */
   readonly url: string;
+  /** The dashboard page, e.g. 'http://127.0.0.1:54321/'. */
+  readonly dashboardUrl: string;
   readonly apiKey: string;
   readonly port: number;
   /**
@@ -68,21 +74,6 @@ export interface KanaEmulator {
   reset(): void;
   /** Idempotent; also closes idle keep-alive sockets. */
   close(): Promise<void>;
-}
-
-const PRIVATE_KEY = /^prv_(test|live)_[A-Za-z0-9]+$/;
-const KEY_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
-
-function generateApiKey(): string {
-  let key = 'prv_test_';
-  for (let i = 0; i < 32; i += 1) key += KEY_ALPHABET[randomInt(KEY_ALPHABET.length)];
-  return key;
-}
-
-function urlHost(host: string): string {
-  if (host === '0.0.0.0') return '127.0.0.1';
-  if (host === '::') return '[::1]';
-  return host.includes(':') ? `[${host}]` : host;
 }
 
 function checkOptions(options: KanaEmulatorOptions): void {
@@ -121,12 +112,17 @@ export async function startKanaEmulator(options: KanaEmulatorOptions = {}): Prom
 
   const schema = buildExecutableSchema(loadSchemaText(), resolvers);
   const endpoint = createGraphQLEndpoint({ schema, store, faults, apiKey, now, log });
-  const server = new EmulatorHttpServer(endpoint.handle, host, endpoint.cancelPending);
+  const dashboard = createDashboard({ store, apiKey, host });
+  const handler: RequestListener = (req, res) => {
+    if (!dashboard.handle(req, res)) endpoint.handle(req, res);
+  };
+  const server = new EmulatorHttpServer(handler, host, endpoint.cancelPending);
   const port = await server.listen(options.port ?? 0);
-  const url = `http://${urlHost(host)}:${port}/graphql`;
+  const origin = `http://${urlHost(host)}:${port}`;
 
   return {
-    url,
+    url: `${origin}/graphql`,
+    dashboardUrl: `${origin}/`,
     apiKey,
     port,
     seed: (seed) => applySeed(store, seed, now()),

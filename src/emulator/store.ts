@@ -115,6 +115,23 @@ export interface EntitlementResult {
   consumption: Consumption | null;
 }
 
+/** One feature of one user as the dashboard shows it (`KanaStore.featureOverview`). */
+export interface FeatureOverview {
+  feature: FeatureRecord;
+  /** The package whose entitlement is in force; null when no ACTIVE/TRIALING subscription grants it. */
+  packageId: string | null;
+  /** What canUseFeature with the default delta (1) answers now. */
+  access: boolean;
+  reason: string;
+  /** In the current period; all recorded usage when there is no entitlement or it never resets. */
+  used: number;
+  /** null = unlimited (or not applicable: a BINARY feature, no entitlement). */
+  budget: number | null;
+  overageEnabled: boolean;
+  /** The current usage period; null when the usage never resets or there is no entitlement. */
+  period: Period | null;
+}
+
 export interface UsagePeriod {
   periodStart: number;
   periodEnd: number;
@@ -514,6 +531,33 @@ export class KanaStore {
         }),
       );
     return { current: toUsagePeriod(current), past };
+  }
+
+  /**
+   * Every feature the user is entitled to (through an ACTIVE/TRIALING subscription) or has usage
+   * recorded for, in feature order, computed by the same rules as canUseFeature and showUsage.
+   */
+  featureOverview(userId: string): FeatureOverview[] {
+    this.getUser(userId);
+    const recorded = this.usage.get(userId);
+    const rows: FeatureOverview[] = [];
+    for (const feature of this.features.values()) {
+      const governing = this.governingEntitlement(userId, feature.id);
+      if (governing === null && recorded?.has(feature.id) !== true) continue;
+      const { access, reason, consumption } = this.entitlement(userId, feature.id, 1);
+      const resetPeriod = governing?.packageFeature.resetPeriod ?? null;
+      rows.push({
+        feature,
+        packageId: governing?.subscription.packageId ?? null,
+        access,
+        reason,
+        used: consumption?.used ?? this.currentUsage(userId, feature.id),
+        budget: consumption?.budget ?? null,
+        overageEnabled: consumption?.overageEnabled ?? false,
+        period: governing === null || resetPeriod === null ? null : this.currentPeriod(governing),
+      });
+    }
+    return rows;
   }
 
   /**
