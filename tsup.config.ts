@@ -1,20 +1,35 @@
-// Build: ESM + CommonJS bundles with declarations for the main entry and the emulator.
+// Build: ESM + CommonJS bundles with declarations for the main entry and the emulator; the CLI as ESM.
 import { defineConfig } from 'tsup';
 
-export default defineConfig({
-  entry: {
-    index: 'src/index.ts',
-    'emulator/index': 'src/emulator/index.ts',
+export default defineConfig([
+  {
+    entry: {
+      index: 'src/index.ts',
+      'emulator/index': 'src/emulator/index.ts',
+    },
+    format: ['esm', 'cjs'],
+    dts: true,
+    sourcemap: true,
+    // tsup builds the two configs at once: this clean must spare the CLI's output.
+    clean: ['!emulator/cli.js', '!emulator/cli.js.map'],
+    target: 'node20',
+    splitting: false,
+    // import.meta.url in the CommonJS build (the emulator locates schema.graphql with it).
+    shims: true,
+    // The emulator reads Kana's schema at run time; ship it beside the bundle.
+    publicDir: false,
+    onSuccess: 'cp src/emulator/schema.graphql dist/emulator/schema.graphql',
   },
-  format: ['esm', 'cjs'],
-  dts: true,
-  sourcemap: true,
-  clean: true,
-  target: 'node20',
-  splitting: false,
-  // import.meta.url in the CommonJS build (the emulator locates schema.graphql with it).
-  shims: true,
-  // The emulator reads Kana's schema at run time; ship it beside the bundle.
-  publicDir: false,
-  onSuccess: 'cp src/emulator/schema.graphql dist/emulator/schema.graphql',
-});
+  {
+    // `kana-emulator` (package.json "bin"): one ESM file with a shebang, which tsup makes executable.
+    // It finds schema.graphql beside itself, in dist/emulator/, like the emulator bundle does.
+    entry: { 'emulator/cli': 'src/emulator/cli.ts' },
+    format: ['esm'],
+    dts: false,
+    sourcemap: true,
+    clean: false,
+    target: 'node20',
+    splitting: false,
+    banner: { js: '#!/usr/bin/env node' },
+  },
+]);

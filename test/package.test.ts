@@ -1,6 +1,6 @@
 // The published artefact: npm pack, install the tarball in a fresh project, load it as ESM and as CommonJS.
 
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { copyFile, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,6 +43,7 @@ describe('the packed tarball', () => {
         'dist/index.d.ts',
         'dist/index.d.cts',
         'dist/emulator/schema.graphql',
+        'dist/emulator/cli.js',
         'README.md',
         'package.json',
       ]),
@@ -59,5 +60,41 @@ describe('the packed tarball', () => {
     const { stdout, stderr } = await run('node', ['consumer.cjs'], { cwd: project });
     expect(JSON.parse(stdout)).toEqual({ cjs: true, usage: 2, meter: 'function' });
     expect(stderr).not.toMatch(/ExperimentalWarning/);
+  });
+
+  it('installs the kana-emulator bin: npx kana-emulator --help', async () => {
+    const { stdout } = await run('npx', ['kana-emulator', '--help'], { cwd: project });
+    expect(stdout).toMatch(/^Usage: kana-emulator \[options\]/);
+  });
+
+  it('runs the kana-emulator bin with a seed file, serves GraphQL with the printed key, and stops on SIGTERM', async () => {
+    await copyFile(join(root, 'example-app/seed.json'), join(project, 'seed.json'));
+    const child = spawn(join(project, 'node_modules/.bin/kana-emulator'), ['--port', '0', '--seed', 'seed.json'], {
+      cwd: project,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    try {
+      let stdout = '';
+      child.stdout.setEncoding('utf8');
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (chunk: string) => {
+          stdout += chunk;
+          if (stdout.includes('Press Ctrl-C to stop.')) resolve();
+        });
+        void exited.then((code) => reject(new Error(`kana-emulator exited with ${code}`)));
+      });
+      const [, apiKey, url] = /KANA_API_KEY=(\S+) KANA_ENDPOINT=(\S+)\n/.exec(stdout) ?? [];
+      const response = await fetch(url as string, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: apiKey as string },
+        body: JSON.stringify({ query: '{ user(id: "demo-user") { name } }' }),
+      });
+      expect(await response.json()).toEqual({ data: { user: { name: 'Demo User' } } });
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
