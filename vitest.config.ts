@@ -1,7 +1,19 @@
 // Test runner: Node environment, real emulator servers started by the tests themselves.
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
+  resolve: {
+    // kana-meter's own entries resolve to src, as in tsconfig.json's paths, so a test can import
+    // 'kana-meter/emulator' exactly as a user does (the README's vitest example runs as a test).
+    alias: [
+      { find: /^kana-meter$/, replacement: fileURLToPath(new URL('./src/index.ts', import.meta.url)) },
+      {
+        find: /^kana-meter\/emulator$/,
+        replacement: fileURLToPath(new URL('./src/emulator/index.ts', import.meta.url)),
+      },
+    ],
+  },
   test: {
     include: ['test/**/*.test.ts'],
     environment: 'node',
