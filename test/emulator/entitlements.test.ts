@@ -15,12 +15,11 @@ const CONSUMABLE_ALLOWED =
 let emulator: KanaEmulator;
 
 beforeAll(async () => {
-  emulator = await startKanaEmulator();
+  emulator = await startKanaEmulator({ seed: catalogue });
 });
 afterAll(() => emulator.close());
 beforeEach(() => {
-  emulator.reset();
-  emulator.seed(catalogue);
+  emulator.reset(); // back to the catalogue
 });
 
 const catalogue: EmulatorSeed = {

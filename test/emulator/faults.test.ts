@@ -7,17 +7,18 @@ import { CAN_USE_FEATURE, CREATE_USAGE_EVENT, post, RECORD_USAGE } from './graph
 let emulator: KanaEmulator;
 
 beforeAll(async () => {
-  emulator = await startKanaEmulator();
+  emulator = await startKanaEmulator({
+    seed: {
+      users: [{ id: 'u1' }],
+      features: [{ id: 'api-calls', type: 'CONSUMABLE' }],
+      packages: [{ id: 'plan', features: [{ id: 'api-calls', limit: 10 }] }],
+      subscriptions: [{ userId: 'u1', packageId: 'plan' }],
+    },
+  });
 });
 afterAll(() => emulator.close());
 beforeEach(() => {
-  emulator.reset();
-  emulator.seed({
-    users: [{ id: 'u1' }],
-    features: [{ id: 'api-calls', type: 'CONSUMABLE' }],
-    packages: [{ id: 'plan', features: [{ id: 'api-calls', limit: 10 }] }],
-    subscriptions: [{ userId: 'u1', packageId: 'plan' }],
-  });
+  emulator.reset(); // back to the start seed
 });
 
 /** How fetch (undici) reports a socket closed without an answer. */

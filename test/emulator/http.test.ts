@@ -8,12 +8,11 @@ import { CREATE_USAGE_EVENT, docsSeed, post } from './graphql-client.js';
 let emulator: KanaEmulator;
 
 beforeAll(async () => {
-  emulator = await startKanaEmulator();
+  emulator = await startKanaEmulator({ seed: docsSeed() });
 });
 afterAll(() => emulator.close());
 beforeEach(() => {
-  emulator.reset();
-  emulator.seed(docsSeed());
+  emulator.reset(); // back to docsSeed()
 });
 
 /** Resolves true if a TCP connection to host:port succeeds, false if it is refused or fails. */
