@@ -22,7 +22,16 @@ beforeAll(async () => {
   await writeFile(join(project, 'package.json'), JSON.stringify({ name: 'consumer', private: true }));
   await run(
     'npm',
-    ['install', '--no-audit', '--no-fund', '--prefer-offline', join(project, packed?.filename as string), 'express@5'],
+    [
+      'install',
+      '--no-audit',
+      '--no-fund',
+      '--prefer-offline',
+      join(project, packed?.filename as string),
+      'express@5',
+      '@types/express@5',
+      '@types/node@20',
+    ],
     { cwd: project },
   );
   for (const file of await readdir(join(root, 'test/package'))) {
@@ -60,6 +69,38 @@ describe('the packed tarball', () => {
     const { stdout, stderr } = await run('node', ['consumer.cjs'], { cwd: project });
     expect(JSON.parse(stdout)).toEqual({ cjs: true, usage: 2, meter: 'function' });
     expect(stderr).not.toMatch(/ExperimentalWarning/);
+  });
+
+  it.each([
+    ['NodeNext', { module: 'NodeNext', moduleResolution: 'NodeNext' }, ['consumer.mts', 'consumer.cts']],
+    ['Bundler', { module: 'ESNext', moduleResolution: 'Bundler' }, ['consumer.mts']],
+  ])('type-checks from TypeScript with moduleResolution %s', async (_name, resolution, files) => {
+    const tsconfig = {
+      compilerOptions: { ...resolution, target: 'ES2022', strict: true, noEmit: true, types: ['node'] },
+      files,
+    };
+    await writeFile(join(project, 'tsconfig.json'), JSON.stringify(tsconfig));
+    // The repository's TypeScript, so the check does not depend on what the consumer installed.
+    const { stdout } = await run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', '.'], {
+      cwd: project,
+    }).catch((error: { stdout: string }) => ({ stdout: error.stdout }));
+    expect(stdout).toBe('');
+  });
+
+  it('passes publint and arethetypeswrong without a single remark', async () => {
+    const installed = join(project, 'node_modules/kana-meter');
+    const publint = await run(process.execPath, [join(root, 'node_modules/publint/src/cli.js'), '--pack', 'false'], {
+      cwd: installed,
+    });
+    expect(publint.stdout).toMatch(/All good!/);
+    const tarball = join(project, (await readdir(project)).find((file) => file.endsWith('.tgz')) as string);
+    const attw = await run(process.execPath, [
+      join(root, 'node_modules/@arethetypeswrong/cli/dist/index.js'),
+      tarball,
+      '--format',
+      'json',
+    ]);
+    expect(JSON.parse(attw.stdout).analysis.problems).toEqual([]);
   });
 
   it('installs the kana-emulator bin: npx kana-emulator --help', async () => {
