@@ -15,12 +15,55 @@ export type UsageMutation = 'createUsageEvent' | 'recordUsage';
 const CREATE_USAGE_EVENT = `mutation createUsageEvent($input: CreateUsageEventInput!) { createUsageEvent(input: $input) }`;
 // Kana's current reference name, { recorded, reason } result.
 const RECORD_USAGE = `mutation recordUsage($input: CreateUsageEventInput!) { recordUsage(input: $input) { recorded reason } }`;
+// canUseFeature (API.md §7, §11.8) and, in the same round trip, the current usage period, whose end
+// is when a used-up allowance comes back (showUsage's `current` is null when usage never resets).
+const CHECK_ENTITLEMENT = `query checkEntitlement($userId: String!, $featureId: String!, $delta: Int) {
+  canUseFeature(userId: $userId, featureId: $featureId, delta: $delta) { access reason consumption { used budget overageEnabled } }
+  showUsage(userId: $userId, featureId: $featureId) { current { periodStart periodEnd } }
+}`;
+
+/** Time limit of an entitlement check, in milliseconds: a check runs while a request waits. */
+export const DEFAULT_CHECK_TIMEOUT_MS = 2000;
 
 /** One usage record as Kana receives it: ids as Strings, delta a GraphQL Int. */
 export interface UsageInput {
   userId: string;
   featureId: string;
   delta: number;
+}
+
+/** What an entitlement check asks: may this user use `delta` units of this feature now? */
+export interface EntitlementQuery {
+  userId: string;
+  featureId: string;
+  /** Units the request would use. */
+  delta: number;
+}
+
+/** Kana's answer to an entitlement check: canUseFeature, plus the current usage period from showUsage. */
+export interface EntitlementAnswer {
+  /** Kana's verdict for the delta asked. */
+  readonly access: boolean;
+  /** Kana's human-readable reason. */
+  readonly reason: string;
+  /** The allowance of a CONSUMABLE feature in the user's plan; null for BINARY features and features not in the plan. */
+  readonly consumption: {
+    readonly used: number;
+    /** null = unlimited. */
+    readonly budget: number | null;
+    readonly overageEnabled: boolean;
+  } | null;
+  /** The current usage period; null when usage never resets, or there is no allowance to reset. */
+  readonly period: { readonly start: Date; readonly end: Date } | null;
+}
+
+export interface CheckOptions {
+  /**
+   * Time limit of the check, in milliseconds.
+   * @default 2000
+   */
+  timeoutMs?: number;
+  signal?: AbortSignal;
 }
 
 export interface KanaClientOptions {
@@ -97,10 +140,32 @@ export class KanaClient {
     throw badResponse(data);
   }
 
+  /**
+   * Asks Kana whether a user may use `delta` units of a feature (canUseFeature), with the current
+   * usage period (showUsage) in the same call. One attempt, with its own short timeout; throws a
+   * KanaError classified by the retry table on failure.
+   */
+  async checkEntitlement(query: EntitlementQuery, options: CheckOptions = {}): Promise<EntitlementAnswer> {
+    const data = await this.request<{ canUseFeature?: unknown; showUsage?: unknown }>(
+      CHECK_ENTITLEMENT,
+      { userId: query.userId, featureId: query.featureId, delta: query.delta },
+      options.signal,
+      options.timeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS,
+    );
+    const answer = parseEntitlementAnswer(data);
+    if (answer === undefined) throw badResponse(data);
+    return answer;
+  }
+
   /** Sends one document with a per-call timeout and maps every failure through the retry table. */
-  protected async request<T>(document: string, variables: Record<string, unknown>, signal?: AbortSignal): Promise<T> {
+  protected async request<T>(
+    document: string,
+    variables: Record<string, unknown>,
+    signal?: AbortSignal,
+    timeoutMs = this.timeoutMs,
+  ): Promise<T> {
     const call = new AbortController();
-    const timer = setTimeout(() => call.abort(new DOMException('Kana call timed out', 'TimeoutError')), this.timeoutMs);
+    const timer = setTimeout(() => call.abort(new DOMException('Kana call timed out', 'TimeoutError')), timeoutMs);
     timer.unref();
     const onAbort = () => call.abort(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -117,6 +182,37 @@ export class KanaClient {
       signal?.removeEventListener('abort', onAbort);
     }
   }
+}
+
+/** Reads canUseFeature + showUsage; undefined when the answer does not have the documented shape. */
+function parseEntitlementAnswer(data: { canUseFeature?: unknown; showUsage?: unknown }): EntitlementAnswer | undefined {
+  const check = data.canUseFeature as Record<string, unknown> | null | undefined;
+  if (check == null || typeof check.access !== 'boolean') return undefined;
+  let consumption: EntitlementAnswer['consumption'] = null;
+  if (check.consumption != null) {
+    const raw = check.consumption as Record<string, unknown>;
+    const used = toCount(raw.used);
+    const budget = raw.budget == null ? null : toCount(raw.budget);
+    if (used === undefined || budget === undefined || typeof raw.overageEnabled !== 'boolean') return undefined;
+    consumption = { used, budget, overageEnabled: raw.overageEnabled };
+  }
+  const current = (data.showUsage as { current?: { periodStart?: unknown; periodEnd?: unknown } | null } | null)
+    ?.current;
+  const start = typeof current?.periodStart === 'string' ? Date.parse(current.periodStart) : Number.NaN;
+  const end = typeof current?.periodEnd === 'string' ? Date.parse(current.periodEnd) : Number.NaN;
+  return {
+    access: check.access,
+    reason: typeof check.reason === 'string' ? check.reason : '',
+    consumption,
+    period: Number.isNaN(start) || Number.isNaN(end) ? null : { start: new Date(start), end: new Date(end) },
+  };
+}
+
+/** A usage count: an Int, tolerating the numeric strings some of Kana's examples show for limits (API.md §5). */
+function toCount(value: unknown): number | undefined {
+  if (typeof value === 'number' && Number.isInteger(value)) return value;
+  if (typeof value === 'string' && /^-?\d+$/.test(value)) return Number(value);
+  return undefined;
 }
 
 function badResponse(data: unknown): KanaError {

@@ -1,7 +1,14 @@
 // kana-meter's public surface: named exports only.
 
-export type { KanaClientOptions, UsageInput, UsageMutation } from './client.js';
-export { DEFAULT_ENDPOINT, KanaClient } from './client.js';
+export type {
+  CheckOptions,
+  EntitlementAnswer,
+  EntitlementQuery,
+  KanaClientOptions,
+  UsageInput,
+  UsageMutation,
+} from './client.js';
+export { DEFAULT_CHECK_TIMEOUT_MS, DEFAULT_ENDPOINT, KanaClient } from './client.js';
 export type { CloseOptions } from './delivery.js';
 export type { KanaErrorCode, LogCode } from './errors.js';
 export { KanaError, logCodes } from './errors.js';
