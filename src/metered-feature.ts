@@ -1,7 +1,7 @@
 // A feature billed on a request and how its delta is computed, parsed once from meter() or the route map.
 
 import type { Request, Response } from 'express';
-import { checkFeatureId, optionError } from './option-checks.js';
+import { checkBoolean, checkFeatureId, optionError } from './option-checks.js';
 
 /** The largest delta Kana accepts: `delta` is a GraphQL Int (32-bit signed). */
 export const MAX_DELTA = 2_147_483_647;
@@ -18,6 +18,14 @@ export interface FeatureOptions {
    * @example meter('exports', { delta: (req, res) => res.locals.rows })
    */
   delta?: number | DeltaFunction;
+  /**
+   * Whether this route's requests are checked against the user's entitlement before the handler
+   * (and refused with 402/429 when the plan does not allow them). Overrides kanaMeter's `enforce`.
+   * A delta computed from the response is checked as 1.
+   * @default kanaMeter's `enforce` (false)
+   * @example meter('reports', { enforce: true })
+   */
+  enforce?: boolean;
 }
 
 /** A feature to bill on a request, validated. */
@@ -25,11 +33,15 @@ export interface MeteredFeature {
   readonly featureId: string;
   /** A fixed delta, or a function evaluated on `finish`. */
   readonly delta: number | DeltaFunction;
+  /** The units checked before the handler: the fixed delta, or 1 when it is computed from the response. */
+  readonly checkDelta: number;
+  /** Whether to check the entitlement before the handler; undefined = kanaMeter's `enforce`. */
+  readonly enforce: boolean | undefined;
   /** Where it came from, for log lines: a route map key or `meter('<feature>')`. */
   readonly source: string;
 }
 
-const FEATURE_OPTION_KEYS = new Set(['delta']);
+const FEATURE_OPTION_KEYS = new Set(['delta', 'enforce']);
 
 /** True for a delta Kana can take: an integer in 1..2147483647. */
 export function isValidDelta(delta: unknown): delta is number {
@@ -65,5 +77,12 @@ export function parseMeteredFeature(
   if (typeof delta !== 'function' && !isValidDelta(delta)) {
     throw optionError(`${name}.delta`, delta, `an integer in 1..${MAX_DELTA} or a function (req, res) => number`);
   }
-  return Object.freeze({ featureId: featureId as string, delta, source });
+  const enforce = options?.enforce === undefined ? undefined : checkBoolean(`${name}.enforce`, options.enforce, false);
+  return Object.freeze({
+    featureId: featureId as string,
+    delta,
+    checkDelta: typeof delta === 'number' ? delta : 1,
+    enforce,
+    source,
+  });
 }

@@ -1,10 +1,11 @@
 // kanaMeter() options: their public types, defaults and validation into one frozen config.
 
-import type { Request, Response } from 'express';
-import { KanaClient, type UsageMutation } from './client.js';
+import type { NextFunction, Request, Response } from 'express';
+import { DEFAULT_CHECK_TIMEOUT_MS, KanaClient, type UsageMutation } from './client.js';
+import type { EntitlementDecision } from './entitlements.js';
 import type { KanaError } from './errors.js';
 import { type KanaLogger, parseLogger } from './logger.js';
-import { checkBoolean, checkFunction, checkInteger, checkNumber, optionError } from './option-checks.js';
+import { checkBoolean, checkFunction, checkInteger, checkNumber, checkOneOf, optionError } from './option-checks.js';
 import { compileRoutes, type RouteMap, type RouteMatcher } from './routes.js';
 
 /** The usage kana-meter could not deliver, as passed to `onDeliveryFailure`. */
@@ -59,6 +60,12 @@ export interface RetryOptions {
   randomize?: boolean;
 }
 
+/** Replaces the response to a refused request; see `onDenied`. */
+export type DeniedHandler = (req: Request, res: Response, next: NextFunction, decision: EntitlementDecision) => void;
+
+/** What an enforced request does when its entitlement cannot be checked. */
+export type KanaErrorPolicy = 'allow' | 'deny';
+
 export interface KanaMeterOptions {
   /**
    * Your Kana private key (`prv_live_...`), sent as the `Authorization` header. Required unless
@@ -77,7 +84,9 @@ export interface KanaMeterOptions {
   client?: KanaClient;
   /**
    * The Kana user id of a request: a string or number (sent as a String), or undefined/null/''
-   * for a request that is not billed. May be async. Called once the response has finished.
+   * for a request that is not billed. May be async. Called once the response has finished; on an
+   * enforced request, called once before the handler instead (so authentication must run before
+   * kanaMeter/meter() there), and that value is billed.
    * @example (req) => req.user?.kanaId
    */
   userId: (
@@ -146,6 +155,57 @@ export interface KanaMeterOptions {
    */
   onDrop?: (usage: UndeliveredUsage) => void | Promise<void>;
   /**
+   * Check every metered request against the user's entitlement before its handler runs, and refuse
+   * it (402 not in plan, 429 allowance used up) when the plan does not allow it. A route map entry
+   * `{ feature, enforce }` or `meter(feature, { enforce })` overrides this per route.
+   * @default false
+   * @example kanaMeter({ apiKey, userId, routes: { 'POST /api/search': 'api-calls' }, enforce: true })
+   */
+  enforce?: boolean;
+  /**
+   * Replaces the default problem+json response of a refused request (402, 429, or 503 with
+   * `onKanaError: 'deny'`). The handler does not run and the request is not billed, whatever this
+   * sends. Errors it throws are logged and the default response is sent.
+   * @default sends application/problem+json (RFC 9457) with the status of `decision.status`
+   * @example (req, res, next, decision) => res.status(decision.status).render('upgrade', { feature: decision.featureId })
+   */
+  onDenied?: DeniedHandler;
+  /**
+   * What an enforced request does when Kana cannot be reached, times out or answers with an error:
+   * `'allow'` lets it through (logged and counted in `stats().failedOpen`; it is billed as usual),
+   * `'deny'` refuses it with 503.
+   * @default 'allow'
+   * @example 'deny'
+   */
+  onKanaError?: KanaErrorPolicy;
+  /**
+   * Time limit of one entitlement check, in milliseconds (a request waits for it on a cache miss).
+   * @default 2000
+   * @example 500
+   */
+  checkTimeoutMs?: number;
+  /**
+   * How long Kana's answer for a (user, feature) is reused, in milliseconds. Within it, usage this
+   * process records is counted locally; usage recorded elsewhere shows up when it expires.
+   * It also expires when the usage period ends.
+   * @default 30000
+   * @example 5000
+   */
+  entitlementTtl?: number;
+  /**
+   * Most (user, feature) entitlements kept in the cache; the least recently fetched go first.
+   * @default 10000
+   * @example 100000
+   */
+  maxEntitlements?: number;
+  /**
+   * Send `RateLimit-Policy` and `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers-10) on
+   * enforced requests to a consumable feature with a finite allowance and no overage.
+   * @default true
+   * @example false
+   */
+  rateLimitHeaders?: boolean;
+  /**
    * A pino-compatible logger.
    * @default pino({ name: 'kana-meter', level: 'warn' })
    */
@@ -171,6 +231,13 @@ export interface KanaMeterConfig {
   readonly spool: Readonly<Required<SpoolOptions>> | undefined;
   readonly onDrop: KanaMeterOptions['onDrop'];
   readonly logger: KanaLogger;
+  readonly enforce: boolean;
+  readonly onDenied: DeniedHandler | undefined;
+  readonly onKanaError: KanaErrorPolicy;
+  readonly checkTimeoutMs: number;
+  readonly entitlementTtl: number;
+  readonly maxEntitlements: number;
+  readonly rateLimitHeaders: boolean;
 }
 
 const KNOWN_OPTIONS = new Set([
@@ -191,6 +258,13 @@ const KNOWN_OPTIONS = new Set([
   'onDrop',
   'logger',
   'fetch',
+  'enforce',
+  'onDenied',
+  'onKanaError',
+  'checkTimeoutMs',
+  'entitlementTtl',
+  'maxEntitlements',
+  'rateLimitHeaders',
 ]);
 const CLIENT_OPTIONS = ['apiKey', 'endpoint', 'mutation', 'timeoutMs', 'fetch'] as const;
 const RETRY_OPTIONS = new Set(['retries', 'minTimeout', 'maxTimeout', 'factor', 'randomize']);
@@ -231,6 +305,13 @@ export function parseOptions(options: KanaMeterOptions): KanaMeterConfig {
     spool: parseSpool(options.spool),
     onDrop: checkFunction<NonNullable<KanaMeterOptions['onDrop']>>('onDrop', options.onDrop),
     logger: parseLogger(options.logger),
+    enforce: checkBoolean('enforce', options.enforce, false),
+    onDenied: checkFunction<DeniedHandler>('onDenied', options.onDenied),
+    onKanaError: checkOneOf('onKanaError', options.onKanaError, ['allow', 'deny'] as const, 'allow'),
+    checkTimeoutMs: checkInteger('checkTimeoutMs', options.checkTimeoutMs, DEFAULT_CHECK_TIMEOUT_MS, 1),
+    entitlementTtl: checkInteger('entitlementTtl', options.entitlementTtl, 30_000, 0),
+    maxEntitlements: checkInteger('maxEntitlements', options.maxEntitlements, 10_000, 1),
+    rateLimitHeaders: checkBoolean('rateLimitHeaders', options.rateLimitHeaders, true),
   });
 }
 

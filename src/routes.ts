@@ -13,7 +13,8 @@ export type RouteTarget = string | ({ feature: string } & FeatureOptions);
  * Maps `'METHOD /path'` to the Kana feature a request uses. Paths use Express 5 syntax (`:id`,
  * `*splat`, `{/optional}`) and are matched against the full request path, as Express routes
  * would see it from `app`. `ALL` or `*` as the method matches any method.
- * @example { 'POST /api/search': 'api-calls', 'GET /api/items/:id': { feature: 'item-reads', delta: 2 } }
+ * An entry's `enforce` overrides kanaMeter's `enforce` for that route.
+ * @example { 'POST /api/search': 'api-calls', 'GET /api/items/:id': { feature: 'item-reads', delta: 2, enforce: true } }
  */
 export type RouteMap = Record<string, RouteTarget>;
 
@@ -97,7 +98,7 @@ export function compileRoutes(routes: unknown): RouteMatcher | undefined {
 
 function parseTarget(name: string, target: unknown, key: string): MeteredFeature {
   if (typeof target !== 'object' || target === null || Array.isArray(target)) {
-    throw optionError(name, target, "a feature id string or { feature: 'id', delta? }");
+    throw optionError(name, target, "a feature id string or { feature: 'id', delta?, enforce? }");
   }
   const { feature, ...options } = target as { feature?: unknown };
   return parseMeteredFeature(name, feature, options, key, `${name}.feature`);

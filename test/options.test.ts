@@ -68,6 +68,18 @@ describe('kanaMeter options', () => {
     [{ spool: { path: 'x', writeAhead: 'yes' } }, /option `spool.writeAhead` must be true or false; got "yes"/],
     [{ spool: { path: 'x', fsync: true } }, /option `spool.fsync` must be absent/],
     [{ onDrop: 1 }, /option `onDrop` must be a function; got 1/],
+    [{ enforce: 'yes' }, /option `enforce` must be true or false; got "yes"/],
+    [{ onDenied: 402 }, /option `onDenied` must be a function; got 402/],
+    [{ onKanaError: 'block' }, /option `onKanaError` must be one of "allow", "deny"; got "block"/],
+    [{ checkTimeoutMs: 0 }, /option `checkTimeoutMs` must be an integer >= 1; got 0/],
+    [{ entitlementTtl: -1 }, /option `entitlementTtl` must be an integer >= 0; got -1/],
+    [{ entitlementTtl: 1.5 }, /option `entitlementTtl` must be an integer >= 0; got 1.5/],
+    [{ maxEntitlements: 0 }, /option `maxEntitlements` must be an integer >= 1; got 0/],
+    [{ rateLimitHeaders: 1 }, /option `rateLimitHeaders` must be true or false; got 1/],
+    [
+      { routes: { 'GET /x': { feature: 'f', enforce: 'on' } } },
+      /option `routes\["GET \/x"\].enforce` must be true or false; got "on"/,
+    ],
   ])('rejects %j', (extra, message) => {
     expect(() => kanaMeter({ ...base, ...(extra as object) })).toThrow(TypeError);
     expect(() => kanaMeter({ ...base, ...(extra as object) })).toThrow(message);
@@ -89,7 +101,8 @@ describe('meter() options', () => {
     [[7], /got 7/],
     [['f', { delta: -1 }], /option `meter\(\) feature.delta` must be an integer in 1\.\.2147483647/],
     [['f', { delta: 2 ** 31 }], /got 2147483648/],
-    [['f', { detla: 2 }], /option `meter\(\) feature.detla` must be absent/],
+    [['f', { detla: 2 }], /option `meter\(\) feature.detla` must be absent \(known options: delta, enforce\)/],
+    [['f', { enforce: 1 }], /option `meter\(\) feature.enforce` must be true or false; got 1/],
   ])('rejects meter(%j)', (args, message) => {
     expect(() => (meter as (...a: unknown[]) => unknown)(...args)).toThrow(message);
   });

@@ -70,7 +70,7 @@ describe('compileRoutes', () => {
 
   it.each([
     ['', /routes\["GET \/x"\]` must be a non-empty feature id string; got ""/],
-    [42, /routes\["GET \/x"\]` must be a feature id string or \{ feature: 'id', delta\? \}; got 42/],
+    [42, /routes\["GET \/x"\]` must be a feature id string or \{ feature: 'id', delta\?, enforce\? \}; got 42/],
     [{ delta: 2 }, /routes\["GET \/x"\]\.feature` must be a non-empty feature id string; got undefined/],
     [{ feature: 'f', delta: 0 }, /routes\["GET \/x"\]\.delta` must be an integer in 1\.\.2147483647/],
     [{ feature: 'f', delta: 1.5 }, /\.delta` must be an integer/],
