@@ -23,7 +23,7 @@ export const logCodes = {
   userIdFailed: 'KANA_METER_USER_ID_FAILED',
   /** A delta was not an integer in 1..2147483647; the event was not sent. */
   invalidDelta: 'KANA_METER_INVALID_DELTA',
-  /** A user hook (`isSuccess`, `onDeliveryFailure`, ...) threw. */
+  /** A user hook (`isSuccess`, `delta`, `onDeliveryFailure`, `onDenied`) threw. */
   hookFailed: 'KANA_METER_HOOK_FAILED',
   /** `meter()` ran on a request that kanaMeter() did not see. */
   meterWithoutMiddleware: 'KANA_METER_NOT_MOUNTED',
@@ -47,6 +47,12 @@ export const logCodes = {
   spoolFailed: 'KANA_METER_SPOOL_FAILED',
   /** close() left usage in the spool for the next start. */
   spooledAtClose: 'KANA_METER_SPOOLED_AT_CLOSE',
+  /** An entitlement check failed (unreachable, timeout, error answer); `onKanaError` decided the requests waiting for it. */
+  checkFailed: 'KANA_METER_CHECK_FAILED',
+  /** An enforced request had no user id, so it was not checked (nor billed). Logged once per kanaMeter(). */
+  uncheckedNoUser: 'KANA_METER_UNCHECKED_NO_USER',
+  /** An unexpected error inside the entitlement gate (a bug): logged, never thrown into the request. */
+  gateFailed: 'KANA_METER_GATE_FAILED',
 } as const;
 
 export type LogCode = (typeof logCodes)[keyof typeof logCodes];

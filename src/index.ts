@@ -1,5 +1,8 @@
 // kana-meter's public surface: named exports only.
 
+// Types `req.kana` on Express's Request for every consumer of the package.
+import './express-augmentation.js';
+
 export type {
   CheckOptions,
   EntitlementAnswer,
@@ -10,6 +13,7 @@ export type {
 } from './client.js';
 export { DEFAULT_CHECK_TIMEOUT_MS, DEFAULT_ENDPOINT, KanaClient } from './client.js';
 export type { CloseOptions } from './delivery.js';
+export type { DecisionReason, DecisionSource, EntitlementDecision } from './entitlements.js';
 export type { KanaErrorCode, LogCode } from './errors.js';
 export { KanaError, logCodes } from './errors.js';
 export type { KanaLogger } from './logger.js';
@@ -17,6 +21,13 @@ export { meter } from './meter.js';
 export type { DeltaFunction, FeatureOptions } from './metered-feature.js';
 export type { KanaMeter } from './middleware.js';
 export { kanaMeter } from './middleware.js';
-export type { KanaMeterOptions, RetryOptions, SpoolOptions, UndeliveredUsage } from './options.js';
+export type {
+  DeniedHandler,
+  KanaErrorPolicy,
+  KanaMeterOptions,
+  RetryOptions,
+  SpoolOptions,
+  UndeliveredUsage,
+} from './options.js';
 export type { RouteMap, RouteTarget } from './routes.js';
 export type { KanaMeterStats } from './stats.js';

@@ -8,8 +8,10 @@ import { METER_CONTEXT, type MeteredRequest } from './request-usage.js';
 
 /**
  * Bills `featureId` for each successful request on this route. Requires `app.use(kanaMeter(...))`
- * before the route. On a request the route map also names, meter() wins.
+ * before the route. On a request the route map also names, meter() wins. With `enforce` (or
+ * kanaMeter's), the user's entitlement is checked here, before the handler.
  * @example app.get('/api/reports/:id', meter('reports'), handler)
+ * @example app.get('/api/docs/:id', meter('docs', { enforce: true }), handler)
  * @example app.post('/api/export', meter('exports', { delta: (req, res) => res.locals.rows }), handler)
  */
 export function meter(featureId: string, options?: FeatureOptions): RequestHandler {
@@ -20,6 +22,11 @@ export function meter(featureId: string, options?: FeatureOptions): RequestHandl
     const context = (req as MeteredRequest)[METER_CONTEXT];
     if (context) {
       context.tag(req, res, feature);
+      // The gate of a meter() route runs here, before the handler.
+      if (feature.enforce ?? context.enforce) {
+        context.gate(req, res, next, feature);
+        return;
+      }
     } else if (!warnedNotMounted) {
       warnedNotMounted = true;
       getDefaultLogger().error(

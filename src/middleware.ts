@@ -3,7 +3,9 @@
 import type { ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './delivery.js';
-import { logCodes } from './errors.js';
+import { EntitlementCache } from './entitlements.js';
+import { KanaError, logCodes } from './errors.js';
+import { createGate, releaseHolds } from './gate.js';
 import { isValidDelta, type MeteredFeature } from './metered-feature.js';
 import { type KanaMeterOptions, parseOptions } from './options.js';
 import {
@@ -11,11 +13,15 @@ import {
   METER_CONTEXT,
   type MeterContext,
   type MeteredRequest,
+  newRequestUsage,
+  pathOf,
   REQUEST_USAGE,
   type RequestUsage,
+  where,
 } from './request-usage.js';
 import { createCounters, type KanaMeterStats } from './stats.js';
 import { raceTimeout } from './timers.js';
+import { isPromise, toKanaUserId, type UserIdValue } from './user-id.js';
 
 /** The middleware, plus the controls of its delivery queue. */
 export interface KanaMeter extends RequestHandler {
@@ -27,8 +33,6 @@ export interface KanaMeter extends RequestHandler {
   stats(): KanaMeterStats;
 }
 
-type UserIdValue = string | number | null | undefined;
-
 /**
  * Creates the metering middleware. Every option is validated here: a bad one throws a TypeError
  * naming it.
@@ -36,26 +40,40 @@ type UserIdValue = string | number | null | undefined;
  */
 export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   const config = parseOptions(options);
-  const { matchRoute, logger, isSuccess, userId: getUserId } = config;
+  const { matchRoute, logger, isSuccess, userId: getUserId, enforce } = config;
   const counters = createCounters();
   const queue = new DeliveryQueue(config, counters);
+  const entitlements = new EntitlementCache({
+    client: config.client,
+    ttl: config.entitlementTtl,
+    maxEntries: config.maxEntitlements,
+    checkTimeoutMs: config.checkTimeoutMs,
+    undelivered: (userId, featureId) => queue.undeliveredDelta(userId, featureId),
+    onCheck: () => {
+      counters.checks++;
+    },
+    onCheckFailed: checkFailed,
+  });
+  const { gate } = createGate({ config, counters, cache: entitlements, userIdFailed });
   /** Captures whose userId or delta is still being awaited; flush() and close() wait for them. */
   const asyncCaptures = new Set<Promise<void>>();
   /** Set by close(): responses finishing from now on are reported, not queued. */
   let closed = false;
 
   const context: MeterContext = {
+    enforce,
     tag(req, res, feature) {
       const request = req as MeteredRequest;
       let usage = request[REQUEST_USAGE];
       if (!usage) {
-        usage = { routeFeature: undefined, tagged: undefined };
+        usage = newRequestUsage(undefined);
         request[REQUEST_USAGE] = usage;
         res.once('finish', onFinish);
       }
       usage.tagged ??= [];
       usage.tagged.push(feature);
     },
+    gate,
   };
 
   function kanaMeterMiddleware(req: Request, res: Response, next: NextFunction): void {
@@ -63,8 +81,13 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     if (matchRoute) {
       const routeFeature = matchRoute(req.method, pathOf(req));
       if (routeFeature) {
-        (req as MeteredRequest)[REQUEST_USAGE] = { routeFeature, tagged: undefined };
+        (req as MeteredRequest)[REQUEST_USAGE] = newRequestUsage(routeFeature);
         res.once('finish', onFinish);
+        // The gate of a mapped route runs here, before routing.
+        if (routeFeature.enforce ?? enforce) {
+          gate(req, res, next, routeFeature);
+          return;
+        }
       }
     }
     next();
@@ -75,8 +98,19 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     const res = this as Response;
     const req = res.req;
     const usage = (req as MeteredRequest)[REQUEST_USAGE] as RequestUsage;
+    if (usage.gated) {
+      // Held units are given back first; on success they come back as captured usage just below.
+      usage.ended = true;
+      if (usage.holds !== undefined) releaseHolds(usage);
+      if (usage.refused) return;
+    }
     if (!succeeded(req, res)) return;
     const late = closed;
+    if (usage.userId !== undefined) {
+      // Read by the gate before the handler: billed as it was checked (false: userId failed, already reported).
+      if (usage.userId !== false) captureFor(req, res, usage, usage.userId, late);
+      return;
+    }
     let userId: UserIdValue | Promise<UserIdValue>;
     try {
       userId = getUserId(req, res);
@@ -111,15 +145,17 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   }
 
   function captureFor(req: Request, res: Response, usage: RequestUsage, rawUserId: unknown, late: boolean): void {
-    if (rawUserId === undefined || rawUserId === null || rawUserId === '') {
+    let userId: string | null;
+    try {
+      userId = toKanaUserId(rawUserId);
+    } catch (error) {
+      userIdFailed(req, error);
+      return;
+    }
+    if (userId === null) {
       counters.skippedNoUser++;
       return;
     }
-    if (!isUserIdValue(rawUserId)) {
-      userIdFailed(req, new TypeError(`userId returned ${typeof rawUserId}; expected a string or a finite number`));
-      return;
-    }
-    const userId = String(rawUserId);
     for (const feature of featuresToBill(usage)) {
       if (typeof feature.delta === 'number') {
         enqueue(userId, feature.featureId, feature.delta, late);
@@ -147,8 +183,13 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
 
   /** Queues the event, or reports it when its response finished after close() began. */
   function enqueue(userId: string, featureId: string, delta: number, late: boolean): void {
-    if (late) queue.rejectClosed(userId, featureId, delta);
-    else queue.enqueue(userId, featureId, delta);
+    if (late) {
+      queue.rejectClosed(userId, featureId, delta);
+      return;
+    }
+    queue.enqueue(userId, featureId, delta);
+    // Kana's cached `used` does not include it yet: count it locally until the entitlement is fetched again.
+    entitlements.countUsage(userId, featureId, delta);
   }
 
   function enqueueChecked(req: Request, userId: string, feature: MeteredFeature, delta: unknown, late: boolean): void {
@@ -182,6 +223,16 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
         ...where(req),
       },
       'kana-meter: the delta function threw; this usage was not sent',
+    );
+  }
+
+  /** Once per failed entitlement check, however many requests were waiting for it. */
+  function checkFailed(error: unknown, userId: string, featureId: string): void {
+    counters.checkErrors++;
+    const err = error instanceof KanaError ? { code: error.code, message: error.message, status: error.status } : error;
+    logger.error(
+      { code: logCodes.checkFailed, userId, featureId, onKanaError: config.onKanaError, err },
+      `kana-meter: the entitlement check failed; requests waiting for it were ${config.onKanaError === 'allow' ? 'allowed' : 'refused with 503'}`,
     );
   }
 
@@ -221,28 +272,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       return closing;
     },
     stats(): KanaMeterStats {
-      return Object.freeze({ ...counters, ...queue.gauges() });
+      return Object.freeze({ ...counters, ...queue.gauges(), entitlements: entitlements.size });
     },
   });
-}
-
-/** The request path without the query string, as the app sees it (mount paths included). */
-function pathOf(req: Request): string {
-  const url = req.originalUrl ?? req.url;
-  const query = url.indexOf('?');
-  return query === -1 ? url : url.slice(0, query);
-}
-
-function where(req: Request): { method: string; path: string } {
-  return { method: req.method, path: pathOf(req) };
-}
-
-function isPromise<T>(value: unknown): value is Promise<T> {
-  return typeof (value as Promise<T> | null)?.then === 'function';
-}
-
-function isUserIdValue(value: unknown): value is string | number | bigint {
-  return (
-    typeof value === 'string' || typeof value === 'bigint' || (typeof value === 'number' && Number.isFinite(value))
-  );
 }

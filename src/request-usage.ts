@@ -1,12 +1,24 @@
 // The per-request link between kanaMeter() and meter(): what a request bills, kept on the request object.
 
-import type { Request, Response } from 'express';
+import type { NextFunction, Request, Response } from 'express';
+import type { Entitlement } from './entitlements.js';
 import type { MeteredFeature } from './metered-feature.js';
 
 /** What kanaMeter() offers to meter() for the requests it sees. */
 export interface MeterContext {
+  /** kanaMeter's `enforce`: whether a feature without its own `enforce` is checked. */
+  readonly enforce: boolean;
   /** Bills `feature` on this request (once per feature id), replacing the route map's feature. */
   tag(req: Request, res: Response, feature: MeteredFeature): void;
+  /** Checks the user's entitlement to `feature`, then calls `next()` or refuses the request. */
+  gate(req: Request, res: Response, next: NextFunction, feature: MeteredFeature): void;
+}
+
+/** Units an allowed request holds against a cached entitlement until it ends. */
+export interface Hold {
+  readonly entitlement: Entitlement;
+  readonly delta: number;
+  readonly next: Hold | undefined;
 }
 
 /** The features one request bills; created only for metered requests. */
@@ -15,6 +27,32 @@ export interface RequestUsage {
   readonly routeFeature: MeteredFeature | undefined;
   /** Features named by meter() on the matched route; they win over routeFeature. */
   tagged: MeteredFeature[] | undefined;
+  /**
+   * On an enforced request, the user id read before the handler and billed at the end: a string,
+   * null when there was none, false when `userId` failed. undefined until a gate reads it.
+   */
+  userId: string | null | false | undefined;
+  /** Units held by the gates this request passed; released once when it ends. */
+  holds: Hold | undefined;
+  /** A gate refused the request: it is never billed. */
+  refused: boolean;
+  /** The response finished or closed: a check answering later leaves the request alone. */
+  ended: boolean;
+  /** A gate attached the `close` listener. */
+  gated: boolean;
+}
+
+/** The usage record of a metered request (one shape for all of them). */
+export function newRequestUsage(routeFeature: MeteredFeature | undefined): RequestUsage {
+  return {
+    routeFeature,
+    tagged: undefined,
+    userId: undefined,
+    holds: undefined,
+    refused: false,
+    ended: false,
+    gated: false,
+  };
 }
 
 // Symbol.for: an ESM and a CommonJS copy of kana-meter in one process still see each other.
@@ -32,4 +70,16 @@ export function featuresToBill(usage: RequestUsage): readonly MeteredFeature[] {
   if (!tagged) return usage.routeFeature ? [usage.routeFeature] : [];
   if (tagged.length === 1) return tagged;
   return [...new Map(tagged.map((feature) => [feature.featureId, feature])).values()];
+}
+
+/** The request path without the query string, as the app sees it (mount paths included). */
+export function pathOf(req: Request): string {
+  const url = req.originalUrl ?? req.url;
+  const query = url.indexOf('?');
+  return query === -1 ? url : url.slice(0, query);
+}
+
+/** Where a log line's request went. */
+export function where(req: Request): { method: string; path: string } {
+  return { method: req.method, path: pathOf(req) };
 }

@@ -14,7 +14,7 @@ export interface KanaMeterStats {
   pendingKeys: number;
   /** Kana calls in flight now. */
   inFlight: number;
-  /** Kana calls made, retries included. */
+  /** Usage calls made to Kana, retries included (entitlement checks are counted in `checks`). */
   calls: number;
   /** Calls retried after a transient failure. */
   retries: number;
@@ -24,7 +24,7 @@ export interface KanaMeterStats {
   invalidDelta: number;
   /** Requests not metered because the `userId` option threw or rejected. */
   userIdErrors: number;
-  /** Errors thrown by user hooks (`isSuccess`, `delta`, `onDeliveryFailure`, `onDrop`). */
+  /** Errors thrown by user hooks (`isSuccess`, `delta`, `onDeliveryFailure`, `onDrop`, `onDenied`). */
   hookErrors: number;
   /** Events not kept because `maxPendingKeys` keys were waiting and there is no spool (see `onDrop`). */
   dropped: number;
@@ -36,9 +36,29 @@ export interface KanaMeterStats {
   spoolErrors: number;
   /** False while Kana is unavailable: sending is paused and a probe retries with backoff. */
   kanaAvailable: boolean;
+  /** Enforced requests let through to their handler (`failedOpen` included). Request counts from here on. */
+  allowed: number;
+  /** Enforced requests refused: 402, 429, or 503 with `onKanaError: 'deny'`. */
+  denied: number;
+  /** Enforced requests decided from a cached entitlement, without a Kana call. */
+  cacheHits: number;
+  /** Entitlement checks sent to Kana (one per cache miss, shared by concurrent misses). */
+  checks: number;
+  /** Entitlement checks that failed: Kana unreachable, too slow (`checkTimeoutMs`) or answering an error. */
+  checkErrors: number;
+  /** Enforced requests let through because their check failed (`onKanaError: 'allow'`). */
+  failedOpen: number;
+  /** Enforced requests not checked because `userId` gave no id or failed (they are not billed either). */
+  unchecked: number;
+  /** (user, feature) entitlements in the cache now (a gauge). */
+  entitlements: number;
 }
 
-export type Counter = Exclude<keyof KanaMeterStats, 'pending' | 'pendingKeys' | 'inFlight' | 'kanaAvailable'>;
+/** The fields of KanaMeterStats that are counters (the rest are gauges). */
+export type Counter = Exclude<
+  keyof KanaMeterStats,
+  'pending' | 'pendingKeys' | 'inFlight' | 'kanaAvailable' | 'entitlements'
+>;
 
 export function createCounters(): Record<Counter, number> {
   return {
@@ -55,5 +75,12 @@ export function createCounters(): Record<Counter, number> {
     spilled: 0,
     replayed: 0,
     spoolErrors: 0,
+    allowed: 0,
+    denied: 0,
+    cacheHits: 0,
+    checks: 0,
+    checkErrors: 0,
+    failedOpen: 0,
+    unchecked: 0,
   };
 }
