@@ -1,4 +1,4 @@
-// The example API: a search endpoint billed through the route map, reports and exports billed with meter().
+// The example API: a search endpoint billed and enforced through the route map, reports and exports billed with meter().
 
 import express, { type Express as ExpressApp, type NextFunction, type Request, type Response } from 'express';
 import { type KanaMeter, meter } from 'kana-meter';
@@ -28,9 +28,10 @@ export function createApp(kana: KanaMeter): ExpressApp {
   app.use(authenticate);
   app.use(kana);
 
-  // Billed as 'api-calls' by the route map given to kanaMeter().
+  // Billed as 'api-calls' by the route map given to kanaMeter(), which also enforces it: a user
+  // past their allowance gets a 429 before this runs. req.kana tells what is left.
   app.post('/api/search', (req, res) => {
-    res.json({ query: req.body?.q ?? '', hits: ['kana', 'meter'] });
+    res.json({ query: req.body?.q ?? '', hits: ['kana', 'meter'], remaining: req.kana?.remaining ?? null });
   });
 
   // Billed as 'reports', one unit per report.

@@ -6,6 +6,8 @@ import { type KanaEmulator, startKanaEmulator } from 'kana-meter/emulator';
 import { createApp } from './app.js';
 
 const DEMO_USER = 'demo-user';
+/** The demo user's monthly searches: small, so the demo runs into the limit. */
+const SEARCH_ALLOWANCE = 5;
 const once = process.argv.includes('--once');
 const port = Number(process.env.PORT ?? 3000);
 
@@ -29,7 +31,7 @@ async function connectToKana(): Promise<{ apiKey: string; endpoint?: string; emu
           id: 'starter-plan',
           name: 'Starter',
           features: [
-            { id: 'api-calls', limit: 1000, resetPeriod: 'MONTH' },
+            { id: 'api-calls', limit: SEARCH_ALLOWANCE, resetPeriod: 'MONTH' },
             { id: 'reports', limit: 100, resetPeriod: 'MONTH' },
             { id: 'exports', limit: 10_000, resetPeriod: 'MONTH' },
           ],
@@ -39,12 +41,16 @@ async function connectToKana(): Promise<{ apiKey: string; endpoint?: string; emu
     },
   });
   console.log(`No KANA_API_KEY: started the local Kana emulator at ${emulator.url}`);
-  console.log(`Seeded user "${DEMO_USER}" on plan "starter-plan" (api-calls, reports, exports).`);
+  console.log(
+    `Seeded user "${DEMO_USER}" on plan "starter-plan": ${SEARCH_ALLOWANCE} api-calls a month (enforced), reports, exports.`,
+  );
   return { apiKey: emulator.apiKey, endpoint: emulator.url, emulator };
 }
 
 async function runDemo(baseUrl: string): Promise<void> {
   const headers = { authorization: `Bearer ${DEMO_USER}`, 'content-type': 'application/json' };
+  const send = (method: string, path: string, body?: unknown) =>
+    fetch(baseUrl + path, { method, headers, body: body ? JSON.stringify(body) : undefined });
   const calls: [string, string, unknown?][] = [
     ['POST', '/api/search', { q: 'usage billing' }],
     ['POST', '/api/search', { q: 'express middleware' }],
@@ -54,9 +60,28 @@ async function runDemo(baseUrl: string): Promise<void> {
   ];
   console.log('\nDemo requests:');
   for (const [method, path, body] of calls) {
-    const response = await fetch(baseUrl + path, { method, headers, body: body ? JSON.stringify(body) : undefined });
-    console.log(`  ${method.padEnd(4)} ${path.padEnd(22)} -> ${response.status}`);
+    const response = await send(method, path, body);
+    console.log(`  ${method.padEnd(4)} ${path.padEnd(22)} -> ${response.status}${remainingOf(response)}`);
   }
+
+  // Searches are enforced: keep searching until the plan says no.
+  console.log(`\nSearching until the allowance of ${SEARCH_ALLOWANCE} searches is used up:`);
+  for (let i = 0; i < SEARCH_ALLOWANCE; i++) {
+    const response = await send('POST', '/api/search', { q: `query ${i + 1}` });
+    console.log(`  POST /api/search          -> ${response.status}${remainingOf(response)}`);
+    if (response.status === 429) {
+      console.log(`     Retry-After: ${response.headers.get('retry-after')} s`);
+      console.log(`     ${JSON.stringify(await response.json(), null, 2).replaceAll('\n', '\n     ')}`);
+      break;
+    }
+    await response.body?.cancel();
+  }
+}
+
+/** The RateLimit header's remaining units, when the response has one. */
+function remainingOf(response: Response): string {
+  const remaining = /;r=(\d+)/.exec(response.headers.get('ratelimit') ?? '')?.[1];
+  return remaining === undefined ? '' : `   (${remaining} left)`;
 }
 
 async function main(): Promise<void> {
@@ -65,7 +90,8 @@ async function main(): Promise<void> {
     apiKey: kanaConnection.apiKey,
     endpoint: kanaConnection.endpoint,
     userId: (req) => req.user?.kanaId,
-    routes: { 'POST /api/search': 'api-calls' },
+    // Searches are checked against the plan before the handler runs; reports and exports are only billed.
+    routes: { 'POST /api/search': { feature: 'api-calls', enforce: true } },
   });
   const app = createApp(kana);
   const server: Server = await new Promise((resolve) => {
@@ -77,8 +103,9 @@ async function main(): Promise<void> {
 
   await runDemo(baseUrl);
   await kana.flush();
-  const { captured, delivered, failed } = kana.stats();
+  const { captured, delivered, failed, allowed, denied, checks } = kana.stats();
   console.log(`\nkana-meter: ${captured} usage events captured, ${delivered} delivered, ${failed} failed.`);
+  console.log(`Enforcement: ${allowed} allowed, ${denied} refused, ${checks} entitlement check(s) sent to Kana.`);
   if (kanaConnection.emulator) {
     console.log(`Usage recorded by Kana for "${DEMO_USER}":`);
     for (const feature of ['api-calls', 'reports', 'exports']) {
