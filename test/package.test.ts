@@ -1,4 +1,4 @@
-// The published artefact: npm pack, install the tarball in a fresh project, load it as ESM and as CommonJS.
+// The published artefact: npm pack, install the tarball in a fresh project, load it as ESM and as CommonJS, type-check a TS consumer.
 
 import { execFile, spawn } from 'node:child_process';
 import { copyFile, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
+const tsc = fileURLToPath(new URL('../node_modules/typescript/bin/tsc', import.meta.url));
 let project: string;
 let tarballFiles: string[];
 
@@ -64,6 +65,25 @@ describe('the packed tarball', () => {
     const { stdout } = await run('node', ['consumer.mjs'], { cwd: project });
     expect(JSON.parse(stdout)).toEqual({ esm: true, usage: 1, kanaError: 'function' });
   });
+
+  it.each(['4', '5'])(
+    'types req.kana for TypeScript consumers with @types/express %s (ESM and CommonJS resolution)',
+    async (major) => {
+      await run(
+        'npm',
+        ['install', '--no-audit', '--no-fund', '--prefer-offline', '--no-save', `@types/express@${major}`],
+        {
+          cwd: project,
+        },
+      );
+      await run(process.execPath, [tsc, '-p', 'tsconfig.consumer.json'], { cwd: project }).catch(
+        (error: { stdout?: string }) => {
+          throw new Error(`the TypeScript consumer does not type-check:\n${error.stdout}`);
+        },
+      );
+    },
+    120_000,
+  );
 
   it('works when required as CommonJS (main entry and ./emulator)', async () => {
     const { stdout, stderr } = await run('node', ['consumer.cjs'], { cwd: project });
