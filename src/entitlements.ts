@@ -45,6 +45,12 @@ export interface EntitlementDecision {
   readonly error: KanaError | undefined;
 }
 
+/** The decision `onDenied` receives: a refusal, with its status. */
+export interface RefusedDecision extends EntitlementDecision {
+  readonly allowed: false;
+  readonly status: 402 | 429 | 503;
+}
+
 /**
  * One (user, feature) entry: Kana's last answer, and the local accounting on top of it.
  * Kana's `used` does not include usage still waiting in the delivery queue, nor usage captured

@@ -3,7 +3,7 @@
 import type { ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import { sendRefusal, setRateLimitHeaders } from './entitlement-response.js';
-import type { Entitlement, EntitlementCache, EntitlementDecision } from './entitlements.js';
+import type { Entitlement, EntitlementCache, EntitlementDecision, RefusedDecision } from './entitlements.js';
 import { verdict } from './entitlements.js';
 import { KanaError, logCodes } from './errors.js';
 import type { MeteredFeature } from './metered-feature.js';
@@ -211,7 +211,7 @@ export function createGate({ config, counters, cache, userIdFailed }: GateOption
     counters.denied++;
     if (onDenied !== undefined) {
       try {
-        onDenied(req, res, next, decision);
+        onDenied(req, res, next, decision as RefusedDecision);
         return;
       } catch (error) {
         counters.hookErrors++;

@@ -13,7 +13,7 @@ export type {
 } from './client.js';
 export { DEFAULT_CHECK_TIMEOUT_MS, DEFAULT_ENDPOINT, KanaClient } from './client.js';
 export type { CloseOptions } from './delivery.js';
-export type { DecisionReason, DecisionSource, EntitlementDecision } from './entitlements.js';
+export type { DecisionReason, DecisionSource, EntitlementDecision, RefusedDecision } from './entitlements.js';
 export type { KanaErrorCode, LogCode } from './errors.js';
 export { KanaError, logCodes } from './errors.js';
 export type { KanaLogger } from './logger.js';

@@ -2,7 +2,7 @@
 
 import type { NextFunction, Request, Response } from 'express';
 import { DEFAULT_CHECK_TIMEOUT_MS, KanaClient, type UsageMutation } from './client.js';
-import type { EntitlementDecision } from './entitlements.js';
+import type { RefusedDecision } from './entitlements.js';
 import type { KanaError } from './errors.js';
 import { type KanaLogger, parseLogger } from './logger.js';
 import { checkBoolean, checkFunction, checkInteger, checkNumber, checkOneOf, optionError } from './option-checks.js';
@@ -61,7 +61,7 @@ export interface RetryOptions {
 }
 
 /** Replaces the response to a refused request; see `onDenied`. */
-export type DeniedHandler = (req: Request, res: Response, next: NextFunction, decision: EntitlementDecision) => void;
+export type DeniedHandler = (req: Request, res: Response, next: NextFunction, decision: RefusedDecision) => void;
 
 /** What an enforced request does when its entitlement cannot be checked. */
 export type KanaErrorPolicy = 'allow' | 'deny';
@@ -167,7 +167,7 @@ export interface KanaMeterOptions {
    * `onKanaError: 'deny'`). The handler does not run and the request is not billed, whatever this
    * sends. Errors it throws are logged and the default response is sent.
    * @default sends application/problem+json (RFC 9457) with the status of `decision.status`
-   * @example (req, res, next, decision) => res.status(decision.status).render('upgrade', { feature: decision.featureId })
+   * @example (req, res, next, decision) => res.status(decision.status).json({ upgrade: `/pricing?feature=${decision.featureId}` })
    */
   onDenied?: DeniedHandler;
   /**
