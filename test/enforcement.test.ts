@@ -592,6 +592,39 @@ describe('holds end with the response', () => {
   });
 });
 
+describe('a client that leaves while its check is pending', () => {
+  it('is dropped: the handler never runs, nothing is held or billed', async () => {
+    setUsage('u1', 'api-calls', 4); // one unit left
+    const { kana } = enforced({ routes: { 'GET /api/*rest': 'api-calls' } });
+    let ran = 0;
+    const app = meteredApp(expressVersions[0][1], kana, (app) =>
+      app.get('/api/calls', (_req, res) => {
+        ran++;
+        res.json({});
+      }),
+    );
+    emulator.failNext({ delayMs: 150 }, { operation: 'canUseFeature' });
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    try {
+      const { port } = server.address() as { port: number };
+      const socket = connect(port, '127.0.0.1');
+      socket.write('GET /api/calls HTTP/1.1\r\nHost: x\r\nx-user: u1\r\n\r\n');
+      await sleep(50);
+      socket.destroy();
+      await sleep(200); // Kana has answered by now
+      expect(ran).toBe(0);
+      await request(server).get('/api/calls').set('x-user', 'u1').expect(200); // the last unit was not held
+      await kana.flush();
+    } finally {
+      server.close();
+    }
+    expect(ran).toBe(1);
+    expect(emulator.usage('u1', 'api-calls')).toBe(5);
+    expect(kana.stats()).toMatchObject({ allowed: 1, checks: 1 });
+  });
+});
+
 describe('feature kinds', () => {
   const createExpress = expressVersions[0][1];
 
