@@ -219,12 +219,17 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
   it('releases a hold when the response is not a 2xx or the handler throws', async () => {
     setUsage('u3', 'api-calls', 4); // one unit left
     const { kana } = enforced({ routes: { 'ALL /api/*rest': 'api-calls' } });
+    let entered!: () => void;
+    const slowEntered = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
     const app = meteredApp(createExpress, kana, (app) => {
       app.get('/api/bad', (_req, res) => res.status(400).json({}));
       app.get('/api/throws', () => {
         throw new Error('handler failed');
       });
       app.get('/api/slow', async (_req, res) => {
+        entered();
         await sleep(50);
         res.json({});
       });
@@ -236,7 +241,7 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     // While one request holds the last unit, a concurrent one is refused.
     const [slow, concurrent] = await Promise.all([
       request(app).get('/api/slow').set('x-user', 'u3'),
-      sleep(10).then(() => request(app).get('/api/ok').set('x-user', 'u3')),
+      slowEntered.then(() => request(app).get('/api/ok').set('x-user', 'u3')),
     ]);
     const after = await request(app).get('/api/ok').set('x-user', 'u3');
     await kana.flush();
@@ -563,8 +568,13 @@ describe('holds end with the response', () => {
     const slowFinished = new Promise<void>((resolve) => {
       slowDone = resolve;
     });
+    let entered!: () => void;
+    const slowEntered = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
     const app = meteredApp(createExpress, kana, (app) => {
       app.get('/api/slow', (_req, res) => {
+        entered();
         setTimeout(() => {
           res.json({});
           slowDone();
@@ -578,7 +588,7 @@ describe('holds end with the response', () => {
       const { port } = server.address() as { port: number };
       const socket = connect(port, '127.0.0.1');
       socket.write('GET /api/slow HTTP/1.1\r\nHost: x\r\nx-user: u1\r\n\r\n');
-      await sleep(50); // checked and holding the last unit by now
+      await slowEntered; // checked, and holding the last unit
       await request(server).get('/api/ok').set('x-user', 'u1').expect(429);
       socket.destroy();
       await sleep(50);
