@@ -1,8 +1,14 @@
 // Type-checked against the installed tarball under NodeNext: a CommonJS consumer, resolved through "require".
+import express = require('express');
 import kanaMeterModule = require('kana-meter');
 import emulatorModule = require('kana-meter/emulator');
 
-const kana = kanaMeterModule.kanaMeter({ apiKey: 'prv_test_x', userId: () => 'u1' });
+const kana = kanaMeterModule.kanaMeter({ apiKey: 'prv_test_x', userId: () => 'u1', enforce: true });
+const app = express();
+app.get('/docs/:id', kanaMeterModule.meter('docs'), (req, res) => {
+  const remaining: number | null | undefined = req.kana?.remaining;
+  res.json({ remaining });
+});
 const flushed: Promise<void> = kana.flush();
 const started = emulatorModule.startKanaEmulator();
 export = { flushed, started };

@@ -1,12 +1,12 @@
-// Type-checked against the installed tarball (NodeNext and Bundler resolution): ESM consumer of both entries.
-import express from 'express';
-import { type KanaMeterOptions, type KanaMeterStats, kanaMeter, meter } from 'kana-meter';
+// Type-checked against the installed tarball (NodeNext and Bundler, @types/express 4 and 5): an ESM consumer.
+import express, { type Request, type Response } from 'express';
+import { type EntitlementDecision, type KanaMeterOptions, type KanaMeterStats, kanaMeter, meter } from 'kana-meter';
 import { type KanaEmulator, startKanaEmulator } from 'kana-meter/emulator';
 
 const options: KanaMeterOptions = {
   apiKey: 'prv_test_x',
   userId: (req) => req.get('x-user'),
-  routes: { 'POST /api/search': 'api-calls', 'GET /api/items/:id': { feature: 'item-reads', delta: 2 } },
+  routes: { 'POST /api/search': 'api-calls', 'GET /api/items/:id': { feature: 'item-reads', delta: 2, enforce: true } },
 };
 const kana = kanaMeter(options);
 const app = express();
@@ -14,6 +14,16 @@ app.use(kana);
 app.get('/r', meter('reports', { delta: (_req, res) => Number(res.locals.rows) }), (_req, res) => {
   res.json({});
 });
+app.get('/docs/:id', meter('docs', { enforce: true }), (req: Request, res: Response) => {
+  // req.kana is typed on Express's Request as soon as kana-meter is imported.
+  const decision: EntitlementDecision | undefined = req.kana;
+  const remaining: number | null | undefined = req.kana?.remaining;
+  // @ts-expect-error: remaining is a number or null, so req.kana is typed (not any)
+  const wrong: string | undefined = req.kana?.remaining;
+  res.json({ allowed: decision?.allowed, remaining, wrong });
+});
+// @ts-expect-error: a delta is a number or a function, not a string
+meter('reports', { delta: '2' });
 const stats: KanaMeterStats = kana.stats();
 const delivered: number = stats.delivered;
 const emulator: Promise<KanaEmulator> = startKanaEmulator({ port: 0 });
