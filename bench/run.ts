@@ -1,4 +1,4 @@
-// npm run bench: autocannon against the same Express 5 app, bare and metered, interleaved rounds, medians and ratios.
+// npm run bench: autocannon against the same Express 5 app, bare, metered and enforced: interleaved rounds, medians, ratios.
 // Env: BENCH_ROUNDS (default 5), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS (default 32).
 
 import { type ChildProcess, fork } from 'node:child_process';
@@ -9,7 +9,7 @@ import autocannon from 'autocannon';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
-const VARIANTS = ['bare', 'metered'] as const;
+const VARIANTS = ['bare', 'metered', 'enforced'] as const;
 type Variant = (typeof VARIANTS)[number];
 const USERS = Array.from({ length: 10 }, (_, i) => `u${i}`);
 
@@ -123,11 +123,11 @@ for (const variant of VARIANTS) {
 let metered2xx = 0;
 for (const variant of VARIANTS.filter((name) => name !== 'bare')) {
   const server = servers.get(variant) as { child: ChildProcess; port: number };
-  type Flushed = { served: number; stats: { delivered: number; failed: number; calls: number } };
+  type Flushed = { served: number; stats: { delivered: number; failed: number; calls: number; checks: number; denied: number } };
   const { served, stats } = await ask<Flushed>(server.child, 'flush', 'flushed');
   metered2xx += served;
   console.log(
-    `\n${variant}: ${served} responses 2xx, ${stats.delivered} usage events delivered, ${stats.failed} failed, ${stats.calls} Kana calls`,
+    `\n${variant}: ${served} responses 2xx, ${stats.delivered} usage events delivered, ${stats.failed} failed, ${stats.calls} usage calls, ${stats.checks} entitlement checks, ${stats.denied} denied`,
   );
 }
 const usage = await ask<{ total: number; calls: number }>(kana.child, 'usage', 'usage');

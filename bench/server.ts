@@ -1,4 +1,4 @@
-// One benchmark variant in its own process: the same tiny Express 5 app, bare or metered by the built package.
+// One benchmark variant in its own process: the same tiny Express 5 app, bare, metered, or metered and enforced.
 // Driven by bench/run.ts over IPC: it reports its port, its CPU time, and flushes on request.
 
 import type { AddressInfo } from 'node:net';
@@ -14,6 +14,8 @@ if (variant !== 'bare') {
     endpoint,
     userId: (req) => req.get('x-user'),
     routes: { 'GET /api/items/:id': 'api-calls' },
+    // 'enforced': every request is checked first (a warm cache after the first one per user).
+    enforce: variant === 'enforced',
     logger: { error: console.error, warn: console.error, info() {}, debug() {} },
   });
 }
