@@ -1,13 +1,11 @@
-// Memory while Kana is down: N metered requests through a real Express server, heap growth measured after GC.
-// Usage: node --expose-gc --import tsx bench/outage-memory.ts [requests] [distinctUsers] [maxPendingKeys] [spool]
-// Prints one JSON line. Run with no arguments for the full-size scenarios (the README's numbers).
+// Memory while Kana is down: N metered requests to an Express server in its own process, its memory measured after GC.
+// Usage: node --import tsx bench/outage-memory.ts [requests] [distinctUsers] [maxPendingKeys] [spool]
+// Prints one JSON line per scenario. With no arguments: the full-size scenarios (the README's numbers).
+// BENCH_NO_KANA=1 runs the same server without kana-meter, for a baseline.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import express from 'express';
-import { kanaMeter } from '../src/index.js';
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
 
 interface Scenario {
   requests: number;
@@ -16,65 +14,56 @@ interface Scenario {
   spool: boolean;
 }
 
-const gc = globalThis.gc;
-if (!gc) throw new Error('run with node --expose-gc');
-
-function heapMb(): number {
-  gc?.();
-  gc?.();
-  return process.memoryUsage().heapUsed / 2 ** 20;
+interface Memory {
+  heapUsed: number;
+  heapTotal: number;
+  rss: number;
 }
 
+const server = fileURLToPath(new URL('./outage-memory-server.ts', import.meta.url));
+const mb = (bytes: number) => Number((bytes / 2 ** 20).toFixed(2));
+
 async function measure({ requests, distinctUsers, maxPendingKeys, spool }: Scenario) {
-  const directory = mkdtempSync(join(tmpdir(), 'kana-memory-'));
-  const kana = kanaMeter({
-    apiKey: 'prv_test_unreachable',
-    endpoint: 'http://127.0.0.1:9/graphql', // discard port: nothing listens, Kana is down
-    userId: (req) => req.get('x-user'),
-    routes: { 'GET /r': 'api-calls' },
-    maxPendingKeys,
-    retry: { retries: 1, minTimeout: 50, maxTimeout: 2000 },
-    logger: { error() {}, warn() {}, info() {}, debug() {} },
-    ...(spool ? { spool: { path: join(directory, 'usage.spool') } } : {}),
+  const child = fork(server, [String(maxPendingKeys), spool ? 'spool' : ''], {
+    execArgv: ['--expose-gc', '--import', 'tsx'],
   });
-  const app = express();
-  app.use(kana);
-  app.get('/r', (_req, res) => res.json({ ok: true }));
-  const server = app.listen(0, '127.0.0.1');
-  await new Promise((resolve) => server.once('listening', resolve));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/r`;
+  const ask = <T>(type: string) =>
+    new Promise<T>((resolve) => {
+      child.once('message', (message) => resolve(message as T));
+      child.send({ type });
+    });
+  const { port } = await new Promise<{ port: number }>((resolve) => child.once('message', resolve as never));
+  const url = `http://127.0.0.1:${port}`;
+  // Warm up the server before the baseline.
+  await autocannon({ url: `${url}/r`, amount: 2000, connections: 16, headers: { 'x-user': 'warm-up' } });
+  const before = await ask<Memory>('memory');
 
-  // Warm up the server and the HTTP client before the baseline.
-  for (let i = 0; i < 200; i++) await fetch(url, { headers: { 'x-user': 'warm-up' } }).then((r) => r.arrayBuffer());
-  const heapBefore = heapMb();
-  const { rss: rssBefore, heapTotal: heapTotalBefore } = process.memoryUsage();
-
-  let next = 0;
-  const worker = async () => {
-    while (next < requests) {
-      const i = next++;
-      const response = await fetch(url, { headers: { 'x-user': `user-${i % distinctUsers}` } });
-      await response.arrayBuffer();
-    }
-  };
-  await Promise.all(Array.from({ length: 16 }, worker));
-
-  const heapAfter = heapMb();
-  const { rss: rssAfter, heapTotal: heapTotalAfter } = process.memoryUsage();
-  const stats = kana.stats();
-  server.close();
-  await kana.close({ timeoutMs: 1000 });
-  rmSync(directory, { recursive: true, force: true });
+  let sent = 0;
+  await autocannon({
+    url,
+    amount: requests,
+    connections: 16,
+    // Each request is for the next user: user-0, user-1, ... wrapping at distinctUsers.
+    requests: [
+      {
+        setupRequest: (request) => {
+          const user = sent++ % distinctUsers;
+          return { ...request, method: 'GET', path: '/r', headers: { 'x-user': `user-${user}` } };
+        },
+      },
+    ],
+  });
+  const after = await ask<Memory>('memory');
+  const stats = await ask<Record<string, number>>('stats');
+  child.kill();
   return {
     requests,
     distinctUsers,
     maxPendingKeys,
     spool,
-    heapGrowthMb: Number((heapAfter - heapBefore).toFixed(2)),
-    // What V8 keeps committed (heapTotal) and the whole process (RSS): they follow the garbage
-    // churned, not what is retained.
-    heapTotalGrowthMb: Number(((heapTotalAfter - heapTotalBefore) / 2 ** 20).toFixed(2)),
-    rssGrowthMb: Number(((rssAfter - rssBefore) / 2 ** 20).toFixed(2)),
+    heapUsedGrowthMb: mb(after.heapUsed - before.heapUsed),
+    heapTotalGrowthMb: mb(after.heapTotal - before.heapTotal),
+    rssGrowthMb: mb(after.rss - before.rss),
     captured: stats.captured,
     pendingKeys: stats.pendingKeys,
     pending: stats.pending,
@@ -84,20 +73,18 @@ async function measure({ requests, distinctUsers, maxPendingKeys, spool }: Scena
 }
 
 const [requests, distinctUsers, maxPendingKeys, spool] = process.argv.slice(2);
-if (requests) {
-  const scenario = {
-    requests: Number(requests),
-    distinctUsers: Number(distinctUsers ?? 1000),
-    maxPendingKeys: Number(maxPendingKeys ?? 50_000),
-    spool: spool === 'spool',
-  };
-  console.log(JSON.stringify(await measure(scenario)));
-} else {
-  for (const scenario of [
-    { requests: 200_000, distinctUsers: 1_000, maxPendingKeys: 50_000, spool: false },
-    { requests: 200_000, distinctUsers: 200_000, maxPendingKeys: 50_000, spool: false },
-    { requests: 200_000, distinctUsers: 200_000, maxPendingKeys: 50_000, spool: true },
-  ]) {
-    console.log(JSON.stringify(await measure(scenario)));
-  }
-}
+const scenarios: Scenario[] = requests
+  ? [
+      {
+        requests: Number(requests),
+        distinctUsers: Number(distinctUsers ?? 1000),
+        maxPendingKeys: Number(maxPendingKeys ?? 50_000),
+        spool: spool === 'spool',
+      },
+    ]
+  : [
+      { requests: 200_000, distinctUsers: 1_000, maxPendingKeys: 50_000, spool: false },
+      { requests: 200_000, distinctUsers: 200_000, maxPendingKeys: 50_000, spool: false },
+      { requests: 200_000, distinctUsers: 200_000, maxPendingKeys: 50_000, spool: true },
+    ];
+for (const scenario of scenarios) console.log(JSON.stringify(await measure(scenario)));

@@ -123,7 +123,10 @@ for (const variant of VARIANTS) {
 let metered2xx = 0;
 for (const variant of VARIANTS.filter((name) => name !== 'bare')) {
   const server = servers.get(variant) as { child: ChildProcess; port: number };
-  type Flushed = { served: number; stats: { delivered: number; failed: number; calls: number; checks: number; denied: number } };
+  type Flushed = {
+    served: number;
+    stats: { delivered: number; failed: number; calls: number; checks: number; denied: number };
+  };
   const { served, stats } = await ask<Flushed>(server.child, 'flush', 'flushed');
   metered2xx += served;
   console.log(
