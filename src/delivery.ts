@@ -4,6 +4,7 @@ import pRetry from 'p-retry';
 import type { KanaClient } from './client.js';
 import { KanaError, logCodes } from './errors.js';
 import type { KanaLogger } from './logger.js';
+import { type ObserveKanaCall, timeKanaCall } from './metrics.js';
 import type { KanaMeterConfig, UndeliveredUsage } from './options.js';
 import { type Batch, PendingUsage } from './pending-usage.js';
 import { Spool, type SpoolRecord } from './spool.js';
@@ -47,6 +48,8 @@ export class DeliveryQueue {
   readonly #config: DeliveryConfig;
   readonly #logger: KanaLogger;
   readonly #counters: Record<Counter, number>;
+  /** Told of every usage call attempt; undefined without a `metrics` option (then nothing is timed). */
+  readonly #observeKanaCall: ObserveKanaCall | undefined;
   readonly #usage = new PendingUsage();
   /** Outbound batches waiting for a slot, oldest first (#readyHead is the next to send). */
   #ready: Batch[] = [];
@@ -66,11 +69,12 @@ export class DeliveryQueue {
   /** Aborts calls and retry waits when close() reaches its deadline. */
   readonly #shutdown = new AbortController();
 
-  constructor(config: DeliveryConfig, counters: Record<Counter, number>) {
+  constructor(config: DeliveryConfig, counters: Record<Counter, number>, observeKanaCall?: ObserveKanaCall) {
     this.#client = config.client;
     this.#config = config;
     this.#logger = config.logger;
     this.#counters = counters;
+    this.#observeKanaCall = observeKanaCall;
     this.#writeAhead = config.spool?.writeAhead === true;
     if (config.spool) {
       const { spool, records } = Spool.open(config.spool.path);
@@ -142,6 +146,17 @@ export class DeliveryQueue {
   close(options: CloseOptions = {}): Promise<void> {
     this.#closing ??= this.#closeWithin(options.timeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS);
     return this.#closing;
+  }
+
+  /**
+   * Stops a queue that will never be used (kanaMeter() threw after creating it): clears its timer,
+   * sends nothing, and closes the spool as it was read, releasing its lock for the next kanaMeter().
+   */
+  discard(): void {
+    this.#closing ??= Promise.resolve();
+    clearTimeout(this.#timer);
+    this.#shutdown.abort(new KanaError('KANA_ABORTED', 'kanaMeter() failed', { retryable: false }));
+    this.#spool?.close();
   }
 
   /** Units captured for this (user, feature) that Kana has not confirmed yet: waiting or in flight. */
@@ -217,11 +232,14 @@ export class DeliveryQueue {
     const { retry } = this.#config;
     const signal = this.#shutdown.signal;
     const usage = { userId: batch.userId, featureId: batch.featureId, delta: batch.delta };
+    const observe = this.#observeKanaCall;
+    const attempt = () => this.#client.recordUsage(usage, signal);
     try {
       await pRetry(
         () => {
           this.#counters.calls++;
-          return this.#client.recordUsage(usage, signal);
+          // Each attempt is timed on its own: p-retry's backoff waits are not Kana's latency.
+          return observe === undefined ? attempt() : timeKanaCall(observe, 'usage', attempt);
         },
         {
           ...retry,

@@ -2,6 +2,7 @@
 
 import type { EntitlementAnswer, KanaClient } from './client.js';
 import type { KanaError } from './errors.js';
+import { type ObserveKanaCall, timeKanaCall } from './metrics.js';
 
 /** Why an enforced request was allowed or refused. */
 export type DecisionReason =
@@ -112,6 +113,8 @@ export interface EntitlementCacheOptions {
   onCheck: () => void;
   /** Called once per failed Kana call (however many requests were waiting for it). */
   onCheckFailed: (error: unknown, userId: string, featureId: string) => void;
+  /** Told the duration and outcome of each Kana call; when undefined, calls are not timed. */
+  observeKanaCall?: ObserveKanaCall | undefined;
   /** The clock. @default Date.now */
   now?: () => number;
 }
@@ -165,24 +168,24 @@ export class EntitlementCache {
     target.fetchBase = this.#options.undelivered(userId, featureId);
     target.sinceFetch = 0;
     this.#options.onCheck();
-    target.loading = this.#options.client
-      .checkEntitlement({ userId, featureId, delta }, { timeoutMs: this.#options.checkTimeoutMs })
-      .then(
-        (answer) => {
-          target.loading = undefined;
-          this.#apply(target, answer);
-          // Re-inserted at the end: eviction takes the least recently fetched first.
-          if (this.#entries.get(key) === target) this.#entries.delete(key);
-          this.#entries.set(key, target);
-          return target;
-        },
-        (error: unknown) => {
-          target.loading = undefined;
-          if (!target.loaded && target.held === 0 && this.#entries.get(key) === target) this.#entries.delete(key);
-          this.#options.onCheckFailed(error, userId, featureId);
-          throw error;
-        },
-      );
+    const { client, checkTimeoutMs, observeKanaCall } = this.#options;
+    const check = () => client.checkEntitlement({ userId, featureId, delta }, { timeoutMs: checkTimeoutMs });
+    target.loading = (observeKanaCall === undefined ? check() : timeKanaCall(observeKanaCall, 'check', check)).then(
+      (answer) => {
+        target.loading = undefined;
+        this.#apply(target, answer);
+        // Re-inserted at the end: eviction takes the least recently fetched first.
+        if (this.#entries.get(key) === target) this.#entries.delete(key);
+        this.#entries.set(key, target);
+        return target;
+      },
+      (error: unknown) => {
+        target.loading = undefined;
+        if (!target.loaded && target.held === 0 && this.#entries.get(key) === target) this.#entries.delete(key);
+        this.#options.onCheckFailed(error, userId, featureId);
+        throw error;
+      },
+    );
     return target.loading;
   }
 

@@ -23,7 +23,7 @@ export const logCodes = {
   userIdFailed: 'KANA_METER_USER_ID_FAILED',
   /** A delta was not an integer in 1..2147483647; the event was not sent. */
   invalidDelta: 'KANA_METER_INVALID_DELTA',
-  /** A user hook (`isSuccess`, `delta`, `onDeliveryFailure`, `onDenied`) threw. */
+  /** A user hook (`isSuccess`, `delta`, `onDeliveryFailure`, `onDrop`, `onDenied`) or `metrics.observeKanaCall` threw. */
   hookFailed: 'KANA_METER_HOOK_FAILED',
   /** `meter()` ran on a request that kanaMeter() did not see. */
   meterWithoutMiddleware: 'KANA_METER_NOT_MOUNTED',

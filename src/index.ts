@@ -19,6 +19,7 @@ export { KanaError, logCodes } from './errors.js';
 export type { KanaLogger } from './logger.js';
 export { meter } from './meter.js';
 export type { DeltaFunction, FeatureOptions } from './metered-feature.js';
+export type { KanaCall, KanaCallOperation, KanaCallOutcome, KanaMeterMetrics } from './metrics.js';
 export type { KanaMeter } from './middleware.js';
 export { kanaMeter } from './middleware.js';
 export type {

@@ -7,6 +7,7 @@ import { EntitlementCache } from './entitlements.js';
 import { KanaError, logCodes } from './errors.js';
 import { createGate, releaseHolds } from './gate.js';
 import { isValidDelta, type MeteredFeature } from './metered-feature.js';
+import { guardObserveKanaCall } from './metrics.js';
 import { type KanaMeterOptions, parseOptions } from './options.js';
 import {
   featuresToBill,
@@ -42,7 +43,8 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   const config = parseOptions(options);
   const { matchRoute, logger, isSuccess, userId: getUserId, enforce } = config;
   const counters = createCounters();
-  const queue = new DeliveryQueue(config, counters);
+  const observeKanaCall = config.metrics && guardObserveKanaCall(config.metrics, counters, config.logger);
+  const queue = new DeliveryQueue(config, counters, observeKanaCall);
   const entitlements = new EntitlementCache({
     client: config.client,
     ttl: config.entitlementTtl,
@@ -53,6 +55,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       counters.checks++;
     },
     onCheckFailed: checkFailed,
+    observeKanaCall,
   });
   const { gate } = createGate({ config, counters, cache: entitlements, userIdFailed });
   /** Captures whose userId or delta is still being awaited; flush() and close() wait for them. */
@@ -253,6 +256,20 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     while (asyncCaptures.size > 0) await Promise.allSettled([...asyncCaptures]);
   }
 
+  function stats(): KanaMeterStats {
+    return Object.freeze({ ...counters, ...queue.gauges(), entitlements: entitlements.size });
+  }
+
+  if (config.metrics) {
+    try {
+      config.metrics.bind(stats);
+    } catch (error) {
+      // kanaMeter() throws, so nobody will close this queue: release its spool, sending nothing.
+      queue.discard();
+      throw error;
+    }
+  }
+
   let closing: Promise<void> | undefined;
 
   return Object.assign(kanaMeterMiddleware, {
@@ -271,8 +288,6 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       })();
       return closing;
     },
-    stats(): KanaMeterStats {
-      return Object.freeze({ ...counters, ...queue.gauges(), entitlements: entitlements.size });
-    },
+    stats,
   });
 }

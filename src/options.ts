@@ -5,6 +5,7 @@ import { DEFAULT_CHECK_TIMEOUT_MS, KanaClient, type UsageMutation } from './clie
 import type { RefusedDecision } from './entitlements.js';
 import type { KanaError } from './errors.js';
 import { type KanaLogger, parseLogger } from './logger.js';
+import { type KanaMeterMetrics, parseMetrics } from './metrics.js';
 import { checkBoolean, checkFunction, checkInteger, checkNumber, checkOneOf, optionError } from './option-checks.js';
 import { compileRoutes, type RouteMap, type RouteMatcher } from './routes.js';
 
@@ -211,6 +212,13 @@ export interface KanaMeterOptions {
    */
   logger?: KanaLogger;
   /**
+   * A metrics integration: it reads `stats()` when scraped and is told the duration and outcome
+   * of every Kana call attempt (nothing is done per HTTP request). One object per kanaMeter().
+   * @default undefined (no metrics)
+   * @example prometheusMetrics() // import { prometheusMetrics } from 'kana-meter/prometheus'
+   */
+  metrics?: KanaMeterMetrics;
+  /**
    * The fetch implementation Kana calls go through.
    * @default globalThis.fetch
    */
@@ -231,6 +239,7 @@ export interface KanaMeterConfig {
   readonly spool: Readonly<Required<SpoolOptions>> | undefined;
   readonly onDrop: KanaMeterOptions['onDrop'];
   readonly logger: KanaLogger;
+  readonly metrics: KanaMeterMetrics | undefined;
   readonly enforce: boolean;
   readonly onDenied: DeniedHandler | undefined;
   readonly onKanaError: KanaErrorPolicy;
@@ -257,6 +266,7 @@ const KNOWN_OPTIONS = new Set([
   'spool',
   'onDrop',
   'logger',
+  'metrics',
   'fetch',
   'enforce',
   'onDenied',
@@ -305,6 +315,7 @@ export function parseOptions(options: KanaMeterOptions): KanaMeterConfig {
     spool: parseSpool(options.spool),
     onDrop: checkFunction<NonNullable<KanaMeterOptions['onDrop']>>('onDrop', options.onDrop),
     logger: parseLogger(options.logger),
+    metrics: parseMetrics(options.metrics),
     enforce: checkBoolean('enforce', options.enforce, false),
     onDenied: checkFunction<DeniedHandler>('onDenied', options.onDenied),
     onKanaError: checkOneOf('onKanaError', options.onKanaError, ['allow', 'deny'] as const, 'allow'),

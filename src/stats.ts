@@ -12,7 +12,7 @@ export interface KanaMeterStats {
   pending: number;
   /** Distinct (user, feature) keys waiting or in flight. */
   pendingKeys: number;
-  /** Kana calls in flight now. */
+  /** Usage calls to Kana in flight now (entitlement checks are not counted here). */
   inFlight: number;
   /** Usage calls made to Kana, retries included (entitlement checks are counted in `checks`). */
   calls: number;
@@ -24,7 +24,7 @@ export interface KanaMeterStats {
   invalidDelta: number;
   /** Requests not metered because the `userId` option threw or rejected. */
   userIdErrors: number;
-  /** Errors thrown by user hooks (`isSuccess`, `delta`, `onDeliveryFailure`, `onDrop`, `onDenied`). */
+  /** Errors thrown by user hooks (`isSuccess`, `delta`, `onDeliveryFailure`, `onDrop`, `onDenied`) and by `metrics.observeKanaCall`. */
   hookErrors: number;
   /** Events not kept because `maxPendingKeys` keys were waiting and there is no spool (see `onDrop`). */
   dropped: number;

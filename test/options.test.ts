@@ -77,6 +77,13 @@ describe('kanaMeter options', () => {
     [{ maxEntitlements: 0 }, /option `maxEntitlements` must be an integer >= 1; got 0/],
     [{ rateLimitHeaders: 1 }, /option `rateLimitHeaders` must be true or false; got 1/],
     [
+      { metrics: true },
+      /option `metrics` must be an object with bind\(stats\) and observeKanaCall\(call\) methods.*; got true/,
+    ],
+    [{ metrics: null }, /option `metrics` must be an object with bind.*; got null/],
+    [{ metrics: { bind() {} } }, /option `metrics` must be an object with bind.*; got an object/],
+    [{ metrics: { bind() {}, observeKanaCall: 'histogram' } }, /option `metrics` must be an object with bind/],
+    [
       { routes: { 'GET /x': { feature: 'f', enforce: 'on' } } },
       /option `routes\["GET \/x"\].enforce` must be true or false; got "on"/,
     ],
