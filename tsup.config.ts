@@ -1,4 +1,4 @@
-// Build: ESM + CommonJS bundles with declarations for the main entry and the emulator; the CLI as ESM.
+// Build: ESM + CommonJS bundles with declarations for the main entry, the emulator and the Prometheus integration; the CLI as ESM.
 import { defineConfig } from 'tsup';
 
 export default defineConfig([
@@ -6,6 +6,8 @@ export default defineConfig([
     entry: {
       index: 'src/index.ts',
       'emulator/index': 'src/emulator/index.ts',
+      // The only entry that imports prom-client (an optional peer, left external): the main bundle must not.
+      prometheus: 'src/prometheus.ts',
     },
     format: ['esm', 'cjs'],
     dts: true,

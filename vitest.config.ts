@@ -12,6 +12,10 @@ export default defineConfig({
         find: /^kana-meter\/emulator$/,
         replacement: fileURLToPath(new URL('./src/emulator/index.ts', import.meta.url)),
       },
+      {
+        find: /^kana-meter\/prometheus$/,
+        replacement: fileURLToPath(new URL('./src/prometheus.ts', import.meta.url)),
+      },
     ],
   },
   test: {
