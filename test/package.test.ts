@@ -1,7 +1,8 @@
-// The published artefact: npm pack, install the tarball in a fresh project, load it as ESM and as CommonJS, type-check a TS consumer.
+// The published artefact: npm pack, install the tarball in a fresh project, load it as ESM and as CommonJS, type-check a TS consumer;
+// the main entry without prom-client (an optional peer), kana-meter/prometheus with it.
 
 import { execFile, spawn } from 'node:child_process';
-import { copyFile, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +13,8 @@ const run = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
 let project: string;
 let tarballFiles: string[];
+/** What without-prom-client.mjs printed, run before prom-client was installed in the project. */
+let withoutPromClient: unknown;
 
 beforeAll(async () => {
   project = await mkdtemp(join(tmpdir(), 'kana-meter-pack-'));
@@ -37,6 +40,9 @@ beforeAll(async () => {
   for (const file of await readdir(join(root, 'test/package'))) {
     await copyFile(join(root, 'test/package', file), join(project, file));
   }
+  // prom-client is an optional peer: npm did not install it. Try the package without it, then add it.
+  withoutPromClient = JSON.parse((await run('node', ['without-prom-client.mjs'], { cwd: project })).stdout);
+  await run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', 'prom-client@15'], { cwd: project });
 }, 180_000);
 
 afterAll(async () => {
@@ -53,11 +59,36 @@ describe('the packed tarball', () => {
         'dist/index.d.cts',
         'dist/emulator/schema.graphql',
         'dist/emulator/cli.js',
+        'dist/prometheus.js',
+        'dist/prometheus.cjs',
+        'dist/prometheus.d.ts',
+        'dist/prometheus.d.cts',
         'README.md',
         'package.json',
       ]),
     );
     expect(tarballFiles.filter((file) => file.startsWith('src/') || file.startsWith('test/'))).toEqual([]);
+  });
+
+  it('loads without prom-client installed, as ESM and CommonJS; only kana-meter/prometheus needs it', async () => {
+    expect(withoutPromClient).toEqual({
+      promClient: { code: 'MODULE_NOT_FOUND', namesPromClient: true },
+      esm: 'function',
+      cjs: 'function',
+      prometheusEsm: { code: 'ERR_MODULE_NOT_FOUND', namesPromClient: true },
+      prometheusCjs: { code: 'MODULE_NOT_FOUND', namesPromClient: true },
+    });
+    const installed = join(project, 'node_modules/kana-meter/dist');
+    for (const bundle of ['index.js', 'index.cjs', 'emulator/index.js', 'emulator/index.cjs']) {
+      expect(await readFile(join(installed, bundle), 'utf8')).not.toContain('prom-client');
+    }
+  });
+
+  it('kana-meter/prometheus works once prom-client is installed, as ESM and as CommonJS', async () => {
+    const esm = await run('node', ['consumer-prometheus.mjs'], { cwd: project });
+    expect(JSON.parse(esm.stdout)).toEqual({ esm: true, delivered: '2', calls: '1' });
+    const cjs = await run('node', ['consumer-prometheus.cjs'], { cwd: project });
+    expect(JSON.parse(cjs.stdout)).toEqual({ cjs: true, available: '1' });
   });
 
   it('works when imported as ESM (main entry and ./emulator)', async () => {

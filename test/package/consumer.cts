@@ -2,8 +2,14 @@
 import express = require('express');
 import kanaMeterModule = require('kana-meter');
 import emulatorModule = require('kana-meter/emulator');
+import prometheusModule = require('kana-meter/prometheus');
 
-const kana = kanaMeterModule.kanaMeter({ apiKey: 'prv_test_x', userId: () => 'u1', enforce: true });
+const kana = kanaMeterModule.kanaMeter({
+  apiKey: 'prv_test_x',
+  userId: () => 'u1',
+  enforce: true,
+  metrics: prometheusModule.prometheusMetrics({ prefix: 'api_kana_' }),
+});
 const app = express();
 app.get('/docs/:id', kanaMeterModule.meter('docs'), (req, res) => {
   const remaining: number | null | undefined = req.kana?.remaining;

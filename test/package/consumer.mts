@@ -2,13 +2,22 @@
 import express, { type Request, type Response } from 'express';
 import { type EntitlementDecision, type KanaMeterOptions, type KanaMeterStats, kanaMeter, meter } from 'kana-meter';
 import { type KanaEmulator, startKanaEmulator } from 'kana-meter/emulator';
+import { type PrometheusMetricsOptions, prometheusMetrics } from 'kana-meter/prometheus';
+import { Registry } from 'prom-client';
 
 const options: KanaMeterOptions = {
   apiKey: 'prv_test_x',
   userId: (req) => req.get('x-user'),
   routes: { 'POST /api/search': 'api-calls', 'GET /api/items/:id': { feature: 'item-reads', delta: 2, enforce: true } },
 };
-const kana = kanaMeter(options);
+const prometheusOptions: PrometheusMetricsOptions = {
+  register: new Registry(),
+  prefix: 'api_kana_',
+  buckets: [0.1, 1],
+};
+const kana = kanaMeter({ ...options, metrics: prometheusMetrics(prometheusOptions) });
+// @ts-expect-error: metrics is a KanaMeterMetrics (bind, observeKanaCall), not a registry
+kanaMeter({ ...options, metrics: new Registry() });
 const app = express();
 app.use(kana);
 app.get('/r', meter('reports', { delta: (_req, res) => Number(res.locals.rows) }), (_req, res) => {
