@@ -1,10 +1,11 @@
 // kana-meter/prometheus against the emulator: a metered app scraped through prom-client, exact values after real traffic and faults.
 
+import { readFile } from 'node:fs/promises';
 import { register as globalRegister, Registry } from 'prom-client';
 import request from 'supertest';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type KanaEmulator, startKanaEmulator } from '../src/emulator/index.js';
-import { type KanaMeter, type KanaMeterOptions, kanaMeter } from '../src/index.js';
+import { type KanaMeter, type KanaMeterOptions, type KanaMeterStats, kanaMeter } from '../src/index.js';
 import { prometheusMetrics } from '../src/prometheus.js';
 import { expressVersions, meteredApp, meterOptions } from './helpers/app.js';
 
@@ -315,5 +316,42 @@ describe('prometheusMetrics() options', () => {
     const register = new Registry();
     prometheusMetrics({ register, prefix: '' });
     expect(register.getSingleMetric('events_captured_total')).toBeDefined();
+  });
+});
+
+describe("the README's stats() table", () => {
+  /** Rows of the table under "### `kana.stats()`": field, kind, metric. */
+  async function tableRows() {
+    const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+    const section = readme.slice(
+      readme.indexOf('### `kana.stats()`'),
+      readme.indexOf('\n## ', readme.indexOf('### `kana.stats()`')),
+    );
+    return [...section.matchAll(/^\| `(\w+)` +\| (counter|gauge) +\|.*\| `(kana_meter_\w+)`.*\|$/gm)].map(
+      ([, field, kind, metric]) => ({ field: field as keyof KanaMeterStats, kind, metric: metric as string }),
+    );
+  }
+
+  it('lists every stats() field, once, with the metric prometheusMetrics() exposes for it', async () => {
+    const rows = await tableRows();
+    const { kana } = setup();
+    const fields = Object.keys(kana.stats()) as (keyof KanaMeterStats)[];
+    expect(rows.map((row) => row.field).sort()).toEqual([...fields].sort());
+
+    // Feed prometheusMetrics() a stats() whose every field has its own value, and read each row's metric.
+    const values = Object.fromEntries(fields.map((field, i) => [field, i + 1])) as Record<string, number>;
+    const fake = { ...values, kanaAvailable: false } as unknown as KanaMeterStats;
+    const register = new Registry();
+    prometheusMetrics({ register }).bind(() => fake);
+    const samples = parseExposition(await register.metrics());
+    const metrics = await register.getMetricsAsJSON();
+    for (const { field, kind, metric } of rows) {
+      expect(samples.get(metric), `${field} -> ${metric}`).toBe(field === 'kanaAvailable' ? 0 : values[field]);
+      expect(String(metrics.find((m) => m.name === metric)?.type), metric).toBe(kind);
+    }
+    // And nothing else but the histogram.
+    expect(metrics.map((m) => m.name).sort()).toEqual(
+      [...rows.map((row) => row.metric), 'kana_meter_kana_call_duration_seconds'].sort(),
+    );
   });
 });
