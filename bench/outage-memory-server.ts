@@ -1,5 +1,5 @@
 // The server side of bench/outage-memory.ts: an Express app metered by kana-meter with Kana down.
-// Reports its own memory (after GC) and stats over IPC.
+// Reports its own memory (after GC, once idle) and stats over IPC.
 
 import { mkdtempSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -26,12 +26,19 @@ const server = app.listen(0, '127.0.0.1', () => {
   process.send?.({ port: (server.address() as AddressInfo).port });
 });
 
-process.on('message', (message: { type: string }) => {
+process.on('message', async (message: { type: string }) => {
   if (message.type === 'memory') {
-    globalThis.gc?.();
-    globalThis.gc?.();
-    const { heapUsed, heapTotal, rss } = process.memoryUsage();
-    process.send?.({ heapUsed, heapTotal, rss });
+    const collect = () => {
+      globalThis.gc?.();
+      globalThis.gc?.();
+      return process.memoryUsage();
+    };
+    const atOnce = collect();
+    // Right after a burst V8 still holds committed-but-free heap; its memory reducer returns it
+    // once the process idles. What is left after that is what the process keeps.
+    await new Promise((resolve) => setTimeout(resolve, Number(process.env.BENCH_SETTLE_MS ?? 10_000)));
+    const { heapUsed, heapTotal, rss } = collect();
+    process.send?.({ heapUsed, heapTotal, rss, rssAtOnce: atOnce.rss });
   } else if (message.type === 'stats') {
     process.send?.(kana.stats());
   }

@@ -18,6 +18,8 @@ interface Memory {
   heapUsed: number;
   heapTotal: number;
   rss: number;
+  /** RSS right after the load, before V8 returned its free heap. */
+  rssAtOnce: number;
 }
 
 const server = fileURLToPath(new URL('./outage-memory-server.ts', import.meta.url));
@@ -64,6 +66,7 @@ async function measure({ requests, distinctUsers, maxPendingKeys, spool }: Scena
     heapUsedGrowthMb: mb(after.heapUsed - before.heapUsed),
     heapTotalGrowthMb: mb(after.heapTotal - before.heapTotal),
     rssGrowthMb: mb(after.rss - before.rss),
+    rssGrowthRightAfterLoadMb: mb(after.rssAtOnce - before.rss),
     captured: stats.captured,
     pendingKeys: stats.pendingKeys,
     pending: stats.pending,

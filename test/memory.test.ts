@@ -10,6 +10,7 @@ const script = fileURLToPath(new URL('../bench/outage-memory.ts', import.meta.ur
 async function measure(...args: string[]) {
   const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', script, ...args], {
     timeout: 120_000,
+    env: { ...process.env, BENCH_SETTLE_MS: '0' },
   });
   return JSON.parse(stdout);
 }
