@@ -60,9 +60,12 @@ export class DeliveryQueue {
   #overflowWarned = false;
   readonly #spool: Spool | undefined;
   readonly #writeAhead: boolean;
-  /** The spool holds usage (so deliveries make it stale and it needs a new snapshot). */
+  /** The spool's snapshot holds usage: deliveries make it stale. */
   #spoolHoldsUsage = false;
+  /** The snapshot holds usage Kana has since confirmed. */
   #spoolStale = false;
+  /** Memory holds usage the snapshot lacks (only write-ahead keeps it current event by event). */
+  #spoolBehind = false;
   #closing: Promise<void> | undefined;
   /** Resolves close()'s wait early: Kana is down and the spool keeps what is left. */
   #giveUp: (() => void) | undefined;
@@ -97,6 +100,7 @@ export class DeliveryQueue {
       return;
     }
     if (this.#writeAhead) this.#appendToSpool({ userId, featureId, delta, events: 1, firstCapturedAt: Date.now() });
+    else if (this.#spool) this.#spoolBehind = true;
     if (added === 'added') this.#schedule();
   }
 
@@ -133,12 +137,7 @@ export class DeliveryQueue {
       }
       await settled;
       if (!this.#spool?.spilledCount || this.#shutdown.signal.aborted) return;
-      try {
-        this.#replay(this.#spool.takeSpilled(), false);
-      } catch (error) {
-        this.#spoolFailed(error);
-        return;
-      }
+      if (!this.#takeBackSpilled()) return;
     }
   }
 
@@ -388,29 +387,44 @@ export class DeliveryQueue {
     this.#schedule();
   }
 
-  /** On each tick: take spilled usage back when there is room, and drop delivered usage from the file. */
+  /** On each tick: take spilled usage back when there is room, and drop delivered usage from the snapshot. */
   #maintainSpool(roomToSpare: boolean): void {
     const spool = this.#spool;
     if (!spool) return;
-    if (roomToSpare && spool.spilledCount > 0) {
-      try {
-        this.#replay(spool.takeSpilled(), false);
-      } catch (error) {
-        this.#spoolFailed(error);
-      }
-    }
+    if (roomToSpare && spool.spilledCount > 0) this.#takeBackSpilled();
     if (this.#spoolStale) this.#snapshotSpool();
   }
 
-  /** Rewrites the spool as what memory holds now. */
+  /**
+   * Moves spilled usage back into memory: first into a snapshot with the rest, then into memory,
+   * then out of the spill file, so a crash at any step loses nothing.
+   */
+  #takeBackSpilled(): boolean {
+    const spool = this.#spool as Spool;
+    try {
+      const spilled = spool.readSpilled();
+      spool.snapshot([...this.#usage.snapshot(), ...spilled]);
+      this.#replay(spilled, false);
+      this.#spoolBehind = false;
+      this.#spoolStale = false;
+      spool.clearSpilled();
+      return true;
+    } catch (error) {
+      this.#spoolFailed(error);
+      return false;
+    }
+  }
+
+  /** Rewrites the snapshot as what memory holds now, when it differs. */
   #snapshotSpool(): void {
     const spool = this.#spool;
-    if (!spool) return;
+    if (!spool || !(this.#spoolBehind || this.#spoolStale)) return;
     try {
       const records = this.#usage.snapshot();
       spool.snapshot(records);
-      this.#spoolHoldsUsage = records.length > 0 || spool.spilledCount > 0;
+      this.#spoolHoldsUsage = records.length > 0;
       this.#spoolStale = false;
+      this.#spoolBehind = false;
     } catch (error) {
       this.#spoolFailed(error);
     }
@@ -418,8 +432,8 @@ export class DeliveryQueue {
 
   #appendToSpool(usage: SpoolRecord, spilled = false): boolean {
     try {
-      this.#spool?.append([usage], spilled);
-      this.#spoolHoldsUsage = true;
+      this.#spool?.append(usage, spilled);
+      if (!spilled) this.#spoolHoldsUsage = true;
       return true;
     } catch (error) {
       this.#spoolFailed(error);

@@ -1,4 +1,4 @@
-// The spool: a file of usage Kana has not confirmed, replayed on the next start; every write leaves it readable.
+// The spool: files of usage Kana has not confirmed, replayed on the next start; every write leaves them readable.
 
 import {
   closeSync,
@@ -6,9 +6,7 @@ import {
   fsyncSync,
   openSync,
   readFileSync,
-  readSync,
   renameSync,
-  statSync,
   unlinkSync,
   writeFileSync,
   writeSync,
@@ -30,32 +28,37 @@ interface WireRecord {
   d: number;
   n: number;
   t: number;
-  /** Spilled: written because the queue was full, so it is not in memory. */
-  s?: 1;
 }
 
 const HEADER = '{"kanaMeterSpool":1}\n';
 
 /**
- * Format: a header line, then one JSON record per line. Snapshots are written to a temporary file,
- * fsync'd and renamed over the spool; appends go to the end. A crash mid-append leaves at most a
- * torn last line, which loading ignores. A lock file keeps two processes off one spool.
+ * Two files, same format (a header line, then one JSON record per line):
+ * - `path`: a snapshot of the usage held in memory, rewritten atomically (temporary file, fsync,
+ *   rename), plus the events appended after it in write-ahead mode;
+ * - `path.spill`: usage that did not fit in memory (`maxPendingKeys`), appended, and emptied once
+ *   it is back in memory and in a snapshot.
+ * A crash mid-append leaves at most a torn last line, which loading ignores. A lock file keeps
+ * two processes off one spool.
  */
 export class Spool {
   readonly path: string;
+  readonly #spillPath: string;
   readonly #lockPath: string;
   #fd: number | undefined;
-  /** Bytes at the start of the file whose records are all in memory (or delivered). */
-  #inMemoryUpTo = 0;
-  /** Spilled records after #inMemoryUpTo, not in memory. */
+  #spillFd: number | undefined;
   #spilled = 0;
 
   private constructor(path: string) {
     this.path = path;
+    this.#spillPath = `${path}.spill`;
     this.#lockPath = `${path}.lock`;
   }
 
-  /** Locks and reads the spool (creating it if absent). Throws a clear error on a foreign or corrupt file. */
+  /**
+   * Locks and reads the spool, creating it if absent. Throws a clear error on a foreign or corrupt
+   * file, and leaves it untouched.
+   */
   static open(path: string): { spool: Spool; records: SpoolRecord[] } {
     const absolute = resolve(path);
     if (!existsSync(dirname(absolute))) {
@@ -64,13 +67,11 @@ export class Spool {
     const spool = new Spool(absolute);
     spool.#lock();
     try {
-      const records = existsSync(absolute) ? parseSpool(absolute, readFileSync(absolute, 'utf8')) : [];
-      if (!existsSync(absolute) || statSync(absolute).size === 0) {
-        spool.snapshot([]);
-      } else {
-        spool.#fd = openSync(absolute, 'a');
-        spool.#inMemoryUpTo = statSync(absolute).size;
-      }
+      const records = [...readSpoolFile(absolute), ...readSpoolFile(spool.#spillPath)];
+      // Everything read is now in memory: one snapshot holds it all, and the spill file starts empty.
+      spool.snapshot(records);
+      replaceFile(spool.#spillPath, HEADER);
+      spool.#spillFd = openSync(spool.#spillPath, 'a');
       return { spool, records };
     } catch (error) {
       spool.close();
@@ -78,84 +79,56 @@ export class Spool {
     }
   }
 
-  /** Spilled records in the file that are not in memory. */
+  /** Records in the spill file, not in memory. */
   get spilledCount(): number {
     return this.#spilled;
   }
 
-  /** Appends records. `spilled`: they are kept only here, not in memory. */
-  append(records: readonly SpoolRecord[], spilled = false): void {
-    let text = '';
-    for (const record of records) text += `${JSON.stringify(toWire(record, spilled))}\n`;
-    this.#append(text);
-    if (spilled) this.#spilled += records.length;
+  /** Appends one record: to the snapshot's file (write-ahead), or to the spill file (`spilled`). */
+  append(record: SpoolRecord, spilled: boolean): void {
+    const fd = spilled ? this.#spillFd : this.#fd;
+    if (fd === undefined) throw new Error('kana-meter: the spool is closed');
+    writeSync(fd, `${JSON.stringify(toWire(record))}\n`);
+    if (spilled) this.#spilled++;
   }
 
-  /** Replaces the file with `records` (what memory holds) plus the spilled records not yet taken back. */
+  /** Replaces the snapshot with `records`, what memory holds now. */
   snapshot(records: readonly SpoolRecord[]): void {
-    const spilled = this.#readSpilledLines();
     let text = HEADER;
-    for (const record of records) text += `${JSON.stringify(toWire(record, false))}\n`;
-    const inMemoryUpTo = Buffer.byteLength(text);
-    const temporary = `${this.path}.${process.pid}.tmp`;
-    const fd = openSync(temporary, 'w');
-    try {
-      writeSync(fd, text + spilled.join(''));
+    for (const record of records) text += `${JSON.stringify(toWire(record))}\n`;
+    if (this.#fd !== undefined) closeSync(this.#fd);
+    this.#fd = undefined;
+    replaceFile(this.path, text);
+    this.#fd = openSync(this.path, 'a');
+  }
+
+  /** Reads the spilled records. Call clearSpilled() once a snapshot holds them. */
+  readSpilled(): SpoolRecord[] {
+    return readSpoolFile(this.#spillPath);
+  }
+
+  clearSpilled(): void {
+    if (this.#spillFd !== undefined) closeSync(this.#spillFd);
+    this.#spillFd = undefined;
+    replaceFile(this.#spillPath, HEADER);
+    this.#spillFd = openSync(this.#spillPath, 'a');
+    this.#spilled = 0;
+  }
+
+  /** Flushes to disk, closes the files and releases the lock. Idempotent. */
+  close(): void {
+    for (const fd of [this.#fd, this.#spillFd]) {
+      if (fd === undefined) continue;
       fsyncSync(fd);
-    } finally {
       closeSync(fd);
     }
-    renameSync(temporary, this.path);
-    syncDirectory(dirname(this.path));
-    if (this.#fd !== undefined) closeSync(this.#fd);
-    this.#fd = openSync(this.path, 'a');
-    this.#inMemoryUpTo = inMemoryUpTo;
-    this.#spilled = spilled.length;
-  }
-
-  /** Takes the spilled records back into memory: from now on they count as in memory. */
-  takeSpilled(): SpoolRecord[] {
-    const lines = this.#readSpilledLines();
-    this.#inMemoryUpTo = statSync(this.path).size;
-    this.#spilled = 0;
-    return lines.map((line) => fromWire(JSON.parse(line) as WireRecord));
-  }
-
-  /** Flushes to disk, closes the file and releases the lock. Idempotent. */
-  close(): void {
-    if (this.#fd !== undefined) {
-      fsyncSync(this.#fd);
-      closeSync(this.#fd);
-      this.#fd = undefined;
-    }
+    this.#fd = undefined;
+    this.#spillFd = undefined;
     try {
       if (readFileSync(this.#lockPath, 'utf8') === String(process.pid)) unlinkSync(this.#lockPath);
     } catch {
       // Already released.
     }
-  }
-
-  #append(text: string): void {
-    if (this.#fd === undefined) throw new Error('kana-meter: the spool is closed');
-    writeSync(this.#fd, text);
-  }
-
-  /** Spilled lines after the in-memory part of the file. */
-  #readSpilledLines(): string[] {
-    if (this.#spilled === 0) return [];
-    const size = statSync(this.path).size;
-    const buffer = Buffer.alloc(size - this.#inMemoryUpTo);
-    const fd = openSync(this.path, 'r');
-    try {
-      readSync(fd, buffer, 0, buffer.length, this.#inMemoryUpTo);
-    } finally {
-      closeSync(fd);
-    }
-    return buffer
-      .toString('utf8')
-      .split('\n')
-      .filter((line) => (parseWire(line)?.s ?? 0) === 1)
-      .map((line) => `${line}\n`);
   }
 
   #lock(): void {
@@ -176,7 +149,9 @@ export class Spool {
   }
 }
 
-function parseSpool(path: string, text: string): SpoolRecord[] {
+function readSpoolFile(path: string): SpoolRecord[] {
+  if (!existsSync(path)) return [];
+  const text = readFileSync(path, 'utf8');
   if (text === '') return [];
   const lines = text.split('\n');
   // A crash in the middle of an append leaves a last line without its newline: it never counted.
@@ -197,18 +172,14 @@ function parseSpool(path: string, text: string): SpoolRecord[] {
   });
 }
 
-function parseWire(line: string): WireRecord | undefined {
+function parseRecord(line: string): SpoolRecord | undefined {
+  let wire: WireRecord;
   try {
-    return JSON.parse(line) as WireRecord;
+    wire = JSON.parse(line) as WireRecord;
   } catch {
     return undefined;
   }
-}
-
-function parseRecord(line: string): SpoolRecord | undefined {
-  const wire = parseWire(line);
   const valid =
-    wire !== undefined &&
     typeof wire === 'object' &&
     wire !== null &&
     typeof wire.u === 'string' &&
@@ -220,23 +191,27 @@ function parseRecord(line: string): SpoolRecord | undefined {
     Number.isSafeInteger(wire.n) &&
     wire.n >= 0 &&
     Number.isFinite(wire.t);
-  return valid ? fromWire(wire as WireRecord) : undefined;
+  return valid
+    ? { userId: wire.u, featureId: wire.f, delta: wire.d, events: wire.n, firstCapturedAt: wire.t }
+    : undefined;
 }
 
-function toWire(record: SpoolRecord, spilled: boolean): WireRecord {
-  const wire: WireRecord = {
-    u: record.userId,
-    f: record.featureId,
-    d: record.delta,
-    n: record.events,
-    t: record.firstCapturedAt,
-  };
-  if (spilled) wire.s = 1;
-  return wire;
+function toWire(record: SpoolRecord): WireRecord {
+  return { u: record.userId, f: record.featureId, d: record.delta, n: record.events, t: record.firstCapturedAt };
 }
 
-function fromWire(wire: WireRecord): SpoolRecord {
-  return { userId: wire.u, featureId: wire.f, delta: wire.d, events: wire.n, firstCapturedAt: wire.t };
+/** Writes a whole file atomically: a temporary file, fsync'd, renamed over it, the directory fsync'd. */
+function replaceFile(path: string, text: string): void {
+  const temporary = `${path}.${process.pid}.tmp`;
+  const fd = openSync(temporary, 'w');
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temporary, path);
+  syncDirectory(dirname(path));
 }
 
 function isAlive(pid: number): boolean {

@@ -35,10 +35,14 @@ describe('Spool', () => {
   it('gives back what was appended and snapshotted, on the next open', () => {
     const first = Spool.open(path).spool;
     first.snapshot([record('u1', 3)]);
-    first.append([record('u2')]);
+    first.append(record('u2'), false);
+    first.append(record('spilled'), true);
     first.close();
     const { spool, records } = Spool.open(path);
-    expect(records).toEqual([record('u1', 3), record('u2')]);
+    expect(records).toEqual([record('u1', 3), record('u2'), record('spilled')]);
+    // All of it is in one snapshot now, and the spill file is empty.
+    expect(readFileSync(path, 'utf8').trim().split('\n')).toHaveLength(4);
+    expect(readFileSync(`${path}.spill`, 'utf8')).toBe('{"kanaMeterSpool":1}\n');
     spool.close();
   });
 
@@ -86,17 +90,26 @@ describe('Spool', () => {
     expect(() => Spool.open(join(directory, 'missing', 'usage.spool'))).toThrow(/spool.path.*does not exist/);
   });
 
-  it('keeps spilled records through a snapshot until they are taken back', () => {
+  it('keeps spilled records apart: snapshots do not touch them until they are cleared', () => {
     const { spool } = Spool.open(path);
-    spool.append([record('spilled-1'), record('spilled-2')], true);
+    spool.append(record('spilled-1'), true);
+    spool.append(record('spilled-2'), true);
     expect(spool.spilledCount).toBe(2);
     spool.snapshot([record('in-memory', 5)]);
     expect(spool.spilledCount).toBe(2);
-    expect(spool.takeSpilled().map((r) => r.userId)).toEqual(['spilled-1', 'spilled-2']);
+    expect(spool.readSpilled().map((r) => r.userId)).toEqual(['spilled-1', 'spilled-2']);
+    spool.clearSpilled();
     expect(spool.spilledCount).toBe(0);
-    spool.snapshot([]);
-    expect(readFileSync(path, 'utf8')).toBe('{"kanaMeterSpool":1}\n');
+    expect(spool.readSpilled()).toEqual([]);
+    expect(readFileSync(path, 'utf8')).toBe(
+      '{"kanaMeterSpool":1}\n{"u":"in-memory","f":"api-calls","d":5,"n":5,"t":1700000000000}\n',
+    );
     spool.close();
+  });
+
+  it('refuses a corrupt spill file too', () => {
+    writeFileSync(`${path}.spill`, '{"kanaMeterSpool":1}\n{"u":"u1"}\n');
+    expect(() => Spool.open(path)).toThrow(/usage\.spool\.spill is corrupt at line 2/);
   });
 
   it('leaves no temporary file behind after a snapshot', () => {
