@@ -22,12 +22,18 @@ export interface UndeliveredUsage {
 }
 
 export interface SpoolOptions {
-  /** The spool file. Its directory must exist; one file per process (a lock file guards it). */
+  /**
+   * The spool file (`path.spill` and `path.lock` go beside it). Its directory must exist; one spool
+   * per process: a lock file guards it.
+   * @default none: required
+   * @example '/var/lib/my-api/kana-usage.spool'
+   */
   path: string;
   /**
    * Also write every captured event to the spool as it happens, so usage survives a crash or
    * SIGKILL (not a power loss: writes are not fsync'd one by one). Costs one write(2) per event.
    * @default false
+   * @example true
    */
   writeAhead?: boolean;
 }
@@ -37,26 +43,31 @@ export interface RetryOptions {
   /**
    * Retries after the first attempt.
    * @default 5
+   * @example 8
    */
   retries?: number;
   /**
    * Delay before the first retry, in milliseconds.
    * @default 100
+   * @example 250
    */
   minTimeout?: number;
   /**
    * Longest delay between two retries, in milliseconds.
    * @default 10000
+   * @example 30_000
    */
   maxTimeout?: number;
   /**
    * Exponential factor between delays.
    * @default 2
+   * @example 3
    */
   factor?: number;
   /**
    * Multiply each delay by a random factor in [1, 2) (jitter), so many processes do not retry in step.
    * @default true
+   * @example false
    */
   randomize?: boolean;
 }
@@ -72,15 +83,19 @@ export interface KanaMeterOptions {
    * Your Kana private key (`prv_live_...`), sent as the `Authorization` header. Required unless
    * `client` is given. Never logged.
    * @example process.env.KANA_API_KEY
+   * @default undefined (required unless `client` is given)
    */
   apiKey?: string;
   /**
    * Kana's GraphQL endpoint.
    * @default 'https://api.usekana.com/graphql'
+   * @example process.env.KANA_ENDPOINT ?? 'https://api.usekana.com/graphql'
    */
   endpoint?: string;
   /**
    * A ready KanaClient to use instead of `apiKey`/`endpoint`/`mutation`/`timeoutMs`/`fetch`.
+   * @default undefined (built from `apiKey`, `endpoint`, `mutation`, `timeoutMs`, `fetch`)
+   * @example new KanaClient({ apiKey: process.env.KANA_API_KEY, mutation: 'recordUsage' })
    */
   client?: KanaClient;
   /**
@@ -89,6 +104,7 @@ export interface KanaMeterOptions {
    * enforced request, called once before the handler instead (so authentication must run before
    * kanaMeter/meter() there), and that value is billed.
    * @example (req) => req.user?.kanaId
+   * @default none: required
    */
   userId: (
     req: Request,
@@ -103,38 +119,45 @@ export interface KanaMeterOptions {
   /**
    * Whether a finished response counts as a successful use of the feature.
    * @default (req, res) => res.statusCode >= 200 && res.statusCode < 300
+   * @example (req, res) => res.statusCode < 400
    */
   isSuccess?: (req: Request, res: Response) => boolean;
   /**
    * The mutation that records usage: `createUsageEvent` (Kana's usage guide, returns Boolean) or
    * `recordUsage` (Kana's current reference, returns `{ recorded, reason }`).
    * @default 'createUsageEvent'
+   * @example 'recordUsage'
    */
   mutation?: UsageMutation;
   /**
    * Time limit of one Kana call, in milliseconds.
    * @default 10000
+   * @example 5000
    */
   timeoutMs?: number;
   /**
    * Backoff of a failed Kana call (p-retry options).
    * @default { retries: 5, minTimeout: 100, maxTimeout: 10000, factor: 2, randomize: true }
+   * @example { retries: 8, maxTimeout: 30_000 }
    */
   retry?: RetryOptions;
   /**
    * How long usage waits to be coalesced before it is sent, in milliseconds: Kana gets at most one
    * call per (user, feature) per interval. `flush()` sends at once.
    * @default 1000
+   * @example 5000
    */
   flushInterval?: number;
   /**
    * Most Kana calls in flight at once.
    * @default 8
+   * @example 16
    */
   concurrency?: number;
   /**
    * Called with usage that could not be delivered, and why. Errors it throws are logged.
    * @example (usage, error) => deadLetters.push({ ...usage, reason: error.code })
+   * @default undefined (failures are still logged and counted)
    */
   onDeliveryFailure?: (usage: UndeliveredUsage, error: KanaError) => void | Promise<void>;
   /**
@@ -142,6 +165,7 @@ export interface KanaMeterOptions {
    * this bounds it during a long outage. Usage for a new key beyond it goes to the spool, or is
    * dropped (counted, logged, passed to `onDrop`) when there is no spool.
    * @default 50000
+   * @example 200_000
    */
   maxPendingKeys?: number;
   /**
@@ -153,6 +177,8 @@ export interface KanaMeterOptions {
   spool?: SpoolOptions;
   /**
    * Called with usage dropped because `maxPendingKeys` keys were waiting and there is no spool.
+   * @default undefined (drops are still logged and counted)
+   * @example (usage) => deadLetters.push(usage)
    */
   onDrop?: (usage: UndeliveredUsage) => void | Promise<void>;
   /**
@@ -209,6 +235,7 @@ export interface KanaMeterOptions {
   /**
    * A pino-compatible logger.
    * @default pino({ name: 'kana-meter', level: 'warn' })
+   * @example pino({ level: 'info' }).child({ component: 'billing' })
    */
   logger?: KanaLogger;
   /**
@@ -221,6 +248,7 @@ export interface KanaMeterOptions {
   /**
    * The fetch implementation Kana calls go through.
    * @default globalThis.fetch
+   * @example (url, init) => fetch(url, { ...init, keepalive: true })
    */
   fetch?: typeof fetch;
 }
