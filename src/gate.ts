@@ -8,7 +8,7 @@ import { verdict } from './entitlements.js';
 import { KanaError, logCodes } from './errors.js';
 import type { MeteredFeature } from './metered-feature.js';
 import type { KanaMeterConfig } from './options.js';
-import { type Hold, type MeteredRequest, REQUEST_USAGE, type RequestUsage, where } from './request-usage.js';
+import { type Hold, type RequestUsage, usageOf, where } from './request-usage.js';
 import type { Counter } from './stats.js';
 import { isPromise, toKanaUserId } from './user-id.js';
 import './express-augmentation.js';
@@ -31,10 +31,10 @@ export function createGate({ config, counters, cache, userIdFailed }: GateOption
 
   /** Checks `feature` for this request (its usage record exists), then calls next() or refuses it. */
   function gate(req: Request, res: Response, next: NextFunction, feature: MeteredFeature): void {
-    const usage = (req as MeteredRequest)[REQUEST_USAGE] as RequestUsage;
+    const usage = usageOf(req) as RequestUsage;
     if (!usage.gated) {
       usage.gated = true;
-      res.once('close', onClose);
+      res.on('close', onClose);
     }
     if (usage.userId !== undefined) {
       checkFor(req, res, next, feature, usage, usage.userId);
@@ -252,7 +252,7 @@ function releaseHoldOn(usage: RequestUsage, entry: Entitlement): void {
 
 /** `close` of an enforced response (shared; `this` is the response): it ended, finished or aborted. */
 function onClose(this: ServerResponse): void {
-  const usage = (this.req as MeteredRequest)[REQUEST_USAGE];
+  const usage = usageOf(this.req as Request);
   if (usage === undefined) return;
   usage.ended = true;
   if (usage.holds !== undefined) releaseHolds(usage);

@@ -4,7 +4,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { logCodes } from './errors.js';
 import { getDefaultLogger } from './logger.js';
 import { type FeatureOptions, parseMeteredFeature } from './metered-feature.js';
-import { METER_CONTEXT, type MeteredRequest } from './request-usage.js';
+import { meterContextOf } from './request-usage.js';
 
 /**
  * Bills `featureId` for each successful request on this route. Requires `app.use(kanaMeter(...))`
@@ -19,7 +19,7 @@ export function meter(featureId: string, options?: FeatureOptions): RequestHandl
   let warnedNotMounted = false;
 
   return function meterMiddleware(req: Request, res: Response, next: NextFunction) {
-    const context = (req as MeteredRequest)[METER_CONTEXT];
+    const context = meterContextOf(req);
     if (context) {
       context.tag(req, res, feature);
       // The gate of a meter() route runs here, before the handler.

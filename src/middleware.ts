@@ -11,13 +11,13 @@ import { guardObserveKanaCall } from './metrics.js';
 import { type KanaMeterOptions, parseOptions } from './options.js';
 import {
   featuresToBill,
-  METER_CONTEXT,
   type MeterContext,
-  type MeteredRequest,
   newRequestUsage,
   pathOf,
-  REQUEST_USAGE,
   type RequestUsage,
+  setMeterContext,
+  setUsage,
+  usageOf,
   where,
 } from './request-usage.js';
 import { createCounters, type KanaMeterStats } from './stats.js';
@@ -66,12 +66,12 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   const context: MeterContext = {
     enforce,
     tag(req, res, feature) {
-      const request = req as MeteredRequest;
-      let usage = request[REQUEST_USAGE];
+      let usage = usageOf(req);
       if (!usage) {
         usage = newRequestUsage(undefined);
-        request[REQUEST_USAGE] = usage;
-        res.once('finish', onFinish);
+        setUsage(req, usage);
+        // `on`, not `once`: a response finishes once, and `once` allocates a wrapper per request.
+        res.on('finish', onFinish);
       }
       usage.tagged ??= [];
       usage.tagged.push(feature);
@@ -80,12 +80,12 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   };
 
   function kanaMeterMiddleware(req: Request, res: Response, next: NextFunction): void {
-    (req as MeteredRequest)[METER_CONTEXT] = context;
+    setMeterContext(req, context);
     if (matchRoute) {
       const routeFeature = matchRoute(req.method, pathOf(req));
       if (routeFeature) {
-        (req as MeteredRequest)[REQUEST_USAGE] = newRequestUsage(routeFeature);
-        res.once('finish', onFinish);
+        setUsage(req, newRequestUsage(routeFeature));
+        res.on('finish', onFinish);
         // The gate of a mapped route runs here, before routing.
         if (routeFeature.enforce ?? enforce) {
           gate(req, res, next, routeFeature);
@@ -100,7 +100,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   function onFinish(this: ServerResponse): void {
     const res = this as Response;
     const req = res.req;
-    const usage = (req as MeteredRequest)[REQUEST_USAGE] as RequestUsage;
+    const usage = usageOf(req) as RequestUsage;
     if (usage.gated) {
       // Held units are given back first; on success they come back as captured usage just below.
       usage.ended = true;

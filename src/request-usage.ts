@@ -1,4 +1,4 @@
-// The per-request link between kanaMeter() and meter(): what a request bills, kept on the request object.
+// The per-request link between kanaMeter() and meter(): what a request bills, kept beside the request object.
 
 import type { NextFunction, Request, Response } from 'express';
 import type { Entitlement } from './entitlements.js';
@@ -55,13 +55,38 @@ export function newRequestUsage(routeFeature: MeteredFeature | undefined): Reque
   };
 }
 
-// Symbol.for: an ESM and a CommonJS copy of kana-meter in one process still see each other.
-export const METER_CONTEXT = Symbol.for('kana-meter.context');
-export const REQUEST_USAGE = Symbol.for('kana-meter.request-usage');
+/**
+ * Per-request state lives in WeakMaps keyed by the request, not in properties on it: adding any
+ * property to Node's request after Express has (a Symbol included) costs about 2 µs per request,
+ * measured, as every later property access on it slows down. The maps are shared through
+ * globalThis, so an ESM and a CommonJS copy of kana-meter in one process still see each other.
+ */
+interface RequestRegistry {
+  readonly contexts: WeakMap<object, MeterContext>;
+  readonly usages: WeakMap<object, RequestUsage>;
+}
+const REGISTRY = Symbol.for('kana-meter.request-registry');
+const registry: RequestRegistry = ((globalThis as { [REGISTRY]?: RequestRegistry })[REGISTRY] ??= {
+  contexts: new WeakMap(),
+  usages: new WeakMap(),
+});
 
-export interface MeteredRequest {
-  [METER_CONTEXT]?: MeterContext;
-  [REQUEST_USAGE]?: RequestUsage;
+/** The kanaMeter() that saw this request, if any. */
+export function meterContextOf(req: Request): MeterContext | undefined {
+  return registry.contexts.get(req);
+}
+
+export function setMeterContext(req: Request, context: MeterContext): void {
+  registry.contexts.set(req, context);
+}
+
+/** The usage record of a metered request. */
+export function usageOf(req: Request): RequestUsage | undefined {
+  return registry.usages.get(req);
+}
+
+export function setUsage(req: Request, usage: RequestUsage): void {
+  registry.usages.set(req, usage);
 }
 
 /** The features to bill: meter()'s if any (one per feature id, the last one wins), else the route map's. */
