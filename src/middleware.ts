@@ -12,11 +12,10 @@ import { type KanaMeterOptions, parseOptions } from './options.js';
 import {
   featuresToBill,
   type MeterContext,
-  newRequestUsage,
+  markSeen,
   pathOf,
   type RequestUsage,
-  setMeterContext,
-  setUsage,
+  startUsage,
   usageOf,
   where,
 } from './request-usage.js';
@@ -68,8 +67,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     tag(req, res, feature) {
       let usage = usageOf(req);
       if (!usage) {
-        usage = newRequestUsage(undefined);
-        setUsage(req, usage);
+        usage = startUsage(req, context, undefined);
         // `on`, not `once`: a response finishes once, and `once` allocates a wrapper per request.
         res.on('finish', onFinish);
       }
@@ -80,20 +78,17 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   };
 
   function kanaMeterMiddleware(req: Request, res: Response, next: NextFunction): void {
-    setMeterContext(req, context);
-    if (matchRoute) {
-      const routeFeature = matchRoute(req.method, pathOf(req));
-      if (routeFeature) {
-        setUsage(req, newRequestUsage(routeFeature));
-        res.on('finish', onFinish);
-        // The gate of a mapped route runs here, before routing.
-        if (routeFeature.enforce ?? enforce) {
-          gate(req, res, next, routeFeature);
-          return;
-        }
-      }
+    const routeFeature = matchRoute?.(req.method, pathOf(req));
+    if (routeFeature === undefined) {
+      markSeen(req, context); // for a meter() further down
+      next();
+      return;
     }
-    next();
+    startUsage(req, context, routeFeature);
+    res.on('finish', onFinish);
+    // The gate of a mapped route runs here, before routing.
+    if (routeFeature.enforce ?? enforce) gate(req, res, next, routeFeature);
+    else next();
   }
 
   // Shared by every response (no closure per request); `this` is the response.
@@ -159,28 +154,35 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       counters.skippedNoUser++;
       return;
     }
-    for (const feature of featuresToBill(usage)) {
-      if (typeof feature.delta === 'number') {
-        enqueue(userId, feature.featureId, feature.delta, late);
-        continue;
-      }
-      let delta: unknown;
-      try {
-        delta = feature.delta(req, res);
-      } catch (error) {
-        deltaFailed(req, feature, error);
-        continue;
-      }
-      if (isPromise(delta)) {
-        track(
-          delta.then(
-            (value) => enqueueChecked(req, userId, feature, value, late),
-            (error) => deltaFailed(req, feature, error),
-          ),
-        );
-      } else {
-        enqueueChecked(req, userId, feature, delta, late);
-      }
+    // The common case, one feature from the route map, without building a list.
+    if (usage.tagged === undefined) {
+      if (usage.routeFeature !== undefined) captureFeature(req, res, userId, usage.routeFeature, late);
+      return;
+    }
+    for (const feature of featuresToBill(usage)) captureFeature(req, res, userId, feature, late);
+  }
+
+  function captureFeature(req: Request, res: Response, userId: string, feature: MeteredFeature, late: boolean): void {
+    if (typeof feature.delta === 'number') {
+      enqueue(userId, feature.featureId, feature.delta, late);
+      return;
+    }
+    let delta: unknown;
+    try {
+      delta = feature.delta(req, res);
+    } catch (error) {
+      deltaFailed(req, feature, error);
+      return;
+    }
+    if (isPromise(delta)) {
+      track(
+        delta.then(
+          (value) => enqueueChecked(req, userId, feature, value, late),
+          (error) => deltaFailed(req, feature, error),
+        ),
+      );
+    } else {
+      enqueueChecked(req, userId, feature, delta, late);
     }
   }
 

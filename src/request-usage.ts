@@ -23,6 +23,8 @@ export interface Hold {
 
 /** The features one request bills; created only for metered requests. */
 export interface RequestUsage {
+  /** The kanaMeter() that saw the request. */
+  readonly context: MeterContext;
   /** The route map's feature, if a route matched. */
   readonly routeFeature: MeteredFeature | undefined;
   /** Features named by meter() on the matched route; they win over routeFeature. */
@@ -42,9 +44,14 @@ export interface RequestUsage {
   gated: boolean;
 }
 
-/** The usage record of a metered request (one shape for all of them). */
-export function newRequestUsage(routeFeature: MeteredFeature | undefined): RequestUsage {
-  return {
+/** Starts the usage record of a metered request (one shape for all of them). */
+export function startUsage(
+  req: Request,
+  context: MeterContext,
+  routeFeature: MeteredFeature | undefined,
+): RequestUsage {
+  const usage: RequestUsage = {
+    context,
     routeFeature,
     tagged: undefined,
     userId: undefined,
@@ -53,40 +60,40 @@ export function newRequestUsage(routeFeature: MeteredFeature | undefined): Reque
     ended: false,
     gated: false,
   };
+  requests.set(req, usage);
+  return usage;
 }
 
 /**
- * Per-request state lives in WeakMaps keyed by the request, not in properties on it: adding any
+ * Per-request state lives in a WeakMap keyed by the request, not in a property on it: adding any
  * property to Node's request after Express has (a Symbol included) costs about 2 µs per request,
- * measured, as every later property access on it slows down. The maps are shared through
- * globalThis, so an ESM and a CommonJS copy of kana-meter in one process still see each other.
+ * measured, as every later property access on it slows down. One entry per request: the
+ * kanaMeter() context, or the usage record of a metered request (which points to its context).
+ * The map is shared through globalThis, so an ESM and a CommonJS copy of kana-meter in one
+ * process still see each other.
  */
-interface RequestRegistry {
-  readonly contexts: WeakMap<object, MeterContext>;
-  readonly usages: WeakMap<object, RequestUsage>;
+const REGISTRY = Symbol.for('kana-meter.requests');
+const requests: WeakMap<object, MeterContext | RequestUsage> = ((
+  globalThis as {
+    [REGISTRY]?: WeakMap<object, MeterContext | RequestUsage>;
+  }
+)[REGISTRY] ??= new WeakMap());
+
+/** Records that a kanaMeter() saw this request (for a later meter()). */
+export function markSeen(req: Request, context: MeterContext): void {
+  requests.set(req, context);
 }
-const REGISTRY = Symbol.for('kana-meter.request-registry');
-const registry: RequestRegistry = ((globalThis as { [REGISTRY]?: RequestRegistry })[REGISTRY] ??= {
-  contexts: new WeakMap(),
-  usages: new WeakMap(),
-});
 
 /** The kanaMeter() that saw this request, if any. */
 export function meterContextOf(req: Request): MeterContext | undefined {
-  return registry.contexts.get(req);
-}
-
-export function setMeterContext(req: Request, context: MeterContext): void {
-  registry.contexts.set(req, context);
+  const entry = requests.get(req);
+  return (entry as RequestUsage | undefined)?.context ?? (entry as MeterContext | undefined);
 }
 
 /** The usage record of a metered request. */
 export function usageOf(req: Request): RequestUsage | undefined {
-  return registry.usages.get(req);
-}
-
-export function setUsage(req: Request, usage: RequestUsage): void {
-  registry.usages.set(req, usage);
+  const entry = requests.get(req);
+  return (entry as RequestUsage | undefined)?.context === undefined ? undefined : (entry as RequestUsage);
 }
 
 /** The features to bill: meter()'s if any (one per feature id, the last one wins), else the route map's. */
