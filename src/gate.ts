@@ -12,6 +12,7 @@ import { type Hold, type RequestUsage, usageOf, where } from './request-usage.js
 import type { Counter } from './stats.js';
 import { isPromise, toKanaUserId } from './user-id.js';
 import './express-augmentation.js';
+import { setDecision } from './request-decision.js';
 
 export interface GateOptions {
   config: Pick<KanaMeterConfig, 'userId' | 'logger' | 'onDenied' | 'onKanaError' | 'rateLimitHeaders'>;
@@ -146,7 +147,7 @@ export function createGate({ config, counters, cache, userIdFailed }: GateOption
       resetAt: entry.resetAt,
       error: undefined,
     };
-    req.kana = decision;
+    setDecision(req, usage, decision);
     if (!allowed) {
       refuse(req, res, next, usage, decision, entry);
       return;
@@ -189,7 +190,7 @@ export function createGate({ config, counters, cache, userIdFailed }: GateOption
       resetAt: null,
       error: error instanceof KanaError ? error : undefined,
     };
-    req.kana = decision;
+    setDecision(req, usage, decision);
     if (!allowed) {
       refuse(req, res, next, usage, decision, undefined);
       return;

@@ -1,7 +1,7 @@
 // The per-request link between kanaMeter() and meter(): what a request bills, kept beside the request object.
 
 import type { NextFunction, Request, Response } from 'express';
-import type { Entitlement } from './entitlements.js';
+import type { Entitlement, EntitlementDecision } from './entitlements.js';
 import type { MeteredFeature } from './metered-feature.js';
 
 /** What kanaMeter() offers to meter() for the requests it sees. */
@@ -42,6 +42,8 @@ export interface RequestUsage {
   ended: boolean;
   /** A gate attached the `close` listener. */
   gated: boolean;
+  /** The last gate's decision, read as `req.kana`. */
+  decision: EntitlementDecision | undefined;
 }
 
 /** Starts the usage record of a metered request (one shape for all of them). */
@@ -59,6 +61,7 @@ export function startUsage(
     refused: false,
     ended: false,
     gated: false,
+    decision: undefined,
   };
   requests.set(req, usage);
   return usage;

@@ -126,6 +126,32 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     expect(kana.stats()).toMatchObject({ allowed: 2, denied: 1, checks: 1, cacheHits: 2, captured: 2 });
   });
 
+  it('req.kana reaches handlers in routers and mounted sub-apps, is undefined elsewhere, and can be assigned', async () => {
+    const { kana } = enforced({ routes: { 'GET /sub/calls': 'api-calls', 'GET /router/calls': 'api-calls' } });
+    const app = createExpress();
+    const subApp = createExpress();
+    subApp.get('/calls', (req, res) => res.json({ remaining: req.kana?.remaining }));
+    const router = (createExpress as unknown as { Router: () => import('express').Router }).Router();
+    router.get('/calls', (req, res) => res.json({ remaining: req.kana?.remaining }));
+    app.use(kana);
+    app.use('/sub', subApp);
+    app.use('/router', router);
+    app.get('/free', (req, res) => res.json({ kana: req.kana ?? 'none', own: Object.keys(req).includes('kana') }));
+    app.get('/mine', (req, res) => {
+      req.kana = { allowed: false } as EntitlementDecision;
+      res.json({ kana: req.kana });
+    });
+
+    await request(app).get('/sub/calls').set('x-user', 'u1').expect(200, { remaining: 4 });
+    await request(app).get('/router/calls').set('x-user', 'u1').expect(200, { remaining: 3 });
+    await request(app).get('/free').set('x-user', 'u1').expect(200, { kana: 'none', own: false });
+    await request(app)
+      .get('/mine')
+      .set('x-user', 'u1')
+      .expect(200, { kana: { allowed: false } });
+    await request(app).get('/free').set('x-user', 'u1').expect(200, { kana: 'none', own: false });
+  });
+
   it('refuses a feature that is not in the plan with 402 problem+json; the handler never runs; nothing is billed', async () => {
     const { kana } = enforced({ routes: { 'GET /api/premium': 'premium', 'GET /api/calls': 'api-calls' } });
     let ran = 0;
