@@ -76,11 +76,10 @@ export function startUsage(
  * process still see each other.
  */
 const REGISTRY = Symbol.for('kana-meter.requests');
-const requests: WeakMap<object, MeterContext | RequestUsage> = ((
-  globalThis as {
-    [REGISTRY]?: WeakMap<object, MeterContext | RequestUsage>;
-  }
-)[REGISTRY] ??= new WeakMap());
+type RequestRegistry = WeakMap<object, MeterContext | RequestUsage>;
+const shared = globalThis as { [REGISTRY]?: RequestRegistry };
+shared[REGISTRY] ??= new WeakMap();
+const requests: RequestRegistry = shared[REGISTRY];
 
 /** Records that a kanaMeter() saw this request (for a later meter()). */
 export function markSeen(req: Request, context: MeterContext): void {
