@@ -22,9 +22,13 @@ if (variant !== 'bare') {
 
 const app = express();
 if (kana) app.use(kana as RequestHandler);
+// Responses fully sent: what kana-meter must bill (a response cut off by the client is not billed).
 let served = 0;
-app.get('/api/items/:id', (req, res) => {
+const countServed = () => {
   served++;
+};
+app.get('/api/items/:id', (req, res) => {
+  res.once('finish', countServed);
   res.json({ id: req.params.id, name: 'item' });
 });
 
