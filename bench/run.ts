@@ -1,7 +1,7 @@
 // npm run bench: autocannon against the same Express 5 app, bare, metered and enforced: interleaved rounds, medians, ratios.
 // Env: BENCH_ROUNDS (default 5), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS (default 32).
 
-import { type ChildProcess, fork } from 'node:child_process';
+import { type ChildProcess, execFileSync, fork } from 'node:child_process';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
@@ -77,11 +77,28 @@ const median = (values: number[]) => {
     : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
 };
 
+/**
+ * On a machine with 2+ CPUs, pin the load generator (and Kana) to CPU 0 and the servers to CPU 1,
+ * so a server gets a core of its own and the ratios compare server costs, not scheduling luck.
+ */
+function pin(pid: number | undefined, cpu: number): boolean {
+  if (pid === undefined || cpus().length < 2) return false;
+  try {
+    execFileSync('taskset', ['-pc', String(cpu), String(pid)], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false; // no taskset: run unpinned
+  }
+}
+const pinned = pin(process.pid, 0);
+
 const kana = await start('./kana-server.ts', []);
+pin(kana.child.pid, 0);
 const { url, apiKey } = kana.ready as { url: string; apiKey: string };
 const servers = new Map<Variant, { child: ChildProcess; port: number }>();
 for (const variant of VARIANTS) {
   const { child, ready } = await start('./server.ts', [variant, url, apiKey]);
+  pin(child.pid, 1);
   servers.set(variant, { child, port: ready.port as number });
 }
 
