@@ -1,4 +1,4 @@
-// npm run bench: autocannon against the same Express 5 app, bare, metered and enforced: interleaved rounds, medians, ratios.
+// npm run bench: autocannon against the same Express 5 app (bare, a no-op middleware, metered, enforced): interleaved rounds, medians, ratios.
 // Env: BENCH_ROUNDS (default 5), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS (default 32).
 
 import { type ChildProcess, execFileSync, fork } from 'node:child_process';
@@ -9,7 +9,7 @@ import autocannon from 'autocannon';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
-const VARIANTS = ['bare', 'metered', 'enforced'] as const;
+const VARIANTS = ['bare', 'noop', 'metered', 'enforced'] as const;
 type Variant = (typeof VARIANTS)[number];
 const USERS = Array.from({ length: 10 }, (_, i) => `u${i}`);
 
@@ -138,7 +138,7 @@ for (const variant of VARIANTS) {
 
 // Every 2xx a metered server sent must have reached Kana, in few calls.
 let metered2xx = 0;
-for (const variant of VARIANTS.filter((name) => name !== 'bare')) {
+for (const variant of VARIANTS.filter((name) => name === 'metered' || name === 'enforced')) {
   const server = servers.get(variant) as { child: ChildProcess; port: number };
   type Flushed = {
     served: number;
@@ -151,7 +151,7 @@ for (const variant of VARIANTS.filter((name) => name !== 'bare')) {
   );
 }
 const usage = await ask<{ total: number; calls: number }>(kana.child, 'usage', 'usage');
-const seconds = (ROUNDS * SECONDS + 2) * (VARIANTS.length - 1);
+const seconds = (ROUNDS * SECONDS + 2) * 2;
 console.log(
   `Kana recorded ${usage.total} units for ${metered2xx} metered 2xx responses (${usage.total === metered2xx ? 'all delivered' : 'MISMATCH'}),`,
 );

@@ -1,4 +1,4 @@
-// One benchmark variant in its own process: the same tiny Express 5 app, bare, metered, or metered and enforced.
+// One benchmark variant in its own process: the same tiny Express 5 app, bare, with a no-op middleware, metered, or enforced.
 // Driven by bench/run.ts over IPC: it reports its port, its CPU time, and flushes on request.
 
 import type { AddressInfo } from 'node:net';
@@ -8,7 +8,7 @@ import { type KanaMeter, kanaMeter } from 'kana-meter';
 const [variant, endpoint, apiKey] = process.argv.slice(2);
 
 let kana: KanaMeter | undefined;
-if (variant !== 'bare') {
+if (variant === 'metered' || variant === 'enforced') {
   kana = kanaMeter({
     apiKey,
     endpoint,
@@ -22,6 +22,8 @@ if (variant !== 'bare') {
 
 const app = express();
 if (kana) app.use(kana as RequestHandler);
+// The floor any middleware pays: one more Express layer that does nothing.
+if (variant === 'noop') app.use((_req, _res, next) => next());
 // Responses fully sent: what kana-meter must bill (a response cut off by the client is not billed).
 let served = 0;
 const countServed = () => {
