@@ -104,8 +104,9 @@ for (const variant of VARIANTS) {
 
 console.log(`kana-meter benchmark: ${cpus().length} x ${cpus()[0]?.model}, Node ${process.version}`);
 console.log(
-  `${ROUNDS} interleaved rounds of ${SECONDS} s per variant, ${CONNECTIONS} connections, ${USERS.length} users\n`,
+  `${ROUNDS} interleaved rounds of ${SECONDS} s per variant, ${CONNECTIONS} connections, ${USERS.length} users`,
 );
+console.log(pinned ? 'autocannon and Kana pinned to CPU 0, the servers to CPU 1\n' : 'not pinned to CPUs\n');
 
 for (const { port } of servers.values()) await load(port, 2);
 

@@ -5,42 +5,27 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Express } from 'express';
 import request from 'supertest';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type KanaEmulator, startKanaEmulator } from '../src/emulator/index.js';
-import {
-  KanaError,
-  type KanaMeter,
-  type KanaMeterOptions,
-  kanaMeter,
-  logCodes,
-  type UndeliveredUsage,
-} from '../src/index.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { KanaError, type KanaMeterOptions, kanaMeter, logCodes, type UndeliveredUsage } from '../src/index.js';
 import { basicSeed, expressVersions, meteredApp, meterOptions } from './helpers/app.js';
+import { useEmulator } from './helpers/emulator.js';
 
-let emulator: KanaEmulator;
-const meters: KanaMeter[] = [];
+const env = useEmulator();
 
-beforeAll(async () => {
-  emulator = await startKanaEmulator();
-});
-afterAll(async () => {
-  await Promise.all(meters.map((kana) => kana.close({ timeoutMs: 100 })));
-  await emulator.close();
-});
 beforeEach(() => {
-  emulator.reset();
-  emulator.seed(basicSeed);
+  env.emulator.reset();
+  env.emulator.seed(basicSeed);
 });
 
 function setup(overrides: Partial<KanaMeterOptions> = {}) {
   const failures: [UndeliveredUsage, KanaError][] = [];
-  const { options, sink } = meterOptions(emulator, {
+  const { options, sink } = meterOptions(env.emulator, {
     routes: { 'GET /r': 'reports' },
     onDeliveryFailure: (usage, error) => void failures.push([usage, error]),
     ...overrides,
   });
   const kana = kanaMeter(options);
-  meters.push(kana);
+  env.track(kana);
   const app: Express = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
   const hit = (user = 'u1') => request(app).get('/r').set('x-user', user).expect(200);
   return { kana, app, hit, sink, failures };
@@ -57,29 +42,29 @@ describe('retries (the retry table, end to end)', () => {
     ['HTML from a proxy', { status: 200, body: '<html>gateway</html>' }],
   ] as const)('retries %s and then delivers', async (_name, fault) => {
     const { kana, hit } = setup();
-    emulator.failNext(fault, { times: 2 });
+    env.emulator.failNext(fault, { times: 2 });
     await hit();
     await kana.flush();
-    expect(emulator.usage('u1', 'reports')).toBe(1);
+    expect(env.emulator.usage('u1', 'reports')).toBe(1);
     expect(kana.stats()).toMatchObject({ delivered: 1, failed: 0, retries: 2, calls: 3 });
   });
 
   it('retries a call that timed out', async () => {
     const { kana, hit } = setup({ timeoutMs: 100 });
-    emulator.failNext({ delayMs: 400, apply: false });
+    env.emulator.failNext({ delayMs: 400, apply: false });
     await hit();
     await kana.flush();
-    expect(emulator.usage('u1', 'reports')).toBe(1);
+    expect(env.emulator.usage('u1', 'reports')).toBe(1);
     expect(kana.stats()).toMatchObject({ delivered: 1, retries: 1 });
   });
 
   it('waits at least Retry-After before retrying a 429', async () => {
     const { kana, hit } = setup({ flushInterval: 0 });
-    emulator.failNext({ status: 429, retryAfter: 1 });
+    env.emulator.failNext({ status: 429, retryAfter: 1 });
     await hit();
     const started = Date.now();
     await kana.flush();
-    const calls = emulator.requests().filter((r) => r.fieldNames.includes('createUsageEvent'));
+    const calls = env.emulator.requests().filter((r) => r.fieldNames.includes('createUsageEvent'));
     expect(calls).toHaveLength(2);
     expect((calls[1]?.at as number) - (calls[0]?.at as number)).toBeGreaterThanOrEqual(990);
     expect(Date.now() - started).toBeGreaterThanOrEqual(900);
@@ -100,7 +85,7 @@ describe('retries (the retry table, end to end)', () => {
     ['HTTP 404', { status: 404 }, 'KANA_HTTP_ERROR'],
   ] as const)('does not retry %s: the usage fails at once, logged and reported', async (_name, fault, code) => {
     const { kana, hit, sink, failures } = setup();
-    emulator.failNext(fault);
+    env.emulator.failNext(fault);
     await hit();
     await kana.flush();
     expect(kana.stats()).toMatchObject({ calls: 1, retries: 0, failed: 1, delivered: 0, pending: 0 });
@@ -114,10 +99,10 @@ describe('retries (the retry table, end to end)', () => {
 
   it('keeps an event whose retries run out on a transient error, and delivers it once Kana answers', async () => {
     const { kana, hit, failures, sink } = setup({ retry: { retries: 2, minTimeout: 1, maxTimeout: 5 } });
-    emulator.failNext({ status: 500 }, { times: 10 });
+    env.emulator.failNext({ status: 500 }, { times: 10 });
     await hit();
     await kana.flush();
-    expect(emulator.usage('u1', 'reports')).toBe(1);
+    expect(env.emulator.usage('u1', 'reports')).toBe(1);
     // 3 attempts by p-retry, then one probe at a time until the 11th call gets through.
     expect(kana.stats()).toMatchObject({ calls: 11, retries: 2, failed: 0, delivered: 1, kanaAvailable: true });
     expect(failures).toEqual([]);
@@ -129,7 +114,7 @@ describe('retries (the retry table, end to end)', () => {
   });
 
   it('a wrong API key fails without retrying, and an onDeliveryFailure that throws is logged', async () => {
-    const { options, sink } = meterOptions(emulator, {
+    const { options, sink } = meterOptions(env.emulator, {
       apiKey: 'prv_test_wrongwrongwrong',
       routes: { 'GET /r': 'reports' },
       onDeliveryFailure: () => {
@@ -137,7 +122,7 @@ describe('retries (the retry table, end to end)', () => {
       },
     });
     const kana = kanaMeter(options);
-    meters.push(kana);
+    env.track(kana);
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
     await request(app).get('/r').set('x-user', 'u1').expect(200);
     await kana.flush();
@@ -154,10 +139,10 @@ describe('coalescing and concurrency', () => {
     await hit('u2');
     expect(kana.stats()).toMatchObject({ captured: 51, pending: 51, pendingKeys: 2, calls: 0 });
     await kana.flush();
-    const calls = emulator.usageCalls();
+    const calls = env.emulator.usageCalls();
     expect(calls).toHaveLength(2);
     expect(calls.find((call) => call.userId === 'u1')?.delta).toBe(50);
-    expect(emulator.usage('u1', 'reports')).toBe(50);
+    expect(env.emulator.usage('u1', 'reports')).toBe(50);
     expect(kana.stats()).toMatchObject({ delivered: 51, calls: 2, pending: 0, pendingKeys: 0 });
   });
 
@@ -170,10 +155,10 @@ describe('coalescing and concurrency', () => {
       requests++;
     }
     await kana.flush();
-    expect(emulator.usage('u1', 'reports')).toBe(requests);
+    expect(env.emulator.usage('u1', 'reports')).toBe(requests);
     // 1000 ms of traffic at one call per 200 ms, plus the final flush.
-    expect(emulator.usageCalls().length).toBeLessThanOrEqual(7);
-    expect(requests).toBeGreaterThan(emulator.usageCalls().length);
+    expect(env.emulator.usageCalls().length).toBeLessThanOrEqual(7);
+    expect(requests).toBeGreaterThan(env.emulator.usageCalls().length);
   });
 
   it('keeps at most `concurrency` calls in flight', async () => {
@@ -189,9 +174,9 @@ describe('coalescing and concurrency', () => {
       }
     };
     const { kana, hit } = setup({ concurrency: 2, fetch: countingFetch });
-    emulator.failNext({ delayMs: 50 }, { times: 20 });
+    env.emulator.failNext({ delayMs: 50 }, { times: 20 });
     for (let i = 0; i < 6; i++) await hit(`user-${i}`);
-    emulator.seed({ users: Array.from({ length: 6 }, (_, i) => ({ id: `user-${i}` })) });
+    env.emulator.seed({ users: Array.from({ length: 6 }, (_, i) => ({ id: `user-${i}` })) });
     await kana.flush();
     expect(maxInFlight).toBe(2);
     expect(kana.stats().delivered).toBe(6);
@@ -199,14 +184,14 @@ describe('coalescing and concurrency', () => {
 
   it('splits a coalesced delta above the GraphQL Int range into several calls', async () => {
     const big = 2_000_000_000;
-    const { options } = meterOptions(emulator, { routes: { 'GET /r': { feature: 'reports', delta: big } } });
+    const { options } = meterOptions(env.emulator, { routes: { 'GET /r': { feature: 'reports', delta: big } } });
     const kana = kanaMeter(options);
-    meters.push(kana);
+    env.track(kana);
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
     await request(app).get('/r').set('x-user', 'u1');
     await request(app).get('/r').set('x-user', 'u1');
     await kana.flush();
-    const deltas = emulator.usageCalls().map((call) => call.delta);
+    const deltas = env.emulator.usageCalls().map((call) => call.delta);
     expect(deltas.every((delta) => delta <= 2_147_483_647)).toBe(true);
     expect(deltas.reduce((a, b) => a + b, 0)).toBe(2 * big);
     expect(kana.stats()).toMatchObject({ delivered: 2, failed: 0 });
@@ -226,7 +211,7 @@ describe('flush and close', () => {
     const first = kana.close();
     expect(kana.close()).toBe(first);
     await first;
-    expect(emulator.usage('u1', 'reports')).toBe(1);
+    expect(env.emulator.usage('u1', 'reports')).toBe(1);
 
     await hit('u2');
     expect(failures).toEqual([
@@ -241,7 +226,7 @@ describe('flush and close', () => {
 
   it('close() keeps its deadline when Kana hangs, and reports what is left', async () => {
     const { kana, hit, failures, sink } = setup({ timeoutMs: 30_000 });
-    emulator.failNext({ delayMs: 5000 }, { times: 2 });
+    env.emulator.failNext({ delayMs: 5000 }, { times: 2 });
     await hit();
     await hit('u2');
     const started = Date.now();
@@ -274,8 +259,8 @@ describe('flush and close', () => {
     await hit('u2'); // finished after close() began
     releaseUserId();
     await closing;
-    expect(emulator.usage('u1', 'reports')).toBe(1);
-    expect(emulator.usage('u2', 'reports')).toBe(0);
+    expect(env.emulator.usage('u1', 'reports')).toBe(1);
+    expect(env.emulator.usage('u2', 'reports')).toBe(0);
     expect(failures.map(([usage, error]) => [usage.userId, error.code])).toEqual([['u2', 'KANA_CLOSED']]);
   });
 
@@ -291,7 +276,9 @@ describe('flush and close', () => {
     const script = fileURLToPath(new URL('./fixtures/idle-exit.ts', import.meta.url));
     const tsx = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
     const started = Date.now();
-    const { stdout } = await promisify(execFile)(tsx, [script, emulator.url, emulator.apiKey], { timeout: 15_000 });
+    const { stdout } = await promisify(execFile)(tsx, [script, env.emulator.url, env.emulator.apiKey], {
+      timeout: 15_000,
+    });
     expect(stdout).toContain('captured 1');
     expect(Date.now() - started).toBeLessThan(15_000);
   });
@@ -305,8 +292,8 @@ describe('the API key is never logged', () => {
         return req.get('x-user');
       },
     });
-    emulator.failNext({ status: 503 }, { times: 2 });
-    emulator.failNext({ status: 401 });
+    env.emulator.failNext({ status: 503 }, { times: 2 });
+    env.emulator.failNext({ status: 401 });
     await hit('u1');
     await kana.flush();
     await hit('u2');
@@ -314,7 +301,7 @@ describe('the API key is never logged', () => {
     await request(app).get('/r').set('x-user', 'boom').expect(200);
     await kana.close();
     expect(sink.raw.length).toBeGreaterThanOrEqual(3);
-    expect(sink.raw.join('\n')).not.toContain(emulator.apiKey);
-    expect(sink.raw.join('\n')).not.toContain(emulator.apiKey.slice(9));
+    expect(sink.raw.join('\n')).not.toContain(env.emulator.apiKey);
+    expect(sink.raw.join('\n')).not.toContain(env.emulator.apiKey.slice(9));
   });
 });

@@ -7,48 +7,41 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import request from 'supertest';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type KanaEmulator, startKanaEmulator } from '../src/emulator/index.js';
-import { type KanaMeter, kanaMeter, logCodes } from '../src/index.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { kanaMeter, logCodes } from '../src/index.js';
 import { basicSeed, expressVersions, meteredApp, meterOptions, sleep } from './helpers/app.js';
+import { useEmulator } from './helpers/emulator.js';
 
 const spoolApp = fileURLToPath(new URL('./fixtures/spool-app.ts', import.meta.url));
 // Node itself runs the app (tsx as a loader, not a wrapper process), so signals reach it directly.
 const node = (...args: string[]) => [process.execPath, ['--import', 'tsx', spoolApp, ...args]] as const;
 const users = ['u1', 'u2', 'u3', '124'];
 
-let emulator: KanaEmulator;
 let directory: string;
-const meters: KanaMeter[] = [];
 
-beforeAll(async () => {
-  emulator = await startKanaEmulator();
-});
-afterAll(async () => {
-  await Promise.all(meters.map((kana) => kana.close({ timeoutMs: 100 })));
-  await emulator.close();
-});
+const env = useEmulator();
+
 beforeEach(async () => {
-  await emulator.setOffline(false);
-  emulator.reset();
-  emulator.seed(basicSeed);
+  await env.emulator.setOffline(false);
+  env.emulator.reset();
+  env.emulator.seed(basicSeed);
   directory = mkdtempSync(join(tmpdir(), 'kana-durability-'));
 });
 afterEach(() => rmSync(directory, { recursive: true, force: true }));
 
 function totalUsage(): number {
-  return users.reduce((sum, user) => sum + emulator.usage(user, 'reports'), 0);
+  return users.reduce((sum, user) => sum + env.emulator.usage(user, 'reports'), 0);
 }
 
 describe('a Kana outage in the middle of the load', () => {
   it('delivers exactly N once Kana is back, with one warning and one info line', async () => {
-    const { options, sink } = meterOptions(emulator, {
+    const { options, sink } = meterOptions(env.emulator, {
       routes: { 'GET /r': 'reports' },
       flushInterval: 50,
       retry: { retries: 2, minTimeout: 20, maxTimeout: 300 },
     });
     const kana = kanaMeter(options);
-    meters.push(kana);
+    env.track(kana);
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
     const hit = (i: number) =>
       request(app)
@@ -59,11 +52,11 @@ describe('a Kana outage in the middle of the load', () => {
     let sent = 0;
     for (; sent < 100; sent++) await hit(sent);
     await sleep(120); // some calls are in flight or delivered
-    await emulator.setOffline(true);
+    await env.emulator.setOffline(true);
     for (; sent < 300; sent++) await hit(sent);
     await sleep(1500);
     const during = kana.stats();
-    await emulator.setOffline(false);
+    await env.emulator.setOffline(false);
     for (; sent < 400; sent++) await hit(sent);
     await kana.flush();
 
@@ -76,15 +69,15 @@ describe('a Kana outage in the middle of the load', () => {
   });
 
   it('does not hammer Kana while it is away: probes back off', async () => {
-    const { options } = meterOptions(emulator, {
+    const { options } = meterOptions(env.emulator, {
       routes: { 'GET /r': 'reports' },
       flushInterval: 20,
       retry: { retries: 1, minTimeout: 50, maxTimeout: 400, randomize: false },
     });
     const kana = kanaMeter(options);
-    meters.push(kana);
+    env.track(kana);
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
-    await emulator.setOffline(true);
+    await env.emulator.setOffline(true);
     for (let i = 0; i < 50; i++)
       await request(app)
         .get('/r')
@@ -92,7 +85,7 @@ describe('a Kana outage in the middle of the load', () => {
     await sleep(2000);
     // 4 keys: each tries twice (p-retry), then one probe at a time: 100 ms, 200 ms, then every 400 ms.
     expect(kana.stats().calls).toBeLessThanOrEqual(4 * 2 + 7);
-    await emulator.setOffline(false);
+    await env.emulator.setOffline(false);
     await kana.flush();
     expect(totalUsage()).toBe(50);
   });
@@ -101,14 +94,14 @@ describe('a Kana outage in the middle of the load', () => {
 describe('maxPendingKeys', () => {
   it('without a spool, drops usage for new keys beyond the bound: counted, logged once, passed to onDrop', async () => {
     const dropped: string[] = [];
-    const { options, sink } = meterOptions(emulator, {
+    const { options, sink } = meterOptions(env.emulator, {
       userId: (req) => req.get('x-user'),
       routes: { 'GET /r': 'reports' },
       maxPendingKeys: 3,
       onDrop: (usage) => void dropped.push(usage.userId),
     });
     const kana = kanaMeter(options);
-    meters.push(kana);
+    env.track(kana);
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
     for (const user of ['a', 'b', 'c', 'd', 'e', 'a']) await request(app).get('/r').set('x-user', user);
     expect(kana.stats()).toMatchObject({ captured: 6, dropped: 2, pendingKeys: 3, pending: 4 });
@@ -117,13 +110,13 @@ describe('maxPendingKeys', () => {
   });
 
   it('with a spool, spills usage for new keys to the file and delivers it all on flush', async () => {
-    const { options } = meterOptions(emulator, {
+    const { options } = meterOptions(env.emulator, {
       routes: { 'GET /r': 'reports' },
       maxPendingKeys: 2,
       spool: { path: join(directory, 'usage.spool') },
     });
     const kana = kanaMeter(options);
-    meters.push(kana);
+    env.track(kana);
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
     for (let i = 0; i < 12; i++)
       await request(app)
@@ -131,7 +124,7 @@ describe('maxPendingKeys', () => {
         .set('x-user', users[i % 4] as string);
     expect(kana.stats()).toMatchObject({ captured: 12, spilled: 6, dropped: 0, pendingKeys: 2 });
     await kana.flush();
-    expect(users.map((user) => emulator.usage(user, 'reports'))).toEqual([3, 3, 3, 3]);
+    expect(users.map((user) => env.emulator.usage(user, 'reports'))).toEqual([3, 3, 3, 3]);
     expect(kana.stats()).toMatchObject({ delivered: 12, pending: 0 });
   });
 });
@@ -139,10 +132,10 @@ describe('maxPendingKeys', () => {
 describe('the spool', () => {
   it('keeps what close() could not deliver, and the next start sends it', async () => {
     const path = join(directory, 'usage.spool');
-    const first = meterOptions(emulator, { routes: { 'GET /r': 'reports' }, spool: { path } });
+    const first = meterOptions(env.emulator, { routes: { 'GET /r': 'reports' }, spool: { path } });
     const kana = kanaMeter(first.options);
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
-    await emulator.setOffline(true);
+    await env.emulator.setOffline(true);
     for (let i = 0; i < 20; i++)
       await request(app)
         .get('/r')
@@ -154,10 +147,10 @@ describe('the spool', () => {
     expect(first.sink.withCode(logCodes.spooledAtClose)).toHaveLength(1);
     expect(kana.stats().failed).toBe(0);
 
-    await emulator.setOffline(false);
-    const second = meterOptions(emulator, { spool: { path } });
+    await env.emulator.setOffline(false);
+    const second = meterOptions(env.emulator, { spool: { path } });
     const restarted = kanaMeter(second.options);
-    meters.push(restarted);
+    env.track(restarted);
     expect(restarted.stats()).toMatchObject({ replayed: 20, pending: 20 });
     await restarted.flush();
     expect(totalUsage()).toBe(20);
@@ -167,7 +160,7 @@ describe('the spool', () => {
 
   it('refuses to start on a corrupt spool, naming it, and leaves the file as it was', async () => {
     const path = join(directory, 'usage.spool');
-    const { options } = meterOptions(emulator, { spool: { path } });
+    const { options } = meterOptions(env.emulator, { spool: { path } });
     await kanaMeter(options).close();
     const text = `${readFileSync(path, 'utf8')}{"u":"u1"}\n`;
     writeFileSync(path, text);
@@ -178,7 +171,7 @@ describe('the spool', () => {
 
 describe('across real process restarts', () => {
   function startApp(path: string, writeAhead = false): Promise<{ child: ChildProcess; port: number }> {
-    const [command, args] = node('serve', emulator.url, emulator.apiKey, path, writeAhead ? 'write-ahead' : '');
+    const [command, args] = node('serve', env.emulator.url, env.emulator.apiKey, path, writeAhead ? 'write-ahead' : '');
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     return new Promise((resolve, reject) => {
       child.stdout?.once('data', (data: Buffer) => resolve({ child, port: JSON.parse(String(data)).port }));
@@ -194,14 +187,14 @@ describe('across real process restarts', () => {
   }
 
   async function drain(path: string): Promise<{ replayed: number; delivered: number }> {
-    const [command, args] = node('drain', emulator.url, emulator.apiKey, path);
+    const [command, args] = node('drain', env.emulator.url, env.emulator.apiKey, path);
     const { stdout } = await promisify(execFile)(command, args);
     return JSON.parse(stdout);
   }
 
   it('Kana down, N requests, SIGTERM: exits in time; Kana up, next start: Kana has exactly N', async () => {
     const path = join(directory, 'usage.spool');
-    await emulator.setOffline(true);
+    await env.emulator.setOffline(true);
     const { child, port } = await startApp(path);
     await sendLoad(port, 120);
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
@@ -210,14 +203,14 @@ describe('across real process restarts', () => {
     expect(await exited).toBe(0);
     expect(Date.now() - signalled).toBeLessThan(3000 + 2000); // close({ timeoutMs: 3000 }) plus process exit
 
-    await emulator.setOffline(false);
+    await env.emulator.setOffline(false);
     expect(await drain(path)).toMatchObject({ replayed: 120, delivered: 120 });
     expect(totalUsage()).toBe(120);
   });
 
   it('with writeAhead, usage survives SIGKILL', async () => {
     const path = join(directory, 'usage.spool');
-    await emulator.setOffline(true);
+    await env.emulator.setOffline(true);
     const { child, port } = await startApp(path, true);
     await sendLoad(port, 60);
     // The client can read a response a moment before the server's 'finish' event captures it:
@@ -227,7 +220,7 @@ describe('across real process restarts', () => {
     child.kill('SIGKILL');
     await exited;
 
-    await emulator.setOffline(false);
+    await env.emulator.setOffline(false);
     expect(await drain(path)).toMatchObject({ replayed: 60, delivered: 60 });
     expect(totalUsage()).toBe(60);
   });

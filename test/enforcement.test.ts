@@ -3,23 +3,14 @@
 import { connect } from 'node:net';
 import type { Request, Response } from 'express';
 import request from 'supertest';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type EmulatorSeed, type KanaEmulator, startKanaEmulator } from '../src/emulator/index.js';
-import {
-  type EntitlementDecision,
-  type KanaMeter,
-  type KanaMeterOptions,
-  kanaMeter,
-  logCodes,
-  meter,
-} from '../src/index.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import type { EmulatorSeed } from '../src/emulator/index.js';
+import { type EntitlementDecision, type KanaMeterOptions, kanaMeter, logCodes, meter } from '../src/index.js';
 import { expressVersions, meteredApp, meterOptions, sleep } from './helpers/app.js';
+import { useEmulator } from './helpers/emulator.js';
 
 const HOUR = 3_600_000;
 const QUOTA_EXCEEDED = 'https://iana.org/assignments/http-problem-types#quota-exceeded';
-
-let emulator: KanaEmulator;
-const meters: KanaMeter[] = [];
 
 /**
  * Users u1..u4 on "small": api-calls 5 a day (the day started 23 hours ago, so it resets in an
@@ -50,36 +41,31 @@ const seed: EmulatorSeed = {
   ],
 };
 
-beforeAll(async () => {
-  emulator = await startKanaEmulator();
-});
-afterAll(async () => {
-  await Promise.all(meters.map((kana) => kana.close({ timeoutMs: 100 })));
-  await emulator.close();
-});
+const env = useEmulator();
+
 beforeEach(() => {
-  emulator.reset();
+  env.emulator.reset();
   const startedAt = new Date(Date.now() - 23 * HOUR).toISOString();
-  emulator.seed({
+  env.emulator.seed({
     ...seed,
     subscriptions: ['u1', 'u2', 'u3', 'u4'].map((userId) => ({ userId, packageId: 'small', startedAt })),
   });
 });
 
 function setUsage(userId: string, featureId: string, used: number): void {
-  emulator.seed({ usage: [{ userId, featureId, used }] });
+  env.emulator.seed({ usage: [{ userId, featureId, used }] });
 }
 
 function enforced(overrides: Partial<KanaMeterOptions> = {}) {
-  const { options, sink } = meterOptions(emulator, { enforce: true, ...overrides });
+  const { options, sink } = meterOptions(env.emulator, { enforce: true, ...overrides });
   const kana = kanaMeter(options);
-  meters.push(kana);
+  env.track(kana);
   return { kana, sink };
 }
 
 /** Kana calls that checked an entitlement. */
 function checks() {
-  return emulator.requests().filter((sent) => sent.fieldNames.includes('canUseFeature'));
+  return env.emulator.requests().filter((sent) => sent.fieldNames.includes('canUseFeature'));
 }
 
 /** A handler that answers 200 with what the gate decided, and counts its runs. */
@@ -122,7 +108,7 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     expect(seen[1]).toMatchObject({ source: 'cache', used: 2, remaining: 1 });
     expect(seen).toHaveLength(2);
     expect(refused.body).toMatchObject({ used: 4, budget: 5 });
-    expect(emulator.usage('u1', 'api-calls')).toBe(4);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(4);
     expect(kana.stats()).toMatchObject({ allowed: 2, denied: 1, checks: 1, cacheHits: 2, captured: 2 });
   });
 
@@ -181,7 +167,7 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     expect(response.headers.ratelimit).toBeUndefined();
     expect(response.headers['retry-after']).toBeUndefined();
     expect(ran).toBe(0);
-    expect(emulator.usageCalls()).toEqual([]);
+    expect(env.emulator.usageCalls()).toEqual([]);
     expect(kana.stats()).toMatchObject({ denied: 2, allowed: 0, captured: 0 });
   });
 
@@ -218,7 +204,7 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
       'violated-policies': ['api-calls'],
     });
     expect(ran).toBe(0);
-    expect(emulator.usageCalls()).toEqual([]);
+    expect(env.emulator.usageCalls()).toEqual([]);
   });
 
   it('lets exactly the budget through when 20 requests arrive at once (each holds its units)', async () => {
@@ -238,7 +224,7 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     const statuses = responses.map((response) => response.status);
     expect(statuses.filter((status) => status === 200)).toHaveLength(5);
     expect(statuses.filter((status) => status === 429)).toHaveLength(15);
-    expect(emulator.usage('u2', 'api-calls')).toBe(5);
+    expect(env.emulator.usage('u2', 'api-calls')).toBe(5);
     expect(checks()).toHaveLength(1);
   });
 
@@ -273,7 +259,7 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     await kana.flush();
 
     expect([slow.status, concurrent.status, after.status]).toEqual([200, 429, 429]);
-    expect(emulator.usage('u3', 'api-calls')).toBe(5);
+    expect(env.emulator.usage('u3', 'api-calls')).toBe(5);
   });
 
   it('lets the request through and logs when Kana is unreachable (onKanaError: allow, the default)', async () => {
@@ -281,11 +267,11 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     const { seen, handler } = recordingHandler();
     const app = meteredApp(createExpress, kana, (app) => app.get('/api/calls', handler));
 
-    await emulator.setOffline(true);
+    await env.emulator.setOffline(true);
     try {
       await request(app).get('/api/calls').set('x-user', 'u1').expect(200);
     } finally {
-      await emulator.setOffline(false);
+      await env.emulator.setOffline(false);
     }
     await kana.flush();
 
@@ -302,8 +288,8 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     expect(sink.withCode(logCodes.checkFailed)).toEqual([
       expect.objectContaining({ userId: 'u1', featureId: 'api-calls', onKanaError: 'allow' }),
     ]);
-    expect(sink.raw.join('\n')).not.toContain(emulator.apiKey);
-    expect(emulator.usage('u1', 'api-calls')).toBe(1); // a request let through is billed as usual
+    expect(sink.raw.join('\n')).not.toContain(env.emulator.apiKey);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(1); // a request let through is billed as usual
   });
 
   it("refuses with 503 problem+json when Kana is unreachable and onKanaError is 'deny'", async () => {
@@ -316,12 +302,12 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
       }),
     );
 
-    await emulator.setOffline(true);
+    await env.emulator.setOffline(true);
     let response: request.Response;
     try {
       response = await request(app).get('/api/calls').set('x-user', 'u1').expect(503);
     } finally {
-      await emulator.setOffline(false);
+      await env.emulator.setOffline(false);
     }
     await kana.flush();
 
@@ -334,7 +320,7 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
       featureId: 'api-calls',
     });
     expect(ran).toBe(0);
-    expect(emulator.usageCalls()).toEqual([]);
+    expect(env.emulator.usageCalls()).toEqual([]);
     expect(kana.stats()).toMatchObject({ denied: 1, failedOpen: 0, checkErrors: 1 });
   });
 
@@ -363,7 +349,7 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
       expect.objectContaining({ allowed: false, status: 402, reason: 'not-in-plan', featureId: 'premium' }),
     ]);
     expect(ran).toBe(0);
-    expect(emulator.usageCalls()).toEqual([]);
+    expect(env.emulator.usageCalls()).toEqual([]);
   });
 });
 
@@ -374,11 +360,11 @@ describe('where the gate runs and what it checks', () => {
     const { kana } = enforced({
       routes: { 'GET /api/free': { feature: 'api-calls', enforce: false } },
     });
-    const { options } = meterOptions(emulator, {
+    const { options } = meterOptions(env.emulator, {
       routes: { 'GET /api/mapped': { feature: 'api-calls', enforce: true } },
     });
     const lax = kanaMeter(options);
-    meters.push(lax);
+    env.track(lax);
     const strictApp = meteredApp(createExpress, kana, (app) => {
       app.get('/api/free', (_req, res) => res.json({}));
       app.get('/api/reports', meter('reports', { enforce: false }), (_req, res) => res.json({}));
@@ -443,7 +429,7 @@ describe('where the gate runs and what it checks', () => {
 
     expect(checks()[0]?.variables).toMatchObject({ delta: 1 });
     // Checked as 1, billed as computed: such a route can end past its budget by one response's delta.
-    expect(emulator.usage('u1', 'reports')).toBe(4);
+    expect(env.emulator.usage('u1', 'reports')).toBe(4);
   });
 
   it('checks one feature once when the route map and meter() both enforce it (meter() decides)', async () => {
@@ -456,7 +442,7 @@ describe('where the gate runs and what it checks', () => {
     await request(app).get('/api/calls').set('x-user', 'u1').expect(200, { remaining: 0 });
     await request(app).get('/api/calls').set('x-user', 'u1').expect(429);
     await kana.flush();
-    expect(emulator.usage('u1', 'api-calls')).toBe(5);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(5);
   });
 
   it('reads userId once per enforced request, before the handler, and bills that id', async () => {
@@ -481,8 +467,8 @@ describe('where the gate runs and what it checks', () => {
     await kana.flush();
 
     expect(calls).toBe(2);
-    expect(emulator.usage('u1', 'api-calls')).toBe(2);
-    expect(emulator.usage('u4', 'api-calls')).toBe(0);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(2);
+    expect(env.emulator.usage('u4', 'api-calls')).toBe(0);
   });
 
   it('does not check nor bill an enforced request without a user id, and warns once', async () => {
@@ -494,7 +480,7 @@ describe('where the gate runs and what it checks', () => {
     await kana.flush();
 
     expect(checks()).toEqual([]);
-    expect(emulator.usageCalls()).toEqual([]);
+    expect(env.emulator.usageCalls()).toEqual([]);
     expect(kana.stats()).toMatchObject({ unchecked: 2, skippedNoUser: 2, allowed: 0 });
     expect(sink.withCode(logCodes.uncheckedNoUser)).toEqual([
       expect.objectContaining({ level: 40, featureId: 'api-calls', path: '/api/calls' }),
@@ -514,13 +500,13 @@ describe('the entitlement cache', () => {
 
     expect(checks()).toHaveLength(1);
     expect(kana.stats()).toMatchObject({ checks: 1, cacheHits: 49, allowed: 50, entitlements: 1 });
-    expect(emulator.usage('u1', 'exports')).toBe(50);
+    expect(env.emulator.usage('u1', 'exports')).toBe(50);
   });
 
   it('shares one Kana call between concurrent misses for one (user, feature)', async () => {
     const { kana } = enforced({ routes: { 'GET /api/exports': 'exports' } });
     const app = meteredApp(createExpress, kana, (app) => app.get('/api/exports', (_req, res) => res.json({})));
-    emulator.failNext({ delayMs: 100 }, { operation: 'canUseFeature' });
+    env.emulator.failNext({ delayMs: 100 }, { operation: 'canUseFeature' });
 
     const responses = await Promise.all(
       Array.from({ length: 10 }, () => request(app).get('/api/exports').set('x-user', 'u1')),
@@ -543,7 +529,7 @@ describe('the entitlement cache', () => {
     }
 
     expect(statuses).toEqual([200, 200, 200, 200, 200, 429, 429]);
-    expect(emulator.usage('u1', 'api-calls')).toBe(5);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(5);
     expect(checks()).toHaveLength(1);
   });
 
@@ -556,9 +542,9 @@ describe('the entitlement cache', () => {
 
     expect(statuses).toEqual([200, 200, 200, 200, 200, 429]);
     expect(checks()).toHaveLength(6); // TTL 0: every request asks Kana, which has seen none of it yet
-    expect(emulator.usage('u1', 'api-calls')).toBe(0);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(0);
     await kana.flush();
-    expect(emulator.usage('u1', 'api-calls')).toBe(5);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(5);
   });
 
   it('sees usage recorded elsewhere only once the TTL has expired', async () => {
@@ -624,7 +610,7 @@ describe('holds end with the response', () => {
     } finally {
       server.close();
     }
-    expect(emulator.usage('u1', 'api-calls')).toBe(5); // the aborted request was not billed
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(5); // the aborted request was not billed
   });
 });
 
@@ -639,7 +625,7 @@ describe('a client that leaves while its check is pending', () => {
         res.json({});
       }),
     );
-    emulator.failNext({ delayMs: 150 }, { operation: 'canUseFeature' });
+    env.emulator.failNext({ delayMs: 150 }, { operation: 'canUseFeature' });
     const server = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));
     try {
@@ -656,7 +642,7 @@ describe('a client that leaves while its check is pending', () => {
       server.close();
     }
     expect(ran).toBe(1);
-    expect(emulator.usage('u1', 'api-calls')).toBe(5);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(5);
     expect(kana.stats()).toMatchObject({ allowed: 1, checks: 1 });
   });
 });
@@ -675,7 +661,7 @@ describe('feature kinds', () => {
 
     expect(seen[0]).toMatchObject({ allowed: true, used: null, budget: null, remaining: null, resetAt: null });
     expect(allowed.headers['ratelimit-policy']).toBeUndefined();
-    expect(emulator.usageCalls()).toEqual([expect.objectContaining({ userId: 'u1', featureId: 'sso', delta: 1 })]);
+    expect(env.emulator.usageCalls()).toEqual([expect.objectContaining({ userId: 'u1', featureId: 'sso', delta: 1 })]);
   });
 
   it('unlimited budgets always pass, and are billed', async () => {
@@ -689,7 +675,7 @@ describe('feature kinds', () => {
 
     expect(seen[0]).toMatchObject({ allowed: true, used: 1_000_000, budget: null, remaining: null });
     expect(response.headers.ratelimit).toBeUndefined();
-    expect(emulator.usage('u1', 'exports')).toBe(1_000_500);
+    expect(env.emulator.usage('u1', 'exports')).toBe(1_000_500);
   });
 
   it('overage-enabled allowances pass past the budget, and are billed', async () => {
@@ -704,7 +690,7 @@ describe('feature kinds', () => {
 
     expect(seen[1]).toMatchObject({ used: 6, budget: 2, remaining: 0, overageEnabled: true });
     expect(response.headers.ratelimit).toBeUndefined();
-    expect(emulator.usage('u1', 'overage-calls')).toBe(7);
+    expect(env.emulator.usage('u1', 'overage-calls')).toBe(7);
   });
 
   it('a finite allowance without a reset period: RateLimit without a window or reset time, no Retry-After', async () => {
@@ -741,7 +727,7 @@ describe('a slow or failing Kana', () => {
     const app = meteredApp(createExpress, kana, (app) =>
       app.get('/api/calls', (req, res) => res.json({ error: req.kana?.error?.code })),
     );
-    emulator.failNext({ delayMs: 1500, apply: false }, { operation: 'canUseFeature' });
+    env.emulator.failNext({ delayMs: 1500, apply: false }, { operation: 'canUseFeature' });
 
     // Had the gate waited for Kana's answer, u1 (0 of 5 used) would have been allowed with no error.
     const response = await request(app).get('/api/calls').set('x-user', 'u1').expect(status);

@@ -4,11 +4,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type KanaEmulator, startKanaEmulator } from '../src/emulator/index.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   type KanaCall,
-  type KanaMeter,
   type KanaMeterMetrics,
   type KanaMeterOptions,
   type KanaMeterStats,
@@ -16,22 +14,16 @@ import {
   logCodes,
 } from '../src/index.js';
 import { basicSeed, expressVersions, meteredApp, meterOptions } from './helpers/app.js';
+import { useEmulator } from './helpers/emulator.js';
 
-let emulator: KanaEmulator;
 let directory: string;
-const meters: KanaMeter[] = [];
 
-beforeAll(async () => {
-  emulator = await startKanaEmulator();
-});
-afterAll(async () => {
-  await Promise.all(meters.map((kana) => kana.close({ timeoutMs: 100 })));
-  await emulator.close();
-});
+const env = useEmulator();
+
 beforeEach(async () => {
-  await emulator.setOffline(false);
-  emulator.reset();
-  emulator.seed({
+  await env.emulator.setOffline(false);
+  env.emulator.reset();
+  env.emulator.seed({
     ...basicSeed,
     features: [...basicSeed.features, { id: 'searches', type: 'CONSUMABLE' as const }],
     packages: [...basicSeed.packages, { id: 'small', features: [{ id: 'searches', limit: 1 }] }],
@@ -53,12 +45,12 @@ function recordingMetrics() {
 }
 
 function setup(overrides: Partial<KanaMeterOptions>) {
-  const { options, sink } = meterOptions(emulator, {
+  const { options, sink } = meterOptions(env.emulator, {
     routes: { 'GET /r': 'reports', 'GET /search': { feature: 'searches', enforce: true } },
     ...overrides,
   });
   const kana = kanaMeter(options);
-  meters.push(kana);
+  env.track(kana);
   const app = meteredApp(expressVersions[0][1], kana, (app) => {
     app.get('/r', (_req, res) => res.json({}));
     app.get('/search', (_req, res) => res.json({}));
@@ -83,10 +75,10 @@ describe('bind()', () => {
     const path = join(directory, 'usage.spool');
     // An earlier run leaves 3 events in the spool (Kana offline until its close() deadline).
     const { kana: earlier, hit } = setup({ spool: { path } });
-    await emulator.setOffline(true);
+    await env.emulator.setOffline(true);
     await Promise.all([hit(), hit(), hit()]);
     await earlier.close({ timeoutMs: 50 });
-    await emulator.setOffline(false);
+    await env.emulator.setOffline(false);
     const spooled = readFileSync(path, 'utf8');
     expect(spooled).toContain('"u1"');
 
@@ -96,7 +88,7 @@ describe('bind()', () => {
       },
       observeKanaCall() {},
     };
-    const { options } = meterOptions(emulator, { spool: { path }, metrics: broken });
+    const { options } = meterOptions(env.emulator, { spool: { path }, metrics: broken });
     expect(() => kanaMeter(options)).toThrow('already bound');
     expect(existsSync(`${path}.lock`)).toBe(false);
     expect(readFileSync(path, 'utf8')).toBe(spooled);
@@ -105,8 +97,8 @@ describe('bind()', () => {
     const { metrics } = recordingMetrics();
     const { kana: next } = setup({ spool: { path }, metrics });
     await next.flush();
-    expect(emulator.usageCalls()).toHaveLength(1);
-    expect(emulator.usage('u1', 'reports')).toBe(3);
+    expect(env.emulator.usageCalls()).toHaveLength(1);
+    expect(env.emulator.usage('u1', 'reports')).toBe(3);
     expect(next.stats()).toMatchObject({ replayed: 3, delivered: 3 });
   });
 });
@@ -115,7 +107,7 @@ describe('observeKanaCall()', () => {
   it('is told of each usage call attempt: its duration and outcome', async () => {
     const { metrics, calls } = recordingMetrics();
     const { kana, hit } = setup({ metrics });
-    emulator.failNext({ status: 503 }, { times: 2 });
+    env.emulator.failNext({ status: 503 }, { times: 2 });
     await hit();
     await kana.flush();
     expect(calls.map(({ operation, outcome }) => [operation, outcome])).toEqual([
@@ -131,8 +123,8 @@ describe('observeKanaCall()', () => {
     // A 1 s backoff before the second attempt, which itself takes 150 ms: timed with the backoff, it would take >= 1150 ms.
     const retry = { retries: 1, minTimeout: 1000, maxTimeout: 1000, randomize: false };
     const { kana, hit } = setup({ metrics, retry });
-    emulator.failNext({ status: 500 });
-    emulator.failNext({ delayMs: 150 });
+    env.emulator.failNext({ status: 500 });
+    env.emulator.failNext({ delayMs: 150 });
     await hit();
     await kana.flush();
     expect(calls.map((call) => call.outcome)).toEqual(['KANA_SERVER_ERROR', 'ok']);
@@ -144,7 +136,7 @@ describe('observeKanaCall()', () => {
   it('reports a permanent failure with its code', async () => {
     const { metrics, calls } = recordingMetrics();
     const { kana, hit } = setup({ metrics });
-    emulator.failNext({ status: 401 });
+    env.emulator.failNext({ status: 401 });
     await hit();
     await kana.flush();
     expect(calls).toEqual([{ operation: 'usage', outcome: 'KANA_UNAUTHENTICATED', durationMs: expect.any(Number) }]);
@@ -154,7 +146,7 @@ describe('observeKanaCall()', () => {
   it('is told of each outage probe', async () => {
     const { metrics, calls } = recordingMetrics();
     const { kana, hit } = setup({ metrics, retry: { retries: 1, minTimeout: 1, maxTimeout: 5 } });
-    emulator.failNext({ status: 500 }, { times: 4 });
+    env.emulator.failNext({ status: 500 }, { times: 4 });
     await hit();
     await kana.flush();
     // Two attempts by p-retry, then probes until the fifth call gets through.
@@ -177,7 +169,7 @@ describe('observeKanaCall()', () => {
   it('reports a failed check with its code, timed to the check timeout', async () => {
     const { metrics, calls } = recordingMetrics();
     const { kana, hit } = setup({ metrics, checkTimeoutMs: 100 });
-    emulator.failNext({ delayMs: 400 }, { operation: 'canUseFeature' });
+    env.emulator.failNext({ delayMs: 400 }, { operation: 'canUseFeature' });
     await hit('/search');
     expect(calls).toEqual([{ operation: 'check', outcome: 'KANA_TIMEOUT', durationMs: expect.any(Number) }]);
     expect(calls[0]?.durationMs).toBeGreaterThanOrEqual(95);
@@ -198,12 +190,12 @@ describe('a metrics object that throws', () => {
     'never breaks a request or a delivery when it %s: counted in hookErrors, logged',
     async (how) => {
       const { kana, hit, sink } = setup({ metrics: throwing(how) });
-      emulator.failNext({ status: 503 }, { operation: 'createUsageEvent' });
+      env.emulator.failNext({ status: 503 }, { operation: 'createUsageEvent' });
       await hit();
       await hit('/search');
       await kana.flush();
-      expect(emulator.usage('u1', 'reports')).toBe(1);
-      expect(emulator.usage('u1', 'searches')).toBe(1);
+      expect(env.emulator.usage('u1', 'reports')).toBe(1);
+      expect(env.emulator.usage('u1', 'searches')).toBe(1);
       // The check, two deliveries, and one failed attempt before one of them.
       expect(kana.stats()).toMatchObject({
         delivered: 2,
@@ -227,7 +219,7 @@ describe('a metrics object that throws', () => {
   it('is logged once per 1000 failures, and every failure is counted', async () => {
     const { kana, hit, sink } = setup({ metrics: throwing('throws'), concurrency: 50 });
     // 1001 keys (one user each): 1001 calls.
-    emulator.seed({ users: Array.from({ length: 1001 }, (_, i) => ({ id: `user-${i}` })) });
+    env.emulator.seed({ users: Array.from({ length: 1001 }, (_, i) => ({ id: `user-${i}` })) });
     for (let i = 0; i < 1001; i++) await hit('/r', 200, `user-${i}`);
     await kana.flush();
     expect(kana.stats()).toMatchObject({ delivered: 1001, calls: 1001, hookErrors: 1001 });

@@ -2,35 +2,27 @@
 
 import { connect } from 'node:net';
 import request from 'supertest';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type KanaEmulator, startKanaEmulator } from '../src/emulator/index.js';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { type KanaMeter, kanaMeter, logCodes, meter } from '../src/index.js';
 import { getDefaultLogger } from '../src/logger.js';
 import { basicSeed, expressVersions, meteredApp, meterOptions, sleep } from './helpers/app.js';
+import { useEmulator } from './helpers/emulator.js';
 
-let emulator: KanaEmulator;
-const meters: KanaMeter[] = [];
+const env = useEmulator();
 
-beforeAll(async () => {
-  emulator = await startKanaEmulator();
-});
-afterAll(async () => {
-  await Promise.all(meters.map((kana) => kana.close({ timeoutMs: 100 })));
-  await emulator.close();
-});
 beforeEach(() => {
-  emulator.reset();
-  emulator.seed(basicSeed);
+  env.emulator.reset();
+  env.emulator.seed(basicSeed);
 });
 
 function track(kana: KanaMeter): KanaMeter {
-  meters.push(kana);
+  env.track(kana);
   return kana;
 }
 
 describe.each(expressVersions)('%s', (_name, createExpress) => {
   it('bills a mapped route once per 2xx, with ids as Strings and the route delta', async () => {
-    const { options } = meterOptions(emulator, {
+    const { options } = meterOptions(env.emulator, {
       routes: { 'POST /api/search': 'api-calls', 'GET /api/items/:id': { feature: 'item-reads', delta: 2 } },
     });
     const kana = track(kanaMeter(options));
@@ -46,14 +38,14 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     await request(app).get('/api/free').set('x-user', 'u2').expect(200);
     await kana.flush();
 
-    expect(emulator.usage('u1', 'api-calls')).toBe(2);
-    expect(emulator.usage('u2', 'item-reads')).toBe(2);
-    expect(emulator.usageCalls().every((call) => call.operation === 'createUsageEvent')).toBe(true);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(2);
+    expect(env.emulator.usage('u2', 'item-reads')).toBe(2);
+    expect(env.emulator.usageCalls().every((call) => call.operation === 'createUsageEvent')).toBe(true);
     expect(kana.stats()).toMatchObject({ captured: 3, delivered: 3, failed: 0, pending: 0 });
   });
 
   it('does not bill 4xx, 5xx, errors thrown by handlers, or requests without a user', async () => {
-    const { options } = meterOptions(emulator, { routes: { 'ALL /api/*rest': 'api-calls' } });
+    const { options } = meterOptions(env.emulator, { routes: { 'ALL /api/*rest': 'api-calls' } });
     const kana = track(kanaMeter(options));
     const app = meteredApp(createExpress, kana, (app) => {
       app.get('/api/bad', (_req, res) => res.status(400).json({}));
@@ -76,12 +68,12 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     await request(app).get('/api/ok').set('x-user', 'u1').expect(200);
     await kana.flush();
 
-    expect(emulator.usage('u1', 'api-calls')).toBe(1);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(1);
     expect(kana.stats()).toMatchObject({ captured: 1, delivered: 1, skippedNoUser: 2 });
   });
 
   it('does not bill a request whose client aborted before the response finished', async () => {
-    const { options } = meterOptions(emulator, { routes: { 'GET /api/slow': 'api-calls' } });
+    const { options } = meterOptions(env.emulator, { routes: { 'GET /api/slow': 'api-calls' } });
     const kana = track(kanaMeter(options));
     let handlerDone!: () => void;
     const handlerFinished = new Promise<void>((resolve) => {
@@ -110,12 +102,12 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     server.close();
 
     expect(statusAtEnd).toBe(200); // the status still says 200: only the missing 'finish' tells
-    expect(emulator.usage('u1', 'api-calls')).toBe(0);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(0);
     expect(kana.stats().captured).toBe(0);
   });
 
   it('meter() tags a route, wins over the route map, and bills each feature once', async () => {
-    const { options } = meterOptions(emulator, { routes: { 'ALL /api/*rest': 'api-calls' } });
+    const { options } = meterOptions(env.emulator, { routes: { 'ALL /api/*rest': 'api-calls' } });
     const kana = track(kanaMeter(options));
     const app = meteredApp(createExpress, kana, (app) => {
       app.get('/api/reports/:id', meter('reports'), (_req, res) => res.json({}));
@@ -132,17 +124,17 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     await request(app).get('/api/plain').set('x-user', 'u1').expect(200);
     await kana.flush();
 
-    expect(emulator.usage('u1', 'reports')).toBe(1);
-    expect(emulator.usage('u1', 'exports')).toBe(1);
-    expect(emulator.usage('u1', 'api-calls')).toBe(1); // only /api/plain
-    expect(emulator.usage('u2', 'reports')).toBe(3); // the last meter() on a route wins, billed once
-    expect(emulator.usage('u2', 'api-calls')).toBe(0);
-    expect(emulator.usage('u3', 'reports')).toBe(1);
-    expect(emulator.usage('u3', 'exports')).toBe(1);
+    expect(env.emulator.usage('u1', 'reports')).toBe(1);
+    expect(env.emulator.usage('u1', 'exports')).toBe(1);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(1); // only /api/plain
+    expect(env.emulator.usage('u2', 'reports')).toBe(3); // the last meter() on a route wins, billed once
+    expect(env.emulator.usage('u2', 'api-calls')).toBe(0);
+    expect(env.emulator.usage('u3', 'reports')).toBe(1);
+    expect(env.emulator.usage('u3', 'exports')).toBe(1);
   });
 
   it('meter() computes its delta from the finished response', async () => {
-    const { options } = meterOptions(emulator);
+    const { options } = meterOptions(env.emulator);
     const kana = track(kanaMeter(options));
     const app = meteredApp(createExpress, kana, (app) => {
       app.post('/api/export', meter('exports', { delta: (_req, res) => res.locals.rows }), (_req, res) => {
@@ -156,7 +148,7 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     await request(app).post('/api/export-async').set('x-user', 'u1').expect(200);
     await kana.flush();
 
-    expect(emulator.usage('u1', 'exports')).toBe(50);
+    expect(env.emulator.usage('u1', 'exports')).toBe(50);
   });
 
   it('meter() without kanaMeter() logs one error with a stable code and leaves the request alone', async () => {
@@ -178,18 +170,18 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
 
 describe('user ids and deltas', () => {
   it('sends numeric user ids as Strings (Kana rejects any other type)', async () => {
-    const { options } = meterOptions(emulator, { userId: () => 124, routes: { 'GET /r': 'reports' } });
+    const { options } = meterOptions(env.emulator, { userId: () => 124, routes: { 'GET /r': 'reports' } });
     const kana = track(kanaMeter(options));
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
     await request(app).get('/r').expect(200);
     await kana.flush();
-    expect(emulator.usage('124', 'reports')).toBe(1);
-    expect(emulator.usageCalls()[0]).toMatchObject({ userId: '124', featureId: 'reports', delta: 1 });
+    expect(env.emulator.usage('124', 'reports')).toBe(1);
+    expect(env.emulator.usageCalls()[0]).toMatchObject({ userId: '124', featureId: 'reports', delta: 1 });
     expect(kana.stats().failed).toBe(0);
   });
 
   it('accepts an async userId', async () => {
-    const { options } = meterOptions(emulator, {
+    const { options } = meterOptions(env.emulator, {
       userId: async (req) => {
         await sleep(5);
         return req.get('x-user');
@@ -200,11 +192,11 @@ describe('user ids and deltas', () => {
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
     await request(app).get('/r').set('x-user', 'u2').expect(200);
     await kana.flush();
-    expect(emulator.usage('u2', 'reports')).toBe(1);
+    expect(env.emulator.usage('u2', 'reports')).toBe(1);
   });
 
   it('logs and counts a userId that throws, without touching the response', async () => {
-    const { options, sink } = meterOptions(emulator, {
+    const { options, sink } = meterOptions(env.emulator, {
       userId: () => {
         throw new Error('no session');
       },
@@ -227,14 +219,14 @@ describe('user ids and deltas', () => {
     ['above Int', 2 ** 31],
     ['undefined', undefined],
   ])('does not send a delta of %s: logs it with route and feature, and counts it', async (_label, badDelta) => {
-    const { options, sink } = meterOptions(emulator);
+    const { options, sink } = meterOptions(env.emulator);
     const kana = track(kanaMeter(options));
     const app = meteredApp(expressVersions[0][1], kana, (app) =>
       app.post('/api/export', meter('exports', { delta: () => badDelta as number }), (_req, res) => res.json({})),
     );
     await request(app).post('/api/export').set('x-user', 'u1').expect(200);
     await kana.flush();
-    expect(emulator.usageCalls()).toEqual([]);
+    expect(env.emulator.usageCalls()).toEqual([]);
     expect(kana.stats()).toMatchObject({ invalidDelta: 1, captured: 0 });
     expect(sink.withCode(logCodes.invalidDelta)).toEqual([
       expect.objectContaining({
@@ -249,12 +241,12 @@ describe('user ids and deltas', () => {
 
 describe('the Kana call', () => {
   it('uses the mutation from Kana usage guide by default', async () => {
-    const { options } = meterOptions(emulator, { routes: { 'GET /r': 'reports' } });
+    const { options } = meterOptions(env.emulator, { routes: { 'GET /r': 'reports' } });
     const kana = track(kanaMeter(options));
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
     await request(app).get('/r').set('x-user', 'u1');
     await kana.flush();
-    const [sent] = emulator.requests();
+    const [sent] = env.emulator.requests();
     expect(sent).toMatchObject({
       operationName: 'createUsageEvent',
       fieldNames: ['createUsageEvent'],
@@ -264,42 +256,42 @@ describe('the Kana call', () => {
   });
 
   it("uses recordUsage with mutation: 'recordUsage'", async () => {
-    const { options } = meterOptions(emulator, { routes: { 'GET /r': 'reports' }, mutation: 'recordUsage' });
+    const { options } = meterOptions(env.emulator, { routes: { 'GET /r': 'reports' }, mutation: 'recordUsage' });
     const kana = track(kanaMeter(options));
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
     await request(app).get('/r').set('x-user', 'u1');
     await kana.flush();
-    expect(emulator.usageCalls()).toEqual([
+    expect(env.emulator.usageCalls()).toEqual([
       expect.objectContaining({ operation: 'recordUsage', userId: 'u1', delta: 1 }),
     ]);
   });
 
   it.each(['createUsageEvent', 'recordUsage'] as const)('retries a %s call that returned false', async (mutation) => {
-    const { options } = meterOptions(emulator, { routes: { 'GET /r': 'reports' }, mutation });
+    const { options } = meterOptions(env.emulator, { routes: { 'GET /r': 'reports' }, mutation });
     const kana = track(kanaMeter(options));
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
-    emulator.failNext({ result: false }, { times: 2 });
+    env.emulator.failNext({ result: false }, { times: 2 });
     await request(app).get('/r').set('x-user', 'u1');
     await kana.flush();
-    expect(emulator.usage('u1', 'reports')).toBe(1);
+    expect(env.emulator.usage('u1', 'reports')).toBe(1);
     expect(kana.stats()).toMatchObject({ delivered: 1, retries: 2, calls: 3 });
   });
 });
 
 describe('metering adds no latency', () => {
   it('answers the request while Kana is still taking 2 s to answer', async () => {
-    const { options } = meterOptions(emulator, { routes: { 'GET /r': 'reports' }, flushInterval: 0 });
+    const { options } = meterOptions(env.emulator, { routes: { 'GET /r': 'reports' }, flushInterval: 0 });
     const kana = track(kanaMeter(options));
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({ ok: true })));
-    emulator.failNext({ delayMs: 2000 });
+    env.emulator.failNext({ delayMs: 2000 });
 
     await request(app).get('/r').set('x-user', 'u1').expect(200, { ok: true });
     await sleep(100); // the call has started by now (flushInterval 0)
-    const during = { usage: emulator.usage('u1', 'reports'), stats: kana.stats() };
+    const during = { usage: env.emulator.usage('u1', 'reports'), stats: kana.stats() };
     await kana.flush();
 
     expect(during.stats.inFlight).toBe(1);
     expect(during.usage).toBe(0); // Kana had not answered when the response arrived
-    expect(emulator.usage('u1', 'reports')).toBe(1);
+    expect(env.emulator.usage('u1', 'reports')).toBe(1);
   });
 });

@@ -3,27 +3,19 @@
 import { readFile } from 'node:fs/promises';
 import { register as globalRegister, Registry } from 'prom-client';
 import request from 'supertest';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type KanaEmulator, startKanaEmulator } from '../src/emulator/index.js';
-import { type KanaMeter, type KanaMeterOptions, type KanaMeterStats, kanaMeter } from '../src/index.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { type KanaMeterOptions, type KanaMeterStats, kanaMeter } from '../src/index.js';
 import { prometheusMetrics } from '../src/prometheus.js';
 import { expressVersions, meteredApp, meterOptions } from './helpers/app.js';
+import { useEmulator } from './helpers/emulator.js';
 
-let emulator: KanaEmulator;
-const meters: KanaMeter[] = [];
+const env = useEmulator();
 
-beforeAll(async () => {
-  emulator = await startKanaEmulator();
-});
-afterAll(async () => {
-  await Promise.all(meters.map((kana) => kana.close({ timeoutMs: 100 })));
-  await emulator.close();
-});
 beforeEach(async () => {
-  await emulator.setOffline(false);
-  emulator.reset();
+  await env.emulator.setOffline(false);
+  env.emulator.reset();
   // u1 and u2 may use reports without limit, and searches twice (enforced).
-  emulator.seed({
+  env.emulator.seed({
     users: [{ id: 'u1' }, { id: 'u2' }],
     features: [
       { id: 'reports', type: 'CONSUMABLE' },
@@ -48,13 +40,13 @@ beforeEach(async () => {
 /** A metered app whose kanaMeter reports to a fresh registry; `scrape()` reads it as Prometheus does. */
 function setup(overrides: Partial<KanaMeterOptions> = {}) {
   const register = new Registry();
-  const { options, sink } = meterOptions(emulator, {
+  const { options, sink } = meterOptions(env.emulator, {
     routes: { 'GET /r': 'reports', 'GET /search': { feature: 'searches', enforce: true } },
     metrics: prometheusMetrics({ register }),
     ...overrides,
   });
   const kana = kanaMeter(options);
-  meters.push(kana);
+  env.track(kana);
   const app = meteredApp(expressVersions[0][1], kana, (app) => {
     app.get('/r', (_req, res) => res.json({}));
     app.get('/search', (_req, res) => res.json({}));
@@ -108,12 +100,12 @@ describe('prometheusMetrics() on a metered app', () => {
     expect(samples.get('kana_meter_kana_call_duration_seconds_bucket{le="+Inf",operation="usage",outcome="ok"}')).toBe(
       2,
     );
-    expect(emulator.usage('u1', 'reports')).toBe(5);
+    expect(env.emulator.usage('u1', 'reports')).toBe(5);
   });
 
   it('counts retries after a 503, and times the failed attempts under their code', async () => {
     const { kana, hit, scrape } = setup();
-    emulator.failNext({ status: 503 }, { times: 2 });
+    env.emulator.failNext({ status: 503 }, { times: 2 });
     await hit();
     await kana.flush();
     const samples = await scrape();
@@ -126,7 +118,7 @@ describe('prometheusMetrics() on a metered app', () => {
 
   it('counts an event that failed for good', async () => {
     const { kana, hit, scrape } = setup({ onDeliveryFailure: () => {} });
-    emulator.failNext({ status: 401 });
+    env.emulator.failNext({ status: 401 });
     await hit();
     await kana.flush();
     const samples = await scrape();
@@ -139,7 +131,7 @@ describe('prometheusMetrics() on a metered app', () => {
 
   it('shows an outage: Kana unavailable and usage pending, then back', async () => {
     const { kana, hit, scrape } = setup({ retry: { retries: 1, minTimeout: 1, maxTimeout: 50 }, flushInterval: 0 });
-    await emulator.setOffline(true);
+    await env.emulator.setOffline(true);
     await hit();
     await hit();
     await expect.poll(() => kana.stats().kanaAvailable).toBe(false);
@@ -148,7 +140,7 @@ describe('prometheusMetrics() on a metered app', () => {
     expect(samples.get('kana_meter_pending_events')).toBe(2);
     expect(samples.get(duration('usage', 'KANA_UNREACHABLE', 'count'))).toBeGreaterThanOrEqual(2);
 
-    await emulator.setOffline(false);
+    await env.emulator.setOffline(false);
     await kana.flush();
     samples = await scrape();
     expect(samples.get('kana_meter_kana_available')).toBe(1);
@@ -172,12 +164,12 @@ describe('prometheusMetrics() on a metered app', () => {
     expect(samples.get('kana_meter_cached_entitlements')).toBe(1);
     expect(samples.get(duration('check', 'ok', 'count'))).toBe(1);
     expect(samples.get('kana_meter_events_delivered_total')).toBe(2);
-    expect(emulator.usage('u1', 'searches')).toBe(2);
+    expect(env.emulator.usage('u1', 'searches')).toBe(2);
   });
 
   it('counts a failed check let through (fail open), timed under KANA_TIMEOUT', async () => {
     const { hit, scrape } = setup({ checkTimeoutMs: 100 });
-    emulator.failNext({ delayMs: 400 }, { operation: 'canUseFeature' });
+    env.emulator.failNext({ delayMs: 400 }, { operation: 'canUseFeature' });
     await hit('/search');
     const samples = await scrape();
     expect(samples.get('kana_meter_enforcement_failed_open_total')).toBe(1);
@@ -272,7 +264,7 @@ describe('one prometheusMetrics() per kanaMeter()', () => {
   it('refuses to be bound to a second kanaMeter(), with a clear error', () => {
     const metrics = prometheusMetrics({ register: new Registry() });
     setup({ metrics });
-    const { options } = meterOptions(emulator, { metrics });
+    const { options } = meterOptions(env.emulator, { metrics });
     expect(() => kanaMeter(options)).toThrow(
       /option `metrics`: this prometheusMetrics\(\) is already bound to another kanaMeter\(\); create one per kanaMeter\(\), each with its own `prefix` or `register`/,
     );
