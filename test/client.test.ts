@@ -1,21 +1,19 @@
 // KanaClient.checkEntitlement against the emulator: canUseFeature + the current period in one call.
 
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type KanaEmulator, startKanaEmulator } from '../src/emulator/index.js';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { KanaClient, KanaError } from '../src/index.js';
+import { useEmulator } from './helpers/emulator.js';
 
 const HOUR = 3_600_000;
-let emulator: KanaEmulator;
+const env = useEmulator();
 let client: KanaClient;
 
-beforeAll(async () => {
-  emulator = await startKanaEmulator();
-  client = new KanaClient({ apiKey: emulator.apiKey, endpoint: emulator.url });
+beforeAll(() => {
+  client = new KanaClient({ apiKey: env.emulator.apiKey, endpoint: env.emulator.url });
 });
-afterAll(() => emulator.close());
 beforeEach(() => {
-  emulator.reset();
-  emulator.seed({
+  env.emulator.reset();
+  env.emulator.seed({
     users: [{ id: 'u1' }, { id: 'nobody' }],
     features: [
       { id: 'api-calls', type: 'CONSUMABLE' },
@@ -39,7 +37,7 @@ describe('KanaClient.checkEntitlement', () => {
     expect(answer.period?.end.getTime()).toBeGreaterThan(Date.now() + HOUR - 60_000);
     expect(answer.period?.end.getTime()).toBeLessThanOrEqual(Date.now() + HOUR);
     expect(answer.period!.end.getTime() - answer.period!.start.getTime()).toBe(24 * HOUR);
-    const [sent] = emulator.requests();
+    const [sent] = env.emulator.requests();
     expect(sent).toMatchObject({ fieldNames: ['canUseFeature', 'showUsage'], authorized: true });
     expect(sent?.variables).toEqual({ userId: 'u1', featureId: 'api-calls', delta: 2 });
   });
@@ -58,7 +56,7 @@ describe('KanaClient.checkEntitlement', () => {
   });
 
   it('gives up after its own timeout, however long the call timeout is', async () => {
-    emulator.failNext({ delayMs: 1000 });
+    env.emulator.failNext({ delayMs: 1000 });
     const error = await client
       .checkEntitlement({ userId: 'u1', featureId: 'api-calls', delta: 1 }, { timeoutMs: 50 })
       .catch((caught: unknown) => caught);

@@ -1,23 +1,20 @@
 // seed(): validation errors that name the field path, all-or-nothing writes, seeding through the API.
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type EmulatorSeed, type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { type EmulatorSeed, startKanaEmulator } from '../../src/emulator/index.js';
+import { useEmulator } from '../helpers/emulator.js';
 import { docsSeed, post } from './graphql-client.js';
 
-let emulator: KanaEmulator;
+const env = useEmulator();
 
-beforeAll(async () => {
-  emulator = await startKanaEmulator();
-});
-afterAll(() => emulator.close());
 beforeEach(() => {
-  emulator.reset();
+  env.emulator.reset();
 });
 
 const userAndPackage = { users: [{ id: 'u' }], packages: [{ id: 'p', features: [] }] };
 
 /** Seeds a value the types would reject, as a JavaScript caller could. */
 function seedUntyped(seed: unknown): void {
-  emulator.seed(seed as EmulatorSeed);
+  env.emulator.seed(seed as EmulatorSeed);
 }
 
 describe('seed validation', () => {
@@ -102,8 +99,8 @@ describe('seed validation', () => {
   });
 
   it('rejects ids that already exist in the emulator', () => {
-    emulator.seed({ users: [{ id: 'u' }] });
-    expect(() => emulator.seed({ users: [{ id: 'v' }, { id: 'u' }] })).toThrow(
+    env.emulator.seed({ users: [{ id: 'u' }] });
+    expect(() => env.emulator.seed({ users: [{ id: 'v' }, { id: 'u' }] })).toThrow(
       'users[1].id duplicates the user id "u"',
     );
   });
@@ -111,8 +108,8 @@ describe('seed validation', () => {
   it('writes nothing when any part is invalid', async () => {
     const seed = docsSeed();
     seed.subscriptions = [{ userId: '124', packageId: 'no-such-plan' }];
-    expect(() => emulator.seed(seed)).toThrow(/subscriptions\[0\]\.packageId/);
-    const response = await post(emulator, '{ users { id } features { id } packages(status: "ALL") { id } }');
+    expect(() => env.emulator.seed(seed)).toThrow(/subscriptions\[0\]\.packageId/);
+    const response = await post(env.emulator, '{ users { id } features { id } packages(status: "ALL") { id } }');
     expect(response.data).toEqual({ users: [], features: [], packages: [] });
   });
 
@@ -123,10 +120,10 @@ describe('seed validation', () => {
 
 describe('seeded state', () => {
   it('defaults packages to PUBLISHED and subscriptions to ACTIVE, and can refer to earlier seeds', async () => {
-    emulator.seed(docsSeed());
-    emulator.seed({ subscriptions: [{ userId: '124', packageId: 'pro-plan' }] });
+    env.emulator.seed(docsSeed());
+    env.emulator.seed({ subscriptions: [{ userId: '124', packageId: 'pro-plan' }] });
     const response = await post(
-      emulator,
+      env.emulator,
       '{ packages { id status } subscriptions(userId: "124") { status package { id } } }',
     );
     expect(response.data).toEqual({
@@ -140,9 +137,9 @@ describe('seeded state', () => {
   });
 
   it('is visible through the API with the documented fields', async () => {
-    emulator.seed(docsSeed());
+    env.emulator.seed(docsSeed());
     const response = await post(
-      emulator,
+      env.emulator,
       `{ user(id: "124") { id name email billingId metadata }
          feature(id: "api-calls") { id name type unitLabel unitLabelPlural packages { id } }
          package(id: "pro-plan") { id name isAddon features { id name type limit unitLabel } prices { id } } }`,

@@ -1,30 +1,26 @@
 // subscribe: published packages only, one base package, add-ons need a base, Kana's verbatim messages.
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { useEmulator } from '../helpers/emulator.js';
 import { docsSeed, post, SUBSCRIBE } from './graphql-client.js';
 
-let emulator: KanaEmulator;
+const env = useEmulator();
 
-beforeAll(async () => {
-  emulator = await startKanaEmulator();
-});
-afterAll(() => emulator.close());
 beforeEach(() => {
-  emulator.reset();
+  env.emulator.reset();
   const seed = docsSeed();
   seed.packages!.push(
     { id: 'draft-plan', status: 'DRAFT', features: [] },
     { id: 'proactive-messaging', isAddon: true, features: [] },
   );
-  emulator.seed(seed);
+  env.emulator.seed(seed);
 });
 
 function subscribe(packageIds: string[], userId = '124') {
-  return post(emulator, SUBSCRIBE, { userId, packageIds });
+  return post(env.emulator, SUBSCRIBE, { userId, packageIds });
 }
 
 async function subscriptionCount(): Promise<number> {
-  const response = await post(emulator, '{ subscriptions(userId: "124") { id } }');
+  const response = await post(env.emulator, '{ subscriptions(userId: "124") { id } }');
   return (response.data.subscriptions as unknown[]).length;
 }
 
@@ -98,7 +94,7 @@ describe('subscribe', () => {
   });
 
   it('does not count a CANCELLED base as held', async () => {
-    emulator.seed({ subscriptions: [{ userId: '124', packageId: 'free-plan', status: 'CANCELLED' }] });
+    env.emulator.seed({ subscriptions: [{ userId: '124', packageId: 'free-plan', status: 'CANCELLED' }] });
     expectSubscribeError(
       await subscribe(['extra-500-api-calls']),
       'Cannot subscribe to addon. Missing live tier subscription.',
@@ -115,7 +111,7 @@ describe('subscribe', () => {
 
   it('grants the subscribed features at once', async () => {
     await subscribe(['pro-plan']);
-    const response = await post(emulator, '{ canUseFeature(userId: "124", featureId: "sso") { access } }');
+    const response = await post(env.emulator, '{ canUseFeature(userId: "124", featureId: "sso") { access } }');
     expect(response.data).toEqual({ canUseFeature: { access: true } });
   });
 });
