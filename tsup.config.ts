@@ -7,7 +7,7 @@ export default defineConfig([
       index: 'src/index.ts',
       'emulator/index': 'src/emulator/index.ts',
       // The only entry that imports prom-client (an optional peer, left external): the main bundle must not.
-      prometheus: 'src/prometheus.ts',
+      prometheus: 'src/integrations/prometheus.ts',
     },
     format: ['esm', 'cjs'],
     dts: true,

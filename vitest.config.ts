@@ -14,7 +14,7 @@ export default defineConfig({
       },
       {
         find: /^kana-meter\/prometheus$/,
-        replacement: fileURLToPath(new URL('./src/prometheus.ts', import.meta.url)),
+        replacement: fileURLToPath(new URL('./src/integrations/prometheus.ts', import.meta.url)),
       },
     ],
   },

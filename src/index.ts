@@ -1,8 +1,20 @@
 // kana-meter's public surface: named exports only.
 
 // Types `req.kana` on Express's Request for every consumer of the package.
-import './express-augmentation.js';
+import './enforcement/express-augmentation.js';
 
+export type {
+  DecisionReason,
+  DecisionSource,
+  EntitlementDecision,
+  RefusedDecision,
+} from './config/decision.js';
+export type { KanaErrorCode, LogCode } from './config/errors.js';
+export { KanaError, logCodes } from './config/errors.js';
+export type { KanaLogger } from './config/logger.js';
+export type { KanaCall, KanaCallOperation, KanaCallOutcome, KanaMeterMetrics } from './config/metrics.js';
+export type { KanaMeterStats } from './config/stats.js';
+export type { CloseOptions } from './delivery/queue.js';
 export type {
   CheckOptions,
   EntitlementAnswer,
@@ -10,16 +22,11 @@ export type {
   KanaClientOptions,
   UsageInput,
   UsageMutation,
-} from './client.js';
-export { DEFAULT_CHECK_TIMEOUT_MS, DEFAULT_ENDPOINT, KanaClient } from './client.js';
-export type { CloseOptions } from './delivery.js';
-export type { DecisionReason, DecisionSource, EntitlementDecision, RefusedDecision } from './entitlements.js';
-export type { KanaErrorCode, LogCode } from './errors.js';
-export { KanaError, logCodes } from './errors.js';
-export type { KanaLogger } from './logger.js';
+} from './kana/client.js';
+export { DEFAULT_CHECK_TIMEOUT_MS, DEFAULT_ENDPOINT, KanaClient } from './kana/client.js';
 export { meter } from './meter.js';
-export type { DeltaFunction, FeatureOptions } from './metered-feature.js';
-export type { KanaCall, KanaCallOperation, KanaCallOutcome, KanaMeterMetrics } from './metrics.js';
+export type { DeltaFunction, FeatureOptions } from './metering/metered-feature.js';
+export type { RouteMap, RouteTarget } from './metering/routes.js';
 export type { KanaMeter } from './middleware.js';
 export { kanaMeter } from './middleware.js';
 export type {
@@ -30,5 +37,3 @@ export type {
   SpoolOptions,
   UndeliveredUsage,
 } from './options.js';
-export type { RouteMap, RouteTarget } from './routes.js';
-export type { KanaMeterStats } from './stats.js';

@@ -1,10 +1,10 @@
 // meter(): the per-route decorator that tags a request with the feature it uses; kanaMeter() reports it.
 
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { logCodes } from './errors.js';
-import { getDefaultLogger } from './logger.js';
-import { type FeatureOptions, parseMeteredFeature } from './metered-feature.js';
-import { meterContextOf } from './request-usage.js';
+import { logCodes } from './config/errors.js';
+import { getDefaultLogger } from './config/logger.js';
+import { type FeatureOptions, parseMeteredFeature } from './metering/metered-feature.js';
+import { meterContextOf } from './metering/request-usage.js';
 
 /**
  * Bills `featureId` for each successful request on this route. Requires `app.use(kanaMeter(...))`

@@ -2,13 +2,16 @@
 
 import type { ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './delivery.js';
-import { EntitlementCache } from './entitlements.js';
-import { KanaError, logCodes } from './errors.js';
-import { createGate, releaseHolds } from './gate.js';
-import { isValidDelta, type MeteredFeature } from './metered-feature.js';
-import { guardObserveKanaCall } from './metrics.js';
-import { type KanaMeterOptions, parseOptions } from './options.js';
+import { KanaError, logCodes } from './config/errors.js';
+import { guardObserveKanaCall } from './config/metrics.js';
+import { createCounters, type KanaMeterStats } from './config/stats.js';
+import { isPromise } from './config/thenable.js';
+import { raceTimeout } from './config/timers.js';
+import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './delivery/queue.js';
+import { EntitlementCache } from './enforcement/entitlements.js';
+import { createGate, releaseHolds } from './enforcement/gate.js';
+import { KanaClient } from './kana/client.js';
+import { isValidDelta, type MeteredFeature } from './metering/metered-feature.js';
 import {
   featuresToBill,
   type MeterContext,
@@ -18,10 +21,9 @@ import {
   startUsage,
   usageOf,
   where,
-} from './request-usage.js';
-import { createCounters, type KanaMeterStats } from './stats.js';
-import { raceTimeout } from './timers.js';
-import { isPromise, toKanaUserId, type UserIdValue } from './user-id.js';
+} from './metering/request-usage.js';
+import { toKanaUserId, type UserIdValue } from './metering/user-id.js';
+import { type KanaMeterOptions, parseOptions } from './options.js';
 
 /** The middleware, plus the controls of its delivery queue. */
 export interface KanaMeter extends RequestHandler {
@@ -41,11 +43,12 @@ export interface KanaMeter extends RequestHandler {
 export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   const config = parseOptions(options);
   const { matchRoute, logger, isSuccess, userId: getUserId, enforce } = config;
+  const client = config.client instanceof KanaClient ? config.client : new KanaClient(config.client);
   const counters = createCounters();
   const observeKanaCall = config.metrics && guardObserveKanaCall(config.metrics, counters, config.logger);
-  const queue = new DeliveryQueue(config, counters, observeKanaCall);
+  const queue = new DeliveryQueue(client, config, counters, observeKanaCall);
   const entitlements = new EntitlementCache({
-    client: config.client,
+    client,
     ttl: config.entitlementTtl,
     maxEntries: config.maxEntitlements,
     checkTimeoutMs: config.checkTimeoutMs,

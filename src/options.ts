@@ -1,13 +1,26 @@
 // kanaMeter() options: their public types, defaults and validation into one frozen config.
 
 import type { NextFunction, Request, Response } from 'express';
-import { DEFAULT_CHECK_TIMEOUT_MS, KanaClient, type UsageMutation } from './client.js';
-import type { RefusedDecision } from './entitlements.js';
-import type { KanaError } from './errors.js';
-import { type KanaLogger, parseLogger } from './logger.js';
-import { type KanaMeterMetrics, parseMetrics } from './metrics.js';
-import { checkBoolean, checkFunction, checkInteger, checkNumber, checkOneOf, optionError } from './option-checks.js';
-import { compileRoutes, type RouteMap, type RouteMatcher } from './routes.js';
+import type { RefusedDecision } from './config/decision.js';
+import type { KanaError } from './config/errors.js';
+import { type KanaLogger, parseLogger } from './config/logger.js';
+import { type KanaMeterMetrics, parseMetrics } from './config/metrics.js';
+import {
+  checkBoolean,
+  checkFunction,
+  checkInteger,
+  checkNumber,
+  checkOneOf,
+  optionError,
+} from './config/option-checks.js';
+import {
+  type ClientSettings,
+  DEFAULT_CHECK_TIMEOUT_MS,
+  KanaClient,
+  parseClientOptions,
+  type UsageMutation,
+} from './kana/client.js';
+import { compileRoutes, type RouteMap, type RouteMatcher } from './metering/routes.js';
 
 /** The usage kana-meter could not deliver, as passed to `onDeliveryFailure`. */
 export interface UndeliveredUsage {
@@ -255,7 +268,8 @@ export interface KanaMeterOptions {
 
 /** The validated, frozen form of KanaMeterOptions. Nothing here is parsed again per request. */
 export interface KanaMeterConfig {
-  readonly client: KanaClient;
+  /** The user's KanaClient, or the settings kanaMeter() builds one from. */
+  readonly client: KanaClient | ClientSettings;
   readonly userId: KanaMeterOptions['userId'];
   readonly matchRoute: RouteMatcher | undefined;
   readonly isSuccess: ((req: Request, res: Response) => boolean) | undefined;
@@ -374,14 +388,14 @@ function parseSpool(spool: SpoolOptions | undefined): Readonly<Required<SpoolOpt
   return Object.freeze({ path: spool.path, writeAhead: checkBoolean('spool.writeAhead', spool.writeAhead, false) });
 }
 
-function parseClient(options: KanaMeterOptions): KanaClient {
+function parseClient(options: KanaMeterOptions): KanaClient | ClientSettings {
   if (options.client === undefined) {
     if (options.apiKey === undefined) {
       throw new TypeError(
         'kana-meter: option `apiKey` is required (your Kana private key, e.g. process.env.KANA_API_KEY), or pass a ready `client`.',
       );
     }
-    return new KanaClient({
+    return parseClientOptions({
       apiKey: options.apiKey,
       endpoint: options.endpoint,
       mutation: options.mutation,

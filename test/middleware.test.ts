@@ -3,8 +3,8 @@
 import { connect } from 'node:net';
 import request from 'supertest';
 import { beforeEach, describe, expect, it } from 'vitest';
+import { getDefaultLogger } from '../src/config/logger.js';
 import { type KanaMeter, kanaMeter, logCodes, meter } from '../src/index.js';
-import { getDefaultLogger } from '../src/logger.js';
 import { basicSeed, expressVersions, meteredApp, meterOptions, sleep } from './helpers/app.js';
 import { useEmulator } from './helpers/emulator.js';
 

@@ -1,0 +1,540 @@
+// The delivery queue: sends coalesced usage with bounded concurrency and p-retry, rides out outages, spools, flushes and closes.
+
+import pRetry from 'p-retry';
+import { KanaError, logCodes } from '../config/errors.js';
+import type { KanaLogger } from '../config/logger.js';
+import { type ObserveKanaCall, timeKanaCall } from '../config/metrics.js';
+import type { Counter } from '../config/stats.js';
+import { keepAliveUntil, raceTimeout, sleep } from '../config/timers.js';
+import type { KanaClient } from '../kana/client.js';
+import type { KanaMeterConfig, UndeliveredUsage } from '../options.js';
+import { type Batch, PendingUsage } from './pending-usage.js';
+import { Spool, type SpoolRecord } from './spool.js';
+
+export const DEFAULT_CLOSE_TIMEOUT_MS = 10_000;
+
+export interface CloseOptions {
+  /**
+   * How long close() may take, in milliseconds. At the deadline, calls and retry waits are
+   * aborted; what is left goes to the spool, or is reported undelivered.
+   * @default 10000
+   */
+  timeoutMs?: number;
+}
+
+type DeliveryConfig = Pick<
+  KanaMeterConfig,
+  'retry' | 'flushInterval' | 'concurrency' | 'maxPendingKeys' | 'spool' | 'onDeliveryFailure' | 'onDrop' | 'logger'
+>;
+
+/** Kana is unavailable: sending is paused, and one probe call at a time tests whether it is back. */
+interface Outage {
+  since: number;
+  /** Probes that failed so far: the next waits longer. */
+  failedProbes: number;
+  probeTimer: NodeJS.Timeout | undefined;
+}
+
+export class DeliveryQueue {
+  readonly #client: KanaClient;
+  readonly #config: DeliveryConfig;
+  readonly #logger: KanaLogger;
+  readonly #counters: Record<Counter, number>;
+  /** Told of every usage call attempt; undefined without a `metrics` option (then nothing is timed). */
+  readonly #observeKanaCall: ObserveKanaCall | undefined;
+  readonly #usage = new PendingUsage();
+  /** Outbound batches waiting for a slot, oldest first (#readyHead is the next to send). */
+  #ready: Batch[] = [];
+  #readyHead = 0;
+  readonly #calls = new Set<Promise<void>>();
+  #timer: NodeJS.Timeout | undefined;
+  #outage: Outage | undefined;
+  #overflowWarned = false;
+  readonly #spool: Spool | undefined;
+  readonly #writeAhead: boolean;
+  /** The spool's snapshot holds usage: deliveries make it stale. */
+  #spoolHoldsUsage = false;
+  /** The snapshot holds usage Kana has since confirmed. */
+  #spoolStale = false;
+  /** Memory holds usage the snapshot lacks (only write-ahead keeps it current event by event). */
+  #spoolBehind = false;
+  #closing: Promise<void> | undefined;
+  /** Resolves close()'s wait early: Kana is down and the spool keeps what is left. */
+  #giveUp: (() => void) | undefined;
+  /** Aborts calls and retry waits when close() reaches its deadline. */
+  readonly #shutdown = new AbortController();
+
+  constructor(
+    client: KanaClient,
+    config: DeliveryConfig,
+    counters: Record<Counter, number>,
+    observeKanaCall?: ObserveKanaCall,
+  ) {
+    this.#client = client;
+    this.#config = config;
+    this.#logger = config.logger;
+    this.#counters = counters;
+    this.#observeKanaCall = observeKanaCall;
+    this.#writeAhead = config.spool?.writeAhead === true;
+    if (config.spool) {
+      const { spool, records } = Spool.open(config.spool.path);
+      this.#spool = spool;
+      this.#replay(records, true);
+    }
+  }
+
+  /** Queues one event. After close(), the event is reported undelivered instead. */
+  enqueue(userId: string, featureId: string, delta: number): void {
+    if (this.#closing) {
+      this.rejectClosed(userId, featureId, delta);
+      return;
+    }
+    this.#counters.captured++;
+    // The hot path: a merge into an existing batch is one Map lookup and two additions.
+    const added = this.#usage.add(userId, featureId, delta, 1, undefined, this.#config.maxPendingKeys);
+    if (added === 'full') {
+      this.#overflow({ userId, featureId, delta, events: 1, firstCapturedAt: Date.now() });
+      return;
+    }
+    if (this.#writeAhead) this.#appendToSpool({ userId, featureId, delta, events: 1, firstCapturedAt: Date.now() });
+    else if (this.#spool) this.#spoolBehind = true;
+    if (added === 'added') this.#schedule();
+  }
+
+  /** Reports an event captured after close() began: it cannot be sent any more. */
+  rejectClosed(userId: string, featureId: string, delta: number): void {
+    this.#counters.captured++;
+    const usage = { userId, featureId, delta, events: 1, firstCapturedAt: new Date() };
+    const error = new KanaError('KANA_CLOSED', 'usage was captured after close()', { retryable: false });
+    this.#logger.error(
+      { code: logCodes.capturedAfterClose, userId, featureId, delta },
+      'kana-meter: usage captured after close() was not sent',
+    );
+    this.#reportFailure(usage, 1, error);
+  }
+
+  /**
+   * Resolves when every event captured before this call is delivered or reported undelivered,
+   * spilled usage included. While Kana is unavailable, it waits for Kana to come back.
+   */
+  flush(): Promise<void> {
+    // Someone awaits this: the process must not exit under it while timers are all unref()'d.
+    return keepAliveUntil(this.#flushAll());
+  }
+
+  async #flushAll(): Promise<void> {
+    for (;;) {
+      const settled = this.#usage.settled();
+      if (this.#outage?.probeTimer) {
+        // Kana may be back already: probe now rather than at the end of the backoff.
+        clearTimeout(this.#outage.probeTimer);
+        this.#probe();
+      } else {
+        this.#tick();
+      }
+      await settled;
+      if (!this.#spool?.spilledCount || this.#shutdown.signal.aborted) return;
+      if (!this.#takeBackSpilled()) return;
+    }
+  }
+
+  /** Stops intake, flushes until the deadline, then aborts and spools or reports what is left. Idempotent. */
+  close(options: CloseOptions = {}): Promise<void> {
+    this.#closing ??= this.#closeWithin(options.timeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS);
+    return this.#closing;
+  }
+
+  /**
+   * Stops a queue that will never be used (kanaMeter() threw after creating it): clears its timer,
+   * sends nothing, and closes the spool as it was read, releasing its lock for the next kanaMeter().
+   */
+  discard(): void {
+    this.#closing ??= Promise.resolve();
+    clearTimeout(this.#timer);
+    this.#shutdown.abort(new KanaError('KANA_ABORTED', 'kanaMeter() failed', { retryable: false }));
+    this.#spool?.close();
+  }
+
+  /** Units captured for this (user, feature) that Kana has not confirmed yet: waiting or in flight. */
+  undeliveredDelta(userId: string, featureId: string): number {
+    return this.#usage.undeliveredDelta(userId, featureId);
+  }
+
+  /** Gauges for stats(). */
+  gauges(): { pending: number; pendingKeys: number; inFlight: number; kanaAvailable: boolean } {
+    return { ...this.#usage.gauges(), inFlight: this.#calls.size, kanaAvailable: this.#outage === undefined };
+  }
+
+  async #closeWithin(timeoutMs: number): Promise<void> {
+    const gaveUp = new Promise<void>((resolve) => {
+      this.#giveUp = resolve;
+    });
+    await raceTimeout(Promise.race([this.flush(), gaveUp]), timeoutMs);
+    clearTimeout(this.#timer);
+    clearTimeout(this.#outage?.probeTimer);
+    this.#shutdown.abort(new KanaError('KANA_ABORTED', 'close() reached its deadline', { retryable: false }));
+    await Promise.allSettled([...this.#calls]);
+    const left = this.#usage.drain();
+    if (this.#spool) this.#closeSpool(left);
+    else this.#reportUndeliveredAtClose(left, timeoutMs);
+  }
+
+  #schedule(): void {
+    if (this.#timer || this.#outage || this.#usage.pendingCount === 0) return;
+    if (!this.#usage.hasWaiters) {
+      this.#timer = setTimeout(() => this.#tick(), this.#config.flushInterval);
+    } else if (this.#usage.hasSendable) {
+      // flush() is waiting: send now. Keys still in flight are rescheduled when their call ends.
+      this.#timer = setTimeout(() => this.#tick(), 0);
+    } else {
+      return;
+    }
+    // Pending usage must not keep an idle process alive; close() is how it is delivered at exit.
+    this.#timer.unref();
+  }
+
+  /** Moves pending usage to outbound (one batch per key at a time) and sends what slots allow. */
+  #tick(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#shutdown.signal.aborted || this.#outage) return;
+    const roomToSpare = this.#usage.keyCount < this.#config.maxPendingKeys / 2;
+    if (roomToSpare) this.#overflowWarned = false;
+    this.#maintainSpool(roomToSpare);
+    for (const batch of this.#usage.takeSendable()) this.#ready.push(batch);
+    this.#dispatch();
+    this.#schedule();
+  }
+
+  #dispatch(): void {
+    while (!this.#outage && this.#calls.size < this.#config.concurrency && this.#readyHead < this.#ready.length) {
+      this.#start(this.#ready[this.#readyHead++] as Batch, false);
+    }
+    if (this.#readyHead === this.#ready.length) {
+      this.#ready = [];
+      this.#readyHead = 0;
+    }
+  }
+
+  #start(batch: Batch, probe: boolean): void {
+    const call = this.#send(batch, probe).finally(() => {
+      this.#calls.delete(call);
+      this.#dispatch();
+    });
+    this.#calls.add(call);
+  }
+
+  async #send(batch: Batch, probe: boolean): Promise<void> {
+    const { retry } = this.#config;
+    const signal = this.#shutdown.signal;
+    const usage = { userId: batch.userId, featureId: batch.featureId, delta: batch.delta };
+    const observe = this.#observeKanaCall;
+    const attempt = () => this.#client.recordUsage(usage, signal);
+    try {
+      await pRetry(
+        () => {
+          this.#counters.calls++;
+          // Each attempt is timed on its own: p-retry's backoff waits are not Kana's latency.
+          return observe === undefined ? attempt() : timeKanaCall(observe, 'usage', attempt);
+        },
+        {
+          ...retry,
+          // A probe is one attempt: the outage backoff spaces them out.
+          retries: probe ? 0 : retry.retries,
+          signal,
+          unref: true,
+          shouldRetry: async ({ error, retriesLeft }) => {
+            if (!(error instanceof KanaError) || !error.retryable || this.#outage) return false;
+            this.#counters.retries++;
+            this.#logger.debug(
+              { code: logCodes.deliveryRetry, ...where(batch), err: summarize(error), retriesLeft },
+              'kana-meter: Kana call failed, retrying',
+            );
+            if (error.retryAfterMs) await sleep(error.retryAfterMs, signal);
+            return true;
+          },
+        },
+      );
+      this.#usage.settle(batch);
+      this.#counters.delivered += batch.events;
+      if (this.#spoolHoldsUsage) this.#spoolStale = true;
+      this.#endOutage();
+    } catch (caught) {
+      // At close()'s deadline the batch stays outbound: close() takes it with the rest.
+      if (signal.aborted) return;
+      const error = toKanaError(caught);
+      if (error.retryable) {
+        // Retries ran out on a transient error: keep the usage, pause, and probe until Kana is back.
+        this.#usage.requeue(batch);
+        if (probe) this.#probeFailed(error);
+        else this.#startOutage(error);
+        return;
+      }
+      // Kana answered, and retrying cannot help: this usage fails for good.
+      this.#usage.settle(batch);
+      this.#fail(batch, error);
+      this.#endOutage();
+    } finally {
+      this.#schedule();
+    }
+  }
+
+  #startOutage(error: KanaError): void {
+    if (this.#outage) return;
+    this.#outage = { since: Date.now(), failedProbes: 0, probeTimer: undefined };
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    // Batches not started yet go back to pending, to merge with newer usage while Kana is away.
+    for (let i = this.#readyHead; i < this.#ready.length; i++) this.#usage.requeue(this.#ready[i] as Batch);
+    this.#ready = [];
+    this.#readyHead = 0;
+    const { pending, pendingKeys } = this.#usage.gauges();
+    this.#logger.warn(
+      { code: logCodes.kanaUnavailable, err: summarize(error), pending, pendingKeys },
+      'kana-meter: Kana is unavailable; usage is kept and sent once it is back',
+    );
+    this.#snapshotSpool();
+    this.#scheduleProbe();
+  }
+
+  #probeFailed(error: KanaError): void {
+    if (!this.#outage) {
+      this.#startOutage(error);
+      return;
+    }
+    this.#outage.failedProbes++;
+    this.#logger.debug(
+      { code: logCodes.deliveryRetry, err: summarize(error) },
+      'kana-meter: Kana is still unavailable',
+    );
+    this.#snapshotSpool();
+    // Shutting down with a spool: nothing is lost by stopping now.
+    if (this.#closing && this.#spool) this.#giveUp?.();
+    else this.#scheduleProbe();
+  }
+
+  #scheduleProbe(): void {
+    const outage = this.#outage as Outage;
+    const { retry } = this.#config;
+    // Back off from where p-retry stopped, up to retry.maxTimeout.
+    const base = retry.minTimeout * retry.factor ** (retry.retries + outage.failedProbes);
+    const jitter = retry.randomize ? 1 + Math.random() : 1;
+    outage.probeTimer = setTimeout(() => this.#probe(), Math.min(base * jitter, retry.maxTimeout));
+    outage.probeTimer.unref();
+  }
+
+  /** Sends one batch, with a single attempt, to learn whether Kana is back. */
+  #probe(): void {
+    const outage = this.#outage;
+    if (!outage || this.#shutdown.signal.aborted) return;
+    outage.probeTimer = undefined;
+    const [batch] = this.#usage.takeSendable(1);
+    if (batch) this.#start(batch, true);
+    // Nothing to send but calls still in flight: they will end the outage, or probe again.
+    else if (this.#calls.size === 0) this.#endOutage();
+    else this.#scheduleProbe();
+  }
+
+  #endOutage(): void {
+    const outage = this.#outage;
+    if (!outage) return;
+    this.#outage = undefined;
+    clearTimeout(outage.probeTimer);
+    const { pending, pendingKeys } = this.#usage.gauges();
+    this.#logger.info(
+      { code: logCodes.kanaAvailable, unavailableMs: Date.now() - outage.since, pending, pendingKeys },
+      'kana-meter: Kana is available again; sending the usage kept meanwhile',
+    );
+    this.#tick();
+  }
+
+  /** Usage for a new key when maxPendingKeys keys are held: to the spool, or dropped. */
+  #overflow(usage: SpoolRecord): void {
+    const warnOnce = (message: string) => {
+      if (this.#overflowWarned) return;
+      this.#overflowWarned = true;
+      const { maxPendingKeys } = this.#config;
+      this.#logger.warn({ code: logCodes.queueFull, maxPendingKeys }, message);
+    };
+    if (this.#spool && this.#appendToSpool(usage, true)) {
+      this.#counters.spilled++;
+      warnOnce('kana-meter: maxPendingKeys reached; usage for new keys goes to the spool until the queue drains');
+      return;
+    }
+    this.#counters.dropped++;
+    warnOnce('kana-meter: maxPendingKeys reached and no spool: usage for new keys is dropped (see onDrop)');
+    const hook = this.#config.onDrop;
+    if (hook) this.#callHook('onDrop', () => hook({ ...usage, firstCapturedAt: new Date(usage.firstCapturedAt) }));
+  }
+
+  /** Loads spool records into memory: left by an earlier run, or spilled by this one. */
+  #replay(records: SpoolRecord[], fromEarlierRun: boolean): void {
+    for (const record of records) {
+      this.#usage.add(record.userId, record.featureId, record.delta, record.events, record.firstCapturedAt);
+      if (fromEarlierRun) this.#counters.replayed += record.events;
+    }
+    if (records.length === 0) return;
+    this.#spoolHoldsUsage = true;
+    if (fromEarlierRun) {
+      this.#logger.info(
+        { code: logCodes.spoolReplayed, path: this.#spool?.path, records: records.length },
+        'kana-meter: sending usage kept in the spool by an earlier run',
+      );
+    }
+    this.#schedule();
+  }
+
+  /** On each tick: take spilled usage back when there is room, and drop delivered usage from the snapshot. */
+  #maintainSpool(roomToSpare: boolean): void {
+    const spool = this.#spool;
+    if (!spool) return;
+    if (roomToSpare && spool.spilledCount > 0) this.#takeBackSpilled();
+    if (this.#spoolStale) this.#snapshotSpool();
+  }
+
+  /**
+   * Moves spilled usage back into memory: first into a snapshot with the rest, then into memory,
+   * then out of the spill file, so a crash at any step loses nothing.
+   */
+  #takeBackSpilled(): boolean {
+    const spool = this.#spool as Spool;
+    try {
+      const spilled = spool.readSpilled();
+      spool.snapshot([...this.#usage.snapshot(), ...spilled]);
+      this.#replay(spilled, false);
+      this.#spoolBehind = false;
+      this.#spoolStale = false;
+      spool.clearSpilled();
+      return true;
+    } catch (error) {
+      this.#spoolFailed(error);
+      return false;
+    }
+  }
+
+  /** Rewrites the snapshot as what memory holds now, when it differs. */
+  #snapshotSpool(): void {
+    const spool = this.#spool;
+    if (!spool || !(this.#spoolBehind || this.#spoolStale)) return;
+    try {
+      const records = this.#usage.snapshot();
+      spool.snapshot(records);
+      this.#spoolHoldsUsage = records.length > 0;
+      this.#spoolStale = false;
+      this.#spoolBehind = false;
+    } catch (error) {
+      this.#spoolFailed(error);
+    }
+  }
+
+  #appendToSpool(usage: SpoolRecord, spilled = false): boolean {
+    try {
+      this.#spool?.append(usage, spilled);
+      if (!spilled) this.#spoolHoldsUsage = true;
+      return true;
+    } catch (error) {
+      this.#spoolFailed(error);
+      return false;
+    }
+  }
+
+  #spoolFailed(error: unknown): void {
+    // Logged once per failure kind would hide a persistent fault; counting every one keeps it visible.
+    if (this.#counters.spoolErrors++ === 0 || this.#counters.spoolErrors % 1000 === 0) {
+      this.#logger.error(
+        { code: logCodes.spoolFailed, path: this.#spool?.path, err: error, spoolErrors: this.#counters.spoolErrors },
+        'kana-meter: could not write the spool; usage stays in memory',
+      );
+    }
+  }
+
+  #closeSpool(left: Batch[]): void {
+    const spool = this.#spool as Spool;
+    try {
+      spool.snapshot(left);
+      if (left.length > 0) {
+        this.#logger.warn(
+          { code: logCodes.spooledAtClose, path: spool.path, undelivered: left.map(summarizeBatch) },
+          `kana-meter: ${left.length} usage record(s) kept in the spool for the next start`,
+        );
+      }
+    } catch (error) {
+      this.#spoolFailed(error);
+      this.#reportUndeliveredAtClose(left, 0);
+    } finally {
+      spool.close();
+    }
+  }
+
+  #fail(batch: Batch, error: KanaError): void {
+    this.#logger.error(
+      { code: logCodes.deliveryFailed, ...summarizeBatch(batch), err: summarize(error) },
+      'kana-meter: usage could not be delivered to Kana',
+    );
+    this.#reportFailure(toUndelivered(batch), batch.events, error);
+  }
+
+  #reportUndeliveredAtClose(left: Batch[], timeoutMs: number): void {
+    if (left.length === 0) return;
+    const error = new KanaError(
+      'KANA_CLOSED',
+      `close() reached its ${timeoutMs} ms deadline before this usage was delivered`,
+      { retryable: false },
+    );
+    this.#logger.error(
+      { code: logCodes.undeliveredAtClose, undelivered: left.map(summarizeBatch) },
+      `kana-meter: ${left.length} usage record(s) were not delivered before close()`,
+    );
+    for (const batch of left) this.#reportFailure(toUndelivered(batch), batch.events, error);
+  }
+
+  #reportFailure(usage: UndeliveredUsage, events: number, error: KanaError): void {
+    this.#counters.failed += events;
+    const hook = this.#config.onDeliveryFailure;
+    if (hook) this.#callHook('onDeliveryFailure', () => hook(usage, error));
+  }
+
+  /** Runs a user hook; what it throws or rejects is logged and counted, never thrown. */
+  #callHook(name: string, run: () => unknown): void {
+    const failed = (error: unknown) => {
+      this.#counters.hookErrors++;
+      this.#logger.error({ code: logCodes.hookFailed, hook: name, err: error }, `kana-meter: ${name} threw`);
+    };
+    try {
+      Promise.resolve(run()).catch(failed);
+    } catch (error) {
+      failed(error);
+    }
+  }
+}
+
+function toKanaError(caught: unknown): KanaError {
+  if (caught instanceof KanaError) return caught;
+  const message = String((caught as Error)?.message ?? caught);
+  return new KanaError('KANA_BAD_RESPONSE', message, { retryable: false, cause: caught });
+}
+
+function toUndelivered(batch: Batch): UndeliveredUsage {
+  return {
+    userId: batch.userId,
+    featureId: batch.featureId,
+    delta: batch.delta,
+    events: batch.events,
+    firstCapturedAt: new Date(batch.firstCapturedAt),
+  };
+}
+
+function where(batch: Batch): { userId: string; featureId: string } {
+  return { userId: batch.userId, featureId: batch.featureId };
+}
+
+function summarizeBatch(batch: Batch): { userId: string; featureId: string; delta: number; events: number } {
+  return { userId: batch.userId, featureId: batch.featureId, delta: batch.delta, events: batch.events };
+}
+
+/** What a log line says of a KanaError: code, message, status; never the request. */
+function summarize(error: KanaError): { code: string; message: string; status?: number } {
+  return error.status === undefined
+    ? { code: error.code, message: error.message }
+    : { code: error.code, message: error.message, status: error.status };
+}

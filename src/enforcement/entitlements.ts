@@ -1,0 +1,192 @@
+// The entitlement cache: Kana's answer per (user, feature), reused for a TTL, plus this process's own usage on top.
+
+import { type ObserveKanaCall, timeKanaCall } from '../config/metrics.js';
+import type { EntitlementAnswer, KanaClient } from '../kana/client.js';
+
+/**
+ * One (user, feature) entry: Kana's last answer, and the local accounting on top of it.
+ * Kana's `used` does not include usage still waiting in the delivery queue, nor usage captured
+ * after it answered, so: effective used = used + local + held.
+ */
+export class Entitlement {
+  /** Kana has answered at least once. */
+  loaded = false;
+  /** Kana's verdict, for entries without consumption (BINARY, or not in the plan). */
+  access = false;
+  /** The answer had a consumption: a CONSUMABLE feature in the user's plan. */
+  consumable = false;
+  used = 0;
+  /** null = unlimited. */
+  budget: number | null = null;
+  overageEnabled = false;
+  resetAt: Date | null = null;
+  /** Length of the usage period in seconds, when it resets. */
+  periodSeconds: number | undefined = undefined;
+  /** Epoch ms after which the answer is not reused. */
+  expiresAt = 0;
+  /** Units this process captured that Kana's `used` does not include. */
+  local = 0;
+  /** Units of allowed requests that have not ended yet. */
+  held = 0;
+  /** The Kana call in flight, shared by every request that misses meanwhile. */
+  loading: Promise<Entitlement> | undefined = undefined;
+  /** Undelivered units when the call in flight started, and units captured since. */
+  fetchBase = 0;
+  sinceFetch = 0;
+  /** The RateLimit-Policy value for this answer: computed on first use, null when none applies. */
+  policyHeader: string | null | undefined = undefined;
+  /** The feature id as a Structured Fields String, set with policyHeader. */
+  policyName: string | undefined = undefined;
+
+  constructor(
+    readonly key: string,
+    readonly userId: string,
+    readonly featureId: string,
+  ) {}
+
+  /** Units used as far as this process knows, before the request being decided. */
+  effectiveUsed(): number {
+    return this.used + this.local + this.held;
+  }
+}
+
+export interface EntitlementCacheOptions {
+  client: KanaClient;
+  /** How long an answer is reused, in ms. */
+  ttl: number;
+  /** Most entries kept. */
+  maxEntries: number;
+  /** Time limit of one check, in ms. */
+  checkTimeoutMs: number;
+  /** Units captured for a key and not confirmed by Kana yet (the delivery queue's). */
+  undelivered: (userId: string, featureId: string) => number;
+  /** Called for each Kana call. */
+  onCheck: () => void;
+  /** Called once per failed Kana call (however many requests were waiting for it). */
+  onCheckFailed: (error: unknown, userId: string, featureId: string) => void;
+  /** Told the duration and outcome of each Kana call; when undefined, calls are not timed. */
+  observeKanaCall?: ObserveKanaCall | undefined;
+  /** The clock. @default Date.now */
+  now?: () => number;
+}
+
+/** Whether a request of `delta` units may go ahead, from an entry Kana has answered. */
+export function verdict(entry: Entitlement, delta: number): 'allowed' | 'not-in-plan' | 'limit-reached' {
+  if (!entry.consumable) return entry.access ? 'allowed' : 'not-in-plan';
+  if (entry.budget === null || entry.overageEnabled) return 'allowed';
+  return entry.effectiveUsed() + delta <= entry.budget ? 'allowed' : 'limit-reached';
+}
+
+/** Entries scanned for one that is idle before the oldest is evicted anyway. */
+const EVICTION_SCAN = 16;
+
+/**
+ * Kana's answers per (user, feature), with a TTL, one Kana call per key at a time, bounded size
+ * (the least recently fetched entry goes first), and local accounting of usage and holds.
+ */
+export class EntitlementCache {
+  readonly #entries = new Map<string, Entitlement>();
+  readonly #options: EntitlementCacheOptions;
+  readonly #now: () => number;
+
+  constructor(options: EntitlementCacheOptions) {
+    this.#options = options;
+    this.#now = options.now ?? Date.now;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** The entry for this key if its answer is still fresh; synchronous, no Kana call. */
+  fresh(userId: string, featureId: string): Entitlement | undefined {
+    const entry = this.#entries.get(entryKey(userId, featureId));
+    return entry !== undefined && entry.expiresAt > this.#now() ? entry : undefined;
+  }
+
+  /** Asks Kana for this key, or joins the call already in flight for it. */
+  load(userId: string, featureId: string, delta: number): Promise<Entitlement> {
+    const key = entryKey(userId, featureId);
+    let entry = this.#entries.get(key);
+    if (entry === undefined) {
+      if (this.#entries.size >= this.#options.maxEntries) this.#evictOne();
+      entry = new Entitlement(key, userId, featureId);
+      this.#entries.set(key, entry);
+    }
+    if (entry.loading !== undefined) return entry.loading;
+    const target = entry;
+    // Usage waiting in the queue now is not in the answer; usage captured from now on is counted as it comes.
+    target.fetchBase = this.#options.undelivered(userId, featureId);
+    target.sinceFetch = 0;
+    this.#options.onCheck();
+    const { client, checkTimeoutMs, observeKanaCall } = this.#options;
+    const check = () => client.checkEntitlement({ userId, featureId, delta }, { timeoutMs: checkTimeoutMs });
+    target.loading = (observeKanaCall === undefined ? check() : timeKanaCall(observeKanaCall, 'check', check)).then(
+      (answer) => {
+        target.loading = undefined;
+        this.#apply(target, answer);
+        // Re-inserted at the end: eviction takes the least recently fetched first.
+        if (this.#entries.get(key) === target) this.#entries.delete(key);
+        this.#entries.set(key, target);
+        return target;
+      },
+      (error: unknown) => {
+        target.loading = undefined;
+        if (!target.loaded && target.held === 0 && this.#entries.get(key) === target) this.#entries.delete(key);
+        this.#options.onCheckFailed(error, userId, featureId);
+        throw error;
+      },
+    );
+    return target.loading;
+  }
+
+  /** Counts units this process just captured for delivery against the cached allowance. */
+  countUsage(userId: string, featureId: string, delta: number): void {
+    if (this.#entries.size === 0) return;
+    const entry = this.#entries.get(entryKey(userId, featureId));
+    if (entry === undefined) return;
+    entry.local += delta;
+    entry.sinceFetch += delta;
+  }
+
+  #apply(entry: Entitlement, answer: EntitlementAnswer): void {
+    const now = this.#now();
+    const consumption = answer.consumption;
+    entry.loaded = true;
+    entry.access = answer.access;
+    entry.consumable = consumption !== null;
+    entry.used = consumption?.used ?? 0;
+    entry.budget = consumption?.budget ?? null;
+    entry.overageEnabled = consumption?.overageEnabled ?? false;
+    entry.resetAt = answer.period?.end ?? null;
+    entry.periodSeconds =
+      answer.period === null
+        ? undefined
+        : Math.round((answer.period.end.getTime() - answer.period.start.getTime()) / 1000);
+    entry.local = entry.fetchBase + entry.sinceFetch;
+    entry.policyHeader = undefined;
+    entry.expiresAt = now + this.#options.ttl;
+    // The allowance comes back when the period ends: do not reuse the answer past it.
+    const end = entry.resetAt?.getTime();
+    if (end !== undefined && end > now && end < entry.expiresAt) entry.expiresAt = end;
+  }
+
+  #evictOne(): void {
+    let victim: string | undefined;
+    let scanned = 0;
+    for (const [key, entry] of this.#entries) {
+      victim ??= key;
+      if (entry.held === 0 && entry.loading === undefined) {
+        victim = key;
+        break;
+      }
+      if (++scanned >= EVICTION_SCAN) break;
+    }
+    // An entry evicted while busy still settles its waiting requests and holds; a new one starts clean.
+    if (victim !== undefined) this.#entries.delete(victim);
+  }
+}
+
+function entryKey(userId: string, featureId: string): string {
+  return `${userId}\u0000${featureId}`;
+}

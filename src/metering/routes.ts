@@ -1,0 +1,105 @@
+// The route -> feature map: 'METHOD /path' keys compiled once into per-method regex lists.
+
+import { METHODS } from 'node:http';
+import { pathToRegexp } from 'path-to-regexp';
+import { optionError } from '../config/option-checks.js';
+import type { FeatureOptions, MeteredFeature } from './metered-feature.js';
+import { parseMeteredFeature } from './metered-feature.js';
+
+/** A route map value: a feature id, or a feature id with options. */
+export type RouteTarget = string | ({ feature: string } & FeatureOptions);
+
+/**
+ * Maps `'METHOD /path'` to the Kana feature a request uses. Paths use Express 5 syntax (`:id`,
+ * `*splat`, `{/optional}`) and are matched against the full request path, as Express routes
+ * would see it from `app`. `ALL` or `*` as the method matches any method.
+ * An entry's `enforce` overrides kanaMeter's `enforce` for that route.
+ * @example { 'POST /api/search': 'api-calls', 'GET /api/items/:id': { feature: 'item-reads', delta: 2, enforce: true } }
+ */
+export type RouteMap = Record<string, RouteTarget>;
+
+interface CompiledRoute {
+  readonly regexp: RegExp;
+  readonly feature: MeteredFeature;
+}
+
+/** Finds the feature of a request from its method and path; undefined when no route matches. */
+export type RouteMatcher = (method: string, path: string) => MeteredFeature | undefined;
+
+const KEY_PATTERN = /^\s*([A-Za-z-]+|\*)\s+(\/\S*)\s*$/;
+const KNOWN_METHODS = new Set(METHODS);
+
+/** Compiles the route map once; returns undefined when there is none. */
+export function compileRoutes(routes: unknown): RouteMatcher | undefined {
+  if (routes === undefined) return undefined;
+  if (typeof routes !== 'object' || routes === null || Array.isArray(routes)) {
+    throw optionError('routes', routes, "an object such as { 'POST /api/search': 'api-calls' }");
+  }
+  const byMethod = new Map<string, CompiledRoute[]>();
+  const anyMethod: CompiledRoute[] = [];
+  // Routes for each method, in declaration order, with ALL routes interleaved where they were declared.
+  const declared: { method: string; route: CompiledRoute }[] = [];
+
+  for (const [key, target] of Object.entries(routes)) {
+    const name = `routes[${JSON.stringify(key)}]`;
+    const keyMatch = KEY_PATTERN.exec(key);
+    if (!keyMatch) {
+      throw new TypeError(
+        `kana-meter: option \`${name}\`: a route key must be 'METHOD /path' (e.g. 'POST /api/search' or 'ALL /api/*rest').`,
+      );
+    }
+    const method = (keyMatch[1] as string).toUpperCase();
+    const path = keyMatch[2] as string;
+    if (method !== '*' && method !== 'ALL' && !KNOWN_METHODS.has(method)) {
+      throw new TypeError(
+        `kana-meter: option \`${name}\`: unknown HTTP method "${keyMatch[1]}"; use GET, POST, ..., or ALL.`,
+      );
+    }
+    let regexp: RegExp;
+    try {
+      // Express 5's defaults: case-insensitive, an optional trailing slash.
+      ({ regexp } = pathToRegexp(path, { sensitive: false, trailing: true, end: true }));
+    } catch (error) {
+      throw new TypeError(
+        `kana-meter: option \`${name}\`: invalid Express 5 path "${path}" (${(error as Error).message}).`,
+      );
+    }
+    const feature =
+      typeof target === 'string' ? parseMeteredFeature(name, target, undefined, key) : parseTarget(name, target, key);
+    declared.push({ method: method === '*' ? 'ALL' : method, route: { regexp, feature } });
+  }
+
+  for (const { method, route } of declared) {
+    if (method === 'ALL') {
+      anyMethod.push(route);
+      for (const list of byMethod.values()) list.push(route);
+      continue;
+    }
+    // Express answers HEAD with GET routes.
+    for (const target of method === 'GET' ? ['GET', 'HEAD'] : [method]) {
+      let list = byMethod.get(target);
+      if (!list) {
+        list = [...anyMethod];
+        byMethod.set(target, list);
+      }
+      list.push(route);
+    }
+  }
+
+  return function matchRoute(method, path) {
+    const candidates = byMethod.get(method) ?? anyMethod;
+    for (let i = 0; i < candidates.length; i++) {
+      const route = candidates[i] as CompiledRoute;
+      if (route.regexp.test(path)) return route.feature;
+    }
+    return undefined;
+  };
+}
+
+function parseTarget(name: string, target: unknown, key: string): MeteredFeature {
+  if (typeof target !== 'object' || target === null || Array.isArray(target)) {
+    throw optionError(name, target, "a feature id string or { feature: 'id', delta?, enforce? }");
+  }
+  const { feature, ...options } = target as { feature?: unknown };
+  return parseMeteredFeature(name, feature, options, key, `${name}.feature`);
+}

@@ -1,0 +1,88 @@
+// KanaClient.checkEntitlement against the emulator: canUseFeature + the current period in one call.
+
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { KanaClient, KanaError } from '../../src/index.js';
+import { useEmulator } from '../helpers/emulator.js';
+
+const HOUR = 3_600_000;
+const env = useEmulator();
+let client: KanaClient;
+
+beforeAll(() => {
+  client = new KanaClient({ apiKey: env.emulator.apiKey, endpoint: env.emulator.url });
+});
+beforeEach(() => {
+  env.emulator.reset();
+  env.emulator.seed({
+    users: [{ id: 'u1' }, { id: 'nobody' }],
+    features: [
+      { id: 'api-calls', type: 'CONSUMABLE' },
+      { id: 'sso', type: 'BINARY' },
+    ],
+    packages: [{ id: 'small', features: [{ id: 'api-calls', limit: 5, resetPeriod: 'DAY' }, { id: 'sso' }] }],
+    subscriptions: [{ userId: 'u1', packageId: 'small', startedAt: new Date(Date.now() - 23 * HOUR).toISOString() }],
+    usage: [{ userId: 'u1', featureId: 'api-calls', used: 4 }],
+  });
+});
+
+describe('KanaClient.checkEntitlement', () => {
+  it('sends canUseFeature and showUsage in one call, with the delta', async () => {
+    const answer = await client.checkEntitlement({ userId: 'u1', featureId: 'api-calls', delta: 2 });
+    expect(answer).toMatchObject({
+      access: false,
+      consumption: { used: 4, budget: 5, overageEnabled: false },
+    });
+    expect(answer.reason).not.toBe('');
+    // The DAY period started with the subscription, 23 hours ago.
+    expect(answer.period?.end.getTime()).toBeGreaterThan(Date.now() + HOUR - 60_000);
+    expect(answer.period?.end.getTime()).toBeLessThanOrEqual(Date.now() + HOUR);
+    expect(answer.period!.end.getTime() - answer.period!.start.getTime()).toBe(24 * HOUR);
+    const [sent] = env.emulator.requests();
+    expect(sent).toMatchObject({ fieldNames: ['canUseFeature', 'showUsage'], authorized: true });
+    expect(sent?.variables).toEqual({ userId: 'u1', featureId: 'api-calls', delta: 2 });
+  });
+
+  it('reads a BINARY feature and a feature not in the plan: no consumption, no period', async () => {
+    expect(await client.checkEntitlement({ userId: 'u1', featureId: 'sso', delta: 1 })).toMatchObject({
+      access: true,
+      consumption: null,
+      period: null,
+    });
+    expect(await client.checkEntitlement({ userId: 'nobody', featureId: 'api-calls', delta: 1 })).toMatchObject({
+      access: false,
+      consumption: null,
+      period: null,
+    });
+  });
+
+  it('gives up after its own timeout, however long the call timeout is', async () => {
+    env.emulator.failNext({ delayMs: 1000 });
+    const error = await client
+      .checkEntitlement({ userId: 'u1', featureId: 'api-calls', delta: 1 }, { timeoutMs: 50 })
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(KanaError);
+    // Had it waited for the delayed answer, it would have succeeded.
+    expect(error).toMatchObject({ code: 'KANA_TIMEOUT' });
+  });
+
+  it('classifies errors with the retry table: an unknown user is rejected', async () => {
+    const error = await client
+      .checkEntitlement({ userId: 'ghost', featureId: 'api-calls', delta: 1 })
+      .catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ name: 'KanaError', code: 'KANA_REJECTED', retryable: false });
+  });
+
+  it('rejects an answer that is not the documented shape', async () => {
+    const fake = new KanaClient({
+      apiKey: 'prv_test_abc',
+      endpoint: 'http://kana.invalid/graphql',
+      fetch: async () =>
+        new Response(JSON.stringify({ data: { canUseFeature: { access: 'yes' }, showUsage: null } }), {
+          headers: { 'content-type': 'application/json' },
+        }),
+    });
+    await expect(fake.checkEntitlement({ userId: 'u1', featureId: 'f', delta: 1 })).rejects.toMatchObject({
+      code: 'KANA_BAD_RESPONSE',
+    });
+  });
+});
