@@ -23,5 +23,7 @@ export default defineConfig({
     environment: 'node',
     testTimeout: 20_000,
     hookTimeout: 20_000,
+    // Prints the one line that says Redis tests are skipped here and how to install redis-server.
+    globalSetup: ['test/helpers/redis.ts'],
   },
 });

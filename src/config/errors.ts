@@ -53,6 +53,10 @@ export const logCodes = {
   uncheckedNoUser: 'KANA_METER_UNCHECKED_NO_USER',
   /** An unexpected error inside the entitlement gate (a bug): logged, never thrown into the request. */
   gateFailed: 'KANA_METER_GATE_FAILED',
+  /** The shared store (Redis) failed or timed out: requests are decided per instance until it answers again. Logged once per outage. */
+  storeUnavailable: 'KANA_METER_STORE_UNAVAILABLE',
+  /** The shared store answered again after an outage (an info line). */
+  storeAvailable: 'KANA_METER_STORE_AVAILABLE',
 } as const;
 
 export type LogCode = (typeof logCodes)[keyof typeof logCodes];
