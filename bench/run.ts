@@ -1,16 +1,27 @@
-// npm run bench: autocannon against the same Express 5 app (bare, a no-op middleware, metered, enforced): interleaved rounds, medians, ratios.
-// Env: BENCH_ROUNDS (default 5), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS (default 32).
+// npm run bench: autocannon against the same Express 5 app (bare, a no-op middleware, metered, enforced, and over
+// Redis: express-rate-limit + rate-limit-redis, kanaMeter + RedisStore): interleaved rounds, medians, ratios.
+// Env: BENCH_ROUNDS (default 5), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS (default 32),
+// BENCH_VARIANTS (a comma-separated subset; bare always runs), REDIS_URL (else its own redis-server on a free port).
 
 import { type ChildProcess, execFileSync, fork } from 'node:child_process';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import { type RedisServer, startRedisServer } from '../test/helpers/redis.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
-const VARIANTS = ['bare', 'noop', 'metered', 'enforced'] as const;
-type Variant = (typeof VARIANTS)[number];
+// 'enforced-redis' (kanaMeter + RedisStore) runs once `kana-meter/redis` exists; until then its server says why not.
+const ALL_VARIANTS = ['bare', 'noop', 'metered', 'enforced', 'rate-limit-redis', 'enforced-redis'] as const;
+type Variant = (typeof ALL_VARIANTS)[number];
+const REDIS_VARIANTS: readonly Variant[] = ['rate-limit-redis', 'enforced-redis'];
+const KANA_VARIANTS: readonly Variant[] = ['metered', 'enforced', 'enforced-redis'];
+const chosen = process.env.BENCH_VARIANTS?.split(',').map((name) => name.trim());
+const unknown = chosen?.filter((name) => !(ALL_VARIANTS as readonly string[]).includes(name));
+if (unknown?.length)
+  throw new Error(`BENCH_VARIANTS: unknown ${unknown.join(', ')}; known: ${ALL_VARIANTS.join(', ')}`);
+const VARIANTS: Variant[] = ALL_VARIANTS.filter((name) => name === 'bare' || !chosen || chosen.includes(name));
 const USERS = Array.from({ length: 10 }, (_, i) => `u${i}`);
 
 interface Run {
@@ -21,6 +32,7 @@ interface Run {
   errors: number;
 }
 
+/** Forks a bench process and resolves with its first message: `listening` (with its address) or `unavailable`. */
 function start(script: string, args: string[]): Promise<{ child: ChildProcess; ready: Record<string, unknown> }> {
   const child = fork(fileURLToPath(new URL(script, import.meta.url)), args, {
     execArgv: ['--import', 'tsx'],
@@ -95,30 +107,51 @@ const pinned = pin(process.pid, 0);
 const kana = await start('./kana-server.ts', []);
 pin(kana.child.pid, 0);
 const { url, apiKey } = kana.ready as { url: string; apiKey: string };
+// Redis, like Kana, is the outside world: it shares CPU 0 with the load generator.
+let redis: RedisServer | undefined;
+if (VARIANTS.some((variant) => REDIS_VARIANTS.includes(variant))) {
+  redis = await startRedisServer();
+  if (redis.pid !== undefined) pin(redis.pid, 0);
+}
 const servers = new Map<Variant, { child: ChildProcess; port: number }>();
+const skipped: string[] = [];
 for (const variant of VARIANTS) {
-  const { child, ready } = await start('./server.ts', [variant, url, apiKey]);
+  const { child, ready } = await start('./server.ts', [variant, url, apiKey, redis?.url ?? '']);
+  if (ready.type === 'unavailable') {
+    skipped.push(`${variant}: not measured, ${ready.reason}`);
+    continue;
+  }
   pin(child.pid, 1);
   servers.set(variant, { child, port: ready.port as number });
 }
+const measured = [...servers.keys()];
 
 console.log(`kana-meter benchmark: ${cpus().length} x ${cpus()[0]?.model}, Node ${process.version}`);
 console.log(
   `${ROUNDS} interleaved rounds of ${SECONDS} s per variant, ${CONNECTIONS} connections, ${USERS.length} users`,
 );
-console.log(pinned ? 'autocannon and Kana pinned to CPU 0, the servers to CPU 1\n' : 'not pinned to CPUs\n');
+if (redis) {
+  const version = String(await redis.command('INFO', 'server')).match(/redis_version:(\S+)/)?.[1];
+  console.log(`Redis ${version} at ${redis.url}${redis.ownProcess ? ' (started by the bench)' : ' (REDIS_URL)'}`);
+}
+for (const line of skipped) console.log(line);
+console.log(
+  pinned
+    ? `autocannon, Kana${redis?.ownProcess ? ' and Redis' : ''} pinned to CPU 0, the servers to CPU 1\n`
+    : 'not pinned to CPUs\n',
+);
 
 for (const { port } of servers.values()) await load(port, 2);
 
-const runs = new Map<Variant, Run[]>(VARIANTS.map((variant) => [variant, []]));
+const runs = new Map<Variant, Run[]>(measured.map((variant) => [variant, []]));
 for (let round = 0; round < ROUNDS; round++) {
   // Rotate the order each round so no variant always runs first (or on a warmer machine).
-  const order = VARIANTS.map((_, i) => VARIANTS[(i + round) % VARIANTS.length] as Variant);
+  const order = measured.map((_, i) => measured[(i + round) % measured.length] as Variant);
   for (const variant of order) {
     const server = servers.get(variant) as { child: ChildProcess; port: number };
     const run = await measure(server.child, server.port);
     runs.get(variant)?.push(run);
-    process.stdout.write(`round ${round + 1} ${variant.padEnd(8)} ${Math.round(run.requestsPerSecond)} req/s\n`);
+    process.stdout.write(`round ${round + 1} ${variant.padEnd(16)} ${Math.round(run.requestsPerSecond)} req/s\n`);
   }
 }
 
@@ -127,7 +160,7 @@ const bareRps = median(bare.map((run) => run.requestsPerSecond));
 const bareCpu = median(bare.map((run) => run.cpuMicrosPerRequest));
 console.log('\n| variant | req/s (median) | vs bare | p50 ms | p99 ms | server CPU µs/req | vs bare | errors |');
 console.log('|---|---|---|---|---|---|---|---|');
-for (const variant of VARIANTS) {
+for (const variant of measured) {
   const list = runs.get(variant) as Run[];
   const rps = median(list.map((run) => run.requestsPerSecond));
   const cpu = median(list.map((run) => run.cpuMicrosPerRequest));
@@ -139,7 +172,7 @@ for (const variant of VARIANTS) {
 
 // Every 2xx a metered server sent must have reached Kana, in few calls.
 let metered2xx = 0;
-for (const variant of VARIANTS.filter((name) => name === 'metered' || name === 'enforced')) {
+for (const variant of measured.filter((name) => KANA_VARIANTS.includes(name))) {
   const server = servers.get(variant) as { child: ChildProcess; port: number };
   type Flushed = {
     served: number;
@@ -152,7 +185,7 @@ for (const variant of VARIANTS.filter((name) => name === 'metered' || name === '
   );
 }
 const usage = await ask<{ total: number; calls: number }>(kana.child, 'usage', 'usage');
-const seconds = (ROUNDS * SECONDS + 2) * 2;
+const seconds = (ROUNDS * SECONDS + 2) * measured.filter((name) => KANA_VARIANTS.includes(name)).length;
 console.log(
   `Kana recorded ${usage.total} units for ${metered2xx} metered 2xx responses (${usage.total === metered2xx ? 'all delivered' : 'MISMATCH'}),`,
 );
@@ -161,3 +194,4 @@ console.log(
 );
 
 for (const { child } of [...servers.values(), kana]) child.send({ type: 'exit' });
+await redis?.stop();

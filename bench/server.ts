@@ -1,27 +1,83 @@
-// One benchmark variant in its own process: the same tiny Express 5 app, bare, with a no-op middleware, metered, or enforced.
-// Driven by bench/run.ts over IPC: it reports its port, its CPU time, and flushes on request.
+// One benchmark variant in its own process: the same tiny Express 5 app, bare, with a no-op middleware, metered,
+// enforced, rate-limited by express-rate-limit + rate-limit-redis, or enforced with kanaMeter + RedisStore.
+// Driven by bench/run.ts over IPC: it reports its port (or why it cannot run), its CPU time, and flushes on request.
 
 import type { AddressInfo } from 'node:net';
 import express, { type RequestHandler } from 'express';
-import { type KanaMeter, kanaMeter } from 'kana-meter';
+import { rateLimit } from 'express-rate-limit';
+import { type KanaMeter, type KanaMeterOptions, kanaMeter } from 'kana-meter';
+import { RedisStore as RateLimitRedisStore } from 'rate-limit-redis';
+import { createClient } from 'redis';
 
-const [variant, endpoint, apiKey] = process.argv.slice(2);
+const [variant, endpoint, apiKey, redisUrl] = process.argv.slice(2);
+
+/** node-redis, connected to the bench's own redis-server; each store gets `sendCommand` as its README shows. */
+async function connectRedis() {
+  const client = createClient({ url: redisUrl });
+  client.on('error', (error) => console.error(`bench ${variant}: redis`, error));
+  await client.connect();
+  return client;
+}
+
+/**
+ * `kana-meter/redis` comes with the next step of issue 9. Until it exists (with kanaMeter's `store`
+ * option), this variant reports why it cannot run and run.ts leaves it out: no made-up numbers.
+ */
+async function kanaRedisStore(): Promise<{ store: unknown } | { unavailable: string }> {
+  const entry = 'kana-meter/redis';
+  type RedisStoreModule = { RedisStore: new (options: { sendCommand: unknown; prefix?: string }) => unknown };
+  let module: RedisStoreModule;
+  try {
+    module = (await import(entry)) as RedisStoreModule;
+  } catch (error) {
+    return { unavailable: `${entry} cannot be imported yet (${(error as Error).message.split('\n')[0]})` };
+  }
+  const client = await connectRedis();
+  const sendCommand = (...args: string[]) => client.sendCommand(args);
+  return { store: new module.RedisStore({ sendCommand, prefix: 'bench-kana:' }) };
+}
 
 let kana: KanaMeter | undefined;
-if (variant === 'metered' || variant === 'enforced') {
-  kana = kanaMeter({
+let rateLimiter: RequestHandler | undefined;
+if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-redis') {
+  const options: KanaMeterOptions = {
     apiKey,
     endpoint,
     userId: (req) => req.get('x-user'),
     routes: { 'GET /api/items/:id': 'api-calls' },
     // 'enforced': every request is checked first (a warm cache after the first one per user).
-    enforce: variant === 'enforced',
+    enforce: variant !== 'metered',
     logger: { error: console.error, warn: console.error, info() {}, debug() {} },
+  };
+  if (variant === 'enforced-redis') {
+    const shared = await kanaRedisStore();
+    if ('unavailable' in shared) {
+      process.send?.({ type: 'unavailable', reason: shared.unavailable });
+      process.exit(0);
+    }
+    // The `store` option arrives with RedisStore: until then kanaMeter rejects it, loudly.
+    Object.assign(options, { store: shared.store });
+  }
+  kana = kanaMeter(options);
+} else if (variant === 'rate-limit-redis') {
+  // The ecosystem's standard for shared state: one Redis round trip (EVALSHA) per request.
+  const client = await connectRedis();
+  rateLimiter = rateLimit({
+    windowMs: 60_000,
+    limit: Number.MAX_SAFE_INTEGER,
+    keyGenerator: (req) => req.get('x-user') ?? 'anonymous',
+    standardHeaders: 'draft-8',
+    legacyHeaders: false,
+    store: new RateLimitRedisStore({
+      sendCommand: (...args: string[]) => client.sendCommand(args),
+      prefix: 'bench-rl:',
+    }),
   });
 }
 
 const app = express();
 if (kana) app.use(kana as RequestHandler);
+if (rateLimiter) app.use(rateLimiter);
 // The floor any middleware pays: one more Express layer that does nothing.
 if (variant === 'noop') app.use((_req, _res, next) => next());
 // Responses fully sent: what kana-meter must bill (a response cut off by the client is not billed).

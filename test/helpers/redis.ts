@@ -54,6 +54,8 @@ export interface RedisServer {
   readonly port: number;
   /** False with REDIS_URL: that server is not ours to kill, pause or restart. */
   readonly ownProcess: boolean;
+  /** The redis-server process id while it runs (undefined with REDIS_URL). */
+  readonly pid: number | undefined;
   /** Sends one command on a fresh connection (so it works right after a restart). */
   command(...args: string[]): Promise<unknown>;
   /** Empties the database (FLUSHDB) and the script cache (SCRIPT FLUSH). */
@@ -142,6 +144,7 @@ function externalServer(url: string): RedisServer {
     url: target.toString(),
     port: Number(target.port || 6379),
     ownProcess: false,
+    pid: undefined,
     command: (...args) => sendOnce(server.url, args),
     async flush() {
       await server.command('FLUSHDB');
@@ -192,6 +195,9 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     url,
     port,
     ownProcess: true,
+    get pid() {
+      return serverProcess?.pid;
+    },
     command: (...args) => sendOnce(url, args),
     async flush() {
       await server.command('FLUSHALL');
