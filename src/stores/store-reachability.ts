@@ -9,7 +9,7 @@ export class StoreReachability {
   available = true;
   /** Times the store went from available to unavailable. */
   outages = 0;
-  #downSince = 0;
+  #unavailableSince = 0;
   readonly #logger: KanaLogger;
 
   constructor(logger: KanaLogger) {
@@ -21,8 +21,8 @@ export class StoreReachability {
     if (this.available) return;
     this.available = true;
     this.#logger.info(
-      { code: logCodes.storeAvailable, downMs: Date.now() - this.#downSince },
-      'kana-meter: Redis answers again; the store is shared again',
+      { code: logCodes.storeAvailable, unavailableMs: Date.now() - this.#unavailableSince },
+      'kana-meter: Redis is available again; the store is shared again',
     );
   }
 
@@ -31,7 +31,7 @@ export class StoreReachability {
     if (!this.available) return;
     this.available = false;
     this.outages++;
-    this.#downSince = Date.now();
+    this.#unavailableSince = Date.now();
     this.#logger.warn(
       { code: logCodes.storeUnavailable, err: { code: error.code, message: error.message } },
       'kana-meter: Redis is unreachable; requests are decided per instance until it answers again',
