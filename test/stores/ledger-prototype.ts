@@ -177,6 +177,10 @@ export function prototypeLedger(commands: RedisCommands, key: string) {
       const [status, value] = readArray(await commands.runScript(beginCheck, [key], [id, lockMs, RETAIN_MS]), 'b', 2);
       return { status: status as string, value: readInteger(value ?? null, 'begin-check') };
     },
+    /** Tests only: the shared answer's TTL has passed (rather than waiting for it). */
+    async expireAnswer() {
+      await commands.command('HSET', key, 'a_exp', '0');
+    },
     async storeAnswer(id: string, epoch: number, answer: Answer, ttlMs = 60_000) {
       const args = [
         id,

@@ -124,7 +124,7 @@ describe.skipIf(redisSkipReason)('store commands against redis-server', () => {
     it.skipIf(redisIsExternal)(
       'recovers after a restart: reconnects, reloads the script, logs one warning and one info line',
       async () => {
-        const quick = new RedisCommands({ sendCommand: client.sendCommand, timeoutMs: 300, logger: sink.logger });
+        const quick = new RedisCommands({ sendCommand: client.sendCommand, timeoutMs: 1000, logger: sink.logger });
         expect(await quick.runScript(incrementBy, ['k:count'], [1])).toBe(1);
         const reconnected = client.nextReady();
         await redis.kill();
@@ -138,8 +138,8 @@ describe.skipIf(redisSkipReason)('store commands against redis-server', () => {
         await reconnected;
 
         // No persistence: the data and the script cache are gone, and the script is sent again in full
-        // (a second load: the first was on this fresh server).
-        // (The call that timed out above reaches the new server first, finds no script, and stops there.)
+        // (its second load: the first was on this fresh server). The call that timed out above reaches
+        // the new server first, finds no script, and stops there.
         expect(await quick.runScript(incrementBy, ['k:count'], [1])).toBe(1);
         expect(await redis.command('GET', 'k:count')).toBe('1');
         expect(quick.stats()).toMatchObject({ available: true, outages: 1, scriptLoads: 2 });
@@ -153,7 +153,7 @@ describe.skipIf(redisSkipReason)('store commands against redis-server', () => {
     it.skipIf(redisIsExternal)(
       'a hung Redis is a timeout, not a hung call; while it hangs one call probes and the rest fail fast',
       async () => {
-        const quick = new RedisCommands({ sendCommand: client.sendCommand, timeoutMs: 100, logger: sink.logger });
+        const quick = new RedisCommands({ sendCommand: client.sendCommand, timeoutMs: 1000, logger: sink.logger });
         expect(await quick.runScript(incrementBy, ['k:count'], [1])).toBe(1);
         redis.pause();
         try {
