@@ -171,8 +171,9 @@ for (const variant of measured) {
 }
 
 // Every 2xx a metered server sent must have reached Kana, in few calls.
+const metered = measured.filter((name) => KANA_VARIANTS.includes(name));
 let metered2xx = 0;
-for (const variant of measured.filter((name) => KANA_VARIANTS.includes(name))) {
+for (const variant of metered) {
   const server = servers.get(variant) as { child: ChildProcess; port: number };
   type Flushed = {
     served: number;
@@ -184,14 +185,16 @@ for (const variant of measured.filter((name) => KANA_VARIANTS.includes(name))) {
     `\n${variant}: ${served} responses 2xx, ${stats.delivered} usage events delivered, ${stats.failed} failed, ${stats.calls} usage calls, ${stats.checks} entitlement checks, ${stats.denied} denied`,
   );
 }
-const usage = await ask<{ total: number; calls: number }>(kana.child, 'usage', 'usage');
-const seconds = (ROUNDS * SECONDS + 2) * measured.filter((name) => KANA_VARIANTS.includes(name)).length;
-console.log(
-  `Kana recorded ${usage.total} units for ${metered2xx} metered 2xx responses (${usage.total === metered2xx ? 'all delivered' : 'MISMATCH'}),`,
-);
-console.log(
-  `in ${usage.calls} calls: ${(usage.calls / USERS.length / seconds).toFixed(2)} calls per (user, feature) per second of load (flushInterval 1 s).`,
-);
+if (metered.length > 0) {
+  const usage = await ask<{ total: number; calls: number }>(kana.child, 'usage', 'usage');
+  const seconds = (ROUNDS * SECONDS + 2) * metered.length;
+  console.log(
+    `Kana recorded ${usage.total} units for ${metered2xx} metered 2xx responses (${usage.total === metered2xx ? 'all delivered' : 'MISMATCH'}),`,
+  );
+  console.log(
+    `in ${usage.calls} calls: ${(usage.calls / USERS.length / seconds).toFixed(2)} calls per (user, feature) per second of load (flushInterval 1 s).`,
+  );
+}
 
 for (const { child } of [...servers.values(), kana]) child.send({ type: 'exit' });
 await redis?.stop();
