@@ -13,7 +13,7 @@ import {
 } from 'graphql';
 import { authFailure } from './api-keys.js';
 import { formatGraphQLError, type WireError, wireError } from './errors.js';
-import type { Fault, FaultQueue } from './faults.js';
+import type { Fault, FaultQueue, FieldFault } from './faults.js';
 import type { ResolverContext } from './resolvers.js';
 import type { KanaStore } from './store.js';
 
@@ -44,16 +44,17 @@ export interface GraphQLEndpointOptions {
 
 export interface GraphQLEndpoint {
   handle(req: IncomingMessage, res: ServerResponse): void;
-  /** Ends requests held by `{ delayMs }` faults (used when going offline or closing). */
+  /** Ends requests held by `{ delayMs }` and `{ hang }` faults (used when going offline or closing). */
   cancelPending(): void;
 }
 
 const MAX_BODY_BYTES = 1024 * 1024;
 const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
 
-/** A request held by a `{ delayMs }` fault. */
+/** A request held by a `{ delayMs }` or `{ hang }` fault. */
 interface PendingDelay {
-  timer: NodeJS.Timeout;
+  /** Undefined for a hang. */
+  timer: NodeJS.Timeout | undefined;
   cancel: () => void;
   res: ServerResponse;
 }
@@ -182,8 +183,9 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
     document: DocumentNode,
     body: GraphQLBody,
     usageNotRecorded: boolean,
+    failingField?: FieldFault,
   ): Promise<{ status: number; payload: unknown }> {
-    const contextValue: ResolverContext = { store, usageNotRecorded };
+    const contextValue: ResolverContext = { store, usageNotRecorded, failingField };
     const result: ExecutionResult = await execute({
       schema,
       document,
@@ -220,6 +222,20 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
     if (fault === null || 'result' in fault) {
       const { status, payload } = await run(document, body, fault !== null);
       sendJson(res, entry, status, payload);
+    } else if ('fieldError' in fault) {
+      const { status, payload } = await run(document, body, false, fault.fieldError);
+      sendJson(res, entry, status, payload);
+    } else if ('hang' in fault) {
+      // Never answered: held until the client leaves, or the emulator goes offline or closes.
+      entry.status = null;
+      await new Promise<void>((resolve) => {
+        const hold: PendingDelay = { timer: undefined, cancel: resolve, res };
+        pending.add(hold);
+        res.on('close', () => {
+          pending.delete(hold);
+          resolve();
+        });
+      });
     } else if ('status' in fault) {
       const headers: Record<string, string> = {};
       if (fault.retryAfter !== undefined) headers['retry-after'] = String(fault.retryAfter);
@@ -247,15 +263,12 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
         if (!res.writableFinished) clientLeft = true;
       });
       const cancelled = await new Promise<boolean>((resolve) => {
-        const hold: PendingDelay = {
-          timer: setTimeout(() => {
-            pending.delete(hold);
-            resolve(false);
-          }, fault.delayMs),
-          cancel: () => resolve(true),
-          res,
-        };
-        hold.timer.unref();
+        const timer = setTimeout(() => {
+          pending.delete(hold);
+          resolve(false);
+        }, fault.delayMs);
+        timer.unref();
+        const hold: PendingDelay = { timer, cancel: () => resolve(true), res };
         pending.add(hold);
       });
       // Going offline or closing ends the wait: the request is dropped, not executed.

@@ -12,7 +12,7 @@ import { applySeed, type EmulatorSeed } from './seed.js';
 import { KanaStore, type UsageCall } from './store.js';
 
 export type { DashboardState } from './dashboard.js';
-export type { FailNextOptions, Fault } from './faults.js';
+export type { FailNextOptions, Fault, FieldFault } from './faults.js';
 export type { EmulatorRequest } from './graphql-endpoint.js';
 export { type EmulatorSeed, EmulatorSeedError } from './seed.js';
 export type {
@@ -65,6 +65,8 @@ export interface KanaEmulator {
   requests(): readonly EmulatorRequest[];
   /** Scripts a fault for the next matching request(s). */
   failNext(fault: Fault, options?: FailNextOptions): void;
+  /** Drops every scripted fault not used yet (requests already held by one stay held); state and logs stay. */
+  clearFaults(): void;
   /** Offline: stop listening and drop open sockets. Online again: listen on the same port. */
   setOffline(offline: boolean): Promise<void>;
   /**
@@ -130,6 +132,7 @@ export async function startKanaEmulator(options: KanaEmulatorOptions = {}): Prom
     usageCalls: () => store.usageCalls(),
     requests: () => log.map((entry) => ({ ...entry, fieldNames: [...entry.fieldNames] })),
     failNext: (fault, failOptions) => faults.add(fault, failOptions),
+    clearFaults: () => faults.clear(),
     setOffline: (offline) => (offline ? server.goOffline() : server.goOnline()),
     reset: () => {
       store.reset();

@@ -1,6 +1,7 @@
 // GraphQL resolvers: map each field of Kana's schema onto the store, and record usage faults.
 import type { GraphQLFieldResolver } from 'graphql';
-import { notSupported } from './errors.js';
+import { KanaEmulatorError, notSupported } from './errors.js';
+import type { FieldFault } from './faults.js';
 import type {
   FeatureRecord,
   FeatureType,
@@ -17,6 +18,8 @@ export interface ResolverContext {
   store: KanaStore;
   /** A scripted `{ result: false }` fault: usage mutations apply nothing and report failure. */
   usageNotRecorded: boolean;
+  /** A scripted `{ fieldError }` fault: this root field throws, wherever the document selects it. */
+  failingField?: FieldFault | undefined;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: each resolver narrows its own source and args.
@@ -55,7 +58,26 @@ function toPackageFeatureRecord(store: KanaStore, input: CreatePackageInput['fea
   };
 }
 
-export const resolvers: ResolverMap = {
+/** Root resolvers that throw the request's `{ fieldError }` fault when it names their field. */
+function withFieldFaults(fields: Record<string, Resolver>): Record<string, Resolver> {
+  return Object.fromEntries(
+    Object.entries(fields).map(([field, resolve]): [string, Resolver] => [
+      field,
+      (root, args, context: ResolverContext, info) => {
+        const fault = context.failingField;
+        if (fault?.field === field) {
+          throw new KanaEmulatorError(fault.message ?? `Emulated fault: ${field} failed`, {
+            code: fault.code ?? 'INTERNAL_SERVER_ERROR',
+            name: fault.name ?? 'Error',
+          });
+        }
+        return resolve(root, args, context, info);
+      },
+    ]),
+  );
+}
+
+const rootResolvers: ResolverMap = {
   Query: {
     feature: (_root, args: { id: string }, { store }) => store.getFeature(args.id),
     features: (_root, _args, { store }) => store.listFeatures(),
@@ -112,6 +134,11 @@ export const resolvers: ResolverMap = {
       throw notSupported('generateUserToken');
     },
   },
+};
+
+export const resolvers: ResolverMap = {
+  Query: withFieldFaults(rootResolvers.Query as Record<string, Resolver>),
+  Mutation: withFieldFaults(rootResolvers.Mutation as Record<string, Resolver>),
 
   Feature: {
     packages: (feature: FeatureRecord, _args, { store }) => store.packagesWithFeature(feature.id),

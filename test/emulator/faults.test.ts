@@ -1,4 +1,4 @@
-// Scripted faults (status, result:false, delay, drop, graphqlError), going offline, and close().
+// Scripted faults (status, result:false, delay, hang, drop, graphqlError, fieldError), going offline, and close().
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
@@ -188,7 +188,93 @@ describe('{ graphqlError }', () => {
   });
 });
 
+describe('{ fieldError }', () => {
+  const CHECK_WITH_PERIOD = `query check($userId: String!, $featureId: String!) {
+    canUseFeature(userId: $userId, featureId: $featureId) { access }
+    showUsage(userId: $userId, featureId: $featureId) { current { periodEnd } }
+  }`;
+  const variables = { userId: 'u1', featureId: 'api-calls' };
+
+  it('fails one root field with an error at its path; non-null root fields null the whole answer, as graphql-js does', async () => {
+    emulator.failNext({ fieldError: { field: 'showUsage', message: 'Not allowed for this key', code: 'FORBIDDEN' } });
+    const response = await post(emulator, CHECK_WITH_PERIOD, variables);
+    expect(response.status).toBe(200);
+    expect(response.data).toBeNull();
+    expect(response.errors).toEqual([
+      {
+        message: 'Not allowed for this key',
+        locations: [{ line: 3, column: 5 }],
+        path: ['showUsage'],
+        extensions: { code: 'FORBIDDEN', exception: { name: 'Error', message: 'Not allowed for this key' } },
+      },
+    ]);
+    expect((await post(emulator, CHECK_WITH_PERIOD, variables)).data).toMatchObject({
+      canUseFeature: { access: true },
+    });
+  });
+
+  it('names the alias in the path, and has defaults; graphql-js stops at the first non-null root error', async () => {
+    emulator.failNext({ fieldError: { field: 'canUseFeature' } });
+    const response = await post(
+      emulator,
+      `{ a: canUseFeature(userId: "u1", featureId: "api-calls") { access } b: canUseFeature(userId: "u1", featureId: "api-calls") { access } }`,
+    );
+    expect(response.data).toBeNull();
+    // Both selections fail, but the first one's error nulls the whole answer before the second runs.
+    expect(response.errors?.map((error) => [error.path, error.message, error.extensions.code])).toEqual([
+      [['a'], 'Emulated fault: canUseFeature failed', 'INTERNAL_SERVER_ERROR'],
+    ]);
+  });
+
+  it('waits for a request that selects its field; mutations apply nothing when theirs fails', async () => {
+    emulator.failNext({ fieldError: { field: 'createUsageEvent' } });
+    expect((await post(emulator, CAN_USE_FEATURE, variables)).errors).toBeUndefined();
+    const response = await sendUsageEvent();
+    expect(response.errors?.[0]?.path).toEqual(['createUsageEvent']);
+    expect(emulator.usageCalls()).toEqual([]);
+  });
+});
+
+describe('{ hang }', () => {
+  it('never answers: the client gives up, nothing is applied, and the next request is answered', async () => {
+    emulator.failNext({ hang: true });
+    await expect(sendUsageEvent(AbortSignal.timeout(100))).rejects.toThrow(/abort|timeout/i);
+    await waitFor(() => emulator.requests().length === 1);
+    expect(emulator.requests()[0]).toMatchObject({ fieldNames: ['createUsageEvent'], status: null });
+    expect((await sendUsageEvent()).data).toEqual({ createUsageEvent: true });
+    expect(emulator.usage('u1', 'api-calls')).toBe(1);
+  });
+
+  it('going offline ends a hung request', async () => {
+    emulator.failNext({ hang: true });
+    const pending = sendUsageEvent();
+    await waitFor(() => emulator.requests().length === 1);
+    await emulator.setOffline(true);
+    expect(await fetchFailure(pending)).toMatch(SOCKET_CLOSED);
+    await emulator.setOffline(false);
+    expect(emulator.usage('u1', 'api-calls')).toBe(0);
+  });
+});
+
 describe('failNext() and reset()', () => {
+  it('times: Infinity applies to every matching request until clearFaults()', async () => {
+    emulator.failNext({ status: 503 }, { times: Number.POSITIVE_INFINITY, operation: 'createUsageEvent' });
+    const statuses = [];
+    for (let i = 0; i < 5; i += 1) statuses.push((await sendUsageEvent()).status);
+    expect((await post(emulator, CAN_USE_FEATURE, { userId: 'u1', featureId: 'api-calls' })).status).toBe(200);
+    emulator.clearFaults();
+    statuses.push((await sendUsageEvent()).status);
+    expect(statuses).toEqual([503, 503, 503, 503, 503, 200]);
+    expect(emulator.usage('u1', 'api-calls')).toBe(1); // clearFaults() keeps the state
+  });
+
+  it('rejects a malformed fieldError or hang', () => {
+    expect(() => emulator.failNext({ fieldError: { field: '' } })).toThrow(/fault.fieldError must be/);
+    expect(() => emulator.failNext({ fieldError: { field: 'showUsage', code: 5 } } as never)).toThrow(TypeError);
+    expect(() => emulator.failNext({ hang: 'yes' } as never)).toThrow(/fault.hang must be true/);
+    expect(() => emulator.failNext({ status: 500 }, { times: 1.5 })).toThrow(/positive integer or Infinity/);
+  });
+
   it('rejects a malformed fault with a TypeError', () => {
     expect(() => emulator.failNext({ status: 42 })).toThrow(TypeError);
     expect(() => emulator.failNext({ status: 500, drop: true } as never)).toThrow(/exactly one kind/);
