@@ -17,13 +17,15 @@ export type { KanaMeterStats } from './config/stats.js';
 export type { CloseOptions } from './delivery/queue.js';
 export type {
   CheckOptions,
+  CheckOutcome,
+  CheckResults,
   EntitlementAnswer,
   EntitlementQuery,
   KanaClientOptions,
   UsageInput,
   UsageMutation,
 } from './kana/client.js';
-export { DEFAULT_CHECK_TIMEOUT_MS, DEFAULT_ENDPOINT, KanaClient } from './kana/client.js';
+export { DEFAULT_CHECK_TIMEOUT_MS, DEFAULT_ENDPOINT, KanaClient, MAX_CHECKS_PER_DOCUMENT } from './kana/client.js';
 export { meter } from './meter.js';
 export type { DeltaFunction, FeatureOptions } from './metering/metered-feature.js';
 export type { RouteMap, RouteTarget } from './metering/routes.js';

@@ -3,7 +3,19 @@
 import { ClientError, GraphQLClient } from 'graphql-request';
 import { KanaError } from '../config/errors.js';
 import { checkApiKey, checkInteger, checkOneOf, checkUrl, optionError } from '../config/option-checks.js';
+import {
+  type CheckResults,
+  checkDocument,
+  type EntitlementAnswer,
+  type EntitlementQuery,
+  type FieldError,
+  MAX_CHECKS_PER_DOCUMENT,
+  readCheckResults,
+} from './check-document.js';
 import { type CallFailure, classifyFailure, type GraphQLErrorLike } from './retry-policy.js';
+
+export type { CheckOutcome, CheckResults, EntitlementAnswer, EntitlementQuery } from './check-document.js';
+export { MAX_CHECKS_PER_DOCUMENT } from './check-document.js';
 
 /** Kana's admin GraphQL endpoint. */
 export const DEFAULT_ENDPOINT = 'https://api.usekana.com/graphql';
@@ -15,12 +27,6 @@ export type UsageMutation = 'createUsageEvent' | 'recordUsage';
 const CREATE_USAGE_EVENT = `mutation createUsageEvent($input: CreateUsageEventInput!) { createUsageEvent(input: $input) }`;
 // Kana's current reference name, { recorded, reason } result.
 const RECORD_USAGE = `mutation recordUsage($input: CreateUsageEventInput!) { recordUsage(input: $input) { recorded reason } }`;
-// canUseFeature (API.md §7, §11.8) and, in the same round trip, the current usage period, whose end
-// is when a used-up allowance comes back (showUsage's `current` is null when usage never resets).
-const CHECK_ENTITLEMENT = `query checkEntitlement($userId: String!, $featureId: String!, $delta: Int) {
-  canUseFeature(userId: $userId, featureId: $featureId, delta: $delta) { access reason consumption { used budget overageEnabled } }
-  showUsage(userId: $userId, featureId: $featureId) { current { periodStart periodEnd } }
-}`;
 
 /** Time limit of an entitlement check, in milliseconds: a check runs while a request waits. */
 export const DEFAULT_CHECK_TIMEOUT_MS = 2000;
@@ -32,31 +38,6 @@ export interface UsageInput {
   delta: number;
 }
 
-/** What an entitlement check asks: may this user use `delta` units of this feature now? */
-export interface EntitlementQuery {
-  userId: string;
-  featureId: string;
-  /** Units the request would use. */
-  delta: number;
-}
-
-/** Kana's answer to an entitlement check: canUseFeature, plus the current usage period from showUsage. */
-export interface EntitlementAnswer {
-  /** Kana's verdict for the delta asked. */
-  readonly access: boolean;
-  /** Kana's human-readable reason. */
-  readonly reason: string;
-  /** The allowance of a CONSUMABLE feature in the user's plan; null for BINARY features and features not in the plan. */
-  readonly consumption: {
-    readonly used: number;
-    /** null = unlimited. */
-    readonly budget: number | null;
-    readonly overageEnabled: boolean;
-  } | null;
-  /** The current usage period; null when usage never resets, or there is no allowance to reset. */
-  readonly period: { readonly start: Date; readonly end: Date } | null;
-}
-
 export interface CheckOptions {
   /**
    * Time limit of the check, in milliseconds.
@@ -64,6 +45,11 @@ export interface CheckOptions {
    */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /**
+   * Also ask showUsage for the current usage period (in the same document).
+   * @default true
+   */
+  period?: boolean;
 }
 
 export interface KanaClientOptions {
@@ -120,7 +106,10 @@ export function parseClientOptions(options: KanaClientOptions): ClientSettings {
   });
 }
 
-/** Calls Kana's admin GraphQL API. Each method makes exactly one attempt and throws a KanaError on failure. */
+/**
+ * Calls Kana's admin GraphQL API. Each method makes one attempt (checkEntitlement a second one
+ * without the period when showUsage fails) and throws a KanaError on failure.
+ */
 export class KanaClient {
   readonly endpoint: string;
   readonly mutation: UsageMutation;
@@ -162,19 +151,40 @@ export class KanaClient {
 
   /**
    * Asks Kana whether a user may use `delta` units of a feature (canUseFeature), with the current
-   * usage period (showUsage) in the same call. One attempt, with its own short timeout; throws a
-   * KanaError classified by the retry table on failure.
+   * usage period (showUsage) in the same call. The answer depends on canUseFeature alone: if
+   * showUsage fails, canUseFeature is asked again on its own, and the answer has no period.
+   * Throws a KanaError classified by the retry table when canUseFeature fails.
    */
   async checkEntitlement(query: EntitlementQuery, options: CheckOptions = {}): Promise<EntitlementAnswer> {
-    const data = await this.request<{ canUseFeature?: unknown; showUsage?: unknown }>(
-      CHECK_ENTITLEMENT,
-      { userId: query.userId, featureId: query.featureId, delta: query.delta },
+    let period = options.period ?? true;
+    for (;;) {
+      const { outcomes, periodError } = await this.checkEntitlements([query], { ...options, period });
+      const [outcome] = outcomes;
+      if (outcome instanceof KanaError) throw outcome;
+      if (outcome !== 'lost' && outcome !== undefined) return outcome;
+      // Lost: only showUsage failed, and it took canUseFeature's data with it.
+      if (!period || periodError === undefined) throw badResponse(null);
+      period = false;
+    }
+  }
+
+  /**
+   * Asks canUseFeature (and showUsage, unless `period: false`) for up to MAX_CHECKS_PER_DOCUMENT
+   * checks in one GraphQL document, one call. Errors Kana gives for single fields are read check
+   * by check (see CheckOutcome); a failure of the whole call throws a KanaError.
+   */
+  async checkEntitlements(queries: readonly EntitlementQuery[], options: CheckOptions = {}): Promise<CheckResults> {
+    if (queries.length === 0 || queries.length > MAX_CHECKS_PER_DOCUMENT) {
+      throw new RangeError(`checkEntitlements takes 1 to ${MAX_CHECKS_PER_DOCUMENT} checks, got ${queries.length}`);
+    }
+    const document = checkDocument(queries, options.period ?? true);
+    const { data, errors } = await this.requestFields<Record<string, unknown>>(
+      document.document,
+      document.variables,
       options.signal,
       options.timeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS,
     );
-    const answer = parseEntitlementAnswer(data);
-    if (answer === undefined) throw badResponse(data);
-    return answer;
+    return readCheckResults(data, errors, document);
   }
 
   /** Sends one document with a per-call timeout and maps every failure through the retry table. */
@@ -184,6 +194,37 @@ export class KanaClient {
     signal?: AbortSignal,
     timeoutMs = this.timeoutMs,
   ): Promise<T> {
+    return this.#send<T, T>(document, variables, signal, timeoutMs, (data) => data, undefined);
+  }
+
+  /**
+   * Like request(), but an answer whose errors all belong to fields (each has a `path`) is
+   * returned with its data, possibly null or partial, instead of thrown.
+   */
+  protected async requestFields<T>(
+    document: string,
+    variables: Record<string, unknown>,
+    signal: AbortSignal | undefined,
+    timeoutMs: number,
+  ): Promise<{ data: T | null; errors: readonly FieldError[] }> {
+    return this.#send<T, { data: T | null; errors: readonly FieldError[] }>(
+      document,
+      variables,
+      signal,
+      timeoutMs,
+      (data) => ({ data, errors: [] }),
+      fieldErrorsOf,
+    );
+  }
+
+  async #send<T, R>(
+    document: string,
+    variables: Record<string, unknown>,
+    signal: AbortSignal | undefined,
+    timeoutMs: number,
+    answered: (data: T) => R,
+    partial: ((error: unknown) => R | undefined) | undefined,
+  ): Promise<R> {
     const call = new AbortController();
     const timer = setTimeout(() => call.abort(new DOMException('Kana call timed out', 'TimeoutError')), timeoutMs);
     timer.unref();
@@ -193,9 +234,11 @@ export class KanaClient {
       if (signal?.aborted) throw signal.reason;
       const data = await this.#graphql.request<T>({ document, variables, signal: call.signal });
       if (data === null || typeof data !== 'object') throw badResponse(data);
-      return data;
+      return answered(data);
     } catch (error) {
       if (error instanceof KanaError) throw error;
+      const fields = partial?.(error);
+      if (fields !== undefined) return fields;
       throw classifyFailure(describeFailure(error, call.signal, signal));
     } finally {
       clearTimeout(timer);
@@ -204,35 +247,13 @@ export class KanaClient {
   }
 }
 
-/** Reads canUseFeature + showUsage; undefined when the answer does not have the documented shape. */
-function parseEntitlementAnswer(data: { canUseFeature?: unknown; showUsage?: unknown }): EntitlementAnswer | undefined {
-  const check = data.canUseFeature as Record<string, unknown> | null | undefined;
-  if (check == null || typeof check.access !== 'boolean') return undefined;
-  let consumption: EntitlementAnswer['consumption'] = null;
-  if (check.consumption != null) {
-    const raw = check.consumption as Record<string, unknown>;
-    const used = toCount(raw.used);
-    const budget = raw.budget == null ? null : toCount(raw.budget);
-    if (used === undefined || budget === undefined || typeof raw.overageEnabled !== 'boolean') return undefined;
-    consumption = { used, budget, overageEnabled: raw.overageEnabled };
-  }
-  const current = (data.showUsage as { current?: { periodStart?: unknown; periodEnd?: unknown } | null } | null)
-    ?.current;
-  const start = typeof current?.periodStart === 'string' ? Date.parse(current.periodStart) : Number.NaN;
-  const end = typeof current?.periodEnd === 'string' ? Date.parse(current.periodEnd) : Number.NaN;
-  return {
-    access: check.access,
-    reason: typeof check.reason === 'string' ? check.reason : '',
-    consumption,
-    period: Number.isNaN(start) || Number.isNaN(end) ? null : { start: new Date(start), end: new Date(end) },
-  };
-}
-
-/** A usage count: an Int, tolerating the numeric strings some of Kana's examples show for limits (API.md §5). */
-function toCount(value: unknown): number | undefined {
-  if (typeof value === 'number' && Number.isInteger(value)) return value;
-  if (typeof value === 'string' && /^-?\d+$/.test(value)) return Number(value);
-  return undefined;
+/** The data and errors of a 2xx answer whose every error belongs to a field; undefined for any other failure. */
+function fieldErrorsOf<T>(error: unknown): { data: T | null; errors: readonly FieldError[] } | undefined {
+  if (!(error instanceof ClientError)) return undefined;
+  const { status, errors, data } = error.response as { status: number; errors?: FieldError[]; data?: unknown };
+  if (status < 200 || status >= 300 || !errors?.length || !errors.every((e) => e.path?.length)) return undefined;
+  if (data != null && typeof data !== 'object') return undefined;
+  return { data: (data ?? null) as T | null, errors };
 }
 
 function badResponse(data: unknown): KanaError {
