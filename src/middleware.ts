@@ -2,15 +2,26 @@
 
 import type { ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { KanaError, logCodes } from './config/errors.js';
+import type { EntitlementDecision } from './config/decision.js';
+import { logCodes } from './config/errors.js';
 import { guardObserveKanaCall } from './config/metrics.js';
 import { createCounters, type KanaMeterStats } from './config/stats.js';
 import { isPromise } from './config/thenable.js';
 import { raceTimeout } from './config/timers.js';
 import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './delivery/queue.js';
+import { CheckBreaker } from './enforcement/check-breaker.js';
+import { CheckQueue } from './enforcement/check-queue.js';
+import { decisionOf } from './enforcement/decisions.js';
+import { EntitlementLookup } from './enforcement/entitlement-lookup.js';
 import { EntitlementCache } from './enforcement/entitlements.js';
 import { createGate, releaseHolds } from './enforcement/gate.js';
 import { KanaClient } from './kana/client.js';
+import {
+  type IdempotencyWindow,
+  idempotencyKeyOf,
+  MemoryIdempotencyWindow,
+  windowKey,
+} from './metering/idempotency-window.js';
 import { isValidDelta, type MeteredFeature } from './metering/metered-feature.js';
 import {
   featuresToBill,
@@ -22,11 +33,30 @@ import {
   usageOf,
   where,
 } from './metering/request-usage.js';
+import { parseUsageArguments } from './metering/usage-arguments.js';
 import { toKanaUserId, type UserIdValue } from './metering/user-id.js';
 import { type KanaMeterOptions, parseOptions } from './options.js';
 
-/** The middleware, plus the controls of its delivery queue. */
+/** The middleware, plus the controls of its delivery queue, and metering outside a request. */
 export interface KanaMeter extends RequestHandler {
+  /**
+   * Bills usage that does not come from an HTTP response (a WebSocket message, a queue job, a
+   * stream that ends later), through the same queue, coalescing, retries, spool and shutdown as
+   * the middleware's, and counts it against the cached allowance. Ids are sent as Strings.
+   * After close(), the usage is reported undelivered (like a response finishing late).
+   * @throws TypeError naming the bad argument: `userId` not a non-empty string or finite number,
+   *   `featureId` not a non-empty string, `delta` not an integer in 1..2147483647.
+   * @example kana.record(user.id, 'messages')
+   * @example kana.record(job.ownerId, 'export-rows', rows.length)
+   */
+  record(userId: string | number, featureId: string, delta?: number): void;
+  /**
+   * Whether the user may use `delta` units of the feature now: the same cache, Kana calls, breaker
+   * and stale answers as enforced requests, holding nothing. Never rejects for a Kana failure (the
+   * decision says `source: 'fallback'` or `'stale'`); rejects with a TypeError for a bad argument.
+   * @example if (!(await kana.check(user.id, 'messages')).allowed) socket.close(4029, 'quota')
+   */
+  check(userId: string | number, featureId: string, delta?: number): Promise<EntitlementDecision>;
   /** Sends all waiting usage now; resolves when every event captured so far is delivered or reported undelivered. */
   flush(): Promise<void>;
   /** Stops intake, flushes within `timeoutMs`, releases every timer and socket. Idempotent. */
@@ -47,19 +77,48 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   const counters = createCounters();
   const observeKanaCall = config.metrics && guardObserveKanaCall(config.metrics, counters, config.logger);
   const queue = new DeliveryQueue(client, config, counters, observeKanaCall);
-  const entitlements = new EntitlementCache({
+  const breaker: CheckBreaker = new CheckBreaker({
+    backoff: config.retry,
+    logger,
+    counters,
+    onKanaError: config.onKanaError,
+    probe: (query) => entitlements.load(query.userId, query.featureId, query.delta, true),
+  });
+  const checks: CheckQueue = new CheckQueue({
     client,
-    ttl: config.entitlementTtl,
-    maxEntries: config.maxEntitlements,
+    breaker,
     checkTimeoutMs: config.checkTimeoutMs,
-    undelivered: (userId, featureId) => queue.undeliveredDelta(userId, featureId),
-    onCheck: () => {
-      counters.checks++;
-    },
-    onCheckFailed: checkFailed,
+    concurrency: config.checkConcurrency,
+    counters,
+    logger,
+    onKanaError: config.onKanaError,
     observeKanaCall,
   });
-  const { gate } = createGate({ config, counters, cache: entitlements, userIdFailed });
+  const entitlements: EntitlementCache = new EntitlementCache({
+    ask: (query, probe) => checks.ask(query, probe),
+    ttl: config.entitlementTtl,
+    staleIfError: config.staleIfError,
+    maxEntries: config.maxEntitlements,
+    undelivered: (userId, featureId) => queue.undeliveredDelta(userId, featureId),
+  });
+  const lookup = new EntitlementLookup(entitlements, breaker);
+  const idempotencyWindow: IdempotencyWindow | undefined =
+    config.idempotencyKey &&
+    new MemoryIdempotencyWindow({
+      ttlMs: config.idempotencyKey.ttlMs,
+      maxKeys: config.idempotencyKey.maxKeys,
+      onEvict: () => {
+        counters.idempotencyEvictions++;
+      },
+    });
+  const { gate } = createGate({
+    config,
+    counters,
+    cache: entitlements,
+    lookUpMissed: (userId, featureId, delta) => lookup.missed(userId, featureId, delta),
+    idempotencyWindow,
+    userIdFailed,
+  });
   /** Captures whose userId or delta is still being awaited; flush() and close() wait for them. */
   const asyncCaptures = new Set<Promise<void>>();
   /** Set by close(): responses finishing from now on are reported, not queued. */
@@ -167,7 +226,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
 
   function captureFeature(req: Request, res: Response, userId: string, feature: MeteredFeature, late: boolean): void {
     if (typeof feature.delta === 'number') {
-      enqueue(userId, feature.featureId, feature.delta, late);
+      billOnce(req, userId, feature.featureId, feature.delta, late);
       return;
     }
     let delta: unknown;
@@ -189,6 +248,32 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     }
   }
 
+  /** Queues the usage, unless the request's Idempotency-Key was already billed for this user and feature. */
+  function billOnce(req: Request, userId: string, featureId: string, delta: number, late: boolean): void {
+    const key = idempotencyWindow && idempotencyKeyOf(req, config.idempotencyKey?.header as string);
+    if (key === undefined) {
+      enqueue(userId, featureId, delta, late);
+      return;
+    }
+    const claimed = (idempotencyWindow as IdempotencyWindow).claim(windowKey(userId, featureId, key));
+    const bill = (first: boolean) => {
+      if (first) enqueue(userId, featureId, delta, late);
+      else counters.idempotentReplays++;
+    };
+    if (isPromise(claimed)) track(claimed.then(bill, (error: unknown) => idempotencyFailed(req, error, bill)));
+    else bill(claimed);
+  }
+
+  /** The window could not be asked: bill (a double bill is recoverable, lost usage is not). */
+  function idempotencyFailed(req: Request, error: unknown, bill: (first: boolean) => void): void {
+    counters.hookErrors++;
+    logger.error(
+      { code: logCodes.hookFailed, hook: 'idempotencyKey', err: error, ...where(req) },
+      'kana-meter: the idempotency window failed; the usage was billed',
+    );
+    bill(true);
+  }
+
   /** Queues the event, or reports it when its response finished after close() began. */
   function enqueue(userId: string, featureId: string, delta: number, late: boolean): void {
     if (late) {
@@ -202,7 +287,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
 
   function enqueueChecked(req: Request, userId: string, feature: MeteredFeature, delta: unknown, late: boolean): void {
     if (isValidDelta(delta)) {
-      enqueue(userId, feature.featureId, delta, late);
+      billOnce(req, userId, feature.featureId, delta, late);
       return;
     }
     counters.invalidDelta++;
@@ -234,16 +319,6 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     );
   }
 
-  /** Once per failed entitlement check, however many requests were waiting for it. */
-  function checkFailed(error: unknown, userId: string, featureId: string): void {
-    counters.checkErrors++;
-    const err = error instanceof KanaError ? { code: error.code, message: error.message, status: error.status } : error;
-    logger.error(
-      { code: logCodes.checkFailed, userId, featureId, onKanaError: config.onKanaError, err },
-      `kana-meter: the entitlement check failed; requests waiting for it were ${config.onKanaError === 'allow' ? 'allowed' : 'refused with 503'}`,
-    );
-  }
-
   function userIdFailed(req: Request, error: unknown): void {
     counters.userIdErrors++;
     logger.error(
@@ -262,7 +337,12 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   }
 
   function stats(): KanaMeterStats {
-    return Object.freeze({ ...counters, ...queue.gauges(), entitlements: entitlements.size });
+    return Object.freeze({
+      ...counters,
+      ...queue.gauges(),
+      checksAvailable: !breaker.isOpen,
+      entitlements: entitlements.size,
+    });
   }
 
   if (config.metrics) {
@@ -278,6 +358,15 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   let closing: Promise<void> | undefined;
 
   return Object.assign(kanaMeterMiddleware, {
+    record(userId: string | number, featureId: string, delta = 1) {
+      const usage = parseUsageArguments('record', userId, featureId, delta);
+      enqueue(usage.userId, usage.featureId, usage.delta, closed);
+    },
+    async check(userId: string | number, featureId: string, delta = 1) {
+      const usage = parseUsageArguments('check', userId, featureId, delta);
+      const found = await lookup.find(usage.userId, usage.featureId, usage.delta);
+      return decisionOf(found, usage.userId, usage.featureId, usage.delta, config.onKanaError);
+    },
     async flush() {
       await settleAsyncCaptures();
       await queue.flush();
@@ -287,6 +376,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       closing ??= (async () => {
         const timeoutMs = closeOptions.timeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
         const started = Date.now();
+        breaker.stop();
         // Captures already under way (async userId or delta) still make it into the final flush.
         await raceTimeout(settleAsyncCaptures(), timeoutMs);
         await queue.close({ timeoutMs: Math.max(0, timeoutMs - (Date.now() - started)) });

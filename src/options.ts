@@ -1,12 +1,13 @@
 // kanaMeter() options: their public types, defaults and validation into one frozen config.
 
 import type { NextFunction, Request, Response } from 'express';
-import type { RefusedDecision } from './config/decision.js';
+import type { EnforceMode, KanaErrorPolicy, RefusedDecision } from './config/decision.js';
 import type { KanaError } from './config/errors.js';
 import { type KanaLogger, parseLogger } from './config/logger.js';
 import { type KanaMeterMetrics, parseMetrics } from './config/metrics.js';
 import {
   checkBoolean,
+  checkEnforce,
   checkFunction,
   checkInteger,
   checkNumber,
@@ -85,11 +86,32 @@ export interface RetryOptions {
   randomize?: boolean;
 }
 
+export interface IdempotencyKeyOptions {
+  /**
+   * The request header carrying the key.
+   * @default 'Idempotency-Key'
+   * @example 'X-Request-Id'
+   */
+  header?: string;
+  /**
+   * How long a billed key is remembered, in milliseconds.
+   * @default 86400000 (24 hours)
+   * @example 3_600_000
+   */
+  ttlMs?: number;
+  /**
+   * Most keys remembered (one per user, feature and key; about 200 bytes each). When full, the
+   * oldest key goes first, and a retry of its request would be billed again.
+   * @default 100000
+   * @example 1_000_000
+   */
+  maxKeys?: number;
+}
+
 /** Replaces the response to a refused request; see `onDenied`. */
 export type DeniedHandler = (req: Request, res: Response, next: NextFunction, decision: RefusedDecision) => void;
 
-/** What an enforced request does when its entitlement cannot be checked. */
-export type KanaErrorPolicy = 'allow' | 'deny';
+export type { KanaErrorPolicy };
 
 export interface KanaMeterOptions {
   /**
@@ -196,12 +218,16 @@ export interface KanaMeterOptions {
   onDrop?: (usage: UndeliveredUsage) => void | Promise<void>;
   /**
    * Check every metered request against the user's entitlement before its handler runs, and refuse
-   * it (402 not in plan, 429 allowance used up) when the plan does not allow it. A route map entry
+   * it (402 not in plan, 429 allowance used up) when the plan does not allow it. `'shadow'` makes
+   * the same decisions (cache, holds, local accounting, `req.kana`) but never refuses: would-be
+   * refusals are counted in `stats().shadowDenied` and logged at info (`KANA_METER_SHADOW_DENIED`),
+   * and no RateLimit headers are sent, so clients see no change. A route map entry
    * `{ feature, enforce }` or `meter(feature, { enforce })` overrides this per route.
    * @default false
    * @example kanaMeter({ apiKey, userId, routes: { 'POST /api/search': 'api-calls' }, enforce: true })
+   * @example kanaMeter({ apiKey, userId, routes: { 'POST /api/search': 'api-calls' }, enforce: 'shadow' })
    */
-  enforce?: boolean;
+  enforce?: EnforceMode;
   /**
    * Replaces the default problem+json response of a refused request (402, 429, or 503 with
    * `onKanaError: 'deny'`). The handler does not run and the request is not billed, whatever this
@@ -211,13 +237,31 @@ export interface KanaMeterOptions {
    */
   onDenied?: DeniedHandler;
   /**
-   * What an enforced request does when Kana cannot be reached, times out or answers with an error:
-   * `'allow'` lets it through (logged and counted in `stats().failedOpen`; it is billed as usual),
-   * `'deny'` refuses it with 503.
+   * What an enforced request does when Kana cannot be reached, times out or answers with an error,
+   * and Kana has never answered for its user and feature (else the last answer decides, see
+   * `staleIfError`): `'allow'` lets it through (logged and counted in `stats().failedOpen`; it is
+   * billed as usual), `'deny'` refuses it with 503.
    * @default 'allow'
    * @example 'deny'
    */
   onKanaError?: KanaErrorPolicy;
+  /**
+   * Stale-if-error (RFC 5861), in milliseconds: when Kana cannot be asked, the last answer it gave
+   * for a (user, feature), plus the usage counted locally since, keeps deciding for this long past
+   * its `entitlementTtl` (never past the end of its usage period). `req.kana.source` is `'stale'`.
+   * `0`: a failed check always goes to `onKanaError`.
+   * @default 300000 (5 minutes)
+   * @example 900_000
+   */
+  staleIfError?: number;
+  /**
+   * Most entitlement check calls to Kana in flight at once. Checks that arrive while every slot is
+   * busy wait, and go out together in one GraphQL document (up to 20 checks, aliased) when a slot
+   * frees; a check never waits for a slot longer than `checkTimeoutMs`.
+   * @default 16
+   * @example 4
+   */
+  checkConcurrency?: number;
   /**
    * Time limit of one entitlement check, in milliseconds (a request waits for it on a cache miss).
    * @default 2000
@@ -245,6 +289,18 @@ export interface KanaMeterOptions {
    * @example false
    */
   rateLimitHeaders?: boolean;
+  /**
+   * Bill a request carrying an `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header)
+   * once per user and feature within `ttlMs`: a retry with a key already billed is served as usual
+   * but not billed again (counted in `stats().idempotentReplays`), also when the two are in flight
+   * at once; on an enforced route it is not checked nor charged against the allowance again
+   * (`req.kana.source` is `'replay'`). At most `maxKeys` keys are kept; when full, the oldest
+   * goes (counted in `stats().idempotencyEvictions`). Keys longer than 255 characters are ignored.
+   * @default undefined (off: every successful request is billed)
+   * @example true
+   * @example { header: 'X-Request-Id', ttlMs: 3_600_000 }
+   */
+  idempotencyKey?: true | IdempotencyKeyOptions;
   /**
    * A pino-compatible logger.
    * @default pino({ name: 'kana-meter', level: 'warn' })
@@ -282,9 +338,12 @@ export interface KanaMeterConfig {
   readonly onDrop: KanaMeterOptions['onDrop'];
   readonly logger: KanaLogger;
   readonly metrics: KanaMeterMetrics | undefined;
-  readonly enforce: boolean;
+  readonly enforce: EnforceMode;
   readonly onDenied: DeniedHandler | undefined;
   readonly onKanaError: KanaErrorPolicy;
+  readonly staleIfError: number;
+  readonly checkConcurrency: number;
+  readonly idempotencyKey: Readonly<Required<IdempotencyKeyOptions>> | undefined;
   readonly checkTimeoutMs: number;
   readonly entitlementTtl: number;
   readonly maxEntitlements: number;
@@ -313,6 +372,9 @@ const KNOWN_OPTIONS = new Set([
   'enforce',
   'onDenied',
   'onKanaError',
+  'staleIfError',
+  'checkConcurrency',
+  'idempotencyKey',
   'checkTimeoutMs',
   'entitlementTtl',
   'maxEntitlements',
@@ -358,9 +420,12 @@ export function parseOptions(options: KanaMeterOptions): KanaMeterConfig {
     onDrop: checkFunction<NonNullable<KanaMeterOptions['onDrop']>>('onDrop', options.onDrop),
     logger: parseLogger(options.logger),
     metrics: parseMetrics(options.metrics),
-    enforce: checkBoolean('enforce', options.enforce, false),
+    enforce: checkEnforce('enforce', options.enforce, false),
     onDenied: checkFunction<DeniedHandler>('onDenied', options.onDenied),
     onKanaError: checkOneOf('onKanaError', options.onKanaError, ['allow', 'deny'] as const, 'allow'),
+    staleIfError: checkInteger('staleIfError', options.staleIfError, 300_000, 0),
+    checkConcurrency: checkInteger('checkConcurrency', options.checkConcurrency, 16, 1),
+    idempotencyKey: parseIdempotencyKey(options.idempotencyKey),
     checkTimeoutMs: checkInteger('checkTimeoutMs', options.checkTimeoutMs, DEFAULT_CHECK_TIMEOUT_MS, 1),
     entitlementTtl: checkInteger('entitlementTtl', options.entitlementTtl, 30_000, 0),
     maxEntitlements: checkInteger('maxEntitlements', options.maxEntitlements, 10_000, 1),
@@ -386,6 +451,40 @@ function parseSpool(spool: SpoolOptions | undefined): Readonly<Required<SpoolOpt
     throw optionError('spool.path', spool.path, 'a file path');
   }
   return Object.freeze({ path: spool.path, writeAhead: checkBoolean('spool.writeAhead', spool.writeAhead, false) });
+}
+
+const IDEMPOTENCY_OPTIONS = new Set(['header', 'ttlMs', 'maxKeys']);
+/** A header name (RFC 9110 token). */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+function parseIdempotencyKey(
+  value: KanaMeterOptions['idempotencyKey'],
+): Readonly<Required<IdempotencyKeyOptions>> | undefined {
+  if (value === undefined) return undefined;
+  const expected = "true or an object such as { header: 'Idempotency-Key', ttlMs: 86400000, maxKeys: 100000 }";
+  if (value !== true && (typeof value !== 'object' || value === null || Array.isArray(value))) {
+    throw optionError('idempotencyKey', value, expected);
+  }
+  const options: IdempotencyKeyOptions = value === true ? {} : value;
+  for (const key of Object.keys(options)) {
+    if (!IDEMPOTENCY_OPTIONS.has(key)) {
+      throw optionError(
+        `idempotencyKey.${key}`,
+        (options as Record<string, unknown>)[key],
+        `absent (known: ${[...IDEMPOTENCY_OPTIONS].join(', ')})`,
+      );
+    }
+  }
+  const header = options.header ?? 'Idempotency-Key';
+  if (typeof header !== 'string' || !HEADER_NAME.test(header)) {
+    throw optionError('idempotencyKey.header', header, "a header name such as 'Idempotency-Key'");
+  }
+  return Object.freeze({
+    // Node gives request headers in lower case.
+    header: header.toLowerCase(),
+    ttlMs: checkInteger('idempotencyKey.ttlMs', options.ttlMs, 86_400_000, 1),
+    maxKeys: checkInteger('idempotencyKey.maxKeys', options.maxKeys, 100_000, 1),
+  });
 }
 
 function parseClient(options: KanaMeterOptions): KanaClient | ClientSettings {

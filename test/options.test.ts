@@ -68,7 +68,29 @@ describe('kanaMeter options', () => {
     [{ spool: { path: 'x', writeAhead: 'yes' } }, /option `spool.writeAhead` must be true or false; got "yes"/],
     [{ spool: { path: 'x', fsync: true } }, /option `spool.fsync` must be absent/],
     [{ onDrop: 1 }, /option `onDrop` must be a function; got 1/],
-    [{ enforce: 'yes' }, /option `enforce` must be true or false; got "yes"/],
+    [{ enforce: 'yes' }, /option `enforce` must be true, false or 'shadow'; got "yes"/],
+    [{ staleIfError: -1 }, /option `staleIfError` must be an integer >= 0; got -1/],
+    [{ staleIfError: '5m' }, /option `staleIfError` must be an integer >= 0; got "5m"/],
+    [{ checkConcurrency: 0 }, /option `checkConcurrency` must be an integer >= 1; got 0/],
+    [{ checkConcurrency: 2.5 }, /option `checkConcurrency` must be an integer >= 1; got 2.5/],
+    [
+      { idempotencyKey: false },
+      /option `idempotencyKey` must be true or an object such as \{ header: 'Idempotency-Key'.*; got false/,
+    ],
+    [
+      { idempotencyKey: 'Idempotency-Key' },
+      /option `idempotencyKey` must be true or an object.*; got "Idempotency-Key"/,
+    ],
+    [
+      { idempotencyKey: { header: 'Bad Header' } },
+      /option `idempotencyKey.header` must be a header name.*; got "Bad Header"/,
+    ],
+    [{ idempotencyKey: { ttlMs: 0 } }, /option `idempotencyKey.ttlMs` must be an integer >= 1; got 0/],
+    [{ idempotencyKey: { maxKeys: -5 } }, /option `idempotencyKey.maxKeys` must be an integer >= 1; got -5/],
+    [
+      { idempotencyKey: { ttl: 5 } },
+      /option `idempotencyKey.ttl` must be absent \(known: header, ttlMs, maxKeys\); got 5/,
+    ],
     [{ onDenied: 402 }, /option `onDenied` must be a function; got 402/],
     [{ onKanaError: 'block' }, /option `onKanaError` must be one of "allow", "deny"; got "block"/],
     [{ checkTimeoutMs: 0 }, /option `checkTimeoutMs` must be an integer >= 1; got 0/],
@@ -85,7 +107,7 @@ describe('kanaMeter options', () => {
     [{ metrics: { bind() {}, observeKanaCall: 'histogram' } }, /option `metrics` must be an object with bind/],
     [
       { routes: { 'GET /x': { feature: 'f', enforce: 'on' } } },
-      /option `routes\["GET \/x"\].enforce` must be true or false; got "on"/,
+      /option `routes\["GET \/x"\].enforce` must be true, false or 'shadow'; got "on"/,
     ],
   ])('rejects %j', (extra, message) => {
     expect(() => kanaMeter({ ...base, ...(extra as object) })).toThrow(TypeError);
@@ -97,8 +119,27 @@ describe('kanaMeter options', () => {
       ...base,
       routes: Object.freeze({ 'GET /x': 'f' }),
       retry: Object.freeze({ retries: 1 }),
+      idempotencyKey: Object.freeze({ header: 'X-Request-Id' }),
     });
     expect(() => kanaMeter(options)).not.toThrow();
+    expect(options.idempotencyKey).toEqual({ header: 'X-Request-Id' });
+  });
+
+  it("accepts enforce: 'shadow' on kanaMeter, a route map entry and meter(), and the new options' documented forms", () => {
+    expect(() =>
+      kanaMeter({
+        ...base,
+        enforce: 'shadow',
+        routes: { 'GET /x': { feature: 'f', enforce: 'shadow' } },
+        staleIfError: 0,
+        checkConcurrency: 1,
+        idempotencyKey: true,
+      }),
+    ).not.toThrow();
+    expect(() => meter('f', { enforce: 'shadow' })).not.toThrow();
+    expect(() =>
+      kanaMeter({ ...base, idempotencyKey: { header: 'X-Request-Id', ttlMs: 1, maxKeys: 1 } }),
+    ).not.toThrow();
   });
 });
 
@@ -109,7 +150,7 @@ describe('meter() options', () => {
     [['f', { delta: -1 }], /option `meter\(\) feature.delta` must be an integer in 1\.\.2147483647/],
     [['f', { delta: 2 ** 31 }], /got 2147483648/],
     [['f', { detla: 2 }], /option `meter\(\) feature.detla` must be absent \(known options: delta, enforce\)/],
-    [['f', { enforce: 1 }], /option `meter\(\) feature.enforce` must be true or false; got 1/],
+    [['f', { enforce: 1 }], /option `meter\(\) feature.enforce` must be true, false or 'shadow'; got 1/],
   ])('rejects meter(%j)', (args, message) => {
     expect(() => (meter as (...a: unknown[]) => unknown)(...args)).toThrow(message);
   });

@@ -13,8 +13,18 @@ export type DecisionReason =
   /** Kana could not be asked; `onKanaError` decided (allowed, or 503). */
   | 'kana-error';
 
-/** Where a decision came from: a Kana call made for it, the cache, or `onKanaError` when Kana failed. */
-export type DecisionSource = 'kana' | 'cache' | 'fallback';
+/**
+ * Where a decision came from: a Kana call made for it, the cache, an expired answer kept deciding
+ * because Kana could not be asked (stale-if-error), `onKanaError` when Kana failed for a user it
+ * has never answered for, or a replay: a request whose Idempotency-Key was already billed.
+ */
+export type DecisionSource = 'kana' | 'cache' | 'stale' | 'fallback' | 'replay';
+
+/** What an enforced request does when its entitlement cannot be checked and no stale answer is left. */
+export type KanaErrorPolicy = 'allow' | 'deny';
+
+/** Whether a route's requests are checked: `true` refuses what the plan does not allow; `'shadow'` decides the same way but never refuses. */
+export type EnforceMode = boolean | 'shadow';
 
 /**
  * The entitlement decision of one enforced request: `req.kana` on allowed requests, and what
@@ -27,7 +37,7 @@ export interface EntitlementDecision {
   readonly status: 402 | 429 | 503 | undefined;
   readonly userId: string;
   readonly featureId: string;
-  /** Units checked: the route's fixed delta, or 1 when the delta is computed from the response. */
+  /** Units checked: the route's fixed delta, or 1 when the delta is computed from the response; 0 for a replay (nothing is charged). */
   readonly delta: number;
   readonly source: DecisionSource;
   /** Units used this period, before this request; null when the feature has no allowance (BINARY, not in plan, unknown). */
@@ -40,7 +50,7 @@ export interface EntitlementDecision {
   readonly overageEnabled: boolean;
   /** When the usage period ends and the allowance comes back; null when it never resets or is unknown. */
   readonly resetAt: Date | null;
-  /** Why Kana could not be asked (source 'fallback'). */
+  /** Why Kana could not be asked (source 'fallback' or 'stale'). */
   readonly error: KanaError | undefined;
 }
 

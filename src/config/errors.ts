@@ -57,6 +57,14 @@ export const logCodes = {
   storeUnavailable: 'KANA_METER_STORE_UNAVAILABLE',
   /** The shared store answered again after an outage (an info line). */
   storeAvailable: 'KANA_METER_STORE_AVAILABLE',
+  /** Checks time out or cannot reach Kana: requests are decided at once (stale answer, else onKanaError) and one probe at a time tests whether Kana is back. Logged once per outage. */
+  checksUnavailable: 'KANA_METER_CHECKS_UNAVAILABLE',
+  /** A check got through after an outage of checks: requests wait for Kana again (`unavailableMs`). */
+  checksAvailable: 'KANA_METER_CHECKS_AVAILABLE',
+  /** showUsage (the usage period) failed while canUseFeature answered: decisions go on without the period end, and checks stop asking for it for a while. Logged once until it answers again. */
+  periodUnavailable: 'KANA_METER_PERIOD_UNAVAILABLE',
+  /** In shadow mode, enforcement would have refused a request (it was served and billed). Rate-limited. */
+  shadowDenied: 'KANA_METER_SHADOW_DENIED',
 } as const;
 
 export type LogCode = (typeof logCodes)[keyof typeof logCodes];
@@ -86,4 +94,12 @@ export class KanaError extends Error {
     this.status = options.status;
     this.retryAfterMs = options.retryAfterMs;
   }
+}
+
+/** What a log line says of a failed Kana call: code, message, status; never the request. */
+export function summarizeKanaError(error: unknown): { code: string; message: string; status?: number } | unknown {
+  if (!(error instanceof KanaError)) return error;
+  return error.status === undefined
+    ? { code: error.code, message: error.message }
+    : { code: error.code, message: error.message, status: error.status };
 }

@@ -1,5 +1,7 @@
 // Checks for user options: each failure is a TypeError naming the option, the value and what was expected.
 
+import type { EnforceMode } from './decision.js';
+
 /** Shows a rejected value in an error message without dumping large objects. */
 export function describeValue(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
@@ -64,6 +66,14 @@ export function checkOneOf<T extends string>(name: string, value: unknown, allow
 export function checkBoolean(name: string, value: unknown, fallback: boolean): boolean {
   if (value === undefined) return fallback;
   if (typeof value !== 'boolean') throw optionError(name, value, 'true or false');
+  return value;
+}
+
+/** An `enforce` option: true, false or 'shadow'. */
+export function checkEnforce(name: string, value: unknown, fallback: EnforceMode): EnforceMode {
+  if (value === undefined) return fallback;
+  if (value !== true && value !== false && value !== 'shadow')
+    throw optionError(name, value, "true, false or 'shadow'");
   return value;
 }
 

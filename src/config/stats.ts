@@ -42,7 +42,7 @@ export interface KanaMeterStats {
   denied: number;
   /** Enforced requests decided from a cached entitlement, without a Kana call. */
   cacheHits: number;
-  /** Entitlement checks sent to Kana (one per cache miss, shared by concurrent misses). */
+  /** Entitlement checks sent to Kana (one per cache miss, shared by concurrent misses; several may share one call, see `checkCalls`). */
   checks: number;
   /** Entitlement checks that failed: Kana unreachable, too slow (`checkTimeoutMs`) or answering an error. */
   checkErrors: number;
@@ -50,6 +50,20 @@ export interface KanaMeterStats {
   failedOpen: number;
   /** Enforced requests not checked because `userId` gave no id or failed (they are not billed either). */
   unchecked: number;
+  /** Enforced requests decided from an expired answer because Kana could not be asked (`staleIfError`). */
+  staleHits: number;
+  /** Requests `enforce: 'shadow'` would have refused: they were served and billed. */
+  shadowDenied: number;
+  /** GraphQL calls made for entitlement checks: batches of checks, re-asks and probes. */
+  checkCalls: number;
+  /** Times checks became unavailable (timeouts, Kana unreachable, 429, 5xx) and requests started being decided at once. */
+  checkOutages: number;
+  /** False while checks are unavailable: requests are decided at once and a probe retries with backoff. */
+  checksAvailable: boolean;
+  /** Usage not billed again: its request's Idempotency-Key was already billed for that user and feature (counted per feature). */
+  idempotentReplays: number;
+  /** Idempotency keys dropped before their TTL because `idempotencyKey.maxKeys` keys were kept (a retry of one is billed again). */
+  idempotencyEvictions: number;
   /** (user, feature) entitlements in the cache now (a gauge). */
   entitlements: number;
 }
@@ -57,7 +71,7 @@ export interface KanaMeterStats {
 /** The fields of KanaMeterStats that are counters (the rest are gauges). */
 export type Counter = Exclude<
   keyof KanaMeterStats,
-  'pending' | 'pendingKeys' | 'inFlight' | 'kanaAvailable' | 'entitlements'
+  'pending' | 'pendingKeys' | 'inFlight' | 'kanaAvailable' | 'checksAvailable' | 'entitlements'
 >;
 
 export function createCounters(): Record<Counter, number> {
@@ -82,5 +96,11 @@ export function createCounters(): Record<Counter, number> {
     checkErrors: 0,
     failedOpen: 0,
     unchecked: 0,
+    staleHits: 0,
+    shadowDenied: 0,
+    checkCalls: 0,
+    checkOutages: 0,
+    idempotentReplays: 0,
+    idempotencyEvictions: 0,
   };
 }

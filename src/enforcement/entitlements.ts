@@ -1,7 +1,6 @@
 // The entitlement cache: Kana's answer per (user, feature), reused for a TTL, plus this process's own usage on top.
 
-import { type ObserveKanaCall, timeKanaCall } from '../config/metrics.js';
-import type { EntitlementAnswer, KanaClient } from '../kana/client.js';
+import type { EntitlementAnswer, EntitlementQuery } from '../kana/client.js';
 
 /**
  * One (user, feature) entry: Kana's last answer, and the local accounting on top of it.
@@ -24,6 +23,8 @@ export class Entitlement {
   periodSeconds: number | undefined = undefined;
   /** Epoch ms after which the answer is not reused. */
   expiresAt = 0;
+  /** Epoch ms until which the answer may still decide when Kana cannot be asked (stale-if-error). */
+  staleUntil = 0;
   /** Units this process captured that Kana's `used` does not include. */
   local = 0;
   /** Units of allowed requests that have not ended yet. */
@@ -51,21 +52,16 @@ export class Entitlement {
 }
 
 export interface EntitlementCacheOptions {
-  client: KanaClient;
+  /** Asks Kana (`probe`: the breaker's probe, sent even while checks are unavailable). */
+  ask: (query: EntitlementQuery, probe: boolean) => Promise<EntitlementAnswer>;
   /** How long an answer is reused, in ms. */
   ttl: number;
+  /** How long past its TTL an answer may still decide when Kana cannot be asked, in ms. */
+  staleIfError: number;
   /** Most entries kept. */
   maxEntries: number;
-  /** Time limit of one check, in ms. */
-  checkTimeoutMs: number;
   /** Units captured for a key and not confirmed by Kana yet (the delivery queue's). */
   undelivered: (userId: string, featureId: string) => number;
-  /** Called for each Kana call. */
-  onCheck: () => void;
-  /** Called once per failed Kana call (however many requests were waiting for it). */
-  onCheckFailed: (error: unknown, userId: string, featureId: string) => void;
-  /** Told the duration and outcome of each Kana call; when undefined, calls are not timed. */
-  observeKanaCall?: ObserveKanaCall | undefined;
   /** The clock. @default Date.now */
   now?: () => number;
 }
@@ -81,8 +77,9 @@ export function verdict(entry: Entitlement, delta: number): 'allowed' | 'not-in-
 const EVICTION_SCAN = 16;
 
 /**
- * Kana's answers per (user, feature), with a TTL, one Kana call per key at a time, bounded size
- * (the least recently fetched entry goes first), and local accounting of usage and holds.
+ * Kana's answers per (user, feature), with a TTL and a stale-if-error horizon, one Kana call per
+ * key at a time, bounded size (the least recently fetched entry goes first), and local
+ * accounting of usage and holds.
  */
 export class EntitlementCache {
   readonly #entries = new Map<string, Entitlement>();
@@ -104,8 +101,17 @@ export class EntitlementCache {
     return entry !== undefined && entry.expiresAt > this.#now() ? entry : undefined;
   }
 
+  /**
+   * The entry for this key if Kana has answered for it and that answer, expired or not, is within
+   * `staleIfError` past its TTL and still in its usage period: what decides when Kana cannot be asked.
+   */
+  stale(userId: string, featureId: string): Entitlement | undefined {
+    const entry = this.#entries.get(entryKey(userId, featureId));
+    return entry?.loaded === true && entry.staleUntil > this.#now() ? entry : undefined;
+  }
+
   /** Asks Kana for this key, or joins the call already in flight for it. */
-  load(userId: string, featureId: string, delta: number): Promise<Entitlement> {
+  load(userId: string, featureId: string, delta: number, probe = false): Promise<Entitlement> {
     const key = entryKey(userId, featureId);
     let entry = this.#entries.get(key);
     if (entry === undefined) {
@@ -118,10 +124,7 @@ export class EntitlementCache {
     // Usage waiting in the queue now is not in the answer; usage captured from now on is counted as it comes.
     target.fetchBase = this.#options.undelivered(userId, featureId);
     target.sinceFetch = 0;
-    this.#options.onCheck();
-    const { client, checkTimeoutMs, observeKanaCall } = this.#options;
-    const check = () => client.checkEntitlement({ userId, featureId, delta }, { timeoutMs: checkTimeoutMs });
-    target.loading = (observeKanaCall === undefined ? check() : timeKanaCall(observeKanaCall, 'check', check)).then(
+    target.loading = this.#options.ask({ userId, featureId, delta }, probe).then(
       (answer) => {
         target.loading = undefined;
         this.#apply(target, answer);
@@ -133,7 +136,6 @@ export class EntitlementCache {
       (error: unknown) => {
         target.loading = undefined;
         if (!target.loaded && target.held === 0 && this.#entries.get(key) === target) this.#entries.delete(key);
-        this.#options.onCheckFailed(error, userId, featureId);
         throw error;
       },
     );
@@ -166,9 +168,11 @@ export class EntitlementCache {
     entry.local = entry.fetchBase + entry.sinceFetch;
     entry.policyHeader = undefined;
     entry.expiresAt = now + this.#options.ttl;
-    // The allowance comes back when the period ends: do not reuse the answer past it.
+    entry.staleUntil = entry.expiresAt + this.#options.staleIfError;
+    // The allowance comes back when the period ends: do not reuse the answer past it, stale or not.
     const end = entry.resetAt?.getTime();
     if (end !== undefined && end > now && end < entry.expiresAt) entry.expiresAt = end;
+    if (end !== undefined && end < entry.staleUntil) entry.staleUntil = end;
   }
 
   #evictOne(): void {

@@ -2,24 +2,36 @@
 
 import type { ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
-import type { EntitlementDecision, RefusedDecision } from '../config/decision.js';
-import { KanaError, logCodes } from '../config/errors.js';
+import type { DecisionSource, EntitlementDecision, RefusedDecision } from '../config/decision.js';
+import { logCodes } from '../config/errors.js';
 import type { Counter } from '../config/stats.js';
 import { isPromise } from '../config/thenable.js';
+import { type IdempotencyWindow, idempotencyKeyOf, windowKey } from '../metering/idempotency-window.js';
 import type { MeteredFeature } from '../metering/metered-feature.js';
 import { type Hold, type RequestUsage, usageOf, where } from '../metering/request-usage.js';
 import { toKanaUserId } from '../metering/user-id.js';
 import type { KanaMeterConfig } from '../options.js';
+import { decisionFrom, fallbackDecision, replayDecision } from './decisions.js';
+import type { Lookup } from './entitlement-lookup.js';
 import { sendRefusal, setRateLimitHeaders } from './entitlement-response.js';
 import type { Entitlement, EntitlementCache } from './entitlements.js';
-import { verdict } from './entitlements.js';
 import './express-augmentation.js';
 import { setDecision } from './request-decision.js';
 
+/** In shadow mode, at most one log line of would-be refusals per this interval (every one is counted). */
+export const SHADOW_LOG_INTERVAL_MS = 10_000;
+
 export interface GateOptions {
-  config: Pick<KanaMeterConfig, 'userId' | 'logger' | 'onDenied' | 'onKanaError' | 'rateLimitHeaders'>;
+  config: Pick<
+    KanaMeterConfig,
+    'userId' | 'logger' | 'onDenied' | 'onKanaError' | 'rateLimitHeaders' | 'enforce' | 'idempotencyKey'
+  >;
   counters: Record<Counter, number>;
   cache: EntitlementCache;
+  /** After a cache miss: Kana, else a stale answer, else nothing. */
+  lookUpMissed: (userId: string, featureId: string, delta: number) => Lookup | Promise<Lookup>;
+  /** The billed idempotency keys, when `idempotencyKey` is on. */
+  idempotencyWindow: IdempotencyWindow | undefined;
   /** Logs and counts a `userId` that threw, rejected or gave a non-id. */
   userIdFailed: (req: Request, error: unknown) => void;
 }
@@ -28,9 +40,12 @@ export interface GateOptions {
  * Creates the gate kanaMeter() runs for enforced mapped routes and meter() for enforced routes.
  * A cache hit decides synchronously and calls next() in the same tick.
  */
-export function createGate({ config, counters, cache, userIdFailed }: GateOptions) {
-  const { userId: getUserId, logger, onDenied, onKanaError, rateLimitHeaders } = config;
+export function createGate({ config, counters, cache, lookUpMissed, idempotencyWindow, userIdFailed }: GateOptions) {
+  const { userId: getUserId, logger, onDenied, onKanaError, rateLimitHeaders, enforce } = config;
+  const idempotencyHeader = config.idempotencyKey?.header;
   let warnedNoUser = false;
+  let shadowLoggedAt = Number.NEGATIVE_INFINITY;
+  let shadowNotLogged = 0;
 
   /** Checks `feature` for this request (its usage record exists), then calls next() or refuses it. */
   function gate(req: Request, res: Response, next: NextFunction, feature: MeteredFeature): void {
@@ -100,19 +115,58 @@ export function createGate({ config, counters, cache, userIdFailed }: GateOption
       if (!usage.ended) next();
       return;
     }
+    if (idempotencyWindow !== undefined) {
+      const key = idempotencyKeyOf(req, idempotencyHeader as string);
+      if (key !== undefined) {
+        const billed = idempotencyWindow.has(windowKey(userId, feature.featureId, key));
+        if (isPromise(billed)) {
+          billed
+            .then((replay) => (replay ? replayed : checkEntitlement)(req, res, next, feature, usage, userId))
+            .catch(gateFailed);
+          return;
+        }
+        if (billed) {
+          replayed(req, res, next, feature, usage, userId);
+          return;
+        }
+      }
+    }
+    checkEntitlement(req, res, next, feature, usage, userId);
+  }
+
+  function checkEntitlement(
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    feature: MeteredFeature,
+    usage: RequestUsage,
+    userId: string,
+  ): void {
     const entry = cache.fresh(userId, feature.featureId);
     if (entry !== undefined) {
       counters.cacheHits++;
-      decide(req, res, next, feature, usage, entry, 'cache');
+      decide(req, res, next, feature, usage, entry, 'cache', undefined);
       return;
     }
-    cache
-      .load(userId, feature.featureId, feature.checkDelta)
-      .then(
-        (loaded) => decide(req, res, next, feature, usage, loaded, 'kana'),
-        (error: unknown) => fallBack(req, res, next, feature, usage, userId, error),
-      )
-      .catch(gateFailed);
+    const found = lookUpMissed(userId, feature.featureId, feature.checkDelta);
+    if (isPromise(found)) {
+      found.then((lookup) => settle(req, res, next, feature, usage, userId, lookup)).catch(gateFailed);
+    } else {
+      settle(req, res, next, feature, usage, userId, found);
+    }
+  }
+
+  function settle(
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    feature: MeteredFeature,
+    usage: RequestUsage,
+    userId: string,
+    lookup: Lookup,
+  ): void {
+    if (lookup.entry === undefined) fallBack(req, res, next, feature, usage, userId, lookup.error);
+    else decide(req, res, next, feature, usage, lookup.entry, lookup.source, lookup.error);
   }
 
   function decide(
@@ -122,36 +176,20 @@ export function createGate({ config, counters, cache, userIdFailed }: GateOption
     feature: MeteredFeature,
     usage: RequestUsage,
     entry: Entitlement,
-    source: 'kana' | 'cache',
+    source: DecisionSource,
+    error: unknown,
   ): void {
     // The client left while Kana was being asked: nothing to hold, nobody to answer.
     if (usage.ended) return;
     // A second gate for the same feature (route map, then meter()) replaces the first one's hold.
     if (usage.holds !== undefined) releaseHoldOn(usage, entry);
+    if (source === 'stale') counters.staleHits++;
     const delta = feature.checkDelta;
-    const outcome = verdict(entry, delta);
-    const allowed = outcome === 'allowed';
-    const used = entry.consumable ? entry.effectiveUsed() : null;
-    const budget = entry.budget;
-    const remaining = budget === null || used === null ? null : Math.max(0, budget - used - (allowed ? delta : 0));
-    const decision: EntitlementDecision = {
-      allowed,
-      reason: outcome,
-      status: allowed ? undefined : outcome === 'not-in-plan' ? 402 : 429,
-      userId: entry.userId,
-      featureId: entry.featureId,
-      delta,
-      source,
-      used,
-      budget,
-      remaining,
-      overageEnabled: entry.overageEnabled,
-      resetAt: entry.resetAt,
-      error: undefined,
-    };
+    const decision = decisionFrom(entry, delta, source, error);
     setDecision(req, usage, decision);
-    if (!allowed) {
-      refuse(req, res, next, usage, decision, entry);
+    const shadow = isShadow(feature);
+    if (!decision.allowed) {
+      refuse(req, res, next, usage, decision, entry, shadow);
       return;
     }
     if (entry.consumable) {
@@ -159,13 +197,14 @@ export function createGate({ config, counters, cache, userIdFailed }: GateOption
       usage.holds = { entitlement: entry, delta, next: usage.holds };
     }
     counters.allowed++;
-    if (rateLimitHeaders && remaining !== null && !entry.overageEnabled && !res.headersSent) {
-      setRateLimitHeaders(res, entry, remaining);
+    // Shadow mode changes nothing clients see: no RateLimit headers.
+    if (rateLimitHeaders && !shadow && decision.remaining !== null && !entry.overageEnabled && !res.headersSent) {
+      setRateLimitHeaders(res, entry, decision.remaining);
     }
     next();
   }
 
-  /** Kana could not be asked: `onKanaError` decides. */
+  /** Kana could not be asked and has never answered for this user and feature: `onKanaError` decides. */
   function fallBack(
     req: Request,
     res: Response,
@@ -176,30 +215,34 @@ export function createGate({ config, counters, cache, userIdFailed }: GateOption
     error: unknown,
   ): void {
     if (usage.ended) return;
-    const allowed = onKanaError === 'allow';
-    const decision: EntitlementDecision = {
-      allowed,
-      reason: 'kana-error',
-      status: allowed ? undefined : 503,
-      userId,
-      featureId: feature.featureId,
-      delta: feature.checkDelta,
-      source: 'fallback',
-      used: null,
-      budget: null,
-      remaining: null,
-      overageEnabled: false,
-      resetAt: null,
-      error: error instanceof KanaError ? error : undefined,
-    };
+    const decision = fallbackDecision(userId, feature.featureId, feature.checkDelta, onKanaError, error);
     setDecision(req, usage, decision);
-    if (!allowed) {
-      refuse(req, res, next, usage, decision, undefined);
+    if (!decision.allowed) {
+      refuse(req, res, next, usage, decision, undefined, isShadow(feature));
       return;
     }
     counters.allowed++;
     counters.failedOpen++;
     next();
+  }
+
+  /** A retry of a request already billed for this user and feature: served, not checked, held nor charged. */
+  function replayed(
+    req: Request,
+    _res: Response,
+    next: NextFunction,
+    feature: MeteredFeature,
+    usage: RequestUsage,
+    userId: string,
+  ): void {
+    if (usage.ended) return;
+    setDecision(req, usage, replayDecision(userId, feature.featureId, cache.stale(userId, feature.featureId)));
+    counters.allowed++;
+    next();
+  }
+
+  function isShadow(feature: MeteredFeature): boolean {
+    return (feature.enforce ?? enforce) === 'shadow';
   }
 
   function refuse(
@@ -209,7 +252,14 @@ export function createGate({ config, counters, cache, userIdFailed }: GateOption
     usage: RequestUsage,
     decision: EntitlementDecision,
     entry: Entitlement | undefined,
+    shadow: boolean,
   ): void {
+    if (shadow) {
+      // What enforcement would have refused goes on, and is billed as usual.
+      shadowDenied(req, decision);
+      next();
+      return;
+    }
     usage.refused = true;
     counters.denied++;
     if (onDenied !== undefined) {
@@ -225,6 +275,35 @@ export function createGate({ config, counters, cache, userIdFailed }: GateOption
       }
     }
     sendRefusal(res, decision, entry);
+  }
+
+  /** Counts a would-be refusal; logs the first, then at most one line per SHADOW_LOG_INTERVAL_MS. */
+  function shadowDenied(req: Request, decision: EntitlementDecision): void {
+    counters.shadowDenied++;
+    const now = Date.now();
+    if (now - shadowLoggedAt < SHADOW_LOG_INTERVAL_MS) {
+      shadowNotLogged++;
+      return;
+    }
+    const { userId, featureId, reason, status, source, used, budget } = decision;
+    logger.info(
+      {
+        code: logCodes.shadowDenied,
+        userId,
+        featureId,
+        reason,
+        status,
+        source,
+        used,
+        budget,
+        notLogged: shadowNotLogged,
+        shadowDenied: counters.shadowDenied,
+        ...where(req),
+      },
+      `kana-meter: shadow mode: enforcement would have refused this request with ${status}; it was served (at most one line per ${SHADOW_LOG_INTERVAL_MS / 1000} s, notLogged since the last)`,
+    );
+    shadowLoggedAt = now;
+    shadowNotLogged = 0;
   }
 
   function gateFailed(error: unknown): void {

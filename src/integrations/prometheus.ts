@@ -85,6 +85,30 @@ const COUNTERS: Readonly<Record<Counter, readonly [name: string, help: string]>>
     'entitlement_check_errors_total',
     'Entitlement checks that failed: Kana unreachable, too slow (checkTimeoutMs) or answering an error.',
   ],
+  checkCalls: [
+    'entitlement_check_calls_total',
+    'GraphQL calls made for entitlement checks: batches of checks, re-asks and probes.',
+  ],
+  checkOutages: [
+    'entitlement_check_outages_total',
+    'Times entitlement checks became unavailable (timeouts, Kana unreachable, 429, 5xx).',
+  ],
+  staleHits: [
+    'enforcement_stale_hits_total',
+    'Enforced requests decided from an expired answer because Kana could not be asked (staleIfError).',
+  ],
+  shadowDenied: [
+    'enforcement_shadow_denied_total',
+    "Requests enforce: 'shadow' would have refused; they were served and billed.",
+  ],
+  idempotentReplays: [
+    'idempotent_replays_total',
+    'Usage not billed again because its Idempotency-Key was already billed for that user and feature.',
+  ],
+  idempotencyEvictions: [
+    'idempotency_evictions_total',
+    'Idempotency keys dropped before their TTL because idempotencyKey.maxKeys keys were kept.',
+  ],
 };
 
 type GaugeField = Exclude<keyof KanaMeterStats, Counter>;
@@ -104,6 +128,11 @@ const GAUGES: Readonly<
     'kana_available',
     '1 while Kana is available; 0 during an outage, when sending is paused and a probe retries with backoff.',
     (stats) => (stats.kanaAvailable ? 1 : 0),
+  ],
+  checksAvailable: [
+    'checks_available',
+    '1 while entitlement checks are answered; 0 while they are unavailable, requests are decided at once and a probe retries with backoff.',
+    (stats) => (stats.checksAvailable ? 1 : 0),
   ],
   entitlements: ['cached_entitlements', '(user, feature) entitlements in the cache.', (stats) => stats.entitlements],
 };
@@ -167,7 +196,7 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): KanaM
       help,
       registers,
       // Across cluster workers (prom-client's AggregatorRegistry): Kana is available only if every worker sees it.
-      ...(name === 'kana_available' ? { aggregator: 'min' as const } : {}),
+      ...(name === 'kana_available' || name === 'checks_available' ? { aggregator: 'min' as const } : {}),
       collect() {
         const current = read();
         if (current !== undefined) this.set(value(current));

@@ -1,7 +1,8 @@
 // A feature billed on a request and how its delta is computed, parsed once from meter() or the route map.
 
 import type { Request, Response } from 'express';
-import { checkBoolean, checkFeatureId, optionError } from '../config/option-checks.js';
+import type { EnforceMode } from '../config/decision.js';
+import { checkEnforce, checkFeatureId, optionError } from '../config/option-checks.js';
 
 /** The largest delta Kana accepts: `delta` is a GraphQL Int (32-bit signed). */
 export const MAX_DELTA = 2_147_483_647;
@@ -20,12 +21,14 @@ export interface FeatureOptions {
   delta?: number | DeltaFunction;
   /**
    * Whether this route's requests are checked against the user's entitlement before the handler
-   * (and refused with 402/429 when the plan does not allow them). Overrides kanaMeter's `enforce`.
+   * (and refused with 402/429 when the plan does not allow them). `'shadow'` decides the same way
+   * but never refuses (see kanaMeter's `enforce`). Overrides kanaMeter's `enforce`.
    * A delta computed from the response is checked as 1.
    * @default kanaMeter's `enforce` (false)
    * @example meter('reports', { enforce: true })
+   * @example meter('reports', { enforce: 'shadow' })
    */
-  enforce?: boolean;
+  enforce?: EnforceMode;
 }
 
 /** A feature to bill on a request, validated. */
@@ -36,7 +39,7 @@ export interface MeteredFeature {
   /** The units checked before the handler: the fixed delta, or 1 when it is computed from the response. */
   readonly checkDelta: number;
   /** Whether to check the entitlement before the handler; undefined = kanaMeter's `enforce`. */
-  readonly enforce: boolean | undefined;
+  readonly enforce: EnforceMode | undefined;
   /** Where it came from, for log lines: a route map key or `meter('<feature>')`. */
   readonly source: string;
 }
@@ -77,7 +80,7 @@ export function parseMeteredFeature(
   if (typeof delta !== 'function' && !isValidDelta(delta)) {
     throw optionError(`${name}.delta`, delta, `an integer in 1..${MAX_DELTA} or a function (req, res) => number`);
   }
-  const enforce = options?.enforce === undefined ? undefined : checkBoolean(`${name}.enforce`, options.enforce, false);
+  const enforce = options?.enforce === undefined ? undefined : checkEnforce(`${name}.enforce`, options.enforce, false);
   return Object.freeze({
     featureId: featureId as string,
     delta,

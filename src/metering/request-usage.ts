@@ -1,13 +1,13 @@
 // The per-request link between kanaMeter() and meter(): what a request bills, kept beside the request object.
 
 import type { NextFunction, Request, Response } from 'express';
-import type { EntitlementDecision } from '../config/decision.js';
+import type { EnforceMode, EntitlementDecision } from '../config/decision.js';
 import type { MeteredFeature } from './metered-feature.js';
 
 /** What kanaMeter() offers to meter() for the requests it sees. */
 export interface MeterContext {
   /** kanaMeter's `enforce`: whether a feature without its own `enforce` is checked. */
-  readonly enforce: boolean;
+  readonly enforce: EnforceMode;
   /** Bills `feature` on this request (once per feature id), replacing the route map's feature. */
   tag(req: Request, res: Response, feature: MeteredFeature): void;
   /** Checks the user's entitlement to `feature`, then calls `next()` or refuses the request. */

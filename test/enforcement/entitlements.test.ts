@@ -1,24 +1,19 @@
-// EntitlementCache alone: TTL, period end, shared calls, local accounting, failures and eviction, on a fake Kana and clock.
+// EntitlementCache alone: TTL, stale-if-error, period end, shared calls, local accounting, failures and eviction, on a fake Kana and clock.
 
 import { describe, expect, it } from 'vitest';
 import { KanaError } from '../../src/config/errors.js';
 import { Entitlement, EntitlementCache, verdict } from '../../src/enforcement/entitlements.js';
 import type { EntitlementAnswer, EntitlementQuery } from '../../src/kana/client.js';
-import { KanaClient } from '../../src/kana/client.js';
 
-/** A KanaClient whose checks are answered by the test: each call waits until `answer()` or `fail()`. */
-class FakeKana extends KanaClient {
+/** Kana as the cache sees it: each ask waits until the test calls `answer()` or `fail()`. */
+class FakeKana {
   readonly queries: EntitlementQuery[] = [];
   readonly #waiting: { resolve: (answer: EntitlementAnswer) => void; reject: (error: unknown) => void }[] = [];
 
-  constructor() {
-    super({ apiKey: 'prv_test_fake', endpoint: 'http://kana.invalid/graphql' });
-  }
-
-  override checkEntitlement(query: EntitlementQuery): Promise<EntitlementAnswer> {
+  ask = (query: EntitlementQuery): Promise<EntitlementAnswer> => {
     this.queries.push(query);
     return new Promise((resolve, reject) => this.#waiting.push({ resolve, reject }));
-  }
+  };
 
   answer(answer: Partial<EntitlementAnswer> = {}): void {
     this.#waiting.shift()?.resolve({ access: true, reason: '', consumption: null, period: null, ...answer });
@@ -29,24 +24,18 @@ class FakeKana extends KanaClient {
   }
 }
 
-function setup(overrides: { ttl?: number; maxEntries?: number; undelivered?: number } = {}) {
+function setup(overrides: { ttl?: number; staleIfError?: number; maxEntries?: number; undelivered?: number } = {}) {
   const kana = new FakeKana();
   const clock = { now: 1_000_000 };
-  const failures: unknown[] = [];
-  let checks = 0;
   const cache = new EntitlementCache({
-    client: kana,
+    ask: kana.ask,
     ttl: overrides.ttl ?? 30_000,
+    staleIfError: overrides.staleIfError ?? 300_000,
     maxEntries: overrides.maxEntries ?? 100,
-    checkTimeoutMs: 2000,
     undelivered: () => overrides.undelivered ?? 0,
-    onCheck: () => {
-      checks++;
-    },
-    onCheckFailed: (error) => failures.push(error),
     now: () => clock.now,
   });
-  return { kana, clock, cache, failures, checks: () => checks };
+  return { kana, clock, cache };
 }
 
 const consumption = (used: number, budget: number | null, overageEnabled = false) => ({
@@ -84,11 +73,10 @@ describe('EntitlementCache', () => {
   });
 
   it('shares one Kana call between concurrent misses for a key', async () => {
-    const { kana, cache, checks } = setup();
+    const { kana, cache } = setup();
     const loads = [cache.load('u1', 'f', 1), cache.load('u1', 'f', 1), cache.load('u1', 'f', 3)];
     const other = cache.load('u2', 'f', 1);
     expect(kana.queries).toHaveLength(2);
-    expect(checks()).toBe(2);
     kana.answer();
     kana.answer();
     const [a, b, c] = await Promise.all(loads);
@@ -127,14 +115,48 @@ describe('EntitlementCache', () => {
     expect(entry).toMatchObject({ used: 4, local: 0, held: 2 }); // holds outlive a refresh
   });
 
-  it('rejects every waiter of a failed call, reports it once, and forgets an entry never answered', async () => {
-    const { kana, cache, failures } = setup();
+  it('rejects every waiter of a failed call, and forgets an entry never answered', async () => {
+    const { kana, cache } = setup();
     const loads = [cache.load('u1', 'f', 1), cache.load('u1', 'f', 1)];
     const error = new KanaError('KANA_UNREACHABLE', 'down', { retryable: true });
     kana.fail(error);
     for (const load of loads) await expect(load).rejects.toBe(error);
-    expect(failures).toEqual([error]);
+    expect(kana.queries).toHaveLength(1);
     expect(cache.size).toBe(0);
+    expect(cache.stale('u1', 'f')).toBeUndefined();
+  });
+
+  it('keeps an answer usable when Kana fails for staleIfError past its TTL, local usage included', async () => {
+    const { kana, clock, cache } = setup({ ttl: 1000, staleIfError: 5000 });
+    const first = cache.load('u1', 'f', 1);
+    kana.answer(consumption(3, 5));
+    const entry = await first;
+    clock.now += 1000;
+    expect(cache.fresh('u1', 'f')).toBeUndefined();
+    const refresh = cache.load('u1', 'f', 1);
+    cache.countUsage('u1', 'f', 1); // captured while the refresh is failing
+    kana.fail(new KanaError('KANA_TIMEOUT', 'slow', { retryable: true }));
+    await expect(refresh).rejects.toThrow('slow');
+    expect(cache.stale('u1', 'f')).toBe(entry);
+    expect(entry.effectiveUsed()).toBe(4);
+    clock.now += 4999;
+    expect(cache.stale('u1', 'f')).toBe(entry);
+    clock.now += 1;
+    expect(cache.stale('u1', 'f')).toBeUndefined();
+  });
+
+  it('does not keep a stale answer past the end of its usage period', async () => {
+    const { kana, clock, cache } = setup({ ttl: 1000, staleIfError: 300_000 });
+    const loading = cache.load('u1', 'f', 1);
+    kana.answer({
+      ...consumption(5, 5),
+      period: { start: new Date(clock.now - 86_000_000), end: new Date(clock.now + 60_000) },
+    });
+    await loading;
+    clock.now += 59_999;
+    expect(cache.stale('u1', 'f')).toBeDefined();
+    clock.now += 1;
+    expect(cache.stale('u1', 'f')).toBeUndefined(); // the allowance it described is gone
   });
 
   it('keeps at most maxEntries, evicting the least recently fetched idle entry', async () => {

@@ -206,8 +206,8 @@ describe('the exposition', () => {
           : 'gauge';
       expect(String(metric.type)).toBe(expected);
     }
-    expect(metrics.filter((metric) => String(metric.type) === 'counter')).toHaveLength(20);
-    expect(metrics.filter((metric) => String(metric.type) === 'gauge')).toHaveLength(5);
+    expect(metrics.filter((metric) => String(metric.type) === 'counter')).toHaveLength(26);
+    expect(metrics.filter((metric) => String(metric.type) === 'gauge')).toHaveLength(6);
   });
 
   it('reads stats() once per scrape, so every value comes from the same instant', async () => {
@@ -332,13 +332,14 @@ describe("the README's stats() table", () => {
 
     // Feed prometheusMetrics() a stats() whose every field has its own value, and read each row's metric.
     const values = Object.fromEntries(fields.map((field, i) => [field, i + 1])) as Record<string, number>;
-    const fake = { ...values, kanaAvailable: false } as unknown as KanaMeterStats;
+    const booleans = new Set<string>(['kanaAvailable', 'checksAvailable']);
+    const fake = { ...values, kanaAvailable: false, checksAvailable: false } as unknown as KanaMeterStats;
     const register = new Registry();
     prometheusMetrics({ register }).bind(() => fake);
     const samples = parseExposition(await register.metrics());
     const metrics = await register.getMetricsAsJSON();
     for (const { field, kind, metric } of rows) {
-      expect(samples.get(metric), `${field} -> ${metric}`).toBe(field === 'kanaAvailable' ? 0 : values[field]);
+      expect(samples.get(metric), `${field} -> ${metric}`).toBe(booleans.has(field) ? 0 : values[field]);
       expect(String(metrics.find((m) => m.name === metric)?.type), metric).toBe(kind);
     }
     // And nothing else but the histogram.

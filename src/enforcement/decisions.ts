@@ -1,0 +1,98 @@
+// Entitlement decisions: what an answer (fresh, cached or stale), a failed check, or a replay means for a request of `delta` units.
+
+import type { DecisionSource, EntitlementDecision, KanaErrorPolicy } from '../config/decision.js';
+import { KanaError } from '../config/errors.js';
+import type { Lookup } from './entitlement-lookup.js';
+import type { Entitlement } from './entitlements.js';
+import { verdict } from './entitlements.js';
+
+/** The decision a lookup leads to for `delta` units; nothing is held here. */
+export function decisionOf(
+  lookup: Lookup,
+  userId: string,
+  featureId: string,
+  delta: number,
+  onKanaError: KanaErrorPolicy,
+): EntitlementDecision {
+  return lookup.entry === undefined
+    ? fallbackDecision(userId, featureId, delta, onKanaError, lookup.error)
+    : decisionFrom(lookup.entry, delta, lookup.source, lookup.error);
+}
+
+/** Decides from an answer Kana gave, plus this process's usage and holds on top of it. */
+export function decisionFrom(
+  entry: Entitlement,
+  delta: number,
+  source: DecisionSource,
+  error: unknown,
+): EntitlementDecision {
+  const outcome = verdict(entry, delta);
+  const allowed = outcome === 'allowed';
+  const used = entry.consumable ? entry.effectiveUsed() : null;
+  const budget = entry.budget;
+  return {
+    allowed,
+    reason: outcome,
+    status: allowed ? undefined : outcome === 'not-in-plan' ? 402 : 429,
+    userId: entry.userId,
+    featureId: entry.featureId,
+    delta,
+    source,
+    used,
+    budget,
+    remaining: budget === null || used === null ? null : Math.max(0, budget - used - (allowed ? delta : 0)),
+    overageEnabled: entry.overageEnabled,
+    resetAt: entry.resetAt,
+    error: error instanceof KanaError ? error : undefined,
+  };
+}
+
+/** Kana could not be asked and has never answered for this user and feature: `onKanaError` decides. */
+export function fallbackDecision(
+  userId: string,
+  featureId: string,
+  delta: number,
+  onKanaError: KanaErrorPolicy,
+  error: unknown,
+): EntitlementDecision {
+  const allowed = onKanaError === 'allow';
+  return {
+    allowed,
+    reason: 'kana-error',
+    status: allowed ? undefined : 503,
+    userId,
+    featureId,
+    delta,
+    source: 'fallback',
+    used: null,
+    budget: null,
+    remaining: null,
+    overageEnabled: false,
+    resetAt: null,
+    error: error instanceof KanaError ? error : undefined,
+  };
+}
+
+/**
+ * A retry of a request already billed (its Idempotency-Key): always allowed, nothing checked,
+ * held or charged (`delta: 0`); the counts are those of the last answer Kana gave, if any.
+ */
+export function replayDecision(userId: string, featureId: string, entry: Entitlement | undefined): EntitlementDecision {
+  const used = entry?.consumable ? entry.effectiveUsed() : null;
+  const budget = entry?.budget ?? null;
+  return {
+    allowed: true,
+    reason: 'allowed',
+    status: undefined,
+    userId,
+    featureId,
+    delta: 0,
+    source: 'replay',
+    used,
+    budget,
+    remaining: budget === null || used === null ? null : Math.max(0, budget - used),
+    overageEnabled: entry?.overageEnabled ?? false,
+    resetAt: entry?.resetAt ?? null,
+    error: undefined,
+  };
+}
