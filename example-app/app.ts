@@ -1,4 +1,4 @@
-// The example API: a search endpoint billed and enforced through the route map, reports and exports billed with meter().
+// The example API: a search endpoint billed and enforced through the route map, reports and exports billed with meter(), background exports with kana.record().
 
 import express, { type Express as ExpressApp, type NextFunction, type Request, type Response } from 'express';
 import { type KanaMeter, meter } from 'kana-meter';
@@ -48,6 +48,27 @@ export function createApp(kana: KanaMeter): ExpressApp {
     const rows = Math.min(Number(req.body?.rows ?? 10), 1000);
     res.locals.rows = rows;
     res.json({ exported: rows });
+  });
+
+  // A background export: the 202 goes out before the work is done, so no response says how many
+  // rows were exported. The job bills them with kana.record() when it finishes (same queue,
+  // retries and shutdown as the middleware's usage).
+  const jobs = new Map<string, { status: 'running' | 'done'; rows: number }>();
+  app.post('/api/export-jobs', (req, res) => {
+    const userId = req.user?.kanaId as string;
+    const rows = Math.min(Number(req.body?.rows ?? 10), 100_000);
+    const id = String(jobs.size + 1);
+    jobs.set(id, { status: 'running', rows });
+    setTimeout(() => {
+      jobs.set(id, { status: 'done', rows });
+      kana.record(userId, 'exports', rows);
+    }, 50);
+    res.status(202).json({ id, status: 'running' });
+  });
+  app.get('/api/export-jobs/:id', (req, res) => {
+    const job = jobs.get(req.params.id);
+    if (job === undefined) res.status(404).json({ error: 'no such job' });
+    else res.json(job);
   });
 
   return app;

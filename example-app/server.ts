@@ -64,6 +64,17 @@ async function runDemo(baseUrl: string): Promise<void> {
     console.log(`  ${method.padEnd(4)} ${path.padEnd(22)} -> ${response.status}${remainingOf(response)}`);
   }
 
+  // A background export job: billed with kana.record() when it finishes, not when the 202 is sent.
+  const job = (await (await send('POST', '/api/export-jobs', { rows: 1200 })).json()) as { id: string };
+  let status = 'running';
+  while (status === 'running') {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    status = ((await (await send('GET', `/api/export-jobs/${job.id}`)).json()) as { status: string }).status;
+  }
+  console.log(
+    `  POST ${'/api/export-jobs'.padEnd(22)} -> 202, then job ${job.id} ${status}: 1200 rows billed by kana.record()`,
+  );
+
   // Searches are enforced: keep searching until the plan says no.
   console.log(`\nSearching until the allowance of ${SEARCH_ALLOWANCE} searches is used up:`);
   for (let i = 0; i < SEARCH_ALLOWANCE; i++) {

@@ -13,7 +13,8 @@ export interface ProbeBackoff {
   readonly randomize: boolean;
 }
 
-/** Longest wait between two probes, whatever `retry.maxTimeout` or a `Retry-After` says. */
+/** Shortest and longest wait between two probes, whatever `retry` or a `Retry-After` says. */
+export const MIN_PROBE_DELAY_MS = 50;
 export const MAX_PROBE_DELAY_MS = 5 * 60_000;
 
 /**
@@ -123,7 +124,8 @@ export class CheckBreaker {
     if (this.#stopped) return;
     const { minTimeout, maxTimeout, factor, randomize } = this.#options.backoff;
     const backoff = minTimeout * factor ** open.failedProbes * (randomize ? 1 + Math.random() : 1);
-    const delay = Math.min(Math.max(Math.min(backoff, maxTimeout), open.error.retryAfterMs ?? 0), MAX_PROBE_DELAY_MS);
+    const wanted = Math.max(Math.min(backoff, maxTimeout), open.error.retryAfterMs ?? 0, MIN_PROBE_DELAY_MS);
+    const delay = Math.min(wanted, MAX_PROBE_DELAY_MS);
     open.timer = setTimeout(() => this.#runProbe(open), delay);
     open.timer.unref();
   }
