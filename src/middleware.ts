@@ -20,6 +20,7 @@ import {
   type IdempotencyWindow,
   idempotencyKeyOf,
   MemoryIdempotencyWindow,
+  onWindowAnswer,
   windowKey,
 } from './metering/idempotency-window.js';
 import { isValidDelta, type MeteredFeature } from './metering/metered-feature.js';
@@ -255,20 +256,23 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       enqueue(userId, featureId, delta, late);
       return;
     }
-    const claimed = (idempotencyWindow as IdempotencyWindow).claim(windowKey(userId, featureId, key));
     const bill = (first: boolean) => {
       if (first) enqueue(userId, featureId, delta, late);
       else counters.idempotentReplays++;
     };
-    if (isPromise(claimed)) track(claimed.then(bill, (error: unknown) => idempotencyFailed(req, error, bill)));
-    else bill(claimed);
+    const claiming = onWindowAnswer(
+      (idempotencyWindow as IdempotencyWindow).claim(windowKey(userId, featureId, key)),
+      bill,
+      (error) => idempotencyFailed(req, error, bill),
+    );
+    if (claiming) track(claiming);
   }
 
-  /** The window could not be asked: bill (a double bill is recoverable, lost usage is not). */
+  /** The window (a shared store) could not be asked: bill (a double bill can be refunded; lost usage cannot be found). */
   function idempotencyFailed(req: Request, error: unknown, bill: (first: boolean) => void): void {
     counters.hookErrors++;
     logger.error(
-      { code: logCodes.hookFailed, hook: 'idempotencyKey', err: error, ...where(req) },
+      { code: logCodes.hookFailed, hook: 'idempotency window', err: error, ...where(req) },
       'kana-meter: the idempotency window failed; the usage was billed',
     );
     bill(true);

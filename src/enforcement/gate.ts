@@ -6,7 +6,7 @@ import type { DecisionSource, EntitlementDecision, RefusedDecision } from '../co
 import { logCodes } from '../config/errors.js';
 import type { Counter } from '../config/stats.js';
 import { isPromise } from '../config/thenable.js';
-import { type IdempotencyWindow, idempotencyKeyOf, windowKey } from '../metering/idempotency-window.js';
+import { type IdempotencyWindow, idempotencyKeyOf, onWindowAnswer, windowKey } from '../metering/idempotency-window.js';
 import type { MeteredFeature } from '../metering/metered-feature.js';
 import { type Hold, type RequestUsage, usageOf, where } from '../metering/request-usage.js';
 import { toKanaUserId } from '../metering/user-id.js';
@@ -118,17 +118,13 @@ export function createGate({ config, counters, cache, lookUpMissed, idempotencyW
     if (idempotencyWindow !== undefined) {
       const key = idempotencyKeyOf(req, idempotencyHeader as string);
       if (key !== undefined) {
-        const billed = idempotencyWindow.has(windowKey(userId, feature.featureId, key));
-        if (isPromise(billed)) {
-          billed
-            .then((replay) => (replay ? replayed : checkEntitlement)(req, res, next, feature, usage, userId))
-            .catch(gateFailed);
-          return;
-        }
-        if (billed) {
-          replayed(req, res, next, feature, usage, userId);
-          return;
-        }
+        onWindowAnswer(
+          idempotencyWindow.has(windowKey(userId, feature.featureId, key)),
+          (billed) => (billed ? replayed : checkEntitlement)(req, res, next, feature, usage, userId),
+          // A window that cannot answer: check the request as if it carried no key.
+          () => checkEntitlement(req, res, next, feature, usage, userId),
+        )?.catch(gateFailed);
+        return;
       }
     }
     checkEntitlement(req, res, next, feature, usage, userId);

@@ -1,6 +1,7 @@
 // Idempotency-Key: which (user, feature, key) were billed within a TTL, behind a small interface a shared store can implement, and a request's key.
 
 import type { Request } from 'express';
+import { isPromise } from '../config/thenable.js';
 
 /**
  * The keys billed recently. Each method may answer at once or with a promise (a shared store
@@ -11,6 +12,22 @@ export interface IdempotencyWindow {
   claim(key: string): boolean | Promise<boolean>;
   /** Whether the key was billed within the TTL. */
   has(key: string): boolean | Promise<boolean>;
+}
+
+/**
+ * Calls `then` with a window's answer: in the same tick when it answers at once, once its promise
+ * resolves otherwise (then the returned promise settles after `then` or `failed` ran).
+ */
+export function onWindowAnswer(
+  answer: boolean | Promise<boolean>,
+  then: (value: boolean) => void,
+  failed: (error: unknown) => void,
+): Promise<void> | undefined {
+  if (!isPromise(answer)) {
+    then(answer);
+    return undefined;
+  }
+  return answer.then(then, failed);
 }
 
 /** Longest Idempotency-Key value honoured (longer ones are ignored: the request is billed as usual). */

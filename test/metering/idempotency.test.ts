@@ -4,7 +4,7 @@ import type { Request, Response } from 'express';
 import request from 'supertest';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type EntitlementDecision, type KanaMeter, type KanaMeterOptions, kanaMeter } from '../../src/index.js';
-import { MemoryIdempotencyWindow } from '../../src/metering/idempotency-window.js';
+import { MemoryIdempotencyWindow, onWindowAnswer } from '../../src/metering/idempotency-window.js';
 import { basicSeed, expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
 import { useEmulator } from '../helpers/emulator.js';
 
@@ -167,5 +167,20 @@ describe('MemoryIdempotencyWindow', () => {
     expect(window.claim('d')).toBe(true);
     expect(window.size).toBe(1);
     expect(evictions).toBe(1);
+  });
+});
+
+describe('onWindowAnswer (how the gate and the billing read a window that may answer later)', () => {
+  it('runs at once for an answer at once, after the promise for a promise, and reports a rejection', async () => {
+    const seen: unknown[] = [];
+    const then = (value: boolean) => void seen.push(value);
+    const failed = (error: unknown) => void seen.push((error as Error).message);
+    expect(onWindowAnswer(true, then, failed)).toBeUndefined();
+    expect(seen).toEqual([true]);
+    const later = onWindowAnswer(Promise.resolve(false), then, failed);
+    expect(seen).toEqual([true]);
+    await later;
+    await onWindowAnswer(Promise.reject(new Error('store down')), then, failed);
+    expect(seen).toEqual([true, false, 'store down']);
   });
 });
