@@ -1,14 +1,13 @@
 // kana.record() and kana.check(): usage and entitlement checks outside an HTTP request, through the same queue, cache and Kana calls.
 
 import request from 'supertest';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type KanaMeter, type KanaMeterOptions, kanaMeter, logCodes, type UndeliveredUsage } from '../src/index.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { type KanaMeterOptions, kanaMeter, logCodes, type UndeliveredUsage } from '../src/index.js';
 import { expressVersions, meteredApp, meterOptions } from './helpers/app.js';
 import { useEmulator } from './helpers/emulator.js';
 
 const HOUR = 3_600_000;
 const env = useEmulator();
-const metersOfTest: KanaMeter[] = [];
 
 beforeEach(() => {
   env.emulator.reset();
@@ -20,14 +19,9 @@ beforeEach(() => {
     subscriptions: ['u1', 'u2', '124'].map((userId) => ({ userId, packageId: 'small', startedAt })),
   });
 });
-afterEach(async () => {
-  await Promise.all(metersOfTest.splice(0).map((kana) => kana.close({ timeoutMs: 100 })));
-});
-
 function meterFor(overrides: Partial<KanaMeterOptions> = {}) {
   const { options, sink } = meterOptions(env.emulator, { routes: { 'GET /api/calls': 'api-calls' }, ...overrides });
-  const kana = env.track(kanaMeter(options));
-  metersOfTest.push(kana);
+  const kana = env.trackTest(kanaMeter(options));
   const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/api/calls', (_req, res) => res.json({})));
   return { kana, sink, app };
 }

@@ -244,16 +244,6 @@ describe('{ hang }', () => {
     expect((await sendUsageEvent()).data).toEqual({ createUsageEvent: true });
     expect(emulator.usage('u1', 'api-calls')).toBe(1);
   });
-
-  it('going offline ends a hung request', async () => {
-    emulator.failNext({ hang: true });
-    const pending = sendUsageEvent();
-    await waitFor(() => emulator.requests().length === 1);
-    await emulator.setOffline(true);
-    expect(await fetchFailure(pending)).toMatch(SOCKET_CLOSED);
-    await emulator.setOffline(false);
-    expect(emulator.usage('u1', 'api-calls')).toBe(0);
-  });
 });
 
 describe('failNext() and reset()', () => {
@@ -312,15 +302,18 @@ describe('setOffline()', () => {
     expect(emulator.usage('u1', 'api-calls')).toBe(2);
   });
 
-  it('going offline ends a request held by a delay without applying it', async () => {
-    emulator.failNext({ delayMs: 5000 });
-    const pending = sendUsageEvent();
-    await waitFor(() => emulator.requests().length === 1);
-    await emulator.setOffline(true);
-    expect(await fetchFailure(pending)).toMatch(SOCKET_CLOSED);
-    await emulator.setOffline(false);
-    expect(emulator.usage('u1', 'api-calls')).toBe(0);
-  });
+  it.each([[{ delayMs: 5000 }], [{ hang: true as const }]])(
+    'going offline ends a request held by %j without applying it',
+    async (fault) => {
+      emulator.failNext(fault);
+      const pending = sendUsageEvent();
+      await waitFor(() => emulator.requests().length === 1);
+      await emulator.setOffline(true);
+      expect(await fetchFailure(pending)).toMatch(SOCKET_CLOSED);
+      await emulator.setOffline(false);
+      expect(emulator.usage('u1', 'api-calls')).toBe(0);
+    },
+  );
 
   it('is idempotent in both directions', async () => {
     await emulator.setOffline(true);

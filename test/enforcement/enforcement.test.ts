@@ -3,16 +3,9 @@
 import { connect } from 'node:net';
 import type { Request, Response } from 'express';
 import request from 'supertest';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import type { EmulatorSeed } from '../../src/emulator/index.js';
-import {
-  type EntitlementDecision,
-  type KanaMeter,
-  type KanaMeterOptions,
-  kanaMeter,
-  logCodes,
-  meter,
-} from '../../src/index.js';
+import { type EntitlementDecision, type KanaMeterOptions, kanaMeter, logCodes, meter } from '../../src/index.js';
 import { expressVersions, meteredApp, meterOptions, sleep } from '../helpers/app.js';
 import { useEmulator } from '../helpers/emulator.js';
 
@@ -63,17 +56,9 @@ function setUsage(userId: string, featureId: string, used: number): void {
   env.emulator.seed({ usage: [{ userId, featureId, used }] });
 }
 
-/** Meters made by the current test: closed after it, so that no probe of theirs takes a later test's scripted fault. */
-const metersOfTest: KanaMeter[] = [];
-afterEach(async () => {
-  await Promise.all(metersOfTest.splice(0).map((kana) => kana.close({ timeoutMs: 100 })));
-});
-
 function enforced(overrides: Partial<KanaMeterOptions> = {}) {
   const { options, sink } = meterOptions(env.emulator, { enforce: true, ...overrides });
-  const kana = kanaMeter(options);
-  env.track(kana);
-  metersOfTest.push(kana);
+  const kana = env.trackTest(kanaMeter(options));
   return { kana, sink };
 }
 
@@ -380,8 +365,7 @@ describe('where the gate runs and what it checks', () => {
       routes: { 'GET /api/mapped': { feature: 'api-calls', enforce: true } },
     });
     const lax = kanaMeter(options);
-    env.track(lax);
-    metersOfTest.push(lax);
+    env.trackTest(lax);
     const strictApp = meteredApp(createExpress, kana, (app) => {
       app.get('/api/free', (_req, res) => res.json({}));
       app.get('/api/reports', meter('reports', { enforce: false }), (_req, res) => res.json({}));

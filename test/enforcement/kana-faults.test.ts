@@ -5,13 +5,7 @@ import type { Express, Request, Response } from 'express';
 import request from 'supertest';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { EmulatorSeed } from '../../src/emulator/index.js';
-import {
-  type EntitlementDecision,
-  type KanaMeter,
-  type KanaMeterOptions,
-  kanaMeter,
-  logCodes,
-} from '../../src/index.js';
+import { type EntitlementDecision, type KanaMeterOptions, kanaMeter, logCodes } from '../../src/index.js';
 import { expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
 import { useEmulator } from '../helpers/emulator.js';
 
@@ -27,7 +21,6 @@ const seed: EmulatorSeed = {
 };
 
 const env = useEmulator();
-const metersOfTest: KanaMeter[] = [];
 
 beforeEach(() => {
   env.emulator.reset();
@@ -37,9 +30,8 @@ beforeEach(() => {
     subscriptions: ['u1', 'u2', 'u3', ...users].map((userId) => ({ userId, packageId: 'small', startedAt })),
   });
 });
-afterEach(async () => {
+afterEach(() => {
   env.emulator.clearFaults();
-  await Promise.all(metersOfTest.splice(0).map((kana) => kana.close({ timeoutMs: 100 })));
 });
 
 function setUsage(userId: string, used: number): void {
@@ -58,8 +50,7 @@ function enforcedApp(overrides: Partial<KanaMeterOptions> = {}) {
     },
     ...overrides,
   });
-  const kana = env.track(kanaMeter(options));
-  metersOfTest.push(kana);
+  const kana = env.trackTest(kanaMeter(options));
   const app = meteredApp(createExpress, kana, (app) =>
     app.get('/api/calls', (req: Request, res: Response) =>
       res.json({ source: req.kana?.source, remaining: req.kana?.remaining, error: req.kana?.error?.code }),

@@ -2,21 +2,13 @@
 
 import type { Request, Response } from 'express';
 import request from 'supertest';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import {
-  type EntitlementDecision,
-  type KanaMeter,
-  type KanaMeterOptions,
-  kanaMeter,
-  logCodes,
-  meter,
-} from '../../src/index.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { type EntitlementDecision, type KanaMeterOptions, kanaMeter, logCodes, meter } from '../../src/index.js';
 import { expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
 import { useEmulator } from '../helpers/emulator.js';
 
 const HOUR = 3_600_000;
 const env = useEmulator();
-const metersOfTest: KanaMeter[] = [];
 
 beforeEach(() => {
   env.emulator.reset();
@@ -40,18 +32,13 @@ beforeEach(() => {
     subscriptions: ['u1', 'u2'].map((userId) => ({ userId, packageId: 'small', startedAt })),
   });
 });
-afterEach(async () => {
-  await Promise.all(metersOfTest.splice(0).map((kana) => kana.close({ timeoutMs: 100 })));
-});
-
 function shadowApp(overrides: Partial<KanaMeterOptions> = {}, routes?: (app: import('express').Express) => void) {
   const { options, sink } = meterOptions(env.emulator, {
     enforce: 'shadow',
     routes: { 'GET /api/calls': 'api-calls', 'GET /api/premium': 'premium' },
     ...overrides,
   });
-  const kana = env.track(kanaMeter(options));
-  metersOfTest.push(kana);
+  const kana = env.trackTest(kanaMeter(options));
   const seen: (EntitlementDecision | undefined)[] = [];
   let ran = 0;
   const handler = (req: Request, res: Response) => {

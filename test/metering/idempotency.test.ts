@@ -2,14 +2,13 @@
 
 import type { Request, Response } from 'express';
 import request from 'supertest';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type EntitlementDecision, type KanaMeter, type KanaMeterOptions, kanaMeter } from '../../src/index.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { type EntitlementDecision, type KanaMeterOptions, kanaMeter } from '../../src/index.js';
 import { MemoryIdempotencyWindow, onWindowAnswer } from '../../src/metering/idempotency-window.js';
 import { basicSeed, expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
 import { useEmulator } from '../helpers/emulator.js';
 
 const env = useEmulator();
-const metersOfTest: KanaMeter[] = [];
 
 beforeEach(() => {
   env.emulator.reset();
@@ -20,18 +19,13 @@ beforeEach(() => {
     subscriptions: [...basicSeed.subscriptions, { userId: 'u1', packageId: 'small' }],
   });
 });
-afterEach(async () => {
-  await Promise.all(metersOfTest.splice(0).map((kana) => kana.close({ timeoutMs: 100 })));
-});
-
 function idempotentApp(overrides: Partial<KanaMeterOptions> = {}) {
   const { options } = meterOptions(env.emulator, {
     idempotencyKey: true,
     routes: { 'POST /api/search': 'api-calls', 'POST /api/limited': 'limited', 'POST /api/fails': 'api-calls' },
     ...overrides,
   });
-  const kana = env.track(kanaMeter(options));
-  metersOfTest.push(kana);
+  const kana = env.trackTest(kanaMeter(options));
   const seen: (EntitlementDecision | undefined)[] = [];
   let release: () => void = () => {};
   let gate: Promise<void> | undefined;
