@@ -93,12 +93,12 @@ describe('the packed tarball', () => {
 
   it('works when imported as ESM (main entry and ./emulator)', async () => {
     const { stdout } = await run('node', ['consumer.mjs'], { cwd: project });
-    expect(JSON.parse(stdout)).toEqual({ esm: true, usage: 1, kanaError: 'function' });
+    expect(JSON.parse(stdout)).toEqual({ esm: true, usage: 3, check: 'kana', kanaError: 'function' });
   });
 
   it('works when required as CommonJS (main entry and ./emulator)', async () => {
     const { stdout, stderr } = await run('node', ['consumer.cjs'], { cwd: project });
-    expect(JSON.parse(stdout)).toEqual({ cjs: true, usage: 2, meter: 'function' });
+    expect(JSON.parse(stdout)).toEqual({ cjs: true, usage: 2, meter: 'function', check: 402 });
     expect(stderr).not.toMatch(/ExperimentalWarning/);
   });
 

@@ -19,7 +19,11 @@ app.get('/r', meter('reports'), (_req, res) => res.json({}));
 const server = app.listen(0, '127.0.0.1');
 await new Promise((resolve) => server.once('listening', resolve));
 await fetch(`http://127.0.0.1:${server.address().port}/r`);
+kana.record('u1', 'reports', 2); // usage outside a request
+const { source } = await kana.check('u1', 'reports');
 await kana.close();
 server.close();
-console.log(JSON.stringify({ esm: true, usage: emulator.usage('u1', 'reports'), kanaError: typeof KanaError }));
+console.log(
+  JSON.stringify({ esm: true, usage: emulator.usage('u1', 'reports'), check: source, kanaError: typeof KanaError }),
+);
 await emulator.close();

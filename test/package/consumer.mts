@@ -35,6 +35,18 @@ app.get('/docs/:id', meter('docs', { enforce: true }), (req: Request, res: Respo
 meter('reports', { delta: '2' });
 const stats: KanaMeterStats = kana.stats();
 const delivered: number = stats.delivered;
+kana.record(124, 'exports', 3);
+const checked: Promise<EntitlementDecision> = kana.check('u1', 'exports');
+kanaMeter({
+  ...options,
+  enforce: 'shadow',
+  staleIfError: 60_000,
+  checkConcurrency: 4,
+  idempotencyKey: { ttlMs: 1000 },
+});
+// @ts-expect-error: enforce is true, false or 'shadow'
+kanaMeter({ ...options, enforce: 'on' });
+const shadowDenied: number = stats.shadowDenied;
 const emulator: Promise<KanaEmulator> = startKanaEmulator({ port: 0 });
 
-export { delivered, emulator };
+export { checked, delivered, emulator, shadowDenied };
