@@ -6,6 +6,7 @@ import './enforcement/express-augmentation.js';
 export type {
   DecisionReason,
   DecisionSource,
+  EnforceMode,
   EntitlementDecision,
   RefusedDecision,
 } from './config/decision.js';
@@ -33,6 +34,7 @@ export type { KanaMeter } from './middleware.js';
 export { kanaMeter } from './middleware.js';
 export type {
   DeniedHandler,
+  IdempotencyKeyOptions,
   KanaErrorPolicy,
   KanaMeterOptions,
   RetryOptions,

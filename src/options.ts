@@ -461,7 +461,8 @@ function parseIdempotencyKey(
   value: KanaMeterOptions['idempotencyKey'],
 ): Readonly<Required<IdempotencyKeyOptions>> | undefined {
   if (value === undefined) return undefined;
-  const expected = "true or an object such as { header: 'Idempotency-Key', ttlMs: 86400000, maxKeys: 100000 }";
+  const expected =
+    "true or an object such as { header: 'Idempotency-Key', ttlMs: 86400000, maxKeys: 100000 } (leave it out to turn it off)";
   if (value !== true && (typeof value !== 'object' || value === null || Array.isArray(value))) {
     throw optionError('idempotencyKey', value, expected);
   }

@@ -97,7 +97,7 @@ export class KanaError extends Error {
 }
 
 /** What a log line says of a failed Kana call: code, message, status; never the request. */
-export function summarizeKanaError(error: unknown): { code: string; message: string; status?: number } | unknown {
+export function summarizeKanaError(error: unknown): unknown {
   if (!(error instanceof KanaError)) return error;
   return error.status === undefined
     ? { code: error.code, message: error.message }

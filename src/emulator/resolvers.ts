@@ -1,4 +1,4 @@
-// GraphQL resolvers: map each field of Kana's schema onto the store, and record usage faults.
+// GraphQL resolvers: map each field of Kana's schema onto the store, and apply scripted faults (usage not recorded, a failing root field).
 import type { GraphQLFieldResolver } from 'graphql';
 import { KanaEmulatorError, notSupported } from './errors.js';
 import type { FieldFault } from './faults.js';
