@@ -1,6 +1,14 @@
 // Build: ESM + CommonJS bundles with declarations for the main entry, the emulator and the Prometheus integration; the CLI as ESM.
 import { defineConfig } from 'tsup';
 
+/**
+ * Dependencies published as ESM only. The CommonJS build bundles them: `require()` of an ES module
+ * gives its namespace, so a default import compiled to CommonJS (`(0, import_p_retry.default)(...)`)
+ * is not the function, and tools without require(esm) (Jest, older loaders) cannot load them at all.
+ * The ESM build keeps them external, as dependencies.
+ */
+const ESM_ONLY_DEPENDENCIES = ['p-retry', 'is-network-error'];
+
 export default defineConfig([
   {
     entry: {
@@ -18,6 +26,19 @@ export default defineConfig([
     splitting: false,
     // import.meta.url in the CommonJS build (the emulator locates schema.graphql with it).
     shims: true,
+    // tsup's noExternal applies to both formats: let them through its external check, then keep
+    // them external again in the ESM build only.
+    noExternal: ESM_ONLY_DEPENDENCIES,
+    esbuildPlugins: [
+      {
+        name: 'esm-only-dependencies-external-in-esm',
+        setup(build) {
+          if (build.initialOptions.format !== 'esm') return;
+          const filter = new RegExp(`^(${ESM_ONLY_DEPENDENCIES.join('|')})(/|$)`);
+          build.onResolve({ filter }, (args) => ({ path: args.path, external: true }));
+        },
+      },
+    ],
     // The emulator reads Kana's schema at run time; ship it beside the bundle.
     publicDir: false,
     onSuccess: 'cp src/emulator/schema.graphql dist/emulator/schema.graphql',
