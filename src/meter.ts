@@ -4,12 +4,13 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { logCodes } from './config/errors.js';
 import { getDefaultLogger } from './config/logger.js';
 import { type FeatureOptions, parseMeteredFeature } from './metering/metered-feature.js';
-import { meterContextOf } from './metering/request-usage.js';
+import { nearestMeter } from './metering/request-usage.js';
 
 /**
  * Bills `featureId` for each successful request on this route. Requires `app.use(kanaMeter(...))`
- * before the route. On a request the route map also names, meter() wins. With `enforce` (or
- * kanaMeter's), the user's entitlement is checked here, before the handler.
+ * before the route; the last kanaMeter() the request passed through bills it. On a request that
+ * kanaMeter's route map also names, meter() wins. With `enforce` (or kanaMeter's), the user's
+ * entitlement is checked here, before the handler.
  * @example app.get('/api/reports/:id', meter('reports'), handler)
  * @example app.get('/api/docs/:id', meter('docs', { enforce: true }), handler)
  * @example app.post('/api/export', meter('exports', { delta: (req, res) => res.locals.rows }), handler)
@@ -19,15 +20,12 @@ export function meter(featureId: string, options?: FeatureOptions): RequestHandl
   let warnedNotMounted = false;
 
   return function meterMiddleware(req: Request, res: Response, next: NextFunction) {
-    const context = meterContextOf(req);
+    const context = nearestMeter(req);
     if (context) {
-      context.tag(req, res, feature);
-      // The gate of a meter() route runs here, before the handler.
-      if (feature.enforce ?? context.enforce) {
-        context.gate(req, res, next, feature);
-        return;
-      }
-    } else if (!warnedNotMounted) {
+      context.meter(req, res, next, feature);
+      return;
+    }
+    if (!warnedNotMounted) {
       warnedNotMounted = true;
       getDefaultLogger().error(
         { code: logCodes.meterWithoutMiddleware, featureId, method: req.method, path: req.path },

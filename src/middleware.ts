@@ -27,13 +27,12 @@ import { isValidDelta, type MeteredFeature } from './metering/metered-feature.js
 import {
   featuresToBill,
   type MeterContext,
-  markSeen,
-  pathOf,
+  passedThrough,
   type RequestUsage,
+  type RequestUsages,
   startUsage,
-  usageOf,
-  where,
 } from './metering/request-usage.js';
+import { routedPath, where } from './metering/routed-path.js';
 import { parseUsageArguments } from './metering/usage-arguments.js';
 import { toKanaUserId, type UserIdValue } from './metering/user-id.js';
 import { type KanaMeterOptions, parseOptions } from './options.js';
@@ -112,10 +111,13 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
         counters.idempotencyEvictions++;
       },
     });
+  /** This kanaMeter's own per-request state: only its listeners read it. */
+  const usages: RequestUsages = new WeakMap();
   const { gate } = createGate({
     config,
     counters,
     cache: entitlements,
+    usages,
     lookUpMissed: (userId, featureId, delta) => lookup.missed(userId, featureId, delta),
     idempotencyWindow,
     userIdFailed,
@@ -126,40 +128,45 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   let closed = false;
 
   const context: MeterContext = {
-    enforce,
-    tag(req, res, feature) {
-      let usage = usageOf(req);
+    meter(req, res, next, feature) {
+      let usage = usages.get(req);
       if (!usage) {
-        usage = startUsage(req, context, undefined);
+        usage = startUsage(usages, req, undefined);
         // `on`, not `once`: a response finishes once, and `once` allocates a wrapper per request.
         res.on('finish', onFinish);
       }
       usage.tagged ??= [];
       usage.tagged.push(feature);
+      // The gate of a meter() route runs here, before the handler.
+      if (feature.enforce ?? enforce) gate(req, res, next, feature, usage);
+      else next();
     },
-    gate,
   };
 
   function kanaMeterMiddleware(req: Request, res: Response, next: NextFunction): void {
-    const routeFeature = matchRoute?.(req.method, pathOf(req));
-    if (routeFeature === undefined) {
-      markSeen(req, context); // for a meter() further down
+    // The last kanaMeter() a request passes through bills the meter() routes further down.
+    passedThrough(req, context);
+    const routeFeature = matchRoute?.(req.method, routedPath(req));
+    // Seen before (the app and a sub-app or router both mount this kanaMeter, or it is mounted
+    // twice): already metered, and checked if enforced.
+    if (routeFeature === undefined || usages.has(req)) {
       next();
       return;
     }
-    startUsage(req, context, routeFeature);
+    const usage = startUsage(usages, req, routeFeature);
     res.on('finish', onFinish);
     // The gate of a mapped route runs here, before routing.
-    if (routeFeature.enforce ?? enforce) gate(req, res, next, routeFeature);
+    if (routeFeature.enforce ?? enforce) gate(req, res, next, routeFeature, usage);
     else next();
   }
 
-  // Shared by every response (no closure per request); `this` is the response.
+  // Shared by every response this kanaMeter meters (no closure per request); `this` is the response.
   function onFinish(this: ServerResponse): void {
     const res = this as Response;
     const req = res.req;
-    const usage = usageOf(req) as RequestUsage;
-    if (usage.gated) {
+    const usage = usages.get(req);
+    if (usage === undefined) return;
+    if (usage.checked !== undefined) {
       // Held units are given back first; on success they come back as captured usage just below.
       usage.ended = true;
       if (usage.holds !== undefined) releaseHolds(usage);

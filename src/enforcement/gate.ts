@@ -8,7 +8,8 @@ import type { Counter } from '../config/stats.js';
 import { isPromise } from '../config/thenable.js';
 import { type IdempotencyWindow, idempotencyKeyOf, onWindowAnswer, windowKey } from '../metering/idempotency-window.js';
 import type { MeteredFeature } from '../metering/metered-feature.js';
-import { type Hold, type RequestUsage, usageOf, where } from '../metering/request-usage.js';
+import type { RequestUsage, RequestUsages } from '../metering/request-usage.js';
+import { where } from '../metering/routed-path.js';
 import { toKanaUserId } from '../metering/user-id.js';
 import type { KanaMeterConfig } from '../options.js';
 import { decisionFrom, fallbackDecision, replayDecision } from './decisions.js';
@@ -28,6 +29,8 @@ export interface GateOptions {
   >;
   counters: Record<Counter, number>;
   cache: EntitlementCache;
+  /** The kanaMeter's own usage records: its `close` listener reads them. */
+  usages: RequestUsages;
   /** After a cache miss: Kana, else a stale answer, else nothing. */
   lookUpMissed: (userId: string, featureId: string, delta: number) => Lookup | Promise<Lookup>;
   /** The billed idempotency keys, when `idempotencyKey` is on. */
@@ -40,19 +43,35 @@ export interface GateOptions {
  * Creates the gate kanaMeter() runs for enforced mapped routes and meter() for enforced routes.
  * A cache hit decides synchronously and calls next() in the same tick.
  */
-export function createGate({ config, counters, cache, lookUpMissed, idempotencyWindow, userIdFailed }: GateOptions) {
+export function createGate({
+  config,
+  counters,
+  cache,
+  usages,
+  lookUpMissed,
+  idempotencyWindow,
+  userIdFailed,
+}: GateOptions) {
   const { userId: getUserId, logger, onDenied, onKanaError, rateLimitHeaders, enforce } = config;
   const idempotencyHeader = config.idempotencyKey?.header;
   let warnedNoUser = false;
   let shadowLoggedAt = Number.NEGATIVE_INFINITY;
   let shadowNotLogged = 0;
 
-  /** Checks `feature` for this request (its usage record exists), then calls next() or refuses it. */
-  function gate(req: Request, res: Response, next: NextFunction, feature: MeteredFeature): void {
-    const usage = usageOf(req) as RequestUsage;
-    if (!usage.gated) {
-      usage.gated = true;
+  /**
+   * Checks `feature` for this request, then calls next() or refuses it. Once per request and
+   * feature: a second gate for a feature already checked (the route map and meter() both name it,
+   * or meter() runs twice) goes straight on, under the first one's decision and hold.
+   */
+  function gate(req: Request, res: Response, next: NextFunction, feature: MeteredFeature, usage: RequestUsage): void {
+    if (usage.checked === undefined) {
+      usage.checked = [feature.featureId];
       res.on('close', onClose);
+    } else if (usage.checked.includes(feature.featureId)) {
+      next();
+      return;
+    } else {
+      usage.checked.push(feature.featureId);
     }
     if (usage.userId !== undefined) {
       checkFor(req, res, next, feature, usage, usage.userId);
@@ -177,12 +196,10 @@ export function createGate({ config, counters, cache, lookUpMissed, idempotencyW
   ): void {
     // The client left while Kana was being asked: nothing to hold, nobody to answer.
     if (usage.ended) return;
-    // A second gate for the same feature (route map, then meter()) replaces the first one's hold.
-    if (usage.holds !== undefined) releaseHoldOn(usage, entry);
     if (source === 'stale') counters.staleHits++;
     const delta = feature.checkDelta;
     const decision = decisionFrom(entry, delta, source, error);
-    setDecision(req, usage, decision);
+    setDecision(req, decision);
     const shadow = isShadow(feature);
     if (!decision.allowed) {
       refuse(req, res, next, usage, decision, entry, shadow);
@@ -212,7 +229,7 @@ export function createGate({ config, counters, cache, lookUpMissed, idempotencyW
   ): void {
     if (usage.ended) return;
     const decision = fallbackDecision(userId, feature.featureId, feature.checkDelta, onKanaError, error);
-    setDecision(req, usage, decision);
+    setDecision(req, decision);
     if (!decision.allowed) {
       refuse(req, res, next, usage, decision, undefined, isShadow(feature));
       return;
@@ -232,7 +249,7 @@ export function createGate({ config, counters, cache, lookUpMissed, idempotencyW
     userId: string,
   ): void {
     if (usage.ended) return;
-    setDecision(req, usage, replayDecision(userId, feature.featureId, cache.stale(userId, feature.featureId)));
+    setDecision(req, replayDecision(userId, feature.featureId, cache.stale(userId, feature.featureId)));
     counters.allowed++;
     next();
   }
@@ -302,6 +319,14 @@ export function createGate({ config, counters, cache, lookUpMissed, idempotencyW
     shadowNotLogged = 0;
   }
 
+  /** `close` of an enforced response (shared by this kanaMeter's; `this` is the response): it ended, finished or aborted. */
+  function onClose(this: ServerResponse): void {
+    const usage = usages.get(this.req);
+    if (usage === undefined) return;
+    usage.ended = true;
+    if (usage.holds !== undefined) releaseHolds(usage);
+  }
+
   function gateFailed(error: unknown): void {
     logger.error({ code: logCodes.gateFailed, err: error }, 'kana-meter: unexpected error in the entitlement gate');
   }
@@ -317,21 +342,4 @@ export function releaseHolds(usage: RequestUsage): void {
     hold.entitlement.held -= hold.delta;
     hold = hold.next;
   }
-}
-
-function releaseHoldOn(usage: RequestUsage, entry: Entitlement): void {
-  let kept: Hold | undefined;
-  for (let hold = usage.holds; hold !== undefined; hold = hold.next) {
-    if (hold.entitlement === entry) entry.held -= hold.delta;
-    else kept = { entitlement: hold.entitlement, delta: hold.delta, next: kept };
-  }
-  usage.holds = kept;
-}
-
-/** `close` of an enforced response (shared; `this` is the response): it ended, finished or aborted. */
-function onClose(this: ServerResponse): void {
-  const usage = usageOf(this.req as Request);
-  if (usage === undefined) return;
-  usage.ended = true;
-  if (usage.holds !== undefined) releaseHolds(usage);
 }

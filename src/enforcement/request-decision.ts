@@ -1,20 +1,20 @@
-// `req.kana` without a new property on each request: an accessor on Express's request prototype reads the usage record.
+// `req.kana` without a new property on each request: an accessor on Express's request prototype reads the kept decision.
 
 import { IncomingMessage } from 'node:http';
 import type { Request } from 'express';
 import type { EntitlementDecision } from '../config/decision.js';
-import { type RequestUsage, usageOf } from '../metering/request-usage.js';
+import { decisionOf, keepDecision } from '../metering/request-usage.js';
 
 /**
  * Assigning `req.kana` on each request would add a property to Node's request object after
  * Express has, which costs about 2 µs per request (every later property access on it slows
- * down). Instead the decision is kept in the request's usage record, and `kana` is an accessor
+ * down). Instead the decision is kept in a WeakMap shared by every kanaMeter(), and `kana` is an accessor
  * defined once on the request prototype that every Express app of that Express copy shares
  * (the one just above IncomingMessage.prototype), so sub-apps see it too. Assigning `req.kana`
  * yourself still works: the setter turns it into a plain property of that request.
  */
-export function setDecision(req: Request, usage: RequestUsage, decision: EntitlementDecision): void {
-  usage.decision = decision;
+export function setDecision(req: Request, decision: EntitlementDecision): void {
+  keepDecision(req, decision);
   const prototype = Object.getPrototypeOf(req) as object | null;
   if (prototype !== lastPrototype) {
     lastPrototype = prototype;
@@ -39,7 +39,7 @@ function installAccessor(req: Request): boolean {
     configurable: true,
     enumerable: false,
     get(this: Request): EntitlementDecision | undefined {
-      return usageOf(this)?.decision;
+      return decisionOf(this);
     },
     set(this: Request, value: unknown) {
       Object.defineProperty(this, 'kana', ownProperty(value));

@@ -1,17 +1,13 @@
-// The per-request link between kanaMeter() and meter(): what a request bills, kept beside the request object.
+// Per-request state: each kanaMeter() keeps its own usage records; a shared registry tells meter() which kanaMeter() bills it.
 
 import type { NextFunction, Request, Response } from 'express';
-import type { EnforceMode, EntitlementDecision } from '../config/decision.js';
+import type { EntitlementDecision } from '../config/decision.js';
 import type { MeteredFeature } from './metered-feature.js';
 
-/** What kanaMeter() offers to meter() for the requests it sees. */
+/** What a kanaMeter() offers to the meter() routes of the requests it saw last. */
 export interface MeterContext {
-  /** kanaMeter's `enforce`: whether a feature without its own `enforce` is checked. */
-  readonly enforce: EnforceMode;
-  /** Bills `feature` on this request (once per feature id), replacing the route map's feature. */
-  tag(req: Request, res: Response, feature: MeteredFeature): void;
-  /** Checks the user's entitlement to `feature`, then calls `next()` or refuses the request. */
-  gate(req: Request, res: Response, next: NextFunction, feature: MeteredFeature): void;
+  /** Bills `feature` on this request (replacing this kanaMeter's route map feature), checks it when enforced, then calls next(). */
+  meter(req: Request, res: Response, next: NextFunction, feature: MeteredFeature): void;
 }
 
 /** What a hold is counted on: a cached entitlement's units held by requests in flight. */
@@ -26,10 +22,8 @@ export interface Hold {
   readonly next: Hold | undefined;
 }
 
-/** The features one request bills; created only for metered requests. */
+/** What one kanaMeter() bills on one request; created only for the requests it meters. */
 export interface RequestUsage {
-  /** The kanaMeter() that saw the request. */
-  readonly context: MeterContext;
   /** The route map's feature, if a route matched. */
   readonly routeFeature: MeteredFeature | undefined;
   /** Features named by meter() on the matched route; they win over routeFeature. */
@@ -45,62 +39,35 @@ export interface RequestUsage {
   refused: boolean;
   /** The response finished or closed: a check answering later leaves the request alone. */
   ended: boolean;
-  /** A gate attached the `close` listener. */
-  gated: boolean;
-  /** The last gate's decision, read as `req.kana`. */
-  decision: EntitlementDecision | undefined;
+  /** The feature ids a gate checked on this request (each once); undefined until the first gate, which attaches `close`. */
+  checked: string[] | undefined;
 }
 
-/** Starts the usage record of a metered request (one shape for all of them). */
+/**
+ * One kanaMeter()'s usage records, keyed by request. A WeakMap rather than a property on the
+ * request: adding any property to Node's request after Express has (a Symbol included) costs about
+ * 2 µs per request, measured, as every later property access on it slows down. Each kanaMeter()
+ * has its own, so several instances on one request never read or bill each other's state.
+ */
+export type RequestUsages = WeakMap<object, RequestUsage>;
+
+/** Starts this kanaMeter's usage record of a request (one shape for all of them). */
 export function startUsage(
+  usages: RequestUsages,
   req: Request,
-  context: MeterContext,
   routeFeature: MeteredFeature | undefined,
 ): RequestUsage {
   const usage: RequestUsage = {
-    context,
     routeFeature,
     tagged: undefined,
     userId: undefined,
     holds: undefined,
     refused: false,
     ended: false,
-    gated: false,
-    decision: undefined,
+    checked: undefined,
   };
-  requests.set(req, usage);
+  usages.set(req, usage);
   return usage;
-}
-
-/**
- * Per-request state lives in a WeakMap keyed by the request, not in a property on it: adding any
- * property to Node's request after Express has (a Symbol included) costs about 2 µs per request,
- * measured, as every later property access on it slows down. One entry per request: the
- * kanaMeter() context, or the usage record of a metered request (which points to its context).
- * The map is shared through globalThis, so an ESM and a CommonJS copy of kana-meter in one
- * process still see each other.
- */
-const REGISTRY = Symbol.for('kana-meter.requests');
-type RequestRegistry = WeakMap<object, MeterContext | RequestUsage>;
-const shared = globalThis as { [REGISTRY]?: RequestRegistry };
-shared[REGISTRY] ??= new WeakMap();
-const requests: RequestRegistry = shared[REGISTRY];
-
-/** Records that a kanaMeter() saw this request (for a later meter()). */
-export function markSeen(req: Request, context: MeterContext): void {
-  requests.set(req, context);
-}
-
-/** The kanaMeter() that saw this request, if any. */
-export function meterContextOf(req: Request): MeterContext | undefined {
-  const entry = requests.get(req);
-  return (entry as RequestUsage | undefined)?.context ?? (entry as MeterContext | undefined);
-}
-
-/** The usage record of a metered request. */
-export function usageOf(req: Request): RequestUsage | undefined {
-  const entry = requests.get(req);
-  return (entry as RequestUsage | undefined)?.context === undefined ? undefined : (entry as RequestUsage);
 }
 
 /** The features to bill: meter()'s if any (one per feature id, the last one wins), else the route map's. */
@@ -111,14 +78,37 @@ export function featuresToBill(usage: RequestUsage): readonly MeteredFeature[] {
   return [...new Map(tagged.map((feature) => [feature.featureId, feature])).values()];
 }
 
-/** The request path without the query string, as the app sees it (mount paths included). */
-export function pathOf(req: Request): string {
-  const url = req.originalUrl ?? req.url;
-  const query = url.indexOf('?');
-  return query === -1 ? url : url.slice(0, query);
+/**
+ * What all kanaMeter() instances in the process share about a request: the last one it passed
+ * through (the one a meter() further down reports to), and the last entitlement decision (read as
+ * `req.kana`). Kept on globalThis, so an ESM and a CommonJS copy of kana-meter in one process still
+ * see each other. The key is versioned: an older copy keeps a differently shaped entry.
+ */
+interface SharedRequestState {
+  readonly nearest: WeakMap<object, MeterContext>;
+  readonly decisions: WeakMap<object, EntitlementDecision>;
+}
+const SHARED = Symbol.for('kana-meter.request-state.v2');
+const sharing = globalThis as { [SHARED]?: SharedRequestState };
+sharing[SHARED] ??= { nearest: new WeakMap(), decisions: new WeakMap() };
+const { nearest, decisions } = sharing[SHARED];
+
+/** Records that this kanaMeter() is the last one the request passed through. */
+export function passedThrough(req: Request, context: MeterContext): void {
+  nearest.set(req, context);
 }
 
-/** Where a log line's request went. */
-export function where(req: Request): { method: string; path: string } {
-  return { method: req.method, path: pathOf(req) };
+/** The kanaMeter() the request passed through last, if any: the one that bills a meter() route. */
+export function nearestMeter(req: Request): MeterContext | undefined {
+  return nearest.get(req);
+}
+
+/** Keeps the request's latest entitlement decision, for `req.kana`. */
+export function keepDecision(req: Request, decision: EntitlementDecision): void {
+  decisions.set(req, decision);
+}
+
+/** The request's latest entitlement decision, by any kanaMeter(). */
+export function decisionOf(req: Request): EntitlementDecision | undefined {
+  return decisions.get(req);
 }

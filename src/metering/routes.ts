@@ -23,11 +23,12 @@ interface CompiledRoute {
   readonly feature: MeteredFeature;
 }
 
-/** Finds the feature of a request from its method and path; undefined when no route matches. */
+/** Finds the feature of a request from its method and the path Express routes it on; undefined when no route matches. */
 export type RouteMatcher = (method: string, path: string) => MeteredFeature | undefined;
 
 const KEY_PATTERN = /^\s*([A-Za-z-]+|\*)\s+(\/\S*)\s*$/;
 const KNOWN_METHODS = new Set(METHODS);
+const REPEATED_SLASHES = /\/{2,}/g;
 
 /** Compiles the route map once; returns undefined when there is none. */
 export function compileRoutes(routes: unknown): RouteMatcher | undefined {
@@ -86,7 +87,11 @@ export function compileRoutes(routes: unknown): RouteMatcher | undefined {
     }
   }
 
-  return function matchRoute(method, path) {
+  return function matchRoute(method, routedPath) {
+    // Express 4 lets a mount path take one more slash: '/api//search' reaches '/search' in a
+    // sub-app mounted at '/api'. Collapsed, such a path matches its key; a path that no router
+    // serves is at worst refused instead of answered 404, and never billed (not a 2xx).
+    const path = routedPath.includes('//') ? routedPath.replace(REPEATED_SLASHES, '/') : routedPath;
     const candidates = byMethod.get(method) ?? anyMethod;
     for (let i = 0; i < candidates.length; i++) {
       const route = candidates[i] as CompiledRoute;
