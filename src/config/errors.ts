@@ -65,6 +65,8 @@ export const logCodes = {
   periodUnavailable: 'KANA_METER_PERIOD_UNAVAILABLE',
   /** In shadow mode, enforcement would have refused a request (it was served and billed). Rate-limited. */
   shadowDenied: 'KANA_METER_SHADOW_DENIED',
+  /** An error of kana-meter's own (a bug, not Kana nor the network) while sending usage: the usage is kept, sending backs off. Logged once per cause, with its stack. */
+  internalError: 'KANA_METER_INTERNAL_ERROR',
 } as const;
 
 export type LogCode = (typeof logCodes)[keyof typeof logCodes];

@@ -9,8 +9,11 @@ import { isPromise } from './thenable.js';
 /** Which kind of Kana call: a usage mutation (deliveries, retries and outage probes) or an entitlement check. */
 export type KanaCallOperation = 'usage' | 'check';
 
-/** How a Kana call attempt ended: `'ok'`, or the `KanaError` code it failed with. */
-export type KanaCallOutcome = 'ok' | KanaErrorCode;
+/**
+ * How a Kana call attempt ended: `'ok'`, the `KanaError` code it failed with, or
+ * `'KANA_METER_INTERNAL_ERROR'` when kana-meter's own code threw (a bug).
+ */
+export type KanaCallOutcome = 'ok' | KanaErrorCode | typeof logCodes.internalError;
 
 /** One Kana call attempt, as `observeKanaCall` receives it. */
 export interface KanaCall {
@@ -106,8 +109,8 @@ export function timeKanaCall<T>(
       return value;
     },
     (error: unknown) => {
-      // The client throws KanaErrors only; anything else is what the delivery queue reports as a bad response.
-      observe(operation, performance.now() - started, error instanceof KanaError ? error.code : 'KANA_BAD_RESPONSE');
+      // The client throws KanaErrors only; anything else is a bug of ours.
+      observe(operation, performance.now() - started, error instanceof KanaError ? error.code : logCodes.internalError);
       throw error;
     },
   );

@@ -34,6 +34,8 @@ export interface KanaMeterStats {
   replayed: number;
   /** Failed writes to the spool. */
   spoolErrors: number;
+  /** Errors of kana-meter's own (bugs, not Kana nor the network) while sending usage; the usage was kept. */
+  internalErrors: number;
   /** False while Kana is unavailable: sending is paused and a probe retries with backoff. */
   kanaAvailable: boolean;
   /** Enforced requests let through to their handler (`failedOpen` included). Request counts from here on. */
@@ -89,6 +91,7 @@ export function createCounters(): Record<Counter, number> {
     spilled: 0,
     replayed: 0,
     spoolErrors: 0,
+    internalErrors: 0,
     allowed: 0,
     denied: 0,
     cacheHits: 0,

@@ -12,6 +12,8 @@ import { type Batch, PendingUsage } from './pending-usage.js';
 import { Spool, type SpoolRecord } from './spool.js';
 
 export const DEFAULT_CLOSE_TIMEOUT_MS = 10_000;
+/** Distinct internal error causes remembered, so each is logged once. */
+const MAX_LOGGED_CAUSES = 100;
 
 export interface CloseOptions {
   /**
@@ -50,6 +52,8 @@ export class DeliveryQueue {
   #timer: NodeJS.Timeout | undefined;
   #outage: Outage | undefined;
   #overflowWarned = false;
+  /** Causes of internal errors already logged. */
+  readonly #internalErrorsLogged = new Set<string>();
   readonly #spool: Spool | undefined;
   readonly #writeAhead: boolean;
   /** The spool's snapshot holds usage: deliveries make it stale. */
@@ -262,8 +266,10 @@ export class DeliveryQueue {
     } catch (caught) {
       // At close()'s deadline the batch stays outbound: close() takes it with the rest.
       if (signal.aborted) return;
-      const error = toKanaError(caught);
-      if (error.retryable) {
+      // Not from Kana nor the network (those are KanaErrors): a bug of ours. The usage is kept and
+      // sending backs off as for a transient failure; it is never reported undeliverable for it.
+      const error = caught instanceof KanaError ? caught : this.#internalError(caught);
+      if (error === undefined || error.retryable) {
         // Retries ran out on a transient error: keep the usage, pause, and probe until Kana is back.
         this.#usage.requeue(batch);
         if (probe) this.#probeFailed(error);
@@ -279,7 +285,24 @@ export class DeliveryQueue {
     }
   }
 
-  #startOutage(error: KanaError): void {
+  /** Counts an internal error, and logs it with its stack the first time this cause is seen. */
+  #internalError(error: unknown): undefined {
+    this.#counters.internalErrors++;
+    const cause =
+      error instanceof Error ? `${error.name}: ${error.message}\n${error.stack?.split('\n')[1]}` : String(error);
+    if (this.#internalErrorsLogged.has(cause)) return undefined;
+    // Causes with varying messages must not grow this set without bound: start over.
+    if (this.#internalErrorsLogged.size >= MAX_LOGGED_CAUSES) this.#internalErrorsLogged.clear();
+    this.#internalErrorsLogged.add(cause);
+    this.#logger.error(
+      { code: logCodes.internalError, err: error, internalErrors: this.#counters.internalErrors },
+      'kana-meter: internal error while sending usage (a bug in kana-meter, please report it); the usage is kept and sending backs off. Logged once per cause.',
+    );
+    return undefined;
+  }
+
+  /** Pauses sending. `error` undefined: an internal error, already logged as such. */
+  #startOutage(error: KanaError | undefined): void {
     if (this.#outage) return;
     this.#outage = { since: Date.now(), failedProbes: 0, probeTimer: undefined };
     clearTimeout(this.#timer);
@@ -288,25 +311,29 @@ export class DeliveryQueue {
     for (let i = this.#readyHead; i < this.#ready.length; i++) this.#usage.requeue(this.#ready[i] as Batch);
     this.#ready = [];
     this.#readyHead = 0;
-    const { pending, pendingKeys } = this.#usage.gauges();
-    this.#logger.warn(
-      { code: logCodes.kanaUnavailable, err: summarize(error), pending, pendingKeys },
-      'kana-meter: Kana is unavailable; usage is kept and sent once it is back',
-    );
+    if (error !== undefined) {
+      const { pending, pendingKeys } = this.#usage.gauges();
+      this.#logger.warn(
+        { code: logCodes.kanaUnavailable, err: summarize(error), pending, pendingKeys },
+        'kana-meter: Kana is unavailable; usage is kept and sent once it is back',
+      );
+    }
     this.#snapshotSpool();
     this.#scheduleProbe();
   }
 
-  #probeFailed(error: KanaError): void {
+  #probeFailed(error: KanaError | undefined): void {
     if (!this.#outage) {
       this.#startOutage(error);
       return;
     }
     this.#outage.failedProbes++;
-    this.#logger.debug(
-      { code: logCodes.deliveryRetry, err: summarize(error) },
-      'kana-meter: Kana is still unavailable',
-    );
+    if (error !== undefined) {
+      this.#logger.debug(
+        { code: logCodes.deliveryRetry, err: summarize(error) },
+        'kana-meter: Kana is still unavailable',
+      );
+    }
     this.#snapshotSpool();
     // Shutting down with a spool: nothing is lost by stopping now.
     if (this.#closing && this.#spool) this.#giveUp?.();
@@ -506,12 +533,6 @@ export class DeliveryQueue {
       failed(error);
     }
   }
-}
-
-function toKanaError(caught: unknown): KanaError {
-  if (caught instanceof KanaError) return caught;
-  const message = String((caught as Error)?.message ?? caught);
-  return new KanaError('KANA_BAD_RESPONSE', message, { retryable: false, cause: caught });
 }
 
 function toUndelivered(batch: Batch): UndeliveredUsage {

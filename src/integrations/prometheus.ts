@@ -63,6 +63,10 @@ const COUNTERS: Readonly<Record<Counter, readonly [name: string, help: string]>>
   userIdErrors: ['user_id_errors_total', 'Requests not metered because the userId option threw or rejected.'],
   hookErrors: ['hook_errors_total', 'Errors thrown by user hooks and by the metrics integration.'],
   spoolErrors: ['spool_errors_total', 'Failed writes to the spool.'],
+  internalErrors: [
+    'internal_errors_total',
+    "Errors of kana-meter's own (bugs, not Kana nor the network) while sending usage; the usage was kept.",
+  ],
   allowed: ['enforcement_allowed_total', 'Enforced requests let through to their handler, failed-open ones included.'],
   denied: ['enforcement_denied_total', "Enforced requests refused: 402, 429, or 503 with onKanaError 'deny'."],
   cacheHits: [

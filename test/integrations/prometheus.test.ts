@@ -206,7 +206,7 @@ describe('the exposition', () => {
           : 'gauge';
       expect(String(metric.type)).toBe(expected);
     }
-    expect(metrics.filter((metric) => String(metric.type) === 'counter')).toHaveLength(26);
+    expect(metrics.filter((metric) => String(metric.type) === 'counter')).toHaveLength(27);
     expect(metrics.filter((metric) => String(metric.type) === 'gauge')).toHaveLength(6);
   });
 
