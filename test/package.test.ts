@@ -1,23 +1,46 @@
-// The published artefact: npm pack, install the tarball in a fresh project, load it as ESM and as CommonJS, type-check a TS consumer;
-// the main entry without prom-client (an optional peer), kana-meter/prometheus with it.
+// The published artefact: npm pack, install the tarball in a fresh project; every way an app loads it (ESM, CommonJS, TypeScript
+// compiled to either, Express 4 and 5, bundled by esbuild) delivers real usage, each consumer in its own process against an
+// emulator; type-checks TS consumers; the main entry without prom-client (an optional peer), kana-meter/prometheus with it.
 
-import { execFile, spawn } from 'node:child_process';
+import { type ExecFileOptions, execFile, spawn } from 'node:child_process';
 import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { useEmulator } from './helpers/emulator.js';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
+const tsc = join(root, 'node_modules/typescript/bin/tsc');
+const esbuild = join(root, 'node_modules/.bin/esbuild');
+const env = useEmulator();
 let project: string;
+/** Where esbuild writes the bundled apps: outside the project, so they cannot load anything from its node_modules. */
+let bundles: string;
 let tarballFiles: string[];
 /** What without-prom-client.mjs printed, run before prom-client was installed in the project. */
 let withoutPromClient: unknown;
 
+/** Runs a command to its end without throwing: the exit code is part of the result. */
+async function runToEnd(file: string, args: string[], options: ExecFileOptions = {}) {
+  try {
+    const { stdout, stderr } = await run(file, args, { ...options, encoding: 'utf8' });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code?: unknown; stdout?: string; stderr?: string };
+    return {
+      code: typeof failed.code === 'number' ? failed.code : -1,
+      stdout: failed.stdout ?? '',
+      stderr: failed.stderr ?? String(error),
+    };
+  }
+}
+
 beforeAll(async () => {
   project = await mkdtemp(join(tmpdir(), 'kana-meter-pack-'));
+  bundles = await mkdtemp(join(tmpdir(), 'kana-meter-bundles-'));
   // prepack builds dist/ first, so the tarball is always fresh.
   const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', project], { cwd: root });
   const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
@@ -32,6 +55,7 @@ beforeAll(async () => {
       '--prefer-offline',
       join(project, packed?.filename as string),
       'express@5',
+      'express4@npm:express@4',
       '@types/express@5',
       '@types/node@20',
     ],
@@ -47,6 +71,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await rm(project, { recursive: true, force: true });
+  await rm(bundles, { recursive: true, force: true });
 });
 
 describe('the packed tarball', () => {
@@ -83,25 +108,165 @@ describe('the packed tarball', () => {
       expect(await readFile(join(installed, bundle), 'utf8')).not.toContain('prom-client');
     }
   });
+});
 
-  it('kana-meter/prometheus works once prom-client is installed, as ESM and as CommonJS', async () => {
-    const esm = await run('node', ['consumer-prometheus.mjs'], { cwd: project });
-    expect(JSON.parse(esm.stdout)).toEqual({ esm: true, delivered: '2', calls: '1' });
-    const cjs = await run('node', ['consumer-prometheus.cjs'], { cwd: project });
-    expect(JSON.parse(cjs.stdout)).toEqual({ cjs: true, available: '1' });
+/** Each test/package/app* consumer: 3 requests on a route map entry, 2 on meter() in a sub-app, kanaMeter on both apps. */
+const SERVED = 5;
+const BILLED = { 'api-calls': 3, reports: 2 };
+
+/**
+ * Runs a consumer in its own process against the test's emulator, as Kana user `user`, after
+ * scripting a 503 for the first usage call (so one call is retried). Resolves with what it printed.
+ */
+async function consume(user: string, args: string[]) {
+  env.emulator.seed({ users: [{ id: user }] });
+  env.emulator.failNext({ status: 503 }, { operation: 'createUsageEvent' });
+  const { stdout, stderr } = await run(process.execPath, args, {
+    cwd: project,
+    env: { ...process.env, KANA_ENDPOINT: env.emulator.url, KANA_API_KEY: env.emulator.apiKey, KANA_USER: user },
+  });
+  return { printed: lastLine(stdout), stderr };
+}
+
+/** What a consumer printed last, as JSON (kana-meter's default logger writes its lines to stdout before it). */
+function lastLine(stdout: string): Record<string, unknown> {
+  return JSON.parse(stdout.trim().split('\n').at(-1) as string);
+}
+
+/** What Kana recorded for `user`. */
+function billedTo(user: string) {
+  return { 'api-calls': env.emulator.usage(user, 'api-calls'), reports: env.emulator.usage(user, 'reports') };
+}
+
+describe('every way an app loads the packed tarball delivers its usage (one call retried after a 503)', () => {
+  beforeAll(() => {
+    env.emulator.seed({ features: ['api-calls', 'reports'].map((id) => ({ id, type: 'CONSUMABLE' as const })) });
   });
 
-  it('works when imported as ESM (main entry and ./emulator)', async () => {
+  /** Builds what a row runs (compiles, bundles); returns the node arguments. */
+  const rows: [name: string, user: string, prepare: () => Promise<string[]>][] = [
+    ['ESM import (Express 5)', 'esm', async () => ['app.mjs']],
+    ['CommonJS require (Express 5)', 'cjs', async () => ['app.cjs']],
+    // No require(esm) at all: what tools without it (Jest, older loaders) get.
+    [
+      'CommonJS require, node --no-experimental-require-module',
+      'cjs-no-require-esm',
+      async () => ['--no-experimental-require-module', 'app.cjs'],
+    ],
+    ['CommonJS require on Express 4', 'cjs-express4', async () => ['app-express4.cjs']],
+    [
+      'TypeScript module commonjs, compiled by tsc, run with plain node',
+      'ts-commonjs',
+      async () => {
+        await compile('commonjs', { module: 'commonjs', esModuleInterop: true }, 'app.ts');
+        return ['out-commonjs/app.js'];
+      },
+    ],
+    [
+      'TypeScript NodeNext (ESM), compiled by tsc, run with plain node',
+      'ts-nodenext',
+      async () => {
+        await copyFile(join(project, 'app.ts'), join(project, 'app.mts'));
+        await compile('nodenext', { module: 'NodeNext', moduleResolution: 'NodeNext' }, 'app.mts');
+        return ['out-nodenext/app.mjs'];
+      },
+    ],
+    [
+      'bundled into one file by esbuild --bundle --platform=node --format=cjs',
+      'esbuild-cjs',
+      async () => {
+        await run(
+          esbuild,
+          ['app.mjs', '--bundle', '--platform=node', '--format=cjs', `--outfile=${join(bundles, 'app.cjs')}`],
+          { cwd: project },
+        );
+        return [join(bundles, 'app.cjs')];
+      },
+    ],
+    [
+      'bundled into one file by esbuild --bundle --platform=node --format=esm',
+      'esbuild-esm',
+      async () => {
+        await run(
+          esbuild,
+          [
+            'app.mjs',
+            '--bundle',
+            '--platform=node',
+            '--format=esm',
+            `--outfile=${join(bundles, 'app.mjs')}`,
+            ESM_BANNER,
+          ],
+          { cwd: project },
+        );
+        return [join(bundles, 'app.mjs')];
+      },
+    ],
+  ];
+
+  it.each(rows)(
+    '%s',
+    async (_name, user, prepare) => {
+      const { printed, stderr } = await consume(user, await prepare());
+
+      expect(printed).toMatchObject({
+        served: SERVED,
+        stats: { delivered: SERVED, failed: 0, retries: 1, internalErrors: 0 },
+      });
+      expect(billedTo(user)).toEqual(BILLED);
+      expect(stderr).toBe('');
+    },
+    120_000,
+  );
+
+  it('kana-meter/prometheus, imported as ESM, counts the retry and the deliveries', async () => {
+    const { printed } = await consume('prometheus-esm', ['consumer-prometheus.mjs']);
+    expect(printed).toEqual({ esm: true, served: SERVED, delivered: String(SERVED), retries: '1', calls503: '1' });
+    expect(billedTo('prometheus-esm')).toEqual(BILLED);
+  });
+
+  it("kana-meter/prometheus, required as CommonJS, on prom-client's global registry", async () => {
+    const { printed } = await consume('prometheus-cjs', ['consumer-prometheus.cjs']);
+    expect(printed).toEqual({ cjs: true, served: SERVED, delivered: String(SERVED), retries: '1', available: '1' });
+    expect(billedTo('prometheus-cjs')).toEqual(BILLED);
+  });
+
+  it('kana-meter/emulator, imported as ESM, records what the app sent', async () => {
     const { stdout } = await run('node', ['consumer.mjs'], { cwd: project });
-    expect(JSON.parse(stdout)).toEqual({ esm: true, usage: 3, check: 'kana', kanaError: 'function' });
+    expect(lastLine(stdout)).toEqual({
+      esm: true,
+      served: SERVED,
+      usage: BILLED,
+      retries: 1,
+      recorded: 2,
+      check: 'kana',
+      kanaError: 'function',
+    });
   });
 
-  it('works when required as CommonJS (main entry and ./emulator)', async () => {
+  it('kana-meter/emulator, required as CommonJS, records what the app sent', async () => {
     const { stdout, stderr } = await run('node', ['consumer.cjs'], { cwd: project });
-    expect(JSON.parse(stdout)).toEqual({ cjs: true, usage: 2, meter: 'function', check: 402 });
+    expect(lastLine(stdout)).toEqual({ cjs: true, served: SERVED, usage: BILLED, retries: 1, check: 402 });
     expect(stderr).not.toMatch(/ExperimentalWarning/);
   });
+});
 
+/**
+ * esbuild's ESM output keeps the `require()` calls of the CommonJS packages it bundles (Express
+ * requires Node's built-ins): they need a `require`, which ESM does not have. The usual banner.
+ */
+const ESM_BANNER =
+  "--banner:js=import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);";
+
+/** Compiles `file` with the repository's tsc into out-<name>/; fails the test with tsc's output unless tsc exits 0. */
+async function compile(name: string, options: Record<string, unknown>, file: string): Promise<void> {
+  const compilerOptions = { target: 'ES2022', strict: true, types: ['node'], outDir: `out-${name}`, ...options };
+  await writeFile(join(project, `tsconfig.${name}.json`), JSON.stringify({ compilerOptions, files: [file] }));
+  const { code, stdout } = await runToEnd(process.execPath, [tsc, '-p', `tsconfig.${name}.json`], { cwd: project });
+  expect({ code, stdout }).toEqual({ code: 0, stdout: '' });
+}
+
+describe('the packed tarball: types, package checks, the kana-emulator bin', () => {
   it.each([
     ['NodeNext', '5', { module: 'NodeNext', moduleResolution: 'NodeNext' }, ['consumer.mts', 'consumer.cts']],
     ['Bundler', '5', { module: 'ESNext', moduleResolution: 'Bundler' }, ['consumer.mts']],
@@ -120,10 +285,8 @@ describe('the packed tarball', () => {
       const compilerOptions = { ...resolution, target: 'ES2022', strict: true, noEmit: true, types: ['node'] };
       await writeFile(join(project, 'tsconfig.json'), JSON.stringify({ compilerOptions, files }));
       // The repository's TypeScript, so the check does not depend on what the consumer installed.
-      const { stdout } = await run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', '.'], {
-        cwd: project,
-      }).catch((error: { stdout: string }) => ({ stdout: error.stdout }));
-      expect(stdout).toBe('');
+      const { code, stdout } = await runToEnd(process.execPath, [tsc, '-p', '.'], { cwd: project });
+      expect({ code, stdout }).toEqual({ code: 0, stdout: '' });
     },
     120_000,
   );

@@ -11,8 +11,9 @@ export type RouteTarget = string | ({ feature: string } & FeatureOptions);
 
 /**
  * Maps `'METHOD /path'` to the Kana feature a request uses. Paths use Express 5 syntax (`:id`,
- * `*splat`, `{/optional}`) and are matched against the full request path, as Express routes
- * would see it from `app`. `ALL` or `*` as the method matches any method.
+ * `*splat`, `{/optional}`) and are matched against the full path Express routes the request on
+ * (mount path included, wherever kanaMeter is mounted; no query, fragment, scheme or host),
+ * case-insensitively, with an optional trailing slash. `ALL` or `*` as the method matches any method.
  * An entry's `enforce` overrides kanaMeter's `enforce` for that route.
  * @example { 'POST /api/search': 'api-calls', 'GET /api/items/:id': { feature: 'item-reads', delta: 2, enforce: true } }
  */

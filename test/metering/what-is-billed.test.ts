@@ -225,13 +225,14 @@ const rows: Row[] = [
     billed: { exports: 1, reports: 1 },
   },
   {
-    name: 'HEAD runs the GET route: billed; the automatic OPTIONS answer: not billed',
-    options: { routes: { 'GET /items/:id': 'api-calls' } },
+    name: 'HEAD runs the GET route: billed; the automatic OPTIONS answer: not billed, unless an ALL key maps it',
+    options: { routes: { 'GET /items/:id': 'api-calls', 'ALL /any/*rest': 'exports' } },
     app({ express, kana }) {
       const app = express();
       app.use(kana);
       app.get('/items/:id', json);
       app.get('/reports/:id', meter('reports'), json);
+      app.get('/any/thing', json);
       return app;
     },
     async send(server) {
@@ -239,8 +240,9 @@ const rows: Row[] = [
       await request(server).head('/reports/1').set('x-user', 'u1').expect(200);
       await request(server).options('/items/1').set('x-user', 'u1').expect(200).expect('allow', /GET/);
       await request(server).options('/reports/1').set('x-user', 'u1').expect(200).expect('allow', /GET/);
+      await request(server).options('/any/thing').set('x-user', 'u1').expect(200).expect('allow', /GET/);
     },
-    billed: { 'api-calls': 1, reports: 1 },
+    billed: { 'api-calls': 1, reports: 1, exports: 1 },
   },
   {
     name: 'a body the JSON parser rejects (400): not billed; a good one is',

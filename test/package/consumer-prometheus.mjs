@@ -1,42 +1,23 @@
-// Runs inside the temporary project once prom-client is installed: kana-meter/prometheus as ESM, scraped over HTTP.
-
+// Runs inside the temporary project once prom-client is installed: kana-meter/prometheus as ESM, read from its registry.
+// Kana from the environment.
 import express from 'express';
-import { kanaMeter } from 'kana-meter';
-import { startKanaEmulator } from 'kana-meter/emulator';
+import { kanaMeter, meter } from 'kana-meter';
 import { prometheusMetrics } from 'kana-meter/prometheus';
 import { Registry } from 'prom-client';
+import drive from './drive.cjs';
 
-const emulator = await startKanaEmulator({
-  seed: { users: [{ id: 'u1' }], features: [{ id: 'reports', type: 'CONSUMABLE' }] },
-});
+const { KANA_ENDPOINT: endpoint, KANA_API_KEY: apiKey, KANA_USER: user } = process.env;
 const register = new Registry();
-const kana = kanaMeter({
-  apiKey: emulator.apiKey,
-  endpoint: emulator.url,
-  userId: () => 'u1',
-  routes: { 'GET /r': 'reports' },
-  metrics: prometheusMetrics({ register }),
-});
-const app = express();
-app.use(kana);
-app.get('/r', (_req, res) => res.json({}));
-app.get('/metrics', async (_req, res) => {
-  res.type(register.contentType).send(await register.metrics());
-});
-const server = app.listen(0, '127.0.0.1');
-await new Promise((resolve) => server.once('listening', resolve));
-const base = `http://127.0.0.1:${server.address().port}`;
-await fetch(`${base}/r`);
-await fetch(`${base}/r`);
-await kana.flush();
-const text = await (await fetch(`${base}/metrics`)).text();
-await kana.close();
-server.close();
-await emulator.close();
+const metrics = prometheusMetrics({ register });
+const { served } = await drive({ express, kanaMeter, meter, endpoint, apiKey, user, metrics });
+const text = await register.metrics();
+const value = (name) => new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1];
 console.log(
   JSON.stringify({
     esm: true,
-    delivered: /^kana_meter_events_delivered_total (\d+)$/m.exec(text)?.[1],
-    calls: /^kana_meter_kana_call_duration_seconds_count\{operation="usage",outcome="ok"\} (\d+)$/m.exec(text)?.[1],
+    served,
+    delivered: value('kana_meter_events_delivered_total'),
+    retries: value('kana_meter_usage_call_retries_total'),
+    calls503: value('kana_meter_kana_call_duration_seconds_count\\{operation="usage",outcome="KANA_SERVER_ERROR"\\}'),
   }),
 );
