@@ -56,6 +56,21 @@ const json = (_req: Request, res: Response) => res.json({ ok: true });
 const remaining = (req: Request, res: Response) => res.json({ remaining: req.kana?.remaining });
 const get = (server: Server, path: string) => request(server).get(path).set('x-user', 'u1');
 
+/**
+ * An app with kanaMeter and a sub-app at /v1 serving GET /v1/search and GET /v1/reports/:id (with
+ * meter('reports')); `again`: the sub-app mounts the same kanaMeter too.
+ */
+function appWithV1({ express, kana }: RowContext, again: boolean, handler = json): Express {
+  const v1 = express();
+  if (again) v1.use(kana);
+  v1.get('/search', handler);
+  v1.get('/reports/:id', meter('reports'), handler);
+  const app = express();
+  app.use(kana);
+  app.use('/v1', v1);
+  return app;
+}
+
 /** Resolves when `signal()` has been called: lets a test order steps by events, not sleeps. */
 function signal() {
   let fire!: () => void;
@@ -70,15 +85,7 @@ const rows: Row[] = [
   {
     name: 'a sub-app at a path, kanaMeter on the parent: meter() in the sub-app and the route map (full paths) each bill once',
     options: { routes: { 'GET /v1/search': 'api-calls' } },
-    app({ express, kana }) {
-      const v1 = express();
-      v1.get('/search', json);
-      v1.get('/reports/:id', meter('reports'), json);
-      const app = express();
-      app.use(kana);
-      app.use('/v1', v1);
-      return app;
-    },
+    app: (context) => appWithV1(context, false),
     async send(server) {
       await get(server, '/v1/search').expect(200);
       await get(server, '/v1/reports/7').expect(200);
@@ -289,16 +296,7 @@ const rows: Row[] = [
   {
     name: 'the same kanaMeter on the app and on a sub-app: billed once',
     options: { routes: { 'GET /v1/search': 'api-calls' } },
-    app({ express, kana }) {
-      const v1 = express();
-      v1.use(kana);
-      v1.get('/search', json);
-      v1.get('/reports/:id', meter('reports'), json);
-      const app = express();
-      app.use(kana);
-      app.use('/v1', v1);
-      return app;
-    },
+    app: (context) => appWithV1(context, true),
     async send(server) {
       await get(server, '/v1/search').expect(200);
       await get(server, '/v1/reports/1').expect(200);
@@ -392,16 +390,7 @@ const rows: Row[] = [
   {
     name: 'enforced, the same kanaMeter on the app and a sub-app: one check, one hold, billed once',
     options: { enforce: true, routes: { 'GET /v1/search': 'api-calls' } },
-    app({ express, kana }) {
-      const v1 = express();
-      v1.use(kana);
-      v1.get('/search', remaining);
-      v1.get('/reports/:id', meter('reports'), remaining);
-      const app = express();
-      app.use(kana);
-      app.use('/v1', v1);
-      return app;
-    },
+    app: (context) => appWithV1(context, true, remaining),
     async send(server) {
       await get(server, '/v1/search').expect(200, { remaining: 99 });
       await get(server, '/v1/reports/1').expect(200, { remaining: 99 });
