@@ -433,7 +433,7 @@ describe('where the gate runs and what it checks', () => {
     expect(env.emulator.usage('u1', 'reports')).toBe(4);
   });
 
-  it('checks one feature once when the route map and meter() both enforce it (meter() decides)', async () => {
+  it('checks one feature once when the route map and meter() both enforce it (the first check decides)', async () => {
     setUsage('u1', 'api-calls', 4);
     const { kana } = enforced({ routes: { 'GET /api/calls': 'api-calls' } });
     const app = meteredApp(createExpress, kana, (app) =>
