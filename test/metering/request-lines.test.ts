@@ -35,7 +35,7 @@ const targets: [
   ['/api/%73earch', false, false], // an encoded character in the literal part: Express does not decode it
   ['/api/search%2F', false, false],
   // Repeated slashes: Express 4 lets a mount path take one more slash, so '/api//search' reaches
-  // '/search' in a sub-app at '/api'; the route map collapses them, so it names all three.
+  // '/search' in a sub-app at '/api'. The route map collapses them: it names the next three too.
   ['/api//search', 'by express 4 in a sub-app', true],
   // A kanaMeter mounted at '/api' is not reached by these, like the routes.
   ['//api/search', false, 'when kanaMeter is on the app'],
