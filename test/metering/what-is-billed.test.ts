@@ -50,6 +50,8 @@ interface Row {
   billed: Partial<Record<Feature, number>>;
   /** Entitlement checks Kana received, when the row is enforced. */
   checks?: number;
+  /** Usage events each kanaMeter captured (`stats().captured`), in the order they were created. */
+  capturedBy?: number[];
 }
 
 const json = (_req: Request, res: Response) => res.json({ ok: true });
@@ -353,6 +355,7 @@ const rows: Row[] = [
       await get(server, '/first-only').expect(200); // the second instance does not map it: no crash
     },
     billed: { 'api-calls': 2, exports: 1 },
+    capturedBy: [2, 1],
   },
   {
     name: 'two instances mapping the same feature: each bills it (they are independent)',
@@ -385,6 +388,7 @@ const rows: Row[] = [
       await get(server, '/v1/reports/1').expect(200);
     },
     billed: { 'api-calls': 1, reports: 1 },
+    capturedBy: [1, 1], // the app's kanaMeter: api-calls; the sub-app's: reports
   },
   // Enforced: one check and one hold per request and feature
   {
@@ -494,6 +498,7 @@ describe.each(expressVersions)('%s', (version, createExpress) => {
     const recorded = Object.fromEntries(FEATURES.map((feature) => [feature, usageOf(feature)]));
     expect(recorded).toEqual({ 'api-calls': 0, reports: 0, exports: 0, ...row.billed });
     if (row.checks !== undefined) expect(checks()).toBe(row.checks);
+    if (row.capturedBy !== undefined) expect(meters.map((each) => each.stats().captured)).toEqual(row.capturedBy);
     for (const each of meters) expect(each.stats()).toMatchObject({ failed: 0, hookErrors: 0 });
   });
 
