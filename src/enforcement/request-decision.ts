@@ -3,7 +3,7 @@
 import { IncomingMessage } from 'node:http';
 import type { Request } from 'express';
 import type { EntitlementDecision } from '../config/decision.js';
-import { decisionOf, keepDecision } from '../metering/request-usage.js';
+import { keepDecision, keptDecision } from '../metering/request-usage.js';
 
 /**
  * Assigning `req.kana` on each request would add a property to Node's request object after
@@ -39,7 +39,7 @@ function installAccessor(req: Request): boolean {
     configurable: true,
     enumerable: false,
     get(this: Request): EntitlementDecision | undefined {
-      return decisionOf(this);
+      return keptDecision(this);
     },
     set(this: Request, value: unknown) {
       Object.defineProperty(this, 'kana', ownProperty(value));

@@ -109,6 +109,6 @@ export function keepDecision(req: Request, decision: EntitlementDecision): void 
 }
 
 /** The request's latest entitlement decision, by any kanaMeter(). */
-export function decisionOf(req: Request): EntitlementDecision | undefined {
+export function keptDecision(req: Request): EntitlementDecision | undefined {
   return decisions.get(req);
 }
