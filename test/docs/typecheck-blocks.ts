@@ -2,6 +2,7 @@
 
 import { join, relative } from 'node:path';
 import ts from 'typescript';
+import { readCompilerOptions } from '../../scripts/compiler-options.js';
 import type { CodeBlock } from './markdown-blocks.js';
 
 export interface BlockDiagnostic {
@@ -21,19 +22,8 @@ export class BlockTypeChecker {
 
   constructor(root: string) {
     this.#root = root;
-    const config = ts.getParsedCommandLineOfConfigFile(
-      join(root, 'tsconfig.json'),
-      {},
-      {
-        ...ts.sys,
-        onUnRecoverableConfigFileDiagnostic: (diagnostic) => {
-          throw new Error(ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n'));
-        },
-      },
-    );
-    if (!config) throw new Error('cannot read tsconfig.json');
     // A block is a module even without import or export, so top-level await works in every one.
-    this.#options = { ...config.options, noEmit: true, moduleDetection: ts.ModuleDetectionKind.Force };
+    this.#options = { ...readCompilerOptions(root), noEmit: true, moduleDetection: ts.ModuleDetectionKind.Force };
   }
 
   /** The public entries a block can import, as tsconfig.json maps them to the sources. */
