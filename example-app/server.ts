@@ -1,6 +1,7 @@
 // Runs the example API against Kana: the embedded emulator by default, the real Kana with KANA_API_KEY.
 
-import type { Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { kanaMeter } from 'kana-meter';
 import { type KanaEmulator, startKanaEmulator } from 'kana-meter/emulator';
 import { createApp } from './app.js';
@@ -9,7 +10,18 @@ const DEMO_USER = 'demo-user';
 /** The demo user's monthly searches: small, so the demo runs into the limit. */
 const SEARCH_ALLOWANCE = 5;
 const once = process.argv.includes('--once');
-const port = Number(process.env.PORT ?? 3000);
+const DEFAULT_PORT = 3000;
+/** How many ports after 3000 are tried when it is taken (a frontend dev server, say), before any free port. */
+const NEXT_PORTS_TRIED = 20;
+/** PORT, when it is set: a port in use is then an error, not a reason to take another. */
+const givenPort = parsePort(process.env.PORT);
+
+function parsePort(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const port = /^\d{1,5}$/.test(value) ? Number(value) : Number.NaN;
+  if (!(port <= 65535)) exitWith(`PORT must be a port number (0 for any free one), got ${JSON.stringify(value)}.`);
+  return port;
+}
 
 async function connectToKana(): Promise<{ apiKey: string; endpoint?: string; emulator?: KanaEmulator }> {
   if (process.env.KANA_API_KEY) {
@@ -95,6 +107,52 @@ function remainingOf(response: Response): string {
   return remaining === undefined ? '' : `   (${remaining} left)`;
 }
 
+/** Listens on 127.0.0.1:`port`, or rejects with the error (EADDRINUSE when the port is taken). */
+function listenOn(app: RequestListener, port: number): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = createServer(app);
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve(server);
+    });
+  });
+}
+
+/**
+ * PORT, or 3000 and, when something else holds it, the next free port, said in one line. A PORT
+ * that is taken ends the example with one line saying how to choose another.
+ */
+async function listen(app: RequestListener): Promise<Server> {
+  if (once) return listenOn(app, 0);
+  if (givenPort !== undefined) {
+    try {
+      return await listenOn(app, givenPort);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+      exitWith(
+        `Port ${givenPort} (PORT) is in use: choose another, e.g. PORT=${givenPort + 1} npm run example, or PORT=0 for any free one.`,
+      );
+    }
+  }
+  for (let port = DEFAULT_PORT; ; port = port - DEFAULT_PORT < NEXT_PORTS_TRIED ? port + 1 : 0) {
+    try {
+      const server = await listenOn(app, port);
+      const { port: bound } = server.address() as AddressInfo;
+      if (bound !== DEFAULT_PORT)
+        console.log(`Port ${DEFAULT_PORT} is in use: listening on ${bound} instead (PORT chooses one).`);
+      return server;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE' || port === 0) throw error;
+    }
+  }
+}
+
+function exitWith(message: string): never {
+  console.error(message);
+  process.exit(1);
+}
+
 async function main(): Promise<void> {
   const kanaConnection = await connectToKana();
   const kana = kanaMeter({
@@ -104,12 +162,8 @@ async function main(): Promise<void> {
     // Searches are checked against the plan before the handler runs; reports and exports are only billed.
     routes: { 'POST /api/search': { feature: 'api-calls', enforce: true } },
   });
-  const app = createApp(kana);
-  const server: Server = await new Promise((resolve) => {
-    const listening = app.listen(once ? 0 : port, '127.0.0.1', () => resolve(listening));
-  });
-  const { port: boundPort } = server.address() as { port: number };
-  const baseUrl = `http://127.0.0.1:${boundPort}`;
+  const server = await listen(createApp(kana));
+  const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   console.log(`Example API listening on ${baseUrl}`);
 
   await runDemo(baseUrl);

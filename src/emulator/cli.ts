@@ -9,6 +9,8 @@ import { readSeedFile, SeedFileError } from './seed-file.js';
 
 const NAME = 'kana-emulator';
 const DEFAULT_PORT = 4000;
+/** How many ports after the default are tried when it is taken, before any free port. */
+const NEXT_PORTS_TRIED = 20;
 const DEFAULT_HOST = '127.0.0.1';
 
 const USAGE = `Usage: ${NAME} [options]
@@ -16,7 +18,8 @@ const USAGE = `Usage: ${NAME} [options]
 Runs a local Kana emulator: Kana's GraphQL API on /graphql, a usage dashboard on /.
 
 Options:
-  -p, --port <port>     port to listen on, 0 for any free one (default: ${DEFAULT_PORT})
+  -p, --port <port>     port to listen on, 0 for any free one
+                        (default: ${DEFAULT_PORT}, or the next free one if it is taken)
       --host <host>     address to bind (default: ${DEFAULT_HOST}, this machine only)
   -s, --seed <file>     JSON file of users, features, packages, subscriptions and usage
   -k, --api-key <key>   the key clients must send: prv_test_ then letters and digits
@@ -34,6 +37,8 @@ class UsageError extends Error {}
 
 interface CliOptions {
   port: number;
+  /** --port was given: a port in use is an error, not a reason to take the next one. */
+  portGiven: boolean;
   host: string;
   seedPath: string | undefined;
   apiKey: string | undefined;
@@ -85,6 +90,7 @@ function parseCommandLine(args: string[]): CliOptions | 'help' | 'version' {
   if (values.seed === '') throw new UsageError('--seed needs a file path');
   return {
     port: values.port === undefined ? DEFAULT_PORT : parsePort(values.port),
+    portGiven: values.port !== undefined,
     host,
     seedPath: values.seed,
     apiKey,
@@ -117,6 +123,28 @@ function startFailure(error: unknown, options: CliOptions): string | null {
     return `cannot listen on ${where}: no such address on this machine`;
   }
   return null;
+}
+
+/**
+ * Starts the emulator on the port asked for. When that is the default port and something else
+ * holds it (another emulator, a dev server), the next free one is taken instead, and said.
+ */
+async function startOnFreePort(options: CliOptions, seed: EmulatorSeed | undefined): Promise<KanaEmulator> {
+  const { host, apiKey } = options;
+  for (let port = options.port; ; port = port - options.port < NEXT_PORTS_TRIED ? port + 1 : 0) {
+    try {
+      const emulator = await startKanaEmulator({ port, host, apiKey, seed });
+      if (port !== options.port) {
+        process.stderr.write(
+          `${NAME}: port ${options.port} is in use: listening on ${emulator.port} instead (choose one with --port)\n`,
+        );
+      }
+      return emulator;
+    } catch (error) {
+      const inUse = (error as NodeJS.ErrnoException).code === 'EADDRINUSE';
+      if (!inUse || options.portGiven || port === 0) throw error;
+    }
+  }
 }
 
 function printStarted(emulator: KanaEmulator, options: CliOptions, seed: EmulatorSeed | undefined): void {
@@ -173,7 +201,7 @@ async function main(args: string[]): Promise<void> {
   let emulator: KanaEmulator;
   try {
     if (options.seedPath !== undefined) seed = await readSeedFile(options.seedPath);
-    emulator = await startKanaEmulator({ port: options.port, host: options.host, apiKey: options.apiKey, seed });
+    emulator = await startOnFreePort(options, seed);
   } catch (error) {
     const message = error instanceof SeedFileError ? error.message : startFailure(error, options);
     if (message === null) throw error;

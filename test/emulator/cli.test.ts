@@ -1,7 +1,7 @@
 // The kana-emulator command, run from source in a child process: output, seed files, errors, signals.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,6 +62,23 @@ function spawnCli(args: string[]) {
   return { child, exited, ready, stderr: () => stderr };
 }
 
+/**
+ * Holds `port` on 127.0.0.1 as another program would. When something else on this machine holds it
+ * already, the port is just as busy: the server returned then listens nowhere.
+ */
+async function holdPort(port: number): Promise<Server> {
+  const server = createServer();
+  await new Promise<void>((resolve) => {
+    server.once('error', () => resolve());
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
+  return server;
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
+}
+
 function runCli(args: string[]): Promise<Exited> {
   return spawnCli(args).exited;
 }
@@ -97,7 +114,7 @@ describe('kana-emulator', () => {
     const help = await runCli(['--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/^Usage: kana-emulator \[options\]/);
-    for (const option of ['--port <port>', '--host <host>', '--seed <file>', '--api-key <key>', '(default: 4000)']) {
+    for (const option of ['--port <port>', '--host <host>', '--seed <file>', '--api-key <key>', '(default: 4000, or']) {
       expect(help.stdout).toContain(option);
     }
     const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8'));
@@ -141,21 +158,38 @@ describe('kana-emulator', () => {
   });
 
   it('listens on port 4000 by default', async () => {
-    const free = await new Promise<boolean>((resolve) => {
-      const probe = createServer();
-      probe.once('error', () => resolve(false));
-      probe.listen(4000, '127.0.0.1', () => probe.close(() => resolve(true)));
-    });
     const cli = spawnCli([]);
-    if (free) {
-      expect(printed(await cli.ready).url).toBe('http://127.0.0.1:4000/graphql');
+    const { url } = printed(await cli.ready);
+    if (url === 'http://127.0.0.1:4000/graphql') {
+      expect(cli.stderr()).toBe('');
+    } else {
+      // Something else on this machine holds 4000 (the next test's case).
+      expect(cli.stderr()).toMatch(/^kana-emulator: port 4000 is in use: listening on \d+ instead/);
+    }
+    cli.child.kill('SIGTERM');
+    expect((await cli.exited).code).toBe(0);
+  });
+
+  it('takes the next free port when 4000 is in use, and says so in one line', async () => {
+    const held = await holdPort(4000);
+    try {
+      const cli = spawnCli(['--seed', exampleSeed]);
+      const stdout = await cli.ready;
+      const { url, apiKey } = printed(stdout);
+      const port = Number(new URL(url).port);
+      expect(port).toBeGreaterThan(4000);
+      expect(cli.stderr()).toBe(
+        `kana-emulator: port 4000 is in use: listening on ${port} instead (choose one with --port)\n`,
+      );
+      expect(stdout).toContain(`listening on 127.0.0.1:${port} (this machine only)`);
+      expect(stdout).toContain(`KANA_API_KEY=${apiKey} KANA_ENDPOINT=http://127.0.0.1:${port}/graphql\n`);
+      expect(await graphql(url, apiKey, '{ users { id } }')).toEqual({
+        data: { users: [{ id: 'demo-user' }, { id: 'free-user' }] },
+      });
       cli.child.kill('SIGTERM');
       expect((await cli.exited).code).toBe(0);
-    } else {
-      // Something else holds 4000 on this machine: the CLI must say so.
-      const exited = await cli.exited;
-      expect(exited.code).toBe(1);
-      expect(exited.stderr).toContain('127.0.0.1:4000: the port is in use');
+    } finally {
+      await closeServer(held);
     }
   });
 
@@ -171,17 +205,20 @@ describe('kana-emulator', () => {
     expect((await cli.exited).code).toBe(0);
   });
 
-  it('refuses a port that is in use, saying which', async () => {
-    const other = await startKanaEmulator();
+  it.each([['4000'], ['a free port']])('refuses a --port (%s) that is in use, saying which', async (which) => {
+    const other = which === '4000' ? await holdPort(4000) : undefined;
+    const emulator = other ? undefined : await startKanaEmulator();
+    const port = emulator?.port ?? 4000;
     try {
-      const exited = await runCli(['--port', String(other.port)]);
+      const exited = await runCli(['--port', String(port)]);
       expect(exited.code).toBe(1);
       expect(exited.stderr).toBe(
-        `kana-emulator: cannot listen on 127.0.0.1:${other.port}: the port is in use (choose another with --port)\n`,
+        `kana-emulator: cannot listen on 127.0.0.1:${port}: the port is in use (choose another with --port)\n`,
       );
       expect(exited.stdout).toBe('');
     } finally {
-      await other.close();
+      await emulator?.close();
+      if (other) await closeServer(other);
     }
   });
 });
