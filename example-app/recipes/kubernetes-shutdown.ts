@@ -1,0 +1,60 @@
+// Graceful shutdown in Kubernetes: on SIGTERM the readiness probe fails first, the requests in flight finish,
+// then close() delivers the usage still waiting, all before terminationGracePeriodSeconds ends in SIGKILL.
+//
+//   spec:
+//     terminationGracePeriodSeconds: 30                      # GRACE_PERIOD_SECONDS below
+//     containers:
+//       - readinessProbe: { httpGet: { path: /ready, port: 3000 }, periodSeconds: 2, failureThreshold: 1 }
+//
+// Run: KANA_API_KEY=prv_... npx tsx kubernetes-shutdown.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
+
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import express from 'express';
+import { kanaMeter } from 'kana-meter';
+
+/** terminationGracePeriodSeconds: Kubernetes sends SIGKILL this long after SIGTERM. */
+const GRACE_PERIOD_MS = Number(process.env.GRACE_PERIOD_SECONDS ?? 30) * 1000;
+/** How long readiness fails before the server stops accepting: at least periodSeconds × failureThreshold. */
+const DRAIN_MS = Number(process.env.DRAIN_SECONDS ?? 5) * 1000;
+/** Kept for close() to deliver usage: requests still running this close to SIGKILL are cut off. */
+const CLOSE_BUDGET_MS = 5000;
+
+const kana = kanaMeter({
+  apiKey: process.env.KANA_API_KEY,
+  endpoint: process.env.KANA_ENDPOINT,
+  userId: (req) => req.get('x-user-id'), // in your app, the user your authentication found
+  routes: { 'POST /api/search': 'api-calls' },
+});
+
+let ready = true;
+const app = express();
+app.get('/ready', (_req, res) => {
+  res.sendStatus(ready ? 200 : 503);
+});
+app.use(express.json());
+app.use(kana);
+app.post('/api/search', (req, res) => {
+  res.json({ query: req.body?.q ?? '', hits: [] });
+});
+
+const server = app.listen(Number(process.env.PORT ?? 3000), (error) => {
+  if (error) throw error;
+  console.log(`listening on port ${(server.address() as AddressInfo).port}`);
+});
+
+process.once('SIGTERM', async () => {
+  const deadline = Date.now() + GRACE_PERIOD_MS - 1000; // a second to spare before SIGKILL
+  // 1. Fail readiness: Kubernetes takes the pod out of its Services; requests still arriving are served.
+  ready = false;
+  console.log(`SIGTERM: not ready, draining for ${DRAIN_MS} ms`);
+  await sleep(DRAIN_MS);
+  // 2. Stop accepting and let the requests in flight finish (their usage is captured as they do).
+  const cutOff = setTimeout(() => server.closeAllConnections(), deadline - CLOSE_BUDGET_MS - Date.now());
+  await new Promise((resolve) => server.close(resolve));
+  clearTimeout(cutOff);
+  // 3. Deliver the usage still waiting within what is left. What Kana has not taken by then is logged
+  //    (KANA_METER_UNDELIVERED_AT_CLOSE), or kept for the next start with a `spool` on a persistent volume.
+  await kana.close({ timeoutMs: Math.max(0, deadline - Date.now()) });
+  process.exit(0);
+});

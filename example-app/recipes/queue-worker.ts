@@ -1,0 +1,42 @@
+// A queue worker: checks the plan with kana.check() before a job, bills it with kana.record() once done.
+// Jobs come as JSON lines on stdin, a stand-in for your queue; with BullMQ the loop body goes in
+// new Worker('exports', async (job) => { ... }). Stops at the end of input or on SIGTERM, after close().
+// Run: KANA_API_KEY=prv_... npx tsx queue-worker.ts < jobs.jsonl (KANA_ENDPOINT=... for `npx kana-emulator`).
+
+import { createInterface } from 'node:readline';
+import { kanaMeter } from 'kana-meter';
+
+interface ExportJob {
+  id: string;
+  userId: string;
+  rows: number;
+}
+
+const kana = kanaMeter({
+  apiKey: process.env.KANA_API_KEY,
+  endpoint: process.env.KANA_ENDPOINT,
+  userId: () => undefined, // no HTTP requests here: all the usage comes from record()
+});
+
+/** A stand-in for the work: exports the rows, resolves with how many were exported. */
+async function runExport(job: ExportJob): Promise<number> {
+  return job.rows;
+}
+
+const jobs = createInterface({ input: process.stdin });
+process.once('SIGTERM', () => jobs.close()); // finish the job in hand, take no other
+
+for await (const line of jobs) {
+  const job = JSON.parse(line) as ExportJob;
+  // The same cache and rules as enforced requests, including what this worker recorded and Kana has not seen yet.
+  const decision = await kana.check(job.userId, 'exports', job.rows);
+  if (!decision.allowed) {
+    console.log(`job ${job.id}: refused (${decision.reason})`);
+    continue;
+  }
+  const rows = await runExport(job);
+  // Queued, coalesced and retried like the middleware's usage; record() throws for a delta of 0.
+  if (rows > 0) kana.record(job.userId, 'exports', rows);
+  console.log(`job ${job.id}: ${rows} rows exported`);
+}
+await kana.close(); // delivers the usage still waiting

@@ -1,0 +1,43 @@
+// Turning enforcement on safely: run in shadow mode (every decision made, none enforced), watch what it would
+// refuse, then switch it on. KANA_ENFORCE=true is the switch: requests over the plan then get 402 or 429.
+// Run: KANA_API_KEY=prv_... npx tsx shadow-mode.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
+
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import { kanaMeter } from 'kana-meter';
+
+const enforce = process.env.KANA_ENFORCE === 'true' ? true : 'shadow';
+const kana = kanaMeter({
+  apiKey: process.env.KANA_API_KEY,
+  endpoint: process.env.KANA_ENDPOINT,
+  userId: (req) => req.get('x-user-id'), // in your app, the user your authentication found
+  routes: { 'POST /api/search': 'api-calls' },
+  enforce,
+});
+
+const app = express();
+app.use(kana);
+app.post('/api/search', (req, res) => {
+  // In shadow mode the handler also runs for a request enforcement would refuse; req.kana says so,
+  // so the client can hear about its plan before refusals start.
+  if (req.kana && !req.kana.allowed) res.set('Plan-Warning', `${req.kana.featureId}: ${req.kana.reason}`);
+  res.json({ hits: [] });
+});
+
+// What enforcement refused, or would have (keep this internal). The same numbers are in the logs
+// (KANA_METER_SHADOW_DENIED) and in Prometheus (kana_meter_enforcement_shadow_denied_total).
+app.get('/internal/enforcement', (_req, res) => {
+  const { allowed, denied, shadowDenied } = kana.stats();
+  res.json({ enforce, allowed, denied, shadowDenied });
+});
+
+const server = app.listen(Number(process.env.PORT ?? 3000), (error) => {
+  if (error) throw error;
+  console.log(`listening on port ${(server.address() as AddressInfo).port}`);
+});
+
+process.once('SIGTERM', async () => {
+  server.close();
+  await kana.close(); // delivers the usage still waiting
+  process.exit(0);
+});

@@ -1,0 +1,66 @@
+// example-app/recipes/commonjs.cjs, requiring the package's CommonJS build, in its own process against the emulator.
+
+import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { build } from 'tsup';
+import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import { root } from '../helpers/child-process.js';
+import { useEmulator } from '../helpers/emulator.js';
+import { call, startRecipe } from './run-recipe.js';
+
+const env = useEmulator();
+/** A project holding the recipe and, in its node_modules, kana-meter as built by tsup.config.ts. */
+let project: string;
+
+beforeAll(async () => {
+  // Its own build, not dist/: test/package.test.ts rebuilds dist/ (npm pack) while the tests run.
+  // Under the repository's node_modules, so the package finds express, graphql... as installed.
+  await mkdir(join(root, 'node_modules/.cache'), { recursive: true });
+  project = await mkdtemp(join(root, 'node_modules/.cache/kana-meter-recipe-'));
+  const installed = join(project, 'node_modules/kana-meter');
+  await build({ outDir: join(installed, 'dist'), dts: false, sourcemap: false, silent: true, onSuccess: undefined });
+  await copyFile(join(root, 'package.json'), join(installed, 'package.json'));
+  // Without the ESM build, only CommonJS can answer require('kana-meter').
+  await rm(join(installed, 'dist/index.js'));
+  await copyFile(join(root, 'example-app/recipes/commonjs.cjs'), join(project, 'commonjs.cjs'));
+}, 60_000);
+afterAll(() => rm(project, { recursive: true, force: true }));
+
+beforeEach(() => {
+  env.emulator.reset();
+  env.emulator.seed({
+    users: [{ id: 'u1' }],
+    features: [
+      { id: 'api-calls', type: 'CONSUMABLE' },
+      { id: 'reports', type: 'CONSUMABLE' },
+    ],
+    packages: [{ id: 'pro', features: [{ id: 'api-calls' }, { id: 'reports' }] }],
+    subscriptions: [{ userId: 'u1', packageId: 'pro' }],
+  });
+});
+
+/** Serves the recipe's requests and stops it with SIGTERM, as Kubernetes or Ctrl-C would. */
+async function runRecipe() {
+  const recipe = await startRecipe('commonjs.cjs', env.emulator, { path: 'commonjs.cjs', cwd: project });
+  const statuses = [
+    (await call(`${recipe.url}/api/search`, 'u1', { q: 'billing' })).status,
+    (await call(`${recipe.url}/api/reports/q3`, 'u1')).status,
+    (await call(`${recipe.url}/api/reports/q4`, 'u1')).status,
+    (await call(`${recipe.url}/api/missing`, 'u1')).status,
+  ];
+  return { statuses, exited: await recipe.stop() };
+}
+
+it('serves through require("kana-meter") and exits on SIGTERM once close() is done', async () => {
+  const { statuses, exited } = await runRecipe();
+  expect(statuses).toEqual([200, 200, 200, 404]);
+  expect(exited).toMatchObject({ code: 0, stderr: '' });
+});
+
+// The CommonJS build cannot call p-retry (ESM only): every delivery fails with
+// "(0 , import_p_retry.default) is not a function". Issue 8 fixes the build; then make this an it().
+it.fails('bills the route map and meter() through require("kana-meter") [fails until issue 8 fixes the CommonJS build]', async () => {
+  await runRecipe();
+  expect(env.emulator.usage('u1', 'api-calls')).toBe(1);
+  expect(env.emulator.usage('u1', 'reports')).toBe(2);
+});

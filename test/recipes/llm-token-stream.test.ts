@@ -1,0 +1,53 @@
+// example-app/recipes/llm-token-stream.ts in its own process: a streamed completion billed by the tokens it streamed, an abandoned stream not at all, a user past the allowance refused before generating.
+
+import { beforeEach, expect, it } from 'vitest';
+import { useEmulator } from '../helpers/emulator.js';
+import { call, startRecipe } from './run-recipe.js';
+
+const env = useEmulator();
+const HOUR = 3_600_000;
+
+beforeEach(() => {
+  env.emulator.reset();
+  env.emulator.seed({
+    users: [{ id: 'u1' }],
+    features: [{ id: 'llm-tokens', type: 'CONSUMABLE' }],
+    packages: [{ id: 'starter', features: [{ id: 'llm-tokens', limit: 10, resetPeriod: 'DAY' }] }],
+    subscriptions: [{ userId: 'u1', packageId: 'starter', startedAt: new Date(Date.now() - HOUR).toISOString() }],
+  });
+});
+
+/** The tokens of a server-sent event stream, read to its end. */
+async function tokensOf(response: Response): Promise<string[]> {
+  const events = (await response.text()).split('\n\n').filter((event) => event.startsWith('data: {'));
+  return events.map((event) => (JSON.parse(event.slice('data: '.length)) as { token: string }).token);
+}
+
+it('bills the tokens streamed, not an abandoned stream, and refuses a user past the allowance before generating', async () => {
+  const recipe = await startRecipe('llm-token-stream.ts', env.emulator);
+  const complete = (body: unknown, signal?: AbortSignal) =>
+    fetch(`${recipe.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'x-user-id': 'u1', 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal,
+    });
+
+  // A long completion the client abandons after its first token: the stream never finishes.
+  const leaving = new AbortController();
+  const abandoned = await complete({ prompt: 'tell me everything', max_tokens: 1000 }, leaving.signal);
+  await abandoned.body?.getReader().read();
+  leaving.abort();
+
+  const first = await complete({ prompt: 'hello there', max_tokens: 7 });
+  expect(first.headers.get('content-type')).toMatch(/^text\/event-stream/);
+  expect(await tokensOf(first)).toEqual(['You', 'asked:', 'hello', 'there', 'You', 'asked:', 'hello']);
+  // 7 of 10 used: allowed (checked as 1 token), and this stream ends past the allowance, at 12.
+  expect(await tokensOf(await complete({ prompt: 'again', max_tokens: 5 }))).toHaveLength(5);
+  const refused = await call(`${recipe.url}/v1/completions`, 'u1', { prompt: 'more', max_tokens: 5 });
+  expect(refused.status).toBe(429);
+  expect(await refused.json()).toMatchObject({ featureId: 'llm-tokens', used: 12, budget: 10 });
+
+  expect(await recipe.stop()).toMatchObject({ code: 0, stderr: '' });
+  expect(env.emulator.usage('u1', 'llm-tokens')).toBe(12);
+});

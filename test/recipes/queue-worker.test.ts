@@ -1,0 +1,52 @@
+// example-app/recipes/queue-worker.ts in its own process: jobs checked with kana.check(), billed with kana.record(), delivered by close() when the input ends or on SIGTERM.
+
+import { beforeEach, expect, it } from 'vitest';
+import { runTypeScript } from '../helpers/child-process.js';
+import { useEmulator } from '../helpers/emulator.js';
+
+const env = useEmulator();
+const HOUR = 3_600_000;
+
+beforeEach(() => {
+  env.emulator.reset();
+  env.emulator.seed({
+    users: [{ id: 'u1' }, { id: 'u2' }],
+    features: [{ id: 'exports', type: 'CONSUMABLE' }],
+    packages: [{ id: 'starter', features: [{ id: 'exports', limit: 1000, resetPeriod: 'MONTH' }] }],
+    subscriptions: [{ userId: 'u1', packageId: 'starter', startedAt: new Date(Date.now() - HOUR).toISOString() }],
+  });
+});
+
+const startWorker = () =>
+  runTypeScript('example-app/recipes/queue-worker.ts', {
+    env: { KANA_API_KEY: env.emulator.apiKey, KANA_ENDPOINT: env.emulator.url },
+  });
+const job = (id: string, userId: string, rows: number) => `${JSON.stringify({ id, userId, rows })}\n`;
+
+it('bills each job it runs with record(), refuses those the plan does not allow, and delivers at the end of input', async () => {
+  const worker = startWorker();
+  worker.child.stdin?.write(job('1', 'u1', 250) + job('2', 'u1', 100) + job('3', 'u2', 10));
+  // 350 of 1000 recorded, not yet in Kana: check() counts them, so 900 more is refused.
+  worker.child.stdin?.end(job('4', 'u1', 900) + job('5', 'u1', 650));
+
+  const exited = await worker.exited;
+  expect(exited).toMatchObject({ code: 0, stderr: '' });
+  expect(exited.stdout.split('\n').filter((line) => line.startsWith('job '))).toEqual([
+    'job 1: 250 rows exported',
+    'job 2: 100 rows exported',
+    'job 3: refused (not-in-plan)',
+    'job 4: refused (limit-reached)',
+    'job 5: 650 rows exported',
+  ]);
+  expect(env.emulator.usage('u1', 'exports')).toBe(1000);
+});
+
+it('on SIGTERM, stops reading jobs (its input still open) and delivers before exiting', async () => {
+  const worker = startWorker();
+  worker.child.stdin?.write(job('1', 'u1', 40));
+  await worker.waitFor(/^job 1: 40 rows exported$/m);
+  worker.child.kill('SIGTERM');
+  const exited = await worker.exited;
+  expect(exited).toMatchObject({ code: 0, signal: null, stderr: '' });
+  expect(env.emulator.usage('u1', 'exports')).toBe(40);
+});

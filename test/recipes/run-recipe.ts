@@ -1,0 +1,44 @@
+// Runs a recipe of example-app/recipes/ in its own process against the test's emulator, as its comment says to run it.
+
+import type { KanaEmulator } from '../../src/emulator/index.js';
+import { type RunningProcess, runNode, runTypeScript } from '../helpers/child-process.js';
+
+export interface RunningRecipe extends RunningProcess {
+  /** http://127.0.0.1:<the port it printed> */
+  readonly url: string;
+  /** SIGTERM, as Kubernetes or Ctrl-C would; resolves once it has exited. */
+  stop(): Promise<Awaited<RunningProcess['exited']>>;
+}
+
+/**
+ * Starts `example-app/recipes/<file>` (TypeScript through tsx; `path` runs another file with node)
+ * with KANA_API_KEY and KANA_ENDPOINT aimed at the emulator and PORT=0, and waits for the port it listens on.
+ */
+export async function startRecipe(
+  file: string,
+  emulator: KanaEmulator,
+  options: { env?: Record<string, string | undefined>; path?: string; cwd?: string } = {},
+): Promise<RunningRecipe> {
+  const env = { KANA_API_KEY: emulator.apiKey, KANA_ENDPOINT: emulator.url, PORT: '0', ...options.env };
+  const recipe = options.path
+    ? runNode(options.path, { env, cwd: options.cwd })
+    : runTypeScript(`example-app/recipes/${file}`, { env });
+  const [, port] = await recipe.waitFor(/^listening on port (\d+)$/m);
+  return {
+    ...recipe,
+    url: `http://127.0.0.1:${port}`,
+    stop: () => {
+      recipe.child.kill('SIGTERM');
+      return recipe.exited;
+    },
+  };
+}
+
+/** `fetch` as the recipes' clients call them: the user in `x-user-id`, JSON bodies. */
+export function call(url: string, userId: string, body?: unknown, method = body === undefined ? 'GET' : 'POST') {
+  return fetch(url, {
+    method,
+    headers: { 'x-user-id': userId, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+}
