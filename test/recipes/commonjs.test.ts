@@ -6,7 +6,7 @@ import { build } from 'tsup';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import { root } from '../helpers/child-process.js';
 import { useEmulator } from '../helpers/emulator.js';
-import { call, startRecipe } from './run-recipe.js';
+import { call, seedPlan, startRecipe } from './run-recipe.js';
 
 const env = useEmulator();
 /** A project holding the recipe and, in its node_modules, kana-meter as built by tsup.config.ts. */
@@ -26,18 +26,7 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(() => rm(project, { recursive: true, force: true }));
 
-beforeEach(() => {
-  env.emulator.reset();
-  env.emulator.seed({
-    users: [{ id: 'u1' }],
-    features: [
-      { id: 'api-calls', type: 'CONSUMABLE' },
-      { id: 'reports', type: 'CONSUMABLE' },
-    ],
-    packages: [{ id: 'pro', features: [{ id: 'api-calls' }, { id: 'reports' }] }],
-    subscriptions: [{ userId: 'u1', packageId: 'pro' }],
-  });
-});
+beforeEach(() => seedPlan(env.emulator, { 'api-calls': null, reports: null }));
 
 /** Serves the recipe's requests and stops it with SIGTERM, as Kubernetes or Ctrl-C would. */
 async function runRecipe() {

@@ -3,19 +3,11 @@
 import { request } from 'node:http';
 import { beforeEach, expect, it } from 'vitest';
 import { useEmulator } from '../helpers/emulator.js';
-import { call, startRecipe } from './run-recipe.js';
+import { call, seedPlan, startRecipe } from './run-recipe.js';
 
 const env = useEmulator();
 
-beforeEach(() => {
-  env.emulator.reset();
-  env.emulator.seed({
-    users: [{ id: 'u1' }],
-    features: [{ id: 'api-calls', type: 'CONSUMABLE' }],
-    packages: [{ id: 'pro', features: [{ id: 'api-calls' }] }],
-    subscriptions: [{ userId: 'u1', packageId: 'pro' }],
-  });
-});
+beforeEach(() => seedPlan(env.emulator, { 'api-calls': null }));
 
 /** A search whose body is still uploading: it is in flight until `finish()` sends the rest. */
 function slowUpload(url: string) {

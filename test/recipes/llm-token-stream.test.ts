@@ -2,20 +2,11 @@
 
 import { beforeEach, expect, it } from 'vitest';
 import { useEmulator } from '../helpers/emulator.js';
-import { call, startRecipe } from './run-recipe.js';
+import { call, seedPlan, startRecipe } from './run-recipe.js';
 
 const env = useEmulator();
-const HOUR = 3_600_000;
 
-beforeEach(() => {
-  env.emulator.reset();
-  env.emulator.seed({
-    users: [{ id: 'u1' }],
-    features: [{ id: 'llm-tokens', type: 'CONSUMABLE' }],
-    packages: [{ id: 'starter', features: [{ id: 'llm-tokens', limit: 10, resetPeriod: 'DAY' }] }],
-    subscriptions: [{ userId: 'u1', packageId: 'starter', startedAt: new Date(Date.now() - HOUR).toISOString() }],
-  });
-});
+beforeEach(() => seedPlan(env.emulator, { 'llm-tokens': 10 }));
 
 /** The tokens of a server-sent event stream, read to its end. */
 async function tokensOf(response: Response): Promise<string[]> {

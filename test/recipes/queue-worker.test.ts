@@ -3,19 +3,11 @@
 import { beforeEach, expect, it } from 'vitest';
 import { runTypeScript } from '../helpers/child-process.js';
 import { useEmulator } from '../helpers/emulator.js';
+import { seedPlan } from './run-recipe.js';
 
 const env = useEmulator();
-const HOUR = 3_600_000;
 
-beforeEach(() => {
-  env.emulator.reset();
-  env.emulator.seed({
-    users: [{ id: 'u1' }, { id: 'u2' }],
-    features: [{ id: 'exports', type: 'CONSUMABLE' }],
-    packages: [{ id: 'starter', features: [{ id: 'exports', limit: 1000, resetPeriod: 'MONTH' }] }],
-    subscriptions: [{ userId: 'u1', packageId: 'starter', startedAt: new Date(Date.now() - HOUR).toISOString() }],
-  });
-});
+beforeEach(() => seedPlan(env.emulator, { exports: 1000 }, ['u2']));
 
 const startWorker = () =>
   runTypeScript('example-app/recipes/queue-worker.ts', {

@@ -42,3 +42,24 @@ export function call(url: string, userId: string, body?: unknown, method = body 
     body: body === undefined ? undefined : JSON.stringify(body),
   });
 }
+
+/**
+ * Resets the emulator to user u1 on one plan: each feature consumable, with a daily limit (null:
+ * unlimited), the day started an hour ago. `others` are users without a plan.
+ */
+export function seedPlan(emulator: KanaEmulator, limits: Record<string, number | null>, others: string[] = []): void {
+  emulator.reset();
+  emulator.seed({
+    users: ['u1', ...others].map((id) => ({ id })),
+    features: Object.keys(limits).map((id) => ({ id, type: 'CONSUMABLE' as const })),
+    packages: [
+      {
+        id: 'plan',
+        features: Object.entries(limits).map(([id, limit]) =>
+          limit === null ? { id } : { id, limit, resetPeriod: 'DAY' as const },
+        ),
+      },
+    ],
+    subscriptions: [{ userId: 'u1', packageId: 'plan', startedAt: new Date(Date.now() - 3_600_000).toISOString() }],
+  });
+}

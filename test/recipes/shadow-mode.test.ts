@@ -2,20 +2,11 @@
 
 import { beforeEach, expect, it } from 'vitest';
 import { useEmulator } from '../helpers/emulator.js';
-import { call, startRecipe } from './run-recipe.js';
+import { call, seedPlan, startRecipe } from './run-recipe.js';
 
 const env = useEmulator();
-const HOUR = 3_600_000;
 
-beforeEach(() => {
-  env.emulator.reset();
-  env.emulator.seed({
-    users: [{ id: 'u1' }],
-    features: [{ id: 'api-calls', type: 'CONSUMABLE' }],
-    packages: [{ id: 'starter', features: [{ id: 'api-calls', limit: 2, resetPeriod: 'DAY' }] }],
-    subscriptions: [{ userId: 'u1', packageId: 'starter', startedAt: new Date(Date.now() - HOUR).toISOString() }],
-  });
-});
+beforeEach(() => seedPlan(env.emulator, { 'api-calls': 2 }));
 
 /** Three searches against an allowance of two: the statuses and Plan-Warning headers, then the internal stats. */
 async function searchThreeTimes(recipeEnv: Record<string, string> = {}) {

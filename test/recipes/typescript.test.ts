@@ -2,28 +2,11 @@
 
 import { beforeEach, expect, it } from 'vitest';
 import { useEmulator } from '../helpers/emulator.js';
-import { startRecipe } from './run-recipe.js';
+import { seedPlan, startRecipe } from './run-recipe.js';
 
 const env = useEmulator();
-const HOUR = 3_600_000;
 
-beforeEach(() => {
-  env.emulator.reset();
-  env.emulator.seed({
-    users: [{ id: 'u1' }],
-    features: [
-      { id: 'api-calls', type: 'CONSUMABLE' },
-      { id: 'exports', type: 'CONSUMABLE' },
-    ],
-    packages: [
-      {
-        id: 'starter',
-        features: [{ id: 'api-calls', limit: 2, resetPeriod: 'DAY' }, { id: 'exports' }],
-      },
-    ],
-    subscriptions: [{ userId: 'u1', packageId: 'starter', startedAt: new Date(Date.now() - HOUR).toISOString() }],
-  });
-});
+beforeEach(() => seedPlan(env.emulator, { 'api-calls': 2, exports: null }));
 
 it('bills the user authentication found, refuses past the plan with its onDenied body, and bills exported rows', async () => {
   const recipe = await startRecipe('typescript.ts', env.emulator);
