@@ -12,7 +12,8 @@ export type KanaErrorCode =
   | 'KANA_UNAUTHENTICATED'
   | 'KANA_REJECTED'
   | 'KANA_ABORTED'
-  | 'KANA_CLOSED';
+  | 'KANA_CLOSED'
+  | 'KANA_CONFIG_ERROR';
 
 /**
  * Codes of the problems kana-meter logs at request time (the `code` field of each log line).
@@ -67,6 +68,16 @@ export const logCodes = {
   shadowDenied: 'KANA_METER_SHADOW_DENIED',
   /** An error of kana-meter's own (a bug, not Kana nor the network) while sending usage: the usage is kept, sending backs off. Logged once per cause, with its stack. */
   internalError: 'KANA_METER_INTERNAL_ERROR',
+  /** An unexpected error while capturing a finished request's usage (a bug, or a hook value nothing could read): logged, never thrown. */
+  captureFailed: 'KANA_METER_CAPTURE_FAILED',
+  /** The HTTP layer refused to build a Kana call from the configuration (a header or URL it rejects): permanent, never retried. Logged once. */
+  configError: 'KANA_METER_CONFIG_ERROR',
+  /** The endpoint is plain `http://` to a host that is not loopback: the API key travels in cleartext. Logged once, at creation. */
+  insecureEndpoint: 'KANA_METER_INSECURE_ENDPOINT',
+  /** A spool lock whose holder is provably gone was taken over (the reason is in the line). */
+  spoolLockRecovered: 'KANA_METER_SPOOL_LOCK_RECOVERED',
+  /** The spill file was rewritten with its records merged per key, because it had grown large. */
+  spoolCompacted: 'KANA_METER_SPOOL_COMPACTED',
 } as const;
 
 export type LogCode = (typeof logCodes)[keyof typeof logCodes];
@@ -104,4 +115,33 @@ export function summarizeKanaError(error: unknown): unknown {
   return error.status === undefined
     ? { code: error.code, message: error.message }
     : { code: error.code, message: error.message, status: error.status };
+}
+
+/** Codes of a spool that cannot be opened or written (`SpoolError.code`). */
+export type SpoolErrorCode =
+  /** Another process, or another kanaMeter() in this process, holds the spool's lock. */
+  | 'KANA_SPOOL_LOCKED'
+  /** A spool file is a symbolic link, not a regular file, has other hard links, or belongs to another user. */
+  | 'KANA_SPOOL_UNSAFE'
+  /** A file at the spool's path is not a kana-meter spool. */
+  | 'KANA_SPOOL_FOREIGN'
+  /** The spool holds a line that is not a usage record. */
+  | 'KANA_SPOOL_CORRUPT'
+  /** A write, fsync or rename failed. */
+  | 'KANA_SPOOL_WRITE_FAILED'
+  /** The filesystem accepted fewer bytes than were written, and then none. */
+  | 'KANA_SPOOL_SHORT_WRITE';
+
+/** The spool cannot be opened (thrown by kanaMeter()) or written (logged and counted in `stats().spoolErrors`). */
+export class SpoolError extends Error {
+  override readonly name = 'SpoolError';
+  readonly code: SpoolErrorCode;
+  /** The file concerned. */
+  readonly path: string;
+
+  constructor(code: SpoolErrorCode, path: string, message: string, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.code = code;
+    this.path = path;
+  }
 }

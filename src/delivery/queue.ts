@@ -1,7 +1,7 @@
 // The delivery queue: sends coalesced usage with bounded concurrency and p-retry, rides out outages, spools, flushes and closes.
 
 import pRetry from 'p-retry';
-import { KanaError, logCodes } from '../config/errors.js';
+import { KanaError, logCodes, SpoolError } from '../config/errors.js';
 import type { KanaLogger } from '../config/logger.js';
 import { type ObserveKanaCall, timeKanaCall } from '../config/metrics.js';
 import type { Counter } from '../config/stats.js';
@@ -10,10 +10,25 @@ import type { KanaClient } from '../kana/client.js';
 import type { KanaMeterConfig, UndeliveredUsage } from '../options.js';
 import { type Batch, PendingUsage } from './pending-usage.js';
 import { Spool, type SpoolRecord } from './spool.js';
+import type { SpoolFileSystem } from './spool-files.js';
 
 export const DEFAULT_CLOSE_TIMEOUT_MS = 10_000;
 /** Distinct internal error causes remembered, so each is logged once. */
 const MAX_LOGGED_CAUSES = 100;
+
+/** How long close() still waits for calls it aborted at its deadline: a fetch that ignores the abort is left behind. */
+const ABORT_GRACE_MS = 50;
+
+/** Spill file bytes read per take-back step, so one step never holds the event loop long. */
+const TAKE_BACK_BYTES = 1024 * 1024;
+
+/** Seams for tests; not options. */
+export interface DeliveryInternals {
+  /** The filesystem the spool goes through (faults are injected here). */
+  spoolFileSystem?: SpoolFileSystem;
+  /** Spill file size that triggers compaction. @default 64 MiB */
+  spoolCompactBytes?: number;
+}
 
 export interface CloseOptions {
   /**
@@ -73,6 +88,7 @@ export class DeliveryQueue {
     config: DeliveryConfig,
     counters: Record<Counter, number>,
     observeKanaCall?: ObserveKanaCall,
+    internals: DeliveryInternals = {},
   ) {
     this.#client = client;
     this.#config = config;
@@ -81,10 +97,39 @@ export class DeliveryQueue {
     this.#observeKanaCall = observeKanaCall;
     this.#writeAhead = config.spool?.writeAhead === true;
     if (config.spool) {
-      const { spool, records } = Spool.open(config.spool.path);
-      this.#spool = spool;
-      this.#replay(records, true);
+      this.#spool = this.#openSpool(config.spool.path, internals);
+      this.#schedule();
     }
+  }
+
+  /** Opens the spool and takes into memory what an earlier run left there, as much as maxPendingKeys allows. */
+  #openSpool(path: string, internals: DeliveryInternals): Spool {
+    const { spool, opened } = Spool.open(path, {
+      take: (record, earlierRun) => this.#take(record, earlierRun),
+      held: () => this.#usage.snapshot(),
+      compactKeys: this.#config.maxPendingKeys,
+      compactBytes: internals.spoolCompactBytes,
+      fs: internals.spoolFileSystem,
+      onCompacted: (before, after) =>
+        this.#logger.info(
+          { code: logCodes.spoolCompacted, path: spool.path, before, after },
+          'kana-meter: the spill file was compacted (records merged per key)',
+        ),
+    });
+    if (opened.recoveredLock !== undefined) {
+      this.#logger.warn(
+        { code: logCodes.spoolLockRecovered, path: spool.path, reason: opened.recoveredLock },
+        'kana-meter: took over the spool from a holder that is gone',
+      );
+    }
+    if (opened.records > 0 || opened.spilledBytes > 0) {
+      this.#spoolHoldsUsage = opened.records > 0;
+      this.#logger.info(
+        { code: logCodes.spoolReplayed, path: spool.path, records: opened.records, spilledBytes: opened.spilledBytes },
+        'kana-meter: sending usage kept in the spool by an earlier run',
+      );
+    }
+    return spool;
   }
 
   /** Queues one event. After close(), the event is reported undelivered instead. */
@@ -137,7 +182,7 @@ export class DeliveryQueue {
         this.#tick();
       }
       await settled;
-      if (!this.#spool?.spilledCount || this.#shutdown.signal.aborted) return;
+      if (!this.#spool?.hasSpilled || this.#shutdown.signal.aborted) return;
       if (!this.#takeBackSpilled()) return;
     }
   }
@@ -170,6 +215,7 @@ export class DeliveryQueue {
   }
 
   async #closeWithin(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
     const gaveUp = new Promise<void>((resolve) => {
       this.#giveUp = resolve;
     });
@@ -177,17 +223,21 @@ export class DeliveryQueue {
     clearTimeout(this.#timer);
     clearTimeout(this.#outage?.probeTimer);
     this.#shutdown.abort(new KanaError('KANA_ABORTED', 'close() reached its deadline', { retryable: false }));
-    await Promise.allSettled([...this.#calls]);
+    // Aborted calls settle at once; a custom fetch that ignores the signal must not hold close() past its deadline.
+    await raceTimeout(Promise.allSettled([...this.#calls]), Math.max(ABORT_GRACE_MS, deadline - Date.now()));
     const left = this.#usage.drain();
     if (this.#spool) this.#closeSpool(left);
     else this.#reportUndeliveredAtClose(left, timeoutMs);
   }
 
   #schedule(): void {
-    if (this.#timer || this.#outage || this.#usage.pendingCount === 0) return;
+    if (this.#timer || this.#outage) return;
+    // Spilled usage comes back as the queue drains, without waiting for new traffic.
+    const takeBack = this.#spool?.hasSpilled === true && this.#hasRoomToSpare();
+    if (this.#usage.pendingCount === 0 && !takeBack) return;
     if (!this.#usage.hasWaiters) {
       this.#timer = setTimeout(() => this.#tick(), this.#config.flushInterval);
-    } else if (this.#usage.hasSendable) {
+    } else if (this.#usage.hasSendable || takeBack) {
       // flush() is waiting: send now. Keys still in flight are rescheduled when their call ends.
       this.#timer = setTimeout(() => this.#tick(), 0);
     } else {
@@ -202,12 +252,16 @@ export class DeliveryQueue {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     if (this.#shutdown.signal.aborted || this.#outage) return;
-    const roomToSpare = this.#usage.keyCount < this.#config.maxPendingKeys / 2;
+    const roomToSpare = this.#hasRoomToSpare();
     if (roomToSpare) this.#overflowWarned = false;
     this.#maintainSpool(roomToSpare);
     for (const batch of this.#usage.takeSendable()) this.#ready.push(batch);
     this.#dispatch();
     this.#schedule();
+  }
+
+  #hasRoomToSpare(): boolean {
+    return this.#usage.keyCount < this.#config.maxPendingKeys / 2;
   }
 
   #dispatch(): void {
@@ -389,54 +443,57 @@ export class DeliveryQueue {
       return;
     }
     this.#counters.dropped++;
-    warnOnce('kana-meter: maxPendingKeys reached and no spool: usage for new keys is dropped (see onDrop)');
+    warnOnce(
+      this.#spool
+        ? 'kana-meter: maxPendingKeys reached and the spool could not take it: usage for new keys is dropped (see onDrop)'
+        : 'kana-meter: maxPendingKeys reached and no spool: usage for new keys is dropped (see onDrop)',
+    );
     const hook = this.#config.onDrop;
     if (hook) this.#callHook('onDrop', () => hook({ ...usage, firstCapturedAt: new Date(usage.firstCapturedAt) }));
   }
 
-  /** Loads spool records into memory: left by an earlier run, or spilled by this one. */
-  #replay(records: SpoolRecord[], fromEarlierRun: boolean): void {
-    for (const record of records) {
-      this.#usage.add(record.userId, record.featureId, record.delta, record.events, record.firstCapturedAt);
-      if (fromEarlierRun) this.#counters.replayed += record.events;
+  /** Takes a spool record into memory; false when maxPendingKeys keys are held (it stays on disk). */
+  #take(record: SpoolRecord, earlierRun: boolean): boolean {
+    const { userId, featureId, delta, events, firstCapturedAt } = record;
+    if (this.#usage.add(userId, featureId, delta, events, firstCapturedAt, this.#config.maxPendingKeys) === 'full') {
+      return false;
     }
-    if (records.length === 0) return;
-    this.#spoolHoldsUsage = true;
-    if (fromEarlierRun) {
-      this.#logger.info(
-        { code: logCodes.spoolReplayed, path: this.#spool?.path, records: records.length },
-        'kana-meter: sending usage kept in the spool by an earlier run',
-      );
-    }
-    this.#schedule();
+    if (earlierRun) this.#counters.replayed += events;
+    return true;
   }
 
   /** On each tick: take spilled usage back when there is room, and drop delivered usage from the snapshot. */
   #maintainSpool(roomToSpare: boolean): void {
     const spool = this.#spool;
     if (!spool) return;
-    if (roomToSpare && spool.spilledCount > 0) this.#takeBackSpilled();
+    if (roomToSpare && spool.hasSpilled) this.#takeBackSpilled();
     if (this.#spoolStale) this.#snapshotSpool();
   }
 
   /**
-   * Moves spilled usage back into memory: first into a snapshot with the rest, then into memory,
-   * then out of the spill file, so a crash at any step loses nothing.
+   * Moves spilled usage back into memory, one bounded step (as many keys as fit, at most
+   * TAKE_BACK_BYTES read), then snapshots memory with the spill position it reached: a crash
+   * before the snapshot finds it all still in the spill file; a crash after, in the snapshot only.
+   * False when nothing came back.
    */
   #takeBackSpilled(): boolean {
     const spool = this.#spool as Spool;
+    let taken = 0;
     try {
-      const spilled = spool.readSpilled();
-      spool.snapshot([...this.#usage.snapshot(), ...spilled]);
-      this.#replay(spilled, false);
-      this.#spoolBehind = false;
-      this.#spoolStale = false;
-      spool.clearSpilled();
-      return true;
+      spool.takeBack((record, earlierRun) => {
+        const fits = this.#take(record, earlierRun);
+        if (fits) taken++;
+        return fits;
+      }, TAKE_BACK_BYTES);
     } catch (error) {
-      this.#spoolFailed(error);
-      return false;
+      this.#spoolFailed(error, 'the spilled usage stays in the spill file');
     }
+    if (taken === 0) return false;
+    this.#spoolHoldsUsage = true;
+    this.#spoolBehind = true;
+    this.#snapshotSpool();
+    this.#schedule();
+    return true;
   }
 
   /** Rewrites the snapshot as what memory holds now, when it differs. */
@@ -450,7 +507,7 @@ export class DeliveryQueue {
       this.#spoolStale = false;
       this.#spoolBehind = false;
     } catch (error) {
-      this.#spoolFailed(error);
+      this.#spoolFailed(error, 'the usage stays in memory, and the previous snapshot on disk');
     }
   }
 
@@ -460,36 +517,52 @@ export class DeliveryQueue {
       if (!spilled) this.#spoolHoldsUsage = true;
       return true;
     } catch (error) {
-      this.#spoolFailed(error);
+      if (!spilled) this.#spoolBehind = true; // the next snapshot writes it
+      this.#spoolFailed(
+        error,
+        spilled ? 'the usage is dropped (see onDrop)' : 'the usage stays in memory; the next snapshot writes it',
+      );
       return false;
     }
   }
 
-  #spoolFailed(error: unknown): void {
-    // Logged once per failure kind would hide a persistent fault; counting every one keeps it visible.
+  /** A spool write failed: counted every time, logged the first time and every 1000th (a persistent fault stays visible). */
+  #spoolFailed(error: unknown, consequence: string): void {
     if (this.#counters.spoolErrors++ === 0 || this.#counters.spoolErrors % 1000 === 0) {
+      const err =
+        error instanceof SpoolError
+          ? { code: error.code, message: error.message, path: error.path }
+          : { message: String(error) };
       this.#logger.error(
-        { code: logCodes.spoolFailed, path: this.#spool?.path, err: error, spoolErrors: this.#counters.spoolErrors },
-        'kana-meter: could not write the spool; usage stays in memory',
+        { code: logCodes.spoolFailed, path: this.#spool?.path, err, spoolErrors: this.#counters.spoolErrors },
+        `kana-meter: could not write the spool; ${consequence}`,
       );
     }
   }
 
+  /** Snapshots what is left and closes the spool; only what is durably on disk is logged as kept there. */
   #closeSpool(left: Batch[]): void {
     const spool = this.#spool as Spool;
+    let kept = left;
     try {
       spool.snapshot(left);
-      if (left.length > 0) {
-        this.#logger.warn(
-          { code: logCodes.spooledAtClose, path: spool.path, undelivered: left.map(summarizeBatch) },
-          `kana-meter: ${left.length} usage record(s) kept in the spool for the next start`,
-        );
-      }
     } catch (error) {
-      this.#spoolFailed(error);
+      this.#spoolFailed(error, 'the usage left at close() is reported undelivered');
       this.#reportUndeliveredAtClose(left, 0);
-    } finally {
+      kept = [];
+    }
+    let spilledBytes = spool.spilledBytes;
+    try {
       spool.close();
+    } catch (error) {
+      this.#spoolFailed(error, 'spilled usage may not all be on disk');
+      spilledBytes = 0;
+    }
+    if (kept.length > 0 || spilledBytes > 0) {
+      this.#logger.warn(
+        { code: logCodes.spooledAtClose, path: spool.path, undelivered: kept.map(summarizeBatch), spilledBytes },
+        `kana-meter: ${kept.length} usage record(s)${spilledBytes > 0 ? ' and spilled usage' : ''} kept in the spool for the next start`,
+      );
     }
   }
 

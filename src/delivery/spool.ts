@@ -1,237 +1,583 @@
-// The spool: files of usage Kana has not confirmed, replayed on the next start; every write leaves them readable.
+// The spool: files of usage Kana has not confirmed, replayed on the next start, read in bounded steps, crash-safe at every write.
 
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { SpoolError } from '../config/errors.js';
 import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  unlinkSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs';
-import { dirname, resolve } from 'node:path';
+  ChunkedWriter,
+  closeQuietly,
+  createExclusive,
+  defaultFileSystem,
+  endOfLastLine,
+  isTemporaryOf,
+  openExisting,
+  readLines,
+  renameDurably,
+  type SpoolFileSystem,
+  syncFile,
+  temporaryPath,
+  truncateFile,
+  unlinkQuietly,
+  writeFully,
+} from './spool-files.js';
+import {
+  mergeRecord,
+  parseRecord,
+  parseSnapshotHeader,
+  parseSpillHeader,
+  recordLine,
+  type SnapshotHeader,
+  type SpoolRecord,
+  snapshotHeaderLine,
+  spillHeaderLine,
+} from './spool-format.js';
+import { acquireSpoolLock, type SpoolLock } from './spool-lock.js';
 
-/** One line of the spool: usage for a (user, feature) key. */
-export interface SpoolRecord {
-  userId: string;
-  featureId: string;
-  delta: number;
-  events: number;
-  firstCapturedAt: number;
+export type { SpoolRecord } from './spool-format.js';
+
+/** Takes a record into memory; false when it does not fit (`maxPendingKeys`). `earlierRun`: left by a previous process. */
+export type TakeRecord = (record: SpoolRecord, earlierRun: boolean) => boolean;
+
+export interface SpoolOpenOptions {
+  /** Receives what the files hold, record by record, until it refuses one. */
+  take: TakeRecord;
+  /** What memory holds, for the snapshot written once the files are read. */
+  held: () => Iterable<SpoolRecord>;
+  /** Most keys merged at once when the spill file is compacted. */
+  compactKeys: number;
+  /** A spill file larger than this is compacted (then at twice its compacted size). @default 64 MiB */
+  compactBytes?: number;
+  /** The filesystem (tests inject faults here). @default node:fs */
+  fs?: SpoolFileSystem;
+  /** Told when the spill file was compacted: its size before and after, in bytes. */
+  onCompacted?: (before: number, after: number) => void;
 }
 
-interface WireRecord {
-  u: string;
-  f: string;
-  d: number;
-  n: number;
-  t: number;
+/** What opening found, for the log. */
+export interface SpoolOpened {
+  /** Why a stale lock was taken over, if one was. */
+  recoveredLock: string | undefined;
+  /** Records taken into memory. */
+  records: number;
+  /** Spill bytes left on disk, to be taken back as the queue drains. */
+  spilledBytes: number;
 }
 
-const HEADER = '{"kanaMeterSpool":1}\n';
+export const DEFAULT_COMPACT_BYTES = 64 * 1024 * 1024;
 
 /**
- * Two files, same format (a header line, then one JSON record per line):
- * - `path`: a snapshot of the usage held in memory, rewritten atomically (temporary file, fsync,
- *   rename), plus the events appended after it in write-ahead mode;
- * - `path.spill`: usage that did not fit in memory (`maxPendingKeys`), appended, and emptied once
- *   it is back in memory and in a snapshot.
- * A crash mid-append leaves at most a torn last line, which loading ignores. A lock file keeps
- * two processes off one spool.
+ * Three files beside `path`, each a header line and then one JSON record per line:
+ * - `path`, the snapshot: what memory held when it was written (a temporary file, fsync'd, renamed
+ *   over it), plus the events appended after it in write-ahead mode. Its header names the spill
+ *   records it holds: those of spill epoch E before byte X;
+ * - `path.spill`: usage that did not fit in memory (`maxPendingKeys`), appended, and taken back in
+ *   bounded steps from byte X on as the queue drains. Once all of it is taken (and a snapshot
+ *   says so), it is replaced by an empty file of epoch E + 1, so a crash between the two replays
+ *   nothing twice;
+ * - `path.spill.next`: a spill file written in full before the snapshot that names its epoch, then
+ *   renamed to `path.spill` (at the next open if a crash came between).
+ * Every file is created exclusively, 0600, never through a link; every write is checked; a failed
+ * append is cut back so the file stays whole lines. `path.lock` keeps every other owner off it.
  */
 export class Spool {
   readonly path: string;
   readonly #spillPath: string;
-  readonly #lockPath: string;
-  #fd: number | undefined;
+  readonly #nextPath: string;
+  readonly #fs: SpoolFileSystem;
+  readonly #compactKeys: number;
+  readonly #compactBytes: number;
+  readonly #onCompacted: SpoolOpenOptions['onCompacted'];
+  #lock: SpoolLock | undefined;
+  /** The snapshot's descriptor (write-ahead appends go there) and its size. */
+  #snapshotFd: number | undefined;
+  #snapshotSize = 0;
+  /** The spill file's descriptor, epoch, size (whole lines), and where its header ends. */
   #spillFd: number | undefined;
-  #spilled = 0;
+  #spillEpoch = 0;
+  #spillSize = 0;
+  #spillStart = 0;
+  /** Spill records before this offset are in memory (taken back); the on-disk snapshot says `#durableTaken`. */
+  #spillTaken = 0;
+  #durableTaken = 0;
+  /** Spill records before this offset were left by an earlier run (counted as replayed when taken). */
+  #earlierRunEnd = 0;
+  #compactAt: number;
 
-  private constructor(path: string) {
+  private constructor(path: string, options: SpoolOpenOptions) {
     this.path = path;
     this.#spillPath = `${path}.spill`;
-    this.#lockPath = `${path}.lock`;
+    this.#nextPath = `${path}.spill.next`;
+    this.#fs = options.fs ?? defaultFileSystem;
+    this.#compactKeys = options.compactKeys;
+    this.#compactBytes = options.compactBytes ?? DEFAULT_COMPACT_BYTES;
+    this.#compactAt = this.#compactBytes;
+    this.#onCompacted = options.onCompacted;
   }
 
   /**
-   * Locks and reads the spool, creating it if absent. Throws a clear error on a foreign or corrupt
-   * file, and leaves it untouched.
+   * Locks the spool and reads it into memory through `take`, as much as fits; the rest stays on
+   * disk. Throws a SpoolError on a foreign, corrupt or unsafe file, and leaves it untouched.
    */
-  static open(path: string): { spool: Spool; records: SpoolRecord[] } {
+  static open(path: string, options: SpoolOpenOptions): { spool: Spool; opened: SpoolOpened } {
     const absolute = resolve(path);
     if (!existsSync(dirname(absolute))) {
       throw new TypeError(`kana-meter: option \`spool.path\`: the directory ${dirname(absolute)} does not exist.`);
     }
-    const spool = new Spool(absolute);
-    spool.#lock();
+    const spool = new Spool(absolute, options);
+    spool.#lock = acquireSpoolLock(spool.#fs, `${absolute}.lock`, absolute);
     try {
-      const records = [...readSpoolFile(absolute), ...readSpoolFile(spool.#spillPath)];
-      // Everything read is now in memory: one snapshot holds it all, and the spill file starts empty.
-      spool.snapshot(records);
-      replaceFile(spool.#spillPath, HEADER);
-      spool.#spillFd = openSync(spool.#spillPath, 'a');
-      return { spool, records };
+      spool.#removeTemporaryFiles();
+      const records = spool.#load(options);
+      return {
+        spool,
+        opened: { recoveredLock: spool.#lock.recovered, records, spilledBytes: spool.spilledBytes },
+      };
     } catch (error) {
       spool.close();
       throw error;
     }
   }
 
-  /** Records in the spill file, not in memory. */
-  get spilledCount(): number {
-    return this.#spilled;
+  /** Spilled bytes on disk not taken back into memory yet. */
+  get spilledBytes(): number {
+    return this.#spillSize - this.#spillTaken;
   }
 
-  /** Appends one record: to the snapshot's file (write-ahead), or to the spill file (`spilled`). */
+  get hasSpilled(): boolean {
+    return this.#spillFd !== undefined && this.#spillTaken < this.#spillSize;
+  }
+
+  /**
+   * Appends one record: to the snapshot (write-ahead), or to the spill file (`spilled`). Throws a
+   * SpoolError when it is not all on disk; what a failed write left is cut off first.
+   */
   append(record: SpoolRecord, spilled: boolean): void {
-    const fd = spilled ? this.#spillFd : this.#fd;
-    if (fd === undefined) throw new Error('kana-meter: the spool is closed');
-    writeSync(fd, `${JSON.stringify(toWire(record))}\n`);
-    if (spilled) this.#spilled++;
-  }
-
-  /** Replaces the snapshot with `records`, what memory holds now. */
-  snapshot(records: readonly SpoolRecord[]): void {
-    let text = HEADER;
-    for (const record of records) text += `${JSON.stringify(toWire(record))}\n`;
-    if (this.#fd !== undefined) closeSync(this.#fd);
-    this.#fd = undefined;
-    replaceFile(this.path, text);
-    this.#fd = openSync(this.path, 'a');
-  }
-
-  /** Reads the spilled records. Call clearSpilled() once a snapshot holds them. */
-  readSpilled(): SpoolRecord[] {
-    return readSpoolFile(this.#spillPath);
-  }
-
-  clearSpilled(): void {
-    if (this.#spillFd !== undefined) closeSync(this.#spillFd);
-    this.#spillFd = undefined;
-    replaceFile(this.#spillPath, HEADER);
-    this.#spillFd = openSync(this.#spillPath, 'a');
-    this.#spilled = 0;
-  }
-
-  /** Flushes to disk, closes the files and releases the lock. Idempotent. */
-  close(): void {
-    for (const fd of [this.#fd, this.#spillFd]) {
-      if (fd === undefined) continue;
-      fsyncSync(fd);
-      closeSync(fd);
-    }
-    this.#fd = undefined;
-    this.#spillFd = undefined;
-    try {
-      if (readFileSync(this.#lockPath, 'utf8') === String(process.pid)) unlinkSync(this.#lockPath);
-    } catch {
-      // Already released.
-    }
-  }
-
-  #lock(): void {
-    try {
-      writeFileSync(this.#lockPath, String(process.pid), { flag: 'wx' });
-      return;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-    const holder = Number(readFileSync(this.#lockPath, 'utf8'));
-    if (Number.isInteger(holder) && holder !== process.pid && isAlive(holder)) {
-      throw new Error(
-        `kana-meter: the spool ${this.path} is in use by process ${holder}; give each process its own spool.path.`,
+    const fd = spilled ? this.#spillFd : this.#snapshotFd;
+    const path = spilled ? this.#spillPath : this.path;
+    if (fd === undefined) {
+      throw new SpoolError(
+        'KANA_SPOOL_WRITE_FAILED',
+        path,
+        `kana-meter: ${path} takes no appends: it is closed, or a failed write could not be cut back (it is read again at the next start)`,
       );
     }
-    // A lock left by a process that died: take it over.
-    writeFileSync(this.#lockPath, String(process.pid));
+    const size = spilled ? this.#spillSize : this.#snapshotSize;
+    const data = Buffer.from(recordLine(record), 'utf8');
+    try {
+      writeFully(this.#fs, fd, path, data, size);
+    } catch (error) {
+      // Whole lines only: a torn one would make every later line unreadable.
+      try {
+        truncateFile(this.#fs, fd, path, size);
+      } catch {
+        this.#abandon(spilled);
+      }
+      throw error;
+    }
+    if (spilled) this.#spillSize += data.length;
+    else this.#snapshotSize += data.length;
   }
-}
 
-function readSpoolFile(path: string): SpoolRecord[] {
-  if (!existsSync(path)) return [];
-  const text = readFileSync(path, 'utf8');
-  if (text === '') return [];
-  const lines = text.split('\n');
-  // A crash in the middle of an append leaves a last line without its newline: it never counted.
-  lines.pop();
-  if (lines[0] !== HEADER.trimEnd()) {
-    throw new Error(
-      `kana-meter: ${path} is not a kana-meter spool (its first line is not ${HEADER.trimEnd()}). It was left untouched: point spool.path at another file, or move this one away.`,
+  /**
+   * Replaces the snapshot with `records` (what memory holds now) and the spill position taken
+   * back so far. Once a snapshot holds all the spill file, the spill file is replaced by an empty
+   * one; once a large spill file is mostly taken back, it is compacted.
+   */
+  snapshot(records: Iterable<SpoolRecord>): void {
+    this.#writeSnapshot(records);
+    if (this.#spillTaken === this.#spillSize && this.#spillSize > this.#spillStart) this.#replaceSpill([], []);
+    else this.#compactIfLarge();
+  }
+
+  #writeSnapshot(records: Iterable<SpoolRecord>): void {
+    const header: SnapshotHeader = { spill: this.#spillEpoch, taken: this.#spillTaken };
+    const { fd, size } = this.#writeFile(this.path, snapshotHeaderLine(header), records);
+    closeQuietly(this.#fs, this.#snapshotFd);
+    this.#snapshotFd = fd;
+    this.#snapshotSize = size;
+    this.#durableTaken = header.taken;
+  }
+
+  /**
+   * Reads spilled records from where the last step stopped into `take`, until it refuses one or
+   * about `maxBytes` were read. Returns how many were taken; call snapshot() next, so the files
+   * say they are in memory.
+   */
+  takeBack(take: TakeRecord, maxBytes: number): number {
+    const fd = this.#spillFd;
+    if (fd === undefined || !this.hasSpilled) return 0;
+    let taken = 0;
+    readLines(
+      this.#fs,
+      fd,
+      this.#spillPath,
+      this.#spillTaken,
+      (line, lineEnd) => {
+        const record = this.#parse(line, this.#spillPath, { lineEnd });
+        if (!take(record, lineEnd <= this.#earlierRunEnd)) return false;
+        taken++;
+        // Advanced record by record: what memory took is never taken again, even if a later line fails.
+        this.#spillTaken = lineEnd;
+        return true;
+      },
+      { end: this.#spillSize, maxBytes },
+    );
+    return taken;
+  }
+
+  /** Flushes to disk, closes the files and releases the lock (even when a flush fails: then it throws). Idempotent. */
+  close(): void {
+    let failure: unknown;
+    for (const [fd, path] of [
+      [this.#snapshotFd, this.path],
+      [this.#spillFd, this.#spillPath],
+    ] as const) {
+      if (fd === undefined) continue;
+      try {
+        syncFile(this.#fs, fd, path);
+      } catch (error) {
+        failure ??= error;
+      }
+      closeQuietly(this.#fs, fd);
+    }
+    this.#snapshotFd = undefined;
+    this.#spillFd = undefined;
+    this.#lock?.release();
+    this.#lock = undefined;
+    if (failure !== undefined) throw failure;
+  }
+
+  /** Reads the files left by the last run; returns the records taken into memory. */
+  #load(options: SpoolOpenOptions): number {
+    const fs = this.#fs;
+    const snapshotFd = openExisting(fs, this.path, false);
+    let spillFd: number | undefined;
+    let overflow: SpillWriter | undefined;
+    let taken = 0;
+    try {
+      const header = snapshotFd === undefined ? undefined : this.#readHeader(snapshotFd, this.path);
+      const snapshotEpoch = header?.spill ?? 0;
+      this.#finishStagedSpill(snapshotEpoch);
+      spillFd = openExisting(fs, this.#spillPath, true);
+      let spill = spillFd === undefined ? undefined : this.#readHeader(spillFd, this.#spillPath);
+      if (spill?.start === 0) {
+        // An empty spill file: as if there were none.
+        closeQuietly(fs, spillFd);
+        spillFd = undefined;
+        spill = undefined;
+      }
+      if (spill && spill.epoch < snapshotEpoch) {
+        throw new SpoolError(
+          'KANA_SPOOL_CORRUPT',
+          this.#spillPath,
+          `kana-meter: ${this.#spillPath} (epoch ${spill.epoch}) is older than the snapshot ${this.path}, which names epoch ${snapshotEpoch}: one of them was replaced by hand. Both were left untouched: restore the matching pair, or move them away.`,
+        );
+      }
+      this.#spillEpoch = spill?.epoch ?? snapshotEpoch;
+      const spillSize = spillFd === undefined ? 0 : fs.fstatSync(spillFd).size;
+      const spillFrom = spill
+        ? Math.min(spillSize, Math.max(spill.start, spill.epoch === snapshotEpoch ? (header?.taken ?? 0) : 0))
+        : 0;
+
+      // The snapshot first: all of it fits, unless maxPendingKeys shrank since it was written.
+      if (snapshotFd !== undefined && header) {
+        let number = 1;
+        readLines(fs, snapshotFd, this.path, header.start, (line, lineEnd) => {
+          const record = this.#parse(line, this.path, { line: ++number, lineEnd });
+          if (options.take(record, true)) taken++;
+          else {
+            overflow ??= new SpillWriter(fs, temporaryPath(this.#spillPath), this.#spillEpoch + 1, this.#compactKeys);
+            overflow.add(record);
+          }
+          return true;
+        });
+      }
+
+      if (overflow) {
+        // Memory is full: the spill file's records join the snapshot's overflow in a new spill
+        // file, staged as path.spill.next; the snapshot that no longer holds them names its
+        // epoch, and only then is it renamed into place (an open after a crash between finishes it).
+        const staged = overflow;
+        if (spillFd !== undefined) {
+          let number = spillFrom === spill?.start ? 1 : undefined;
+          readLines(fs, spillFd, this.#spillPath, spillFrom, (line, lineEnd) => {
+            if (number !== undefined) number++;
+            staged.add(this.#parse(line, this.#spillPath, { line: number, lineEnd }));
+            return true;
+          });
+        }
+        overflow = undefined;
+        const written = staged.finish(this.#nextPath);
+        this.#useSpill(written.fd, this.#spillEpoch + 1, written.start, written.size);
+        this.#earlierRunEnd = written.size;
+        this.#writeSnapshot(options.held());
+        renameDurably(fs, this.#nextPath, this.#spillPath);
+        return taken;
+      }
+
+      if (spillFd !== undefined && spill) {
+        let number = spillFrom === spill.start ? 1 : undefined;
+        const read = readLines(fs, spillFd, this.#spillPath, spillFrom, (line, lineEnd) => {
+          if (number !== undefined) number++;
+          if (!options.take(this.#parse(line, this.#spillPath, { line: number, lineEnd }), true)) return false;
+          taken++;
+          return true;
+        });
+        // A torn last append (a crash mid-write) is cut off before anything is appended after it.
+        const end = read.done ? read.next : endOfLastLine(fs, spillFd, this.#spillPath, spillSize);
+        if (end !== spillSize) truncateFile(fs, spillFd, this.#spillPath, end);
+        this.#useSpill(spillFd, spill.epoch, spill.start, end);
+        this.#spillTaken = read.next;
+        spillFd = undefined;
+      }
+      this.#earlierRunEnd = this.#spillSize;
+      this.snapshot(options.held());
+      // A new spool: its empty spill file.
+      if (this.#spillFd === undefined) this.#replaceSpill([], []);
+      return taken;
+    } finally {
+      overflow?.abort();
+      closeQuietly(fs, snapshotFd);
+      closeQuietly(fs, spillFd);
+    }
+  }
+
+  /**
+   * Reads a spool file's header: the spill position a snapshot names, or a spill file's epoch,
+   * and where its records start (0 for an empty file). Throws on a file that is not a spool.
+   */
+  #readHeader(fd: number, path: string): SnapshotHeader & { epoch: number; start: number } {
+    let line: string | undefined;
+    let start = 0;
+    readLines(this.#fs, fd, path, 0, (first, lineEnd) => {
+      line = first;
+      start = lineEnd;
+      return false;
+    });
+    if (line === undefined && this.#fs.fstatSync(fd).size === 0) return { spill: 0, taken: 0, epoch: 0, start: 0 };
+    if (line !== undefined && path === this.path) {
+      const snapshot = parseSnapshotHeader(line);
+      if (snapshot) return { ...snapshot, epoch: 0, start };
+    } else if (line !== undefined) {
+      const spill = parseSpillHeader(line);
+      if (spill) return { spill: 0, taken: 0, epoch: spill.epoch, start };
+    }
+    throw new SpoolError(
+      'KANA_SPOOL_FOREIGN',
+      path,
+      `kana-meter: ${path} is not a kana-meter spool (its first line is not a kana-meter spool header). It was left untouched: point spool.path at another file, or move this one away.`,
     );
   }
-  return lines.slice(1).map((line, index) => {
-    const record = parseRecord(line);
-    if (!record) {
-      throw new Error(
-        `kana-meter: the spool ${path} is corrupt at line ${index + 2}: ${JSON.stringify(line.slice(0, 80))}. It was left untouched, with the usage it holds: repair or move it away, then restart.`,
-      );
+
+  /** A staged spill file from a run that crashed: renamed into place if the snapshot names it, else removed. */
+  #finishStagedSpill(snapshotEpoch: number): void {
+    const fd = openExisting(this.#fs, this.#nextPath, false);
+    if (fd === undefined) return;
+    let epoch: number | undefined;
+    try {
+      readLines(this.#fs, fd, this.#nextPath, 0, (line) => {
+        epoch = parseSpillHeader(line)?.epoch;
+        return false;
+      });
+    } finally {
+      closeQuietly(this.#fs, fd);
     }
-    return record;
-  });
-}
-
-function parseRecord(line: string): SpoolRecord | undefined {
-  let wire: WireRecord;
-  try {
-    wire = JSON.parse(line) as WireRecord;
-  } catch {
-    return undefined;
+    if (epoch === snapshotEpoch) renameDurably(this.#fs, this.#nextPath, this.#spillPath);
+    else unlinkQuietly(this.#fs, this.#nextPath);
   }
-  const valid =
-    typeof wire === 'object' &&
-    wire !== null &&
-    typeof wire.u === 'string' &&
-    wire.u !== '' &&
-    typeof wire.f === 'string' &&
-    wire.f !== '' &&
-    Number.isSafeInteger(wire.d) &&
-    wire.d >= 1 &&
-    Number.isSafeInteger(wire.n) &&
-    wire.n >= 0 &&
-    Number.isFinite(wire.t);
-  return valid
-    ? { userId: wire.u, featureId: wire.f, delta: wire.d, events: wire.n, firstCapturedAt: wire.t }
-    : undefined;
-}
 
-function toWire(record: SpoolRecord): WireRecord {
-  return { u: record.userId, f: record.featureId, d: record.delta, n: record.events, t: record.firstCapturedAt };
-}
-
-/** Writes a whole file atomically: a temporary file, fsync'd, renamed over it, the directory fsync'd. */
-function replaceFile(path: string, text: string): void {
-  const temporary = `${path}.${process.pid}.tmp`;
-  const fd = openSync(temporary, 'w');
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+  /** Reads a record line; a bad one is reported at its line number when counted from the file's start, else its byte. */
+  #parse(line: string, path: string, where: { line?: number; lineEnd: number }): SpoolRecord {
+    const record = parseRecord(line);
+    if (record) return record;
+    const at = where.line ?? `byte ${where.lineEnd - Buffer.byteLength(line) - 1}`;
+    throw new SpoolError(
+      'KANA_SPOOL_CORRUPT',
+      path,
+      `kana-meter: the spool ${path} is corrupt at ${typeof at === 'number' ? `line ${at}` : at}: ${JSON.stringify(line.slice(0, 80))}. It was left untouched, with the usage it holds: repair or move it away, then restart.`,
+    );
   }
-  renameSync(temporary, path);
-  syncDirectory(dirname(path));
-}
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  /** Writes a whole file under a temporary name and renames it over `path`; returns its descriptor, kept open. */
+  #writeFile(path: string, header: string, records: Iterable<SpoolRecord>): { fd: number; size: number } {
+    const temporary = temporaryPath(path);
+    const fd = createExclusive(this.#fs, temporary);
+    try {
+      const writer = new ChunkedWriter(this.#fs, fd, temporary);
+      writer.write(header);
+      for (const record of records) writer.write(recordLine(record));
+      writer.flush();
+      syncFile(this.#fs, fd, temporary);
+      renameDurably(this.#fs, temporary, path);
+      return { fd, size: writer.size };
+    } catch (error) {
+      closeQuietly(this.#fs, fd);
+      unlinkQuietly(this.#fs, temporary);
+      throw error;
+    }
+  }
+
+  /** Replaces the spill file by one of the next epoch: `earlier` (left by an earlier run) then `later` records. */
+  #replaceSpill(earlier: Iterable<SpoolRecord>, later: Iterable<SpoolRecord>): void {
+    const epoch = this.#spillEpoch + 1;
+    const temporary = temporaryPath(this.#spillPath);
+    const fd = createExclusive(this.#fs, temporary);
+    try {
+      const writer = new ChunkedWriter(this.#fs, fd, temporary);
+      writer.write(spillHeaderLine({ epoch }));
+      writer.flush();
+      const start = writer.size;
+      for (const record of earlier) writer.write(recordLine(record));
+      writer.flush();
+      const earlierEnd = writer.size;
+      for (const record of later) writer.write(recordLine(record));
+      writer.flush();
+      syncFile(this.#fs, fd, temporary);
+      renameDurably(this.#fs, temporary, this.#spillPath);
+      closeQuietly(this.#fs, this.#spillFd);
+      this.#useSpill(fd, epoch, start, writer.size);
+      this.#earlierRunEnd = earlierEnd;
+    } catch (error) {
+      closeQuietly(this.#fs, fd);
+      unlinkQuietly(this.#fs, temporary);
+      throw error;
+    }
+  }
+
+  #useSpill(fd: number, epoch: number, start: number, size: number): void {
+    this.#spillFd = fd;
+    this.#spillEpoch = epoch;
+    this.#spillStart = start;
+    this.#spillSize = size;
+    this.#spillTaken = start;
+  }
+
+  /**
+   * Rewrites the spill file's records not taken back yet, merged per key (in batches of
+   * `compactKeys`), once the file has grown past the threshold; then the threshold doubles, so a
+   * file of distinct keys is not rewritten again and again. Only when the snapshot on disk says
+   * where taking back stopped: the new file (a later epoch) then holds exactly the rest.
+   */
+  #compactIfLarge(): void {
+    const fd = this.#spillFd;
+    if (fd === undefined || this.#spillSize < this.#compactAt || this.#durableTaken !== this.#spillTaken) return;
+    const earlier = this.#mergedRange(fd, this.#spillTaken, Math.max(this.#spillTaken, this.#earlierRunEnd));
+    const later = this.#mergedRange(fd, Math.max(this.#spillTaken, this.#earlierRunEnd), this.#spillSize);
+    const before = this.#spillSize;
+    this.#replaceSpill(earlier, later);
+    this.#compactAt = Math.max(this.#compactBytes, 2 * this.#spillSize);
+    this.#onCompacted?.(before, this.#spillSize);
+  }
+
+  /** The records of a byte range of the spill file, merged per key in batches of `compactKeys` keys. */
+  *#mergedRange(fd: number, start: number, end: number): Generator<SpoolRecord> {
+    let position = start;
+    while (position < end) {
+      const merged = new Map<string, SpoolRecord>();
+      const read = readLines(
+        this.#fs,
+        fd,
+        this.#spillPath,
+        position,
+        (line, lineEnd) => {
+          const record = this.#parse(line, this.#spillPath, { lineEnd });
+          const key = `${record.userId}\u0000${record.featureId}`;
+          const seen = merged.get(key);
+          if (seen) mergeRecord(seen, record);
+          else if (merged.size < this.#compactKeys) merged.set(key, record);
+          else return false;
+          return true;
+        },
+        { end },
+      );
+      position = read.next;
+      yield* merged.values();
+      if (merged.size === 0) break;
+    }
+  }
+
+  /** An append that could not be cut back: that file takes no more appends (they fail, and are reported). */
+  #abandon(spilled: boolean): void {
+    if (spilled) {
+      closeQuietly(this.#fs, this.#spillFd);
+      this.#spillFd = undefined;
+    } else {
+      closeQuietly(this.#fs, this.#snapshotFd);
+      this.#snapshotFd = undefined;
+    }
+  }
+
+  /** Temporary files a crash left behind (only this spool's, and only while it holds the lock). */
+  #removeTemporaryFiles(): void {
+    let names: string[];
+    try {
+      names = this.#fs.readdirSync(dirname(this.path)) as string[];
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (isTemporaryOf(this.path, name) || isTemporaryOf(this.#spillPath, name)) {
+        unlinkQuietly(this.#fs, join(dirname(this.path), name));
+      }
+    }
   }
 }
 
-/** Makes a rename durable: fsync the directory entry too (a no-op where the platform refuses). */
-function syncDirectory(directory: string): void {
-  let fd: number | undefined;
-  try {
-    fd = openSync(directory, 'r');
-    fsyncSync(fd);
-  } catch {
-    // Some platforms cannot fsync a directory; the rename itself is still atomic.
-  } finally {
-    if (fd !== undefined) closeSync(fd);
+/** A spill file written in full, records merged per key in batches, then fsync'd and renamed. */
+class SpillWriter {
+  readonly #fs: SpoolFileSystem;
+  readonly #path: string;
+  readonly #fd: number;
+  readonly #writer: ChunkedWriter;
+  readonly #start: number;
+  readonly #maxKeys: number;
+  #merged = new Map<string, SpoolRecord>();
+
+  constructor(fs: SpoolFileSystem, path: string, epoch: number, maxKeys: number) {
+    this.#fs = fs;
+    this.#path = path;
+    this.#maxKeys = maxKeys;
+    this.#fd = createExclusive(fs, path);
+    this.#writer = new ChunkedWriter(fs, this.#fd, path);
+    this.#writer.write(spillHeaderLine({ epoch }));
+    this.#writer.flush();
+    this.#start = this.#writer.size;
+  }
+
+  add(record: SpoolRecord): void {
+    const key = `${record.userId}\u0000${record.featureId}`;
+    const seen = this.#merged.get(key);
+    if (seen) {
+      mergeRecord(seen, record);
+      return;
+    }
+    if (this.#merged.size >= this.#maxKeys) this.#drain();
+    this.#merged.set(key, { ...record });
+  }
+
+  /** Writes what is left, fsyncs, renames it to `target`; the descriptor stays open for appends. */
+  finish(target: string): { fd: number; start: number; size: number } {
+    try {
+      this.#drain();
+      this.#writer.flush();
+      syncFile(this.#fs, this.#fd, this.#path);
+      renameDurably(this.#fs, this.#path, target);
+      return { fd: this.#fd, start: this.#start, size: this.#writer.size };
+    } catch (error) {
+      closeQuietly(this.#fs, this.#fd);
+      unlinkQuietly(this.#fs, this.#path);
+      throw error;
+    }
+  }
+
+  /** Gives up: the temporary file goes. Idempotent. */
+  abort(): void {
+    closeQuietly(this.#fs, this.#fd);
+    unlinkQuietly(this.#fs, this.#path);
+  }
+
+  #drain(): void {
+    for (const record of this.#merged.values()) this.#writer.write(recordLine(record));
+    this.#merged.clear();
   }
 }

@@ -4,6 +4,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import request from 'supertest';
@@ -155,7 +156,9 @@ describe('the spool', () => {
     await restarted.flush();
     expect(totalUsage()).toBe(20);
     await restarted.close();
-    expect(readFileSync(path, 'utf8')).toBe('{"kanaMeterSpool":1}\n');
+    const [header, ...records] = readFileSync(path, 'utf8').trim().split('\n');
+    expect(JSON.parse(header as string)).toMatchObject({ kanaMeterSpool: 2 });
+    expect(records).toEqual([]);
   });
 
   it('refuses to start on a corrupt spool, naming it, and leaves the file as it was', async () => {
@@ -170,20 +173,61 @@ describe('the spool', () => {
 });
 
 describe('across real process restarts', () => {
-  function startApp(path: string, writeAhead = false): Promise<{ child: ChildProcess; port: number }> {
-    const [command, args] = node('serve', env.emulator.url, env.emulator.apiKey, path, writeAhead ? 'write-ahead' : '');
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  interface App {
+    child: ChildProcess;
+    port: number;
+    /** Resolves with the first stdout line that starts with `prefix`. */
+    line(prefix: string): Promise<string>;
+    stats(): Promise<{ captured: number; kanaAvailable: boolean }>;
+    kill(signal: NodeJS.Signals): Promise<number | null>;
+  }
+
+  function startApp(path: string, options: { writeAhead?: boolean; env?: Record<string, string> } = {}): Promise<App> {
+    const mode = options.writeAhead ? 'write-ahead' : '';
+    const [command, args] = node('serve', env.emulator.url, env.emulator.apiKey, path, mode);
+    const child = spawn(command, args, {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, ...options.env },
+    });
+    const lines: string[] = [];
+    const waiting: { prefix: string; resolve: (line: string) => void }[] = [];
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (text) => {
+      lines.push(text);
+      for (const wait of waiting.filter((w) => text.startsWith(w.prefix))) wait.resolve(text);
+    });
+    const line = (prefix: string) =>
+      new Promise<string>((resolve) => {
+        const seen = lines.find((text) => text.startsWith(prefix));
+        if (seen !== undefined) resolve(seen);
+        else waiting.push({ prefix, resolve });
+      });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
     return new Promise((resolve, reject) => {
-      child.stdout?.once('data', (data: Buffer) => resolve({ child, port: JSON.parse(String(data)).port }));
       child.once('error', reject);
+      void exited.then((code) => reject(new Error(`the app exited with ${code} before listening`)));
+      void line('{"port"').then((text) => {
+        const port = JSON.parse(text).port as number;
+        resolve({
+          child,
+          port,
+          line,
+          stats: async () =>
+            (await (await fetch(`http://127.0.0.1:${port}/stats`)).json()) as Awaited<ReturnType<App['stats']>>,
+          kill: (signal) => {
+            child.kill(signal);
+            return exited;
+          },
+        });
+      });
     });
   }
 
-  async function sendLoad(port: number, n: number): Promise<void> {
-    for (let i = 0; i < n; i++) {
-      const response = await fetch(`http://127.0.0.1:${port}/r`, { headers: { 'x-user': users[i % 4] as string } });
-      expect(response.status).toBe(200);
-    }
+  const hit = (port: number, user: string) => fetch(`http://127.0.0.1:${port}/r`, { headers: { 'x-user': user } });
+
+  async function sendLoad(app: App, n: number): Promise<void> {
+    for (let i = 0; i < n; i++) expect((await hit(app.port, users[i % 4] as string)).status).toBe(200);
+    // A client can read a response a moment before the server's 'finish' captures it: wait for that.
+    while ((await app.stats()).captured < n) await new Promise((resolve) => setImmediate(resolve));
   }
 
   async function drain(path: string): Promise<{ replayed: number; delivered: number }> {
@@ -192,15 +236,22 @@ describe('across real process restarts', () => {
     return JSON.parse(stdout);
   }
 
+  /** The total delta the snapshot file holds now. */
+  function snapshotTotal(path: string): number {
+    return readFileSync(path, 'utf8')
+      .split('\n')
+      .slice(1)
+      .filter((line) => line.endsWith('}'))
+      .reduce((sum, line) => sum + JSON.parse(line).d, 0);
+  }
+
   it('Kana down, N requests, SIGTERM: exits in time; Kana up, next start: Kana has exactly N', async () => {
     const path = join(directory, 'usage.spool');
     await env.emulator.setOffline(true);
-    const { child, port } = await startApp(path);
-    await sendLoad(port, 120);
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const app = await startApp(path);
+    await sendLoad(app, 120);
     const signalled = Date.now();
-    child.kill('SIGTERM');
-    expect(await exited).toBe(0);
+    expect(await app.kill('SIGTERM')).toBe(0);
     expect(Date.now() - signalled).toBeLessThan(3000 + 2000); // close({ timeoutMs: 3000 }) plus process exit
 
     await env.emulator.setOffline(false);
@@ -211,17 +262,104 @@ describe('across real process restarts', () => {
   it('with writeAhead, usage survives SIGKILL', async () => {
     const path = join(directory, 'usage.spool');
     await env.emulator.setOffline(true);
-    const { child, port } = await startApp(path, true);
-    await sendLoad(port, 60);
-    // The client can read a response a moment before the server's 'finish' event captures it:
-    // a kill inside that window loses that one event. Let the last 'finish' run.
-    await sleep(50);
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
+    const app = await startApp(path, { writeAhead: true });
+    await sendLoad(app, 60);
+    await app.kill('SIGKILL');
 
     await env.emulator.setOffline(false);
     expect(await drain(path)).toMatchObject({ replayed: 60, delivered: 60 });
     expect(totalUsage()).toBe(60);
+  });
+
+  describe('SIGKILL at chosen points (a crash hook on the filesystem calls stops the process there)', () => {
+    it('mid-snapshot: the snapshot before it is whole, and Kana gets exactly what it held', async () => {
+      const path = join(directory, 'usage.spool');
+      await env.emulator.setOffline(true);
+      const app = await startApp(path, { env: { KANA_TEST_CRASH_AT: 'snapshot-write:1', KANA_TEST_ARM: 'sigterm' } });
+      await sendLoad(app, 40);
+      // Kana is down: the outage's snapshots hold all 40 once a probe has failed after the last one.
+      while (snapshotTotal(path) < 40) await new Promise((resolve) => setTimeout(resolve, 20));
+      // SIGTERM: close() writes its own snapshot, and the process dies halfway through writing it.
+      app.child.kill('SIGTERM');
+      await app.line('CRASH_POINT snapshot-write');
+      await app.kill('SIGKILL');
+
+      await env.emulator.setOffline(false);
+      expect(await drain(path)).toMatchObject({ replayed: 40, delivered: 40 });
+      expect(totalUsage()).toBe(40);
+    });
+
+    it('between the snapshot that took all spilled usage back and replacing the spill file: nothing twice', async () => {
+      const path = join(directory, 'usage.spool');
+      await env.emulator.setOffline(true);
+      const app = await startApp(path, {
+        env: { KANA_TEST_CRASH_AT: 'spill-rotate:1', KANA_TEST_MAX_PENDING_KEYS: '1' },
+      });
+      // One key in memory (u1); u2, u3, 124 spill, one record per request.
+      for (const user of users) for (let i = 0; i < 3; i++) expect((await hit(app.port, user)).status).toBe(200);
+      while ((await app.stats()).captured < 12) await new Promise((resolve) => setImmediate(resolve));
+      // Kana back: u1 is delivered, then the spilled keys are taken back one at a time as each is
+      // delivered; the process dies when the last one is taken back, before the spill file is replaced.
+      await env.emulator.setOffline(false);
+      await app.line('CRASH_POINT spill-rotate');
+      await app.kill('SIGKILL');
+      expect(totalUsage()).toBe(9); // u1, u2, u3 delivered; 124 taken back, in the snapshot
+
+      expect(await drain(path)).toMatchObject({ replayed: 3, delivered: 3 });
+      expect(users.map((user) => env.emulator.usage(user, 'reports'))).toEqual([3, 3, 3, 3]);
+    });
+
+    it('mid-append to the spill file: only the event being written is lost, and the file stays readable', async () => {
+      const path = join(directory, 'usage.spool');
+      await env.emulator.setOffline(true);
+      const app = await startApp(path, {
+        writeAhead: true,
+        env: { KANA_TEST_CRASH_AT: 'spill-append:3', KANA_TEST_MAX_PENDING_KEYS: '1' },
+      });
+      const crashed = app.line('CRASH_POINT spill-append').then(() => 'crashed' as const);
+      // u1 stays in memory (written ahead); u2 and u3 spill. The third spill append (u2) is torn.
+      for (const user of ['u1', 'u1', 'u2', 'u3', 'u2', 'u3']) {
+        const sent = hit(app.port, user).then(
+          () => 'answered' as const,
+          () => 'lost' as const,
+        );
+        if ((await Promise.race([sent, crashed])) === 'crashed') break;
+      }
+      await app.kill('SIGKILL');
+
+      await env.emulator.setOffline(false);
+      expect(await drain(path)).toMatchObject({ replayed: 4, delivered: 4 });
+      expect(users.map((user) => env.emulator.usage(user, 'reports'))).toEqual([2, 1, 1, 0]);
+    });
+  });
+
+  it('a filesystem that fills up (RLIMIT_FSIZE): every event is delivered or reported dropped, none is lost unseen', async () => {
+    const path = join(directory, 'usage.spool');
+    await env.emulator.setOffline(true);
+    const [command, args] = node('serve', env.emulator.url, env.emulator.apiKey, path, '');
+    // dash's `ulimit -f` counts 512-byte blocks: no spool file grows past 2 KiB.
+    const limited = ['sh', ['-c', 'ulimit -f 4 && exec "$0" "$@"', command, ...args]] as const;
+    const child = spawn(limited[0], limited[1], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, KANA_TEST_MAX_PENDING_KEYS: '1' },
+    });
+    const output = createInterface({ input: child.stdout as NodeJS.ReadableStream })[Symbol.asyncIterator]();
+    const { port } = JSON.parse((await output.next()).value as string);
+    // One key in memory; 60 more users spill about 60 bytes each, past the 2 KiB limit.
+    env.emulator.seed({ users: Array.from({ length: 60 }, (_, i) => ({ id: `user-${i}` })) });
+    expect((await hit(port, 'u1')).status).toBe(200);
+    for (let i = 0; i < 60; i++) expect((await hit(port, `user-${i}`)).status).toBe(200);
+    child.kill('SIGTERM');
+    const first = JSON.parse((await output.next()).value as string);
+    expect(first.captured).toBe(61);
+    expect(first.spoolErrors).toBeGreaterThan(0);
+    expect(first.dropped).toBeGreaterThan(0);
+    expect(first.spilled + first.dropped).toBe(60);
+
+    await env.emulator.setOffline(false);
+    const second = await drain(path);
+    // What reached the disk is delivered; the rest was reported dropped; the sum is what was captured.
+    expect(second.delivered).toBe(first.spilled + 1);
+    expect(second.delivered + first.dropped).toBe(61);
   });
 });
