@@ -1,5 +1,6 @@
 // The delivery queue: sends coalesced usage with bounded concurrency and p-retry, rides out outages, spools, flushes and closes.
 
+import { setMaxListeners } from 'node:events';
 import pRetry from 'p-retry';
 import { KanaError, logCodes, SpoolError } from '../config/errors.js';
 import type { KanaLogger } from '../config/logger.js';
@@ -9,7 +10,7 @@ import { keepAliveUntil, raceTimeout, sleep } from '../config/timers.js';
 import type { KanaClient } from '../kana/client.js';
 import type { KanaMeterConfig, UndeliveredUsage } from '../options.js';
 import { type Batch, PendingUsage } from './pending-usage.js';
-import { Spool, type SpoolRecord } from './spool.js';
+import { Spool, type SpoolRecord, type TakenBack } from './spool.js';
 import type { SpoolFileSystem } from './spool-files.js';
 
 export const DEFAULT_CLOSE_TIMEOUT_MS = 10_000;
@@ -19,8 +20,8 @@ const MAX_LOGGED_CAUSES = 100;
 /** How long close() still waits for calls it aborted at its deadline: a fetch that ignores the abort is left behind. */
 const ABORT_GRACE_MS = 50;
 
-/** Spill file bytes read per take-back step, so one step never holds the event loop long. */
-const TAKE_BACK_BYTES = 1024 * 1024;
+/** Spill file bytes read at start; the rest comes back in rounds that run between turns of the event loop. */
+const OPEN_SPILL_BYTES = 1024 * 1024;
 
 /** Seams for tests; not options. */
 export interface DeliveryInternals {
@@ -73,6 +74,11 @@ export class DeliveryQueue {
   readonly #writeAhead: boolean;
   /** The spool's snapshot holds usage: deliveries make it stale. */
   #spoolHoldsUsage = false;
+  /** Keys kept free for a take-back round under way: new keys spill meanwhile, so memory stays within maxPendingKeys. */
+  #reserved = 0;
+  #takingBack: Promise<boolean> | undefined;
+  /** Rounds that brought spilled usage back into memory, so far. */
+  #roundsTakenBack = 0;
   /** The snapshot holds usage Kana has since confirmed. */
   #spoolStale = false;
   /** Memory holds usage the snapshot lacks (only write-ahead keeps it current event by event). */
@@ -96,6 +102,8 @@ export class DeliveryQueue {
     this.#counters = counters;
     this.#observeKanaCall = observeKanaCall;
     this.#writeAhead = config.spool?.writeAhead === true;
+    // Each call in flight listens to it (p-retry, the client): more than 10 is normal, not a leak.
+    setMaxListeners(0, this.#shutdown.signal);
     if (config.spool) {
       this.#spool = this.#openSpool(config.spool.path, internals);
       this.#schedule();
@@ -107,12 +115,14 @@ export class DeliveryQueue {
     const { spool, opened } = Spool.open(path, {
       take: (record, earlierRun) => this.#take(record, earlierRun),
       held: () => this.#usage.snapshot(),
+      maxSpillBytes: OPEN_SPILL_BYTES,
       compactKeys: this.#config.maxPendingKeys,
       compactBytes: internals.spoolCompactBytes,
       fs: internals.spoolFileSystem,
-      onCompacted: (before, after) =>
+      onError: (error) => this.#spoolFailed(error, 'the spill file stays as it was'),
+      onCompacted: (compaction) =>
         this.#logger.info(
-          { code: logCodes.spoolCompacted, path: spool.path, before, after },
+          { code: logCodes.spoolCompacted, ...compaction },
           'kana-meter: the spill file was compacted (records merged per key)',
         ),
     });
@@ -140,7 +150,7 @@ export class DeliveryQueue {
     }
     this.#counters.captured++;
     // The hot path: a merge into an existing batch is one Map lookup and two additions.
-    const added = this.#usage.add(userId, featureId, delta, 1, undefined, this.#config.maxPendingKeys);
+    const added = this.#usage.add(userId, featureId, delta, 1, undefined, this.#config.maxPendingKeys - this.#reserved);
     if (added === 'full') {
       this.#overflow({ userId, featureId, delta, events: 1, firstCapturedAt: Date.now() });
       return;
@@ -173,6 +183,7 @@ export class DeliveryQueue {
 
   async #flushAll(): Promise<void> {
     for (;;) {
+      const roundsBefore = this.#roundsTakenBack;
       const settled = this.#usage.settled();
       if (this.#outage?.probeTimer) {
         // Kana may be back already: probe now rather than at the end of the backoff.
@@ -182,8 +193,15 @@ export class DeliveryQueue {
         this.#tick();
       }
       await settled;
-      if (!this.#spool?.hasSpilled || this.#shutdown.signal.aborted) return;
-      if (!this.#takeBackSpilled()) return;
+      if (this.#shutdown.signal.aborted) return;
+      // Spilled usage is part of what flush() waits for: a round under way, what one brought back meanwhile, the rest.
+      if (this.#takingBack) {
+        await this.#takingBack;
+        continue;
+      }
+      if (this.#roundsTakenBack !== roundsBefore) continue;
+      if (!this.#spool?.hasSpilled) return;
+      if (!(await this.#takeBackSpilled())) return;
     }
   }
 
@@ -230,12 +248,15 @@ export class DeliveryQueue {
     else this.#reportUndeliveredAtClose(left, timeoutMs);
   }
 
-  #schedule(): void {
+  /** Sets the tick timer: `flushInterval` from now, or at once for a flush() or a take-back step that left room. */
+  #schedule(soon = false): void {
     if (this.#timer || this.#outage) return;
     // Spilled usage comes back as the queue drains, without waiting for new traffic.
-    const takeBack = this.#spool?.hasSpilled === true && this.#hasRoomToSpare();
+    const takeBack = this.#spool?.hasSpilled === true && this.#takingBack === undefined && this.#hasRoomToSpare();
     if (this.#usage.pendingCount === 0 && !takeBack) return;
-    if (!this.#usage.hasWaiters) {
+    if (soon && takeBack) {
+      this.#timer = setTimeout(() => this.#tick(), 0);
+    } else if (!this.#usage.hasWaiters) {
       this.#timer = setTimeout(() => this.#tick(), this.#config.flushInterval);
     } else if (this.#usage.hasSendable || takeBack) {
       // flush() is waiting: send now. Keys still in flight are rescheduled when their call ends.
@@ -466,33 +487,44 @@ export class DeliveryQueue {
   #maintainSpool(roomToSpare: boolean): void {
     const spool = this.#spool;
     if (!spool) return;
-    if (roomToSpare && spool.hasSpilled) this.#takeBackSpilled();
+    if (roomToSpare && spool.hasSpilled && this.#takingBack === undefined) void this.#takeBackSpilled();
     if (this.#spoolStale) this.#snapshotSpool();
   }
 
   /**
-   * Moves spilled usage back into memory, one bounded step (as many keys as fit, at most
-   * TAKE_BACK_BYTES read), then snapshots memory with the spill position it reached: a crash
-   * before the snapshot finds it all still in the spill file; a crash after, in the snapshot only.
-   * False when nothing came back.
+   * Takes spilled usage back into memory: a round over the spill file (run by the spool between
+   * turns of the event loop) brings back every record of as many keys as memory has room for,
+   * merged, and commits with a snapshot that holds them. True when something came back.
    */
-  #takeBackSpilled(): boolean {
+  #takeBackSpilled(): Promise<boolean> {
+    this.#takingBack ??= this.#runTakeBack().finally(() => {
+      this.#takingBack = undefined;
+    });
+    return this.#takingBack;
+  }
+
+  async #runTakeBack(): Promise<boolean> {
     const spool = this.#spool as Spool;
-    let taken = 0;
+    const capacity = this.#config.maxPendingKeys - this.#usage.keyCount;
+    if (capacity <= 0 || !spool.hasSpilled) return false;
+    this.#reserved = capacity;
+    let taken: TakenBack[];
     try {
-      spool.takeBack((record, earlierRun) => {
-        const fits = this.#take(record, earlierRun);
-        if (fits) taken++;
-        return fits;
-      }, TAKE_BACK_BYTES);
+      taken = await spool.takeBack(capacity);
     } catch (error) {
       this.#spoolFailed(error, 'the spilled usage stays in the spill file');
+      return false;
+    } finally {
+      this.#reserved = 0;
     }
-    if (taken === 0) return false;
+    for (const { record, replayedEvents } of taken) {
+      this.#usage.add(record.userId, record.featureId, record.delta, record.events, record.firstCapturedAt);
+      this.#counters.replayed += replayedEvents;
+    }
+    if (taken.length === 0) return false;
+    this.#roundsTakenBack++;
     this.#spoolHoldsUsage = true;
-    this.#spoolBehind = true;
-    this.#snapshotSpool();
-    this.#schedule();
+    this.#schedule(true);
     return true;
   }
 

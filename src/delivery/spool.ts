@@ -39,18 +39,22 @@ export type { SpoolRecord } from './spool-format.js';
 export type TakeRecord = (record: SpoolRecord, earlierRun: boolean) => boolean;
 
 export interface SpoolOpenOptions {
-  /** Receives what the files hold, record by record, until it refuses one. */
+  /** Receives what the files hold at open, record by record, until it refuses one. */
   take: TakeRecord;
-  /** What memory holds, for the snapshot written once the files are read. */
+  /** What memory holds: every snapshot the spool writes on its own (at open, at the end of a round) holds it. */
   held: () => Iterable<SpoolRecord>;
-  /** Most keys merged at once when the spill file is compacted. */
+  /** Most spill bytes read at open (the rest comes back in rounds). @default all that fits */
+  maxSpillBytes?: number;
+  /** Most keys merged at once when leftover spill records are rewritten. */
   compactKeys: number;
   /** A spill file larger than this is compacted (then at twice its compacted size). @default 64 MiB */
   compactBytes?: number;
   /** The filesystem (tests inject faults here). @default node:fs */
   fs?: SpoolFileSystem;
-  /** Told when the spill file was compacted: its size before and after, in bytes. */
-  onCompacted?: (before: number, after: number) => void;
+  /** Told when a compaction ended: the spill file's path, and its size before and after, in bytes. */
+  onCompacted?: (compaction: { path: string; before: number; after: number }) => void;
+  /** Told of a failure in the background (a compaction); the files stay as they were. */
+  onError?: (error: unknown) => void;
 }
 
 /** What opening found, for the log. */
@@ -63,19 +67,44 @@ export interface SpoolOpened {
   spilledBytes: number;
 }
 
+/** Usage a round took back, merged per key, and how many of its events were left by an earlier run. */
+export interface TakenBack {
+  record: SpoolRecord;
+  replayedEvents: number;
+}
+
+/**
+ * A pass over the spill file's records not taken back: the first `capacity` keys come back to
+ * memory (all their records, merged), the others are rewritten, merged per key, into the spill
+ * file of the next epoch. With capacity 0, a compaction.
+ */
+interface Round {
+  capacity: number;
+  taken: Map<string, TakenBack>;
+  leftovers: SpillWriter;
+  position: number;
+  /** Where the leftovers left by an earlier run end in the new file, once they are all written. */
+  earlierEnd: number | undefined;
+  timer: NodeJS.Immediate | undefined;
+  settle: (taken: TakenBack[] | Error) => void;
+}
+
 export const DEFAULT_COMPACT_BYTES = 64 * 1024 * 1024;
+
+/** Spill bytes one round step reads: a few milliseconds of work between two turns of the event loop. */
+const ROUND_STEP_BYTES = 1024 * 1024;
 
 /**
  * Three files beside `path`, each a header line and then one JSON record per line:
  * - `path`, the snapshot: what memory held when it was written (a temporary file, fsync'd, renamed
  *   over it), plus the events appended after it in write-ahead mode. Its header names the spill
- *   records it holds: those of spill epoch E before byte X;
- * - `path.spill`: usage that did not fit in memory (`maxPendingKeys`), appended, and taken back in
- *   bounded steps from byte X on as the queue drains. Once all of it is taken (and a snapshot
- *   says so), it is replaced by an empty file of epoch E + 1, so a crash between the two replays
- *   nothing twice;
- * - `path.spill.next`: a spill file written in full before the snapshot that names its epoch, then
- *   renamed to `path.spill` (at the next open if a crash came between).
+ *   file it goes with (epoch E) and the spill records it already holds (those before byte X);
+ * - `path.spill`: usage that did not fit in memory (`maxPendingKeys`), appended. It comes back in
+ *   rounds: a pass takes the records of as many keys as fit back into memory and writes the rest,
+ *   merged per key, into `path.spill.next` (epoch E + 1); a snapshot holding what was taken back
+ *   and naming E + 1 commits the round; then `.next` is renamed over `path.spill`. A crash before
+ *   the snapshot finds the old pair, after it the new one (an open finishes the rename): nothing
+ *   is replayed twice, nothing lost.
  * Every file is created exclusively, 0600, never through a link; every write is checked; a failed
  * append is cut back so the file stays whole lines. `path.lock` keeps every other owner off it.
  */
@@ -84,9 +113,11 @@ export class Spool {
   readonly #spillPath: string;
   readonly #nextPath: string;
   readonly #fs: SpoolFileSystem;
+  readonly #held: () => Iterable<SpoolRecord>;
   readonly #compactKeys: number;
   readonly #compactBytes: number;
   readonly #onCompacted: SpoolOpenOptions['onCompacted'];
+  readonly #onError: SpoolOpenOptions['onError'];
   #lock: SpoolLock | undefined;
   /** The snapshot's descriptor (write-ahead appends go there) and its size. */
   #snapshotFd: number | undefined;
@@ -96,27 +127,30 @@ export class Spool {
   #spillEpoch = 0;
   #spillSize = 0;
   #spillStart = 0;
-  /** Spill records before this offset are in memory (taken back); the on-disk snapshot says `#durableTaken`. */
+  /** Spill records before this offset are in memory (taken back at open), as the snapshot says. */
   #spillTaken = 0;
-  #durableTaken = 0;
   /** Spill records before this offset were left by an earlier run (counted as replayed when taken). */
   #earlierRunEnd = 0;
   #compactAt: number;
+  #round: Round | undefined;
 
   private constructor(path: string, options: SpoolOpenOptions) {
     this.path = path;
     this.#spillPath = `${path}.spill`;
     this.#nextPath = `${path}.spill.next`;
     this.#fs = options.fs ?? defaultFileSystem;
+    this.#held = options.held;
     this.#compactKeys = options.compactKeys;
     this.#compactBytes = options.compactBytes ?? DEFAULT_COMPACT_BYTES;
     this.#compactAt = this.#compactBytes;
     this.#onCompacted = options.onCompacted;
+    this.#onError = options.onError;
   }
 
   /**
-   * Locks the spool and reads it into memory through `take`, as much as fits; the rest stays on
-   * disk. Throws a SpoolError on a foreign, corrupt or unsafe file, and leaves it untouched.
+   * Locks the spool and reads it into memory through `take`, as much as fits (and at most
+   * `maxSpillBytes` of the spill file); the rest stays on disk. Throws a SpoolError on a foreign,
+   * corrupt or unsafe file, and leaves it untouched.
    */
   static open(path: string, options: SpoolOpenOptions): { spool: Spool; opened: SpoolOpened } {
     const absolute = resolve(path);
@@ -179,54 +213,32 @@ export class Spool {
   }
 
   /**
-   * Replaces the snapshot with `records` (what memory holds now) and the spill position taken
-   * back so far. Once a snapshot holds all the spill file, the spill file is replaced by an empty
-   * one; once a large spill file is mostly taken back, it is compacted.
+   * Replaces the snapshot with `records`, what memory holds now. Right after open, a spill file
+   * entirely taken back is replaced by an empty one; a large one starts compacting.
    */
   snapshot(records: Iterable<SpoolRecord>): void {
-    this.#writeSnapshot(records);
-    if (this.#spillTaken === this.#spillSize && this.#spillSize > this.#spillStart) this.#replaceSpill([], []);
+    this.#writeSnapshot(records, { spill: this.#spillEpoch, taken: this.#spillTaken });
+    if (this.#spillTaken === this.#spillSize && this.#spillSize > this.#spillStart) this.#replaceWithEmptySpill();
     else this.#compactIfLarge();
   }
 
-  #writeSnapshot(records: Iterable<SpoolRecord>): void {
-    const header: SnapshotHeader = { spill: this.#spillEpoch, taken: this.#spillTaken };
-    const { fd, size } = this.#writeFile(this.path, snapshotHeaderLine(header), records);
-    closeQuietly(this.#fs, this.#snapshotFd);
-    this.#snapshotFd = fd;
-    this.#snapshotSize = size;
-    this.#durableTaken = header.taken;
-  }
-
   /**
-   * Reads spilled records from where the last step stopped into `take`, until it refuses one or
-   * about `maxBytes` were read. Returns how many were taken; call snapshot() next, so the files
-   * say they are in memory.
+   * Takes spilled usage back: a round over the spill file (in steps, between turns of the event
+   * loop) brings back every record of the first `capacity` keys it meets, merged, and rewrites
+   * the rest. Resolves with what it took once a snapshot holds it (the caller puts it in memory at
+   * once); with nothing if the round was cancelled (by close()). A compaction under way gives way.
    */
-  takeBack(take: TakeRecord, maxBytes: number): number {
-    const fd = this.#spillFd;
-    if (fd === undefined || !this.hasSpilled) return 0;
-    let taken = 0;
-    readLines(
-      this.#fs,
-      fd,
-      this.#spillPath,
-      this.#spillTaken,
-      (line, lineEnd) => {
-        const record = this.#parse(line, this.#spillPath, { lineEnd });
-        if (!take(record, lineEnd <= this.#earlierRunEnd)) return false;
-        taken++;
-        // Advanced record by record: what memory took is never taken again, even if a later line fails.
-        this.#spillTaken = lineEnd;
-        return true;
-      },
-      { end: this.#spillSize, maxBytes },
-    );
-    return taken;
+  takeBack(capacity: number): Promise<TakenBack[]> {
+    this.#cancelRound();
+    return new Promise((resolve, reject) => {
+      const started = this.#startRound(capacity, (taken) => (taken instanceof Error ? reject(taken) : resolve(taken)));
+      if (!started) resolve([]);
+    });
   }
 
   /** Flushes to disk, closes the files and releases the lock (even when a flush fails: then it throws). Idempotent. */
   close(): void {
+    this.#cancelRound();
     let failure: unknown;
     for (const [fd, path] of [
       [this.#snapshotFd, this.path],
@@ -245,6 +257,141 @@ export class Spool {
     this.#lock?.release();
     this.#lock = undefined;
     if (failure !== undefined) throw failure;
+  }
+
+  #writeSnapshot(records: Iterable<SpoolRecord>, header: SnapshotHeader): void {
+    const { fd, size } = this.#writeFile(this.path, snapshotHeaderLine(header), records);
+    closeQuietly(this.#fs, this.#snapshotFd);
+    this.#snapshotFd = fd;
+    this.#snapshotSize = size;
+  }
+
+  #startRound(capacity: number, settle: Round['settle']): boolean {
+    if (this.#spillFd === undefined || !this.hasSpilled) return false;
+    const leftovers = new SpillWriter(
+      this.#fs,
+      temporaryPath(this.#spillPath),
+      this.#spillEpoch + 1,
+      this.#compactKeys,
+    );
+    const round: Round = {
+      capacity,
+      taken: new Map(),
+      leftovers,
+      position: this.#spillTaken,
+      earlierEnd: this.#earlierRunEnd <= this.#spillTaken ? leftovers.mark() : undefined,
+      timer: undefined,
+      settle,
+    };
+    this.#round = round;
+    this.#scheduleStep(round);
+    return true;
+  }
+
+  #scheduleStep(round: Round): void {
+    round.timer = setImmediate(() => {
+      try {
+        this.#step(round);
+      } catch (error) {
+        this.#cancelRound();
+        round.settle(error instanceof Error ? error : new Error(String(error)));
+      }
+    });
+    round.timer.unref();
+  }
+
+  /** Reads the next ROUND_STEP_BYTES of the round; at the end of the file (appends included), commits it. */
+  #step(round: Round): void {
+    const fd = this.#spillFd;
+    if (this.#round !== round || fd === undefined) return;
+    // Records left by an earlier run first, apart: they count as replayed when taken back.
+    const end = round.earlierEnd === undefined ? this.#earlierRunEnd : this.#spillSize;
+    const read = readLines(
+      this.#fs,
+      fd,
+      this.#spillPath,
+      round.position,
+      (line, lineEnd) => {
+        const record = this.#parse(line, this.#spillPath, { lineEnd });
+        const key = `${record.userId}\u0000${record.featureId}`;
+        const taken = round.taken.get(key);
+        const replayedEvents = lineEnd <= this.#earlierRunEnd ? record.events : 0;
+        if (taken) {
+          mergeRecord(taken.record, record);
+          taken.replayedEvents += replayedEvents;
+        } else if (round.taken.size < round.capacity) {
+          round.taken.set(key, { record, replayedEvents });
+        } else {
+          round.leftovers.add(record);
+        }
+        return true;
+      },
+      { end, maxBytes: ROUND_STEP_BYTES },
+    );
+    round.position = read.next;
+    if (round.earlierEnd === undefined && round.position >= this.#earlierRunEnd) {
+      round.earlierEnd = round.leftovers.mark();
+    }
+    if (round.position < this.#spillSize) this.#scheduleStep(round);
+    else this.#commit(round, fd);
+  }
+
+  /**
+   * Ends a round: the leftovers are staged as path.spill.next, a snapshot of memory plus what was
+   * taken back names their epoch (the commit), then they are renamed into place.
+   */
+  #commit(round: Round, oldFd: number): void {
+    this.#round = undefined;
+    const before = this.#spillSize;
+    const epoch = this.#spillEpoch + 1;
+    const written = round.leftovers.finish(this.#nextPath);
+    const taken = [...round.taken.values()];
+    try {
+      this.#writeSnapshot([...this.#held(), ...taken.map((entry) => entry.record)], {
+        spill: epoch,
+        taken: written.start,
+      });
+    } catch (error) {
+      closeQuietly(this.#fs, written.fd);
+      unlinkQuietly(this.#fs, this.#nextPath);
+      throw error;
+    }
+    closeQuietly(this.#fs, oldFd);
+    this.#useSpill(written.fd, epoch, written.start, written.size);
+    this.#earlierRunEnd = round.earlierEnd ?? written.size;
+    // Committed: a failure from here on is finished by the next open.
+    try {
+      renameDurably(this.#fs, this.#nextPath, this.#spillPath);
+    } catch (error) {
+      this.#onError?.(error);
+    }
+    if (round.capacity === 0) {
+      this.#compactAt = Math.max(this.#compactBytes, 2 * written.size);
+      this.#onCompacted?.({ path: this.#spillPath, before, after: written.size });
+    }
+    round.settle(taken);
+  }
+
+  #cancelRound(): void {
+    const round = this.#round;
+    if (!round) return;
+    this.#round = undefined;
+    if (round.timer) clearImmediate(round.timer);
+    round.leftovers.abort();
+    round.settle([]);
+  }
+
+  /**
+   * A spill file past the threshold is compacted: a round that takes nothing back, rewriting
+   * every record merged per key (`compactKeys` keys at a time). The threshold then doubles, so a
+   * file of distinct keys is not rewritten again and again.
+   */
+  #compactIfLarge(): void {
+    if (this.#round || this.#spillSize < this.#compactAt) return;
+    this.#compactAt = Math.max(this.#compactBytes, 2 * this.#spillSize);
+    this.#startRound(0, (result) => {
+      if (result instanceof Error) this.#onError?.(result);
+    });
   }
 
   /** Reads the files left by the last run; returns the records taken into memory. */
@@ -310,19 +457,26 @@ export class Spool {
         const written = staged.finish(this.#nextPath);
         this.#useSpill(written.fd, this.#spillEpoch + 1, written.start, written.size);
         this.#earlierRunEnd = written.size;
-        this.#writeSnapshot(options.held());
+        this.#writeSnapshot(options.held(), { spill: this.#spillEpoch, taken: written.start });
         renameDurably(fs, this.#nextPath, this.#spillPath);
         return taken;
       }
 
       if (spillFd !== undefined && spill) {
         let number = spillFrom === spill.start ? 1 : undefined;
-        const read = readLines(fs, spillFd, this.#spillPath, spillFrom, (line, lineEnd) => {
-          if (number !== undefined) number++;
-          if (!options.take(this.#parse(line, this.#spillPath, { line: number, lineEnd }), true)) return false;
-          taken++;
-          return true;
-        });
+        const read = readLines(
+          fs,
+          spillFd,
+          this.#spillPath,
+          spillFrom,
+          (line, lineEnd) => {
+            if (number !== undefined) number++;
+            if (!options.take(this.#parse(line, this.#spillPath, { line: number, lineEnd }), true)) return false;
+            taken++;
+            return true;
+          },
+          { maxBytes: options.maxSpillBytes },
+        );
         // A torn last append (a crash mid-write) is cut off before anything is appended after it.
         const end = read.done ? read.next : endOfLastLine(fs, spillFd, this.#spillPath, spillSize);
         if (end !== spillSize) truncateFile(fs, spillFd, this.#spillPath, end);
@@ -333,7 +487,7 @@ export class Spool {
       this.#earlierRunEnd = this.#spillSize;
       this.snapshot(options.held());
       // A new spool: its empty spill file.
-      if (this.#spillFd === undefined) this.#replaceSpill([], []);
+      if (this.#spillFd === undefined) this.#replaceWithEmptySpill();
       return taken;
     } finally {
       overflow?.abort();
@@ -417,26 +571,20 @@ export class Spool {
     }
   }
 
-  /** Replaces the spill file by one of the next epoch: `earlier` (left by an earlier run) then `later` records. */
-  #replaceSpill(earlier: Iterable<SpoolRecord>, later: Iterable<SpoolRecord>): void {
+  /** Replaces the spill file by an empty one of the next epoch. */
+  #replaceWithEmptySpill(): void {
+    this.#cancelRound();
     const epoch = this.#spillEpoch + 1;
     const temporary = temporaryPath(this.#spillPath);
     const fd = createExclusive(this.#fs, temporary);
     try {
-      const writer = new ChunkedWriter(this.#fs, fd, temporary);
-      writer.write(spillHeaderLine({ epoch }));
-      writer.flush();
-      const start = writer.size;
-      for (const record of earlier) writer.write(recordLine(record));
-      writer.flush();
-      const earlierEnd = writer.size;
-      for (const record of later) writer.write(recordLine(record));
-      writer.flush();
+      const header = Buffer.from(spillHeaderLine({ epoch }), 'utf8');
+      writeFully(this.#fs, fd, temporary, header, 0);
       syncFile(this.#fs, fd, temporary);
       renameDurably(this.#fs, temporary, this.#spillPath);
       closeQuietly(this.#fs, this.#spillFd);
-      this.#useSpill(fd, epoch, start, writer.size);
-      this.#earlierRunEnd = earlierEnd;
+      this.#useSpill(fd, epoch, header.length, header.length);
+      this.#earlierRunEnd = header.length;
     } catch (error) {
       closeQuietly(this.#fs, fd);
       unlinkQuietly(this.#fs, temporary);
@@ -452,53 +600,10 @@ export class Spool {
     this.#spillTaken = start;
   }
 
-  /**
-   * Rewrites the spill file's records not taken back yet, merged per key (in batches of
-   * `compactKeys`), once the file has grown past the threshold; then the threshold doubles, so a
-   * file of distinct keys is not rewritten again and again. Only when the snapshot on disk says
-   * where taking back stopped: the new file (a later epoch) then holds exactly the rest.
-   */
-  #compactIfLarge(): void {
-    const fd = this.#spillFd;
-    if (fd === undefined || this.#spillSize < this.#compactAt || this.#durableTaken !== this.#spillTaken) return;
-    const earlier = this.#mergedRange(fd, this.#spillTaken, Math.max(this.#spillTaken, this.#earlierRunEnd));
-    const later = this.#mergedRange(fd, Math.max(this.#spillTaken, this.#earlierRunEnd), this.#spillSize);
-    const before = this.#spillSize;
-    this.#replaceSpill(earlier, later);
-    this.#compactAt = Math.max(this.#compactBytes, 2 * this.#spillSize);
-    this.#onCompacted?.(before, this.#spillSize);
-  }
-
-  /** The records of a byte range of the spill file, merged per key in batches of `compactKeys` keys. */
-  *#mergedRange(fd: number, start: number, end: number): Generator<SpoolRecord> {
-    let position = start;
-    while (position < end) {
-      const merged = new Map<string, SpoolRecord>();
-      const read = readLines(
-        this.#fs,
-        fd,
-        this.#spillPath,
-        position,
-        (line, lineEnd) => {
-          const record = this.#parse(line, this.#spillPath, { lineEnd });
-          const key = `${record.userId}\u0000${record.featureId}`;
-          const seen = merged.get(key);
-          if (seen) mergeRecord(seen, record);
-          else if (merged.size < this.#compactKeys) merged.set(key, record);
-          else return false;
-          return true;
-        },
-        { end },
-      );
-      position = read.next;
-      yield* merged.values();
-      if (merged.size === 0) break;
-    }
-  }
-
   /** An append that could not be cut back: that file takes no more appends (they fail, and are reported). */
   #abandon(spilled: boolean): void {
     if (spilled) {
+      this.#cancelRound();
       closeQuietly(this.#fs, this.#spillFd);
       this.#spillFd = undefined;
     } else {
@@ -568,6 +673,13 @@ class SpillWriter {
       unlinkQuietly(this.#fs, this.#path);
       throw error;
     }
+  }
+
+  /** Writes what is merged so far; returns the file's size: where the records added next start. */
+  mark(): number {
+    this.#drain();
+    this.#writer.flush();
+    return this.#writer.size;
   }
 
   /** Gives up: the temporary file goes. Idempotent. */

@@ -1,14 +1,12 @@
 // The spool files: format, crash leftovers, corrupt, foreign and unsafe files, modes, checked writes, bounded reads, the lock.
 
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SpoolError } from '../../src/config/errors.js';
-import { Spool, type SpoolOpenOptions, type SpoolRecord } from '../../src/delivery/spool.js';
+import { Spool, type SpoolOpenOptions, type SpoolRecord, type TakenBack } from '../../src/delivery/spool.js';
 import type { SpoolFileSystem } from '../../src/delivery/spool-files.js';
 
 const { existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } =
@@ -55,15 +53,17 @@ function open(mem = memory(), extra: Partial<SpoolOpenOptions> = {}) {
   return { spool, opened, mem };
 }
 
-/** Opens, reads everything back (step by step) and closes: the total delta the spool held. */
+/** Opens with room for everything, reads it all and closes: the total delta the spool held. */
 function drainTotal(extra: Partial<SpoolOpenOptions> = {}): number {
   const mem = memory();
   const { spool } = open(mem, extra);
-  while (spool.hasSpilled) spool.takeBack(mem.take, 1024);
+  expect(spool.hasSpilled).toBe(false);
   spool.snapshot([]);
   spool.close();
   return mem.total();
 }
+
+const sum = (taken: TakenBack[]) => taken.reduce((total, entry) => total + entry.record.delta, 0);
 
 const lines = (file: string) => readFileSync(file, 'utf8').trim().split('\n');
 const spillLines = () => lines(`${path}.spill`).slice(1);
@@ -187,19 +187,24 @@ describe('Spool: format and replay', () => {
     expect(() => open()).toThrow(/spool.path.*does not exist/);
   });
 
-  it('keeps spilled records apart: snapshots do not touch them until they are taken back', () => {
+  it('keeps spilled records apart: snapshots do not touch them until a round takes them back', async () => {
     const { spool, mem } = open();
     spool.append(record('spilled-1'), true);
     spool.append(record('spilled-2'), true);
+    spool.append(record('spilled-1', 3), true);
     expect(spool.hasSpilled).toBe(true);
     spool.snapshot([record('in-memory', 5)]);
-    expect(spillLines()).toHaveLength(2);
-    expect(spool.takeBack(mem.take, 1 << 20)).toBe(2);
-    expect(mem.records().map((rec) => rec.userId)).toEqual(['spilled-1', 'spilled-2']);
-    expect(mem.replayed()).toBe(0); // spilled by this run: not replayed
-    spool.snapshot([record('in-memory', 5), ...mem.records()]);
+    expect(spillLines()).toHaveLength(3);
+    mem.held.set('in-memory', record('in-memory', 5));
+    const taken = await spool.takeBack(10);
+    // Every record of a key comes back merged; spilled by this run: not replayed.
+    expect(taken.map(({ record: rec, replayedEvents }) => [rec.userId, rec.delta, replayedEvents])).toEqual([
+      ['spilled-1', 4, 0],
+      ['spilled-2', 1, 0],
+    ]);
     expect(spool.hasSpilled).toBe(false);
     expect(spillLines()).toEqual([]);
+    // The round's snapshot holds memory and what came back.
     expect(
       lines(path)
         .slice(1)
@@ -343,7 +348,7 @@ describe('Spool: bounded reads', () => {
     writeFileSync(`${path}.spill`, parts.join(''), { mode: 0o600 });
   }
 
-  it('takes at most maxPendingKeys keys at open; the rest comes back step by step, each record once', () => {
+  it('takes at most maxPendingKeys keys at open; the rest comes back in rounds, every key merged, each record once', async () => {
     writeSpill(20_000, 500);
     const mem = memory(100);
     const { spool, opened } = open(mem);
@@ -351,40 +356,58 @@ describe('Spool: bounded reads', () => {
     expect(opened.spilledBytes).toBeGreaterThan(0);
     let total = mem.total();
     let replayed = mem.replayed();
-    let steps = 0;
+    let rounds = 0;
     while (spool.hasSpilled) {
-      // The queue delivers what it holds, then takes more back.
-      const next = memory(100);
-      spool.takeBack(next.take, 64 * 1024);
-      expect(next.held.size).toBeLessThanOrEqual(100);
-      spool.snapshot(next.records());
-      total += next.total();
-      replayed += next.replayed();
-      steps++;
+      mem.held.clear(); // the queue delivered what it held, and has room for 100 keys again
+      const taken = await spool.takeBack(100);
+      expect(taken.length).toBeLessThanOrEqual(100);
+      total += sum(taken);
+      replayed += taken.reduce((events, entry) => events + entry.replayedEvents, 0);
+      rounds++;
     }
     spool.close();
     expect(total).toBe(20_000);
     expect(replayed).toBe(20_000);
-    expect(steps).toBeGreaterThan(5);
+    expect(rounds).toBe(5); // 500 keys, 100 a round: one call per key, however spread out its records
     expect(spillLines()).toEqual([]);
   });
 
-  it('compacts a spill file past the size limit: merged per key, nothing lost', () => {
+  it('compacts a spill file past the size limit in the background: merged per key, nothing lost', async () => {
     writeSpill(20_000, 50);
     const sizeBefore = statSync(`${path}.spill`).size;
-    const compacted: number[][] = [];
+    let compacted!: (sizes: { before: number; after: number }) => void;
+    const done = new Promise<{ before: number; after: number }>((resolve) => {
+      compacted = resolve;
+    });
+    const { spool, mem } = open(memory(10), { compactBytes: 64 * 1024, compactKeys: 100, onCompacted: compacted });
+    // Open returns at once: the rewrite runs in steps, between turns of the event loop.
+    expect(statSync(`${path}.spill`).size).toBe(sizeBefore);
+    spool.append(record('while-compacting', 4), true);
+    expect((await done).before).toBeGreaterThan(sizeBefore);
+    spool.close();
+    expect(statSync(`${path}.spill`).size).toBeLessThan(sizeBefore / 50);
+    // 10 keys' first records in memory (and the snapshot); the rest of the file merged: one line per key.
+    expect(mem.held.size).toBe(10);
+    expect(spillLines()).toHaveLength(51);
+    expect(drainTotal()).toBe(20_000 + 4);
+  });
+
+  it('a take-back round replaces a compaction under way, and the files stay consistent', async () => {
+    writeSpill(20_000, 50);
+    const compacted: unknown[] = [];
     const { spool, mem } = open(memory(10), {
       compactBytes: 64 * 1024,
       compactKeys: 100,
-      onCompacted: (before, after) => compacted.push([before, after]),
+      onCompacted: (sizes) => compacted.push(sizes),
     });
+    const taken = await spool.takeBack(10);
+    expect(taken).toHaveLength(10);
     spool.close();
-    expect(compacted).toHaveLength(1);
-    expect(statSync(`${path}.spill`).size).toBeLessThan(sizeBefore / 50);
-    // 10 keys in memory (in the snapshot); the rest of the file, merged: one line per key.
-    expect(mem.held.size).toBe(10);
-    expect(spillLines().length).toBe(50);
+    expect(compacted).toEqual([]);
+    expect(readdirSync(directory).filter((name) => name.endsWith('.tmp'))).toEqual([]);
+    // What memory took at open, and the round, are in the snapshot; the rest in the spill file; each once.
     expect(drainTotal()).toBe(20_000);
+    expect(mem.total() + sum(taken)).toBeLessThan(20_000);
   });
 
   it('a snapshot larger than maxPendingKeys (it shrank) moves the rest to the spill file, without double counting', () => {
@@ -544,37 +567,4 @@ describe('Spool: the lock', () => {
       /cannot read the spool's lock .*usage\.spool\.lock \(EACCES\).*If none does, delete/,
     );
   });
-
-  it('across processes, exactly one of several racing for a stale lock gets it, every time', async () => {
-    const contender = fileURLToPath(new URL('../fixtures/spool-lock-contender.ts', import.meta.url));
-    const children: ChildProcess[] = [];
-    const replies: AsyncIterator<string>[] = [];
-    for (let i = 0; i < 4; i++) {
-      const child = spawn(process.execPath, ['--import', 'tsx', contender, path], {
-        stdio: ['pipe', 'pipe', 'inherit'],
-      });
-      children.push(child);
-      replies.push(createInterface({ input: child.stdout! })[Symbol.asyncIterator]());
-    }
-    const say = (line: string) => Promise.all(children.map((child) => child.stdin?.write(`${line}\n`)));
-    const hear = () => Promise.all(replies.map(async (reply) => (await reply.next()).value as string));
-    try {
-      for (let round = 0; round < 5; round++) {
-        writeFileSync(lockPath(), holder({ pid: deadPid() }));
-        await say('go');
-        const answers = await hear();
-        expect(
-          answers.filter((answer) => answer === 'acquired'),
-          answers.join(),
-        ).toHaveLength(1);
-        expect(answers.filter((answer) => answer === 'refused KANA_SPOOL_LOCKED')).toHaveLength(3);
-        await say('release');
-        expect(await hear()).toEqual(['released', 'released', 'released', 'released']);
-        expect(existsSync(lockPath())).toBe(false);
-      }
-    } finally {
-      for (const child of children) child.stdin?.end();
-      await Promise.all(children.map((child) => new Promise((resolve) => child.once('exit', resolve))));
-    }
-  }, 60_000);
 });
