@@ -5,8 +5,9 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { EntitlementDecision } from './config/decision.js';
 import { logCodes } from './config/errors.js';
 import { guardObserveKanaCall } from './config/metrics.js';
+import { describeValue, isCleartextRemote } from './config/option-checks.js';
 import { createCounters, type KanaMeterStats } from './config/stats.js';
-import { isPromise } from './config/thenable.js';
+import { isPromise, toPromise } from './config/thenable.js';
 import { raceTimeout } from './config/timers.js';
 import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './delivery/queue.js';
 import { CheckBreaker } from './enforcement/check-breaker.js';
@@ -74,6 +75,12 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   const config = parseOptions(options);
   const { matchRoute, logger, isSuccess, userId: getUserId, enforce } = config;
   const client = config.client instanceof KanaClient ? config.client : new KanaClient(config.client);
+  if (isCleartextRemote(client.endpoint)) {
+    logger.warn(
+      { code: logCodes.insecureEndpoint, host: new URL(client.endpoint).host },
+      'kana-meter: the Kana endpoint is plain http:// to another machine: the API key travels in cleartext. Use https://',
+    );
+  }
   const counters = createCounters();
   const observeKanaCall = config.metrics && guardObserveKanaCall(config.metrics, counters, config.logger);
   const queue = new DeliveryQueue(client, config, counters, observeKanaCall);
@@ -126,6 +133,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   const asyncCaptures = new Set<Promise<void>>();
   /** Set by close(): responses finishing from now on are reported, not queued. */
   let closed = false;
+  let captureFailureLogged = false;
 
   const context: MeterContext = {
     meter(req, res, next, feature) {
@@ -162,7 +170,15 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
 
   // Shared by every response this kanaMeter meters (no closure per request); `this` is the response.
   function onFinish(this: ServerResponse): void {
-    const res = this as Response;
+    // Whatever a hook returned, nothing thrown here may reach the response's 'finish' emit (it would crash the process).
+    try {
+      finished(this as Response);
+    } catch (error) {
+      captureFailed(error);
+    }
+  }
+
+  function finished(res: Response): void {
     const req = res.req;
     const usage = usages.get(req);
     if (usage === undefined) return;
@@ -188,7 +204,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     }
     if (isPromise(userId)) {
       track(
-        userId.then(
+        toPromise(userId).then(
           (id) => captureFor(req, res, usage, id, late),
           (error) => userIdFailed(req, error),
         ),
@@ -246,7 +262,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     }
     if (isPromise(delta)) {
       track(
-        delta.then(
+        toPromise(delta).then(
           (value) => enqueueChecked(req, userId, feature, value, late),
           (error) => deltaFailed(req, feature, error),
         ),
@@ -308,7 +324,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
         route: feature.source,
         featureId: feature.featureId,
         userId,
-        delta: String(delta),
+        delta: describeValue(delta),
         ...where(req),
       },
       'kana-meter: delta is not an integer in 1..2147483647; this usage was not sent',
@@ -339,8 +355,24 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   }
 
   function track(capture: Promise<void>): void {
-    asyncCaptures.add(capture);
-    void capture.finally(() => asyncCaptures.delete(capture));
+    const guarded = capture.catch(captureFailed);
+    asyncCaptures.add(guarded);
+    void guarded.finally(() => asyncCaptures.delete(guarded));
+  }
+
+  /** Something unexpected while capturing usage (a bug, or a hook value nothing could read): counted, logged once. */
+  function captureFailed(error: unknown): void {
+    counters.hookErrors++;
+    if (captureFailureLogged) return;
+    captureFailureLogged = true;
+    try {
+      logger.error(
+        { code: logCodes.captureFailed, err: error },
+        'kana-meter: unexpected error while capturing usage; that usage was not sent (logged once, counted in hookErrors)',
+      );
+    } catch {
+      // A logger that throws cannot be told.
+    }
   }
 
   async function settleAsyncCaptures(): Promise<void> {

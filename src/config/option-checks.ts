@@ -83,8 +83,11 @@ export function checkFeatureId(name: string, value: unknown): string {
   return value;
 }
 
-/** An http(s) URL. */
-export function checkUrl(name: string, value: unknown, fallback: string): string {
+/**
+ * An http(s) URL without credentials: a `user:password@` part would be sent to Kana and show up in
+ * error messages and logs, so it is refused, and never echoed.
+ */
+export function checkEndpoint(name: string, value: unknown, fallback: string): string {
   if (value === undefined) return fallback;
   let url: URL | undefined;
   try {
@@ -92,13 +95,37 @@ export function checkUrl(name: string, value: unknown, fallback: string): string
   } catch {
     url = undefined;
   }
+  if (url && (url.username !== '' || url.password !== '')) {
+    throw new TypeError(
+      `kana-meter: option \`${name}\` must not contain credentials (user:password@): Kana takes the key from \`apiKey\`, as the Authorization header; got a URL with credentials for ${url.host}.`,
+    );
+  }
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
-    throw optionError(name, value, 'an http(s) URL');
+    throw optionError(name, typeof value === 'string' ? withoutCredentials(value) : value, 'an http(s) URL');
   }
   return value as string;
 }
 
-/** The API key: checked, but never echoed back in the error. */
+/** A URL-ish string with anything that looks like `user:password@` after the scheme masked. */
+function withoutCredentials(text: string): string {
+  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1***@');
+}
+
+/** Whether an endpoint is plain http to a host other than this machine: the key would travel in cleartext. */
+export function isCleartextRemote(endpoint: string): boolean {
+  const url = new URL(endpoint);
+  if (url.protocol !== 'http:') return false;
+  const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  const loopback =
+    host === 'localhost' || host.endsWith('.localhost') || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
+  return !loopback;
+}
+
+/**
+ * The API key: a valid HTTP header value (printable ASCII: no CR, LF, NUL or other control
+ * characters, no leading or trailing space), since it is sent as the Authorization header.
+ * Checked, but never echoed back in the error.
+ */
 export function checkApiKey(value: unknown): string {
   if (typeof value !== 'string' || value.trim() === '') {
     const got = value === undefined ? 'undefined' : value === '' ? 'an empty string' : `a ${typeof value}`;
@@ -106,5 +133,23 @@ export function checkApiKey(value: unknown): string {
       `kana-meter: option \`apiKey\` must be your Kana private key (a non-empty string such as "prv_live_..."); got ${got}.`,
     );
   }
+  const bad = /[^\x20-\x7e]|^ | $/.exec(value);
+  if (bad) {
+    const what = describeCharacter(bad[0].charCodeAt(0));
+    throw new TypeError(
+      `kana-meter: option \`apiKey\` must be a valid HTTP header value (it is sent as the Authorization header): printable ASCII, without line breaks, control characters or surrounding spaces; got a string of ${value.length} characters with ${what} at index ${bad.index}. (The key itself is not shown.)`,
+    );
+  }
   return value;
+}
+
+/** Names a character an HTTP header value cannot hold, without showing the text around it. */
+function describeCharacter(code: number): string {
+  if (code === 0x0d) return 'a carriage return (CR)';
+  if (code === 0x0a) return 'a line feed (LF)';
+  if (code === 0) return 'a NUL';
+  if (code === 0x20) return 'a leading or trailing space';
+  if (code < 0x20 || code === 0x7f)
+    return `a control character (U+${code.toString(16).padStart(4, '0').toUpperCase()})`;
+  return 'a character outside printable ASCII';
 }

@@ -5,7 +5,7 @@ import type { NextFunction, Request, Response } from 'express';
 import type { DecisionSource, EntitlementDecision, RefusedDecision } from '../config/decision.js';
 import { logCodes } from '../config/errors.js';
 import type { Counter } from '../config/stats.js';
-import { isPromise } from '../config/thenable.js';
+import { isPromise, toPromise } from '../config/thenable.js';
 import { type IdempotencyWindow, idempotencyKeyOf, onWindowAnswer, windowKey } from '../metering/idempotency-window.js';
 import type { MeteredFeature } from '../metering/metered-feature.js';
 import type { RequestUsage, RequestUsages } from '../metering/request-usage.js';
@@ -88,7 +88,8 @@ export function createGate({
       return;
     }
     if (isPromise(raw)) {
-      raw
+      // Adopted as a promise: a thenable whose `then` throws or calls back twice is a rejection, or ignored.
+      toPromise(raw)
         .then(
           (value) => checkFor(req, res, next, feature, usage, readUserId(req, usage, value)),
           (error: unknown) => {
@@ -328,7 +329,11 @@ export function createGate({
   }
 
   function gateFailed(error: unknown): void {
-    logger.error({ code: logCodes.gateFailed, err: error }, 'kana-meter: unexpected error in the entitlement gate');
+    try {
+      logger.error({ code: logCodes.gateFailed, err: error }, 'kana-meter: unexpected error in the entitlement gate');
+    } catch {
+      // A logger that throws cannot be told; nothing is thrown from here either.
+    }
   }
 
   return { gate };

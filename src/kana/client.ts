@@ -2,7 +2,7 @@
 
 import { ClientError, GraphQLClient } from 'graphql-request';
 import { KanaError } from '../config/errors.js';
-import { checkApiKey, checkInteger, checkOneOf, checkUrl, optionError } from '../config/option-checks.js';
+import { checkApiKey, checkEndpoint, checkInteger, checkOneOf, optionError } from '../config/option-checks.js';
 import {
   type CheckResults,
   checkDocument,
@@ -94,7 +94,7 @@ export function parseClientOptions(options: KanaClientOptions): ClientSettings {
   }
   return Object.freeze({
     apiKey: checkApiKey(options.apiKey),
-    endpoint: checkUrl('endpoint', options.endpoint, DEFAULT_ENDPOINT),
+    endpoint: checkEndpoint('endpoint', options.endpoint, DEFAULT_ENDPOINT),
     mutation: checkOneOf(
       'mutation',
       options.mutation,
@@ -115,9 +115,12 @@ export class KanaClient {
   readonly mutation: UsageMutation;
   readonly timeoutMs: number;
   readonly #graphql: GraphQLClient;
+  /** Kept to recognise an error message that would reveal it. */
+  readonly #apiKey: string;
 
   constructor(options: KanaClientOptions) {
     const { apiKey, endpoint, mutation, timeoutMs, fetch } = parseClientOptions(options);
+    this.#apiKey = apiKey;
     this.endpoint = endpoint;
     this.mutation = mutation;
     this.timeoutMs = timeoutMs;
@@ -239,7 +242,7 @@ export class KanaClient {
       if (error instanceof KanaError) throw error;
       const fields = partial?.(error);
       if (fields !== undefined) return fields;
-      throw classifyFailure(describeFailure(error, call.signal, signal));
+      throw classifyFailure(describeFailure(error, call.signal, signal, this.#apiKey));
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
@@ -264,7 +267,12 @@ function badResponse(data: unknown): KanaError {
 }
 
 /** Turns what graphql-request or fetch threw into a CallFailure for the retry table. */
-function describeFailure(error: unknown, callSignal: AbortSignal, outerSignal: AbortSignal | undefined): CallFailure {
+function describeFailure(
+  error: unknown,
+  callSignal: AbortSignal,
+  outerSignal: AbortSignal | undefined,
+  apiKey: string,
+): CallFailure {
   if (outerSignal?.aborted) return { kind: 'aborted', cause: error };
   if (callSignal.aborted) return { kind: 'timeout', cause: error };
   if (error instanceof ClientError) {
@@ -278,7 +286,25 @@ function describeFailure(error: unknown, callSignal: AbortSignal, outerSignal: A
     if (status >= 200 && status < 300) return { kind: 'graphql', errors: errors ?? [], cause };
     return { kind: 'http', status, retryAfter: headers?.get?.('retry-after') ?? null, errors, cause };
   }
+  // No HTTP answer. The HTTP layer refusing to build the request is a configuration error; its
+  // message may hold the key or the URL, so only this description of it is kept.
+  const problem = configurationProblem(error, apiKey);
+  if (problem !== undefined) return { kind: 'config', problem };
   // fetch rejects with a TypeError ("fetch failed") when no HTTP answer came.
   if (error instanceof TypeError) return { kind: 'network', cause: error };
   return { kind: 'bad-response', cause: error };
+}
+
+/**
+ * What the HTTP layer rejected when it refused to build a request (undici and other fetch
+ * implementations throw a TypeError naming the header value or URL), or undefined for any other
+ * error. An error whose message holds the API key is one too, whatever it says.
+ */
+function configurationProblem(error: unknown, apiKey: string): string | undefined {
+  const message = (error as { message?: unknown } | null)?.message;
+  if (typeof message !== 'string') return undefined;
+  if (/header value|ByteString|header name/i.test(message)) return 'a header value it rejects';
+  if (/credentials/i.test(message)) return 'a URL with credentials';
+  if (/Failed to parse URL|Invalid URL/i.test(message)) return 'an invalid URL';
+  return message.includes(apiKey) ? 'an error that named the API key' : undefined;
 }

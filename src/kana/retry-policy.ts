@@ -17,7 +17,9 @@ export type CallFailure =
   /** Kana answered `false` (createUsageEvent) or `recorded: false` (recordUsage). */
   | { kind: 'not-recorded'; reason?: string | null }
   /** A 2xx answer that is not the GraphQL result we asked for. */
-  | { kind: 'bad-response'; cause?: unknown };
+  | { kind: 'bad-response'; cause?: unknown }
+  /** The HTTP layer refused to build the request from the configuration (a header or URL it rejects). */
+  | { kind: 'config'; problem: string };
 
 export interface GraphQLErrorLike {
   message?: string;
@@ -147,6 +149,15 @@ export const retryRules: readonly RetryRule[] = [
     code: 'KANA_BAD_RESPONSE',
     retryable: true,
     describe: (f) => `Kana's answer was not the expected GraphQL result${causeText(f)}`,
+  },
+  {
+    // Nothing was sent: every call would fail the same way until the configuration changes.
+    row: 13,
+    matches: (f) => f.kind === 'config',
+    code: 'KANA_CONFIG_ERROR',
+    retryable: false,
+    describe: (f) =>
+      `the HTTP client refused to build the Kana call: ${f.kind === 'config' ? f.problem : 'a configuration error'} (check apiKey, endpoint and what a custom fetch adds)`,
   },
 ];
 

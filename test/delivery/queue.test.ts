@@ -264,6 +264,15 @@ describe('flush and close', () => {
     expect(failures.map(([usage, error]) => [usage.userId, error.code])).toEqual([['u2', 'KANA_CLOSED']]);
   });
 
+  it('close() keeps its deadline even when a custom fetch ignores the abort signal and never settles', async () => {
+    const { kana, hit, failures } = setup({ fetch: () => new Promise<Response>(() => {}) });
+    await hit();
+    const started = Date.now();
+    await kana.close({ timeoutMs: 300 });
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(failures.map(([usage, error]) => [usage.userId, error.code])).toEqual([['u1', 'KANA_CLOSED']]);
+  });
+
   it('close() keeps its deadline even when a userId promise never settles', async () => {
     const { kana, hit } = setup({ userId: () => new Promise<string>(() => {}) });
     await hit();
