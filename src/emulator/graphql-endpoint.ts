@@ -14,17 +14,20 @@ import {
 import { authFailure } from './api-keys.js';
 import { formatGraphQLError, type WireError, wireError } from './errors.js';
 import type { Fault, FaultQueue, FieldFault } from './faults.js';
+import type { RequestLog } from './request-log.js';
 import type { ResolverContext } from './resolvers.js';
 import type { KanaStore } from './store.js';
 
 /** One request to /graphql, as `KanaEmulator.requests()` reports it. */
 export interface EmulatorRequest {
-  /** The body's operationName, else the name of the operation in the document, else null. */
+  /** The body's operationName, else the name of the operation in the document, else null (always null when unauthorized). */
   operationName: string | null;
-  /** The root fields the operation selects (names, not aliases); empty if the document did not parse. */
+  /** The root fields the operation selects (names, not aliases); empty if the document did not parse, or unauthorized. */
   fieldNames: string[];
-  /** The variables after decoding (a JSON-string `variables` is parsed). */
+  /** The variables after decoding (a JSON-string `variables` is parsed); null when unauthorized or too large to keep. */
   variables: Record<string, unknown> | null;
+  /** Present (true) when the variables were larger than the log keeps (64 KiB as JSON). */
+  variablesOmitted?: true;
   /** Whether the Authorization header carried the emulator's key. */
   authorized: boolean;
   /** The HTTP status sent; null when no answer was sent (a dropped request, a client that left). */
@@ -39,7 +42,7 @@ export interface GraphQLEndpointOptions {
   faults: FaultQueue;
   apiKey: string;
   now: () => number;
-  log: EmulatorRequest[];
+  log: RequestLog;
 }
 
 export interface GraphQLEndpoint {
@@ -283,6 +286,7 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
   }
 
   async function handleGraphQL(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // The key first: of a request without it, nothing but these few fields is kept.
     const unauthenticated = authFailure(req.headers.authorization, apiKey);
     const entry: EmulatorRequest = {
       operationName: null,
@@ -292,7 +296,7 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
       status: null,
       at: now(),
     };
-    log.push(entry);
+    log.add(entry);
     if (req.method !== 'POST') {
       // Kana documents POST only (API.md §1).
       const error = wireError('Method Not Allowed: use POST', 'BAD_REQUEST', 'MethodNotAllowedError');
@@ -301,21 +305,25 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
     }
     try {
       const body = decodeBody(await readBody(req));
-      entry.variables = body.variables;
-      entry.operationName = body.operationName;
-      // Parsed before the auth check only so that the log can name the operation.
+      // Parsed before the auth check, as Apollo does (a bad document is a 400 with or without a key).
       let document: DocumentNode | GraphQLError;
+      let operation: OperationDefinitionNode | undefined;
       try {
         document = parse(body.query);
-        const operation = selectedOperation(document, body.operationName);
-        entry.operationName ??= operation?.name?.value ?? null;
-        entry.fieldNames = rootFieldNames(operation);
+        operation = selectedOperation(document, body.operationName);
       } catch (error) {
         if (!(error instanceof GraphQLError)) throw error;
         document = error;
       }
 
-      if (unauthenticated !== null) {
+      const fieldNames = rootFieldNames(operation);
+      if (unauthenticated === null) {
+        log.attach(entry, {
+          operationName: body.operationName ?? operation?.name?.value ?? null,
+          fieldNames,
+          variables: body.variables,
+        });
+      } else {
         // Kana answers auth failures as GraphQL errors with HTTP 200 (API.md §1, §13).
         sendJson(res, entry, 200, { errors: [wireError(unauthenticated, 'UNAUTHENTICATED', 'AuthenticationError')] });
         return;
@@ -333,7 +341,7 @@ export function createGraphQLEndpoint(options: GraphQLEndpointOptions): GraphQLE
           ),
         );
       }
-      await answer(req, res, entry, document, body, faults.take(entry.fieldNames));
+      await answer(req, res, entry, document, body, faults.take(fieldNames));
     } catch (error) {
       if (error instanceof RequestError) {
         sendJson(res, entry, error.status, { errors: error.errors });

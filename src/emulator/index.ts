@@ -6,6 +6,7 @@ import { type FailNextOptions, type Fault, FaultQueue } from './faults.js';
 import { createGraphQLEndpoint, type EmulatorRequest } from './graphql-endpoint.js';
 import { urlHost } from './hosts.js';
 import { EmulatorHttpServer } from './http-server.js';
+import { RequestLog } from './request-log.js';
 import { resolvers } from './resolvers.js';
 import { buildExecutableSchema, loadSchemaText } from './schema.js';
 import { applySeed, type EmulatorSeed } from './seed.js';
@@ -61,7 +62,11 @@ export interface KanaEmulator {
   usage(userId: string, featureId: string): number;
   /** Every usage mutation applied, in order. */
   usageCalls(): readonly UsageCall[];
-  /** Every request received on /graphql, in order. */
+  /**
+   * The requests received on /graphql, in order: the last 10,000 at most (16 MiB of variables and
+   * names in all; variables over 64 KiB are not kept). Of a request without the right key, only
+   * that it came, when, and its status.
+   */
   requests(): readonly EmulatorRequest[];
   /** Scripts a fault for the next matching request(s). */
   failNext(fault: Fault, options?: FailNextOptions): void;
@@ -105,7 +110,7 @@ export async function startKanaEmulator(options: KanaEmulatorOptions = {}): Prom
   const apiKey = options.apiKey ?? generateApiKey();
   const store = new KanaStore(now);
   const faults = new FaultQueue();
-  const log: EmulatorRequest[] = [];
+  const log = new RequestLog();
 
   const startSeed = options.seed === undefined ? undefined : structuredClone(options.seed);
 
@@ -130,14 +135,14 @@ export async function startKanaEmulator(options: KanaEmulatorOptions = {}): Prom
     seed: (seed) => applySeed(store, seed, now()),
     usage: (userId, featureId) => store.currentUsage(userId, featureId),
     usageCalls: () => store.usageCalls(),
-    requests: () => log.map((entry) => ({ ...entry, fieldNames: [...entry.fieldNames] })),
+    requests: () => log.entries().map((entry) => ({ ...entry, fieldNames: [...entry.fieldNames] })),
     failNext: (fault, failOptions) => faults.add(fault, failOptions),
     clearFaults: () => faults.clear(),
     setOffline: (offline) => (offline ? server.goOffline() : server.goOnline()),
     reset: () => {
       store.reset();
       faults.clear();
-      log.length = 0;
+      log.clear();
       if (startSeed !== undefined) applySeed(store, startSeed, now());
     },
     close: () => server.close(),

@@ -213,7 +213,7 @@ describe('routes and methods', () => {
 });
 
 describe('requests()', () => {
-  it('logs each request: operation name, root fields, variables, authorization and status', async () => {
+  it('logs each request: operation name, root fields, variables (if authorized), authorization and status', async () => {
     await post(
       emulator,
       CREATE_USAGE_EVENT,
@@ -235,8 +235,9 @@ describe('requests()', () => {
         at: expect.any(Number),
       },
       {
+        // Without the key, nothing from the request is kept: not its operation, fields or variables.
         operationName: null,
-        fieldNames: ['users', 'features'],
+        fieldNames: [],
         variables: null,
         authorized: false,
         status: 200,
@@ -250,6 +251,25 @@ describe('requests()', () => {
         status: 200,
         at: expect.any(Number),
       },
+    ]);
+  });
+
+  it('keeps nothing of an unauthenticated request body, however large', async () => {
+    const big = { input: { userId: 'x'.repeat(1000 * 1000), featureId: 'api-calls' } };
+    for (let i = 0; i < 20; i++) await post(emulator, CREATE_USAGE_EVENT, big, { authorization: 'prv_test_wrong' });
+    const log = emulator.requests();
+    expect(log).toHaveLength(20);
+    expect(log.every((entry) => entry.variables === null && entry.fieldNames.length === 0)).toBe(true);
+    expect(JSON.stringify(log).length).toBeLessThan(20 * 200);
+  });
+
+  it('keeps the variables of an authorized request only up to 64 KiB', async () => {
+    const big = { input: { userId: 'x'.repeat(70 * 1024), featureId: 'api-calls' } };
+    await post(emulator, CREATE_USAGE_EVENT, big);
+    await post(emulator, CREATE_USAGE_EVENT, { input: { userId: '124', featureId: 'api-calls' } });
+    expect(emulator.requests().map((entry) => [entry.variables === null, entry.variablesOmitted])).toEqual([
+      [true, true],
+      [false, undefined],
     ]);
   });
 
