@@ -324,7 +324,8 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
         route: feature.source,
         featureId: feature.featureId,
         userId,
-        delta: describeValue(delta),
+        // String() of a primitive; a description of an object (String() may throw on one without a prototype).
+        delta: typeof delta === 'object' || typeof delta === 'function' ? describeValue(delta) : String(delta),
         ...where(req),
       },
       'kana-meter: delta is not an integer in 1..2147483647; this usage was not sent',

@@ -80,13 +80,24 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
       handlerDone = resolve;
     });
     let statusAtEnd = 0;
+    let entered!: () => void;
+    const handlerEntered = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let closed!: () => void;
+    const connectionClosed = new Promise<void>((resolve) => {
+      closed = resolve;
+    });
+    let respond!: () => void;
     const app = meteredApp(createExpress, kana, (app) => {
       app.get('/api/slow', (_req, res) => {
-        setTimeout(() => {
+        res.once('close', closed);
+        respond = () => {
           statusAtEnd = res.statusCode;
           res.json({ late: true });
           handlerDone();
-        }, 150);
+        };
+        entered();
       });
     });
     const server = app.listen(0, '127.0.0.1');
@@ -94,10 +105,11 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     const { port } = server.address() as { port: number };
     const socket = connect(port, '127.0.0.1');
     socket.write('GET /api/slow HTTP/1.1\r\nHost: x\r\nx-user: u1\r\n\r\n');
-    await sleep(30);
+    await handlerEntered; // the handler runs: the client leaves before it answers
     socket.destroy();
+    await connectionClosed; // 'close' without 'finish': kanaMeter saw it too (its listener came first)
+    respond();
     await handlerFinished;
-    await sleep(50);
     await kana.flush();
     server.close();
 
@@ -280,13 +292,24 @@ describe('the Kana call', () => {
 
 describe('metering adds no latency', () => {
   it('answers the request while Kana is still taking 2 s to answer', async () => {
-    const { options } = meterOptions(env.emulator, { routes: { 'GET /r': 'reports' }, flushInterval: 0 });
+    let started!: () => void;
+    const callStarted = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    const { options } = meterOptions(env.emulator, {
+      routes: { 'GET /r': 'reports' },
+      flushInterval: 0,
+      fetch: (input, init) => {
+        started();
+        return fetch(input, init);
+      },
+    });
     const kana = track(kanaMeter(options));
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({ ok: true })));
     env.emulator.failNext({ delayMs: 2000 });
 
     await request(app).get('/r').set('x-user', 'u1').expect(200, { ok: true });
-    await sleep(100); // the call has started by now (flushInterval 0)
+    await callStarted; // flushInterval 0: the call starts right after the response
     const during = { usage: env.emulator.usage('u1', 'reports'), stats: kana.stats() };
     await kana.flush();
 

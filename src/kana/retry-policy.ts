@@ -26,7 +26,7 @@ export interface GraphQLErrorLike {
   extensions?: { code?: string; exception?: { name?: string } };
 }
 
-interface RetryRule {
+export interface RetryRule {
   /** Row number, as referenced by the test matrix and the README. */
   row: number;
   matches: (failure: CallFailure) => boolean;
@@ -170,9 +170,14 @@ function causeText(failure: CallFailure): string {
   return detail ? ` (${detail})` : '';
 }
 
+/** The row of the retry table that decides this failure: the first that matches (the last row matches anything left). */
+export function matchRetryRule(failure: CallFailure): RetryRule {
+  return retryRules.find((candidate) => candidate.matches(failure)) as RetryRule;
+}
+
 /** Classifies a failed call with the retry table. */
 export function classifyFailure(failure: CallFailure): KanaError {
-  const rule = retryRules.find((candidate) => candidate.matches(failure)) as RetryRule;
+  const rule = matchRetryRule(failure);
   const retryAfterMs = rule.retryable && failure.kind === 'http' ? parseRetryAfter(failure.retryAfter) : undefined;
   return new KanaError(rule.code, rule.describe(failure), {
     retryable: rule.retryable,

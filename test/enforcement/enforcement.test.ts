@@ -3,7 +3,7 @@
 import { connect } from 'node:net';
 import type { Request, Response } from 'express';
 import request from 'supertest';
-import { beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
 import type { EmulatorSeed } from '../../src/emulator/index.js';
 import { type EntitlementDecision, type KanaMeterOptions, kanaMeter, logCodes, meter } from '../../src/index.js';
 import { expressVersions, meteredApp, meterOptions, sleep } from '../helpers/app.js';
@@ -549,15 +549,23 @@ describe('the entitlement cache', () => {
   });
 
   it('sees usage recorded elsewhere only once the TTL has expired', async () => {
-    const { kana } = enforced({ routes: { 'GET /api/calls': 'api-calls' }, entitlementTtl: 100 });
-    const app = meteredApp(createExpress, kana, (app) => app.get('/api/calls', (_req, res) => res.json({})));
+    // The clock moves when the test says so: no request can be late for the cache.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      const { kana } = enforced({ routes: { 'GET /api/calls': 'api-calls' }, entitlementTtl: 60_000 });
+      const app = meteredApp(createExpress, kana, (app) => app.get('/api/calls', (_req, res) => res.json({})));
 
-    await request(app).get('/api/calls').set('x-user', 'u1').expect(200);
-    setUsage('u1', 'api-calls', 5); // another process used the rest
-    await request(app).get('/api/calls').set('x-user', 'u1').expect(200); // stale: still allowed
-    await sleep(150);
-    await request(app).get('/api/calls').set('x-user', 'u1').expect(429);
-    expect(checks()).toHaveLength(2);
+      await request(app).get('/api/calls').set('x-user', 'u1').expect(200);
+      setUsage('u1', 'api-calls', 5); // another process used the rest
+      vi.setSystemTime(Date.now() + 59_000);
+      await request(app).get('/api/calls').set('x-user', 'u1').expect(200); // stale: still allowed
+      expect(checks()).toHaveLength(1);
+      vi.setSystemTime(Date.now() + 1_001);
+      await request(app).get('/api/calls').set('x-user', 'u1').expect(429);
+      expect(checks()).toHaveLength(2);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('keeps at most maxEntitlements entries', async () => {
@@ -585,13 +593,20 @@ describe('holds end with the response', () => {
     const slowEntered = new Promise<void>((resolve) => {
       entered = resolve;
     });
+    let closed!: () => void;
+    const slowClosed = new Promise<void>((resolve) => {
+      closed = resolve;
+    });
+    let finishSlow!: () => void;
     const app = meteredApp(createExpress, kana, (app) => {
       app.get('/api/slow', (_req, res) => {
+        // Registered after the gate's own 'close' listener: when this runs, the hold is released.
+        res.once('close', closed);
         entered();
-        setTimeout(() => {
+        finishSlow = () => {
           res.json({});
           slowDone();
-        }, 300);
+        };
       });
       app.get('/api/ok', (_req, res) => res.json({}));
     });
@@ -604,8 +619,9 @@ describe('holds end with the response', () => {
       await slowEntered; // checked, and holding the last unit
       await request(server).get('/api/ok').set('x-user', 'u1').expect(429);
       socket.destroy();
-      await sleep(50);
+      await slowClosed;
       await request(server).get('/api/ok').set('x-user', 'u1').expect(200); // before the slow handler ends
+      finishSlow();
       await slowFinished;
       await kana.flush();
     } finally {
@@ -618,7 +634,37 @@ describe('holds end with the response', () => {
 describe('a client that leaves while its check is pending', () => {
   it('is dropped: the handler never runs, nothing is held or billed', async () => {
     setUsage('u1', 'api-calls', 4); // one unit left
-    const { kana } = enforced({ routes: { 'GET /api/*rest': 'api-calls' } });
+    // The check is held until the client has gone: the order is the test's, not the clock's.
+    let holding = true;
+    let checkSent!: () => void;
+    const sent = new Promise<void>((resolve) => {
+      checkSent = resolve;
+    });
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let checkAnswered!: () => void;
+    const answered = new Promise<void>((resolve) => {
+      checkAnswered = resolve;
+    });
+    const { kana } = enforced({
+      routes: { 'GET /api/*rest': 'api-calls' },
+      fetch: async (input, init) => {
+        if (holding) {
+          holding = false;
+          checkSent();
+          await released;
+        }
+        return fetch(input, init);
+      },
+      metrics: {
+        bind() {},
+        observeKanaCall: (call) => {
+          if (call.operation === 'check') checkAnswered();
+        },
+      },
+    });
     let ran = 0;
     const app = meteredApp(expressVersions[0][1], kana, (app) =>
       app.get('/api/calls', (_req, res) => {
@@ -626,17 +672,26 @@ describe('a client that leaves while its check is pending', () => {
         res.json({});
       }),
     );
-    env.emulator.failNext({ delayMs: 150 }, { operation: 'canUseFeature' });
     const server = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));
+    let clientGone!: () => void;
+    const gone = new Promise<void>((resolve) => {
+      clientGone = resolve;
+    });
+    // After the app's own listener: when this 'close' listener runs, the gate's has run.
+    server.once('request', (_req, res) => res.once('close', clientGone));
     try {
       const { port } = server.address() as { port: number };
       const socket = connect(port, '127.0.0.1');
       socket.write('GET /api/calls HTTP/1.1\r\nHost: x\r\nx-user: u1\r\n\r\n');
-      await sleep(50);
+      await sent; // the gate is waiting for Kana
       socket.destroy();
-      await sleep(200); // Kana has answered by now
+      await gone; // the server saw the client leave, before Kana answered
+      release();
+      await answered;
+      await new Promise((resolve) => setImmediate(resolve)); // the gate has decided on the answer
       expect(ran).toBe(0);
+      expect(kana.stats()).toMatchObject({ checks: 1, allowed: 0, denied: 0 });
       await request(server).get('/api/calls').set('x-user', 'u1').expect(200); // the last unit was not held
       await kana.flush();
     } finally {
@@ -721,9 +776,10 @@ describe('a slow or failing Kana', () => {
   const createExpress = expressVersions[0][1];
 
   it.each([
-    ['allow', 200],
-    ['deny', 503],
-  ] as const)('a hung check gives up after checkTimeoutMs (onKanaError: %s)', async (onKanaError, status) => {
+    // Let through: the handler runs and sees why. Refused: a 503 problem, and the handler never runs.
+    ['allow', 200, { error: 'KANA_TIMEOUT' }],
+    ['deny', 503, expect.objectContaining({ status: 503, featureId: 'api-calls', type: 'about:blank' })],
+  ] as const)('a hung check gives up after checkTimeoutMs (onKanaError: %s)', async (onKanaError, status, body) => {
     const { kana, sink } = enforced({ routes: { 'GET /api/calls': 'api-calls' }, checkTimeoutMs: 100, onKanaError });
     const app = meteredApp(createExpress, kana, (app) =>
       app.get('/api/calls', (req, res) => res.json({ error: req.kana?.error?.code })),
@@ -733,7 +789,7 @@ describe('a slow or failing Kana', () => {
     // Had the gate waited for Kana's answer, u1 (0 of 5 used) would have been allowed with no error.
     const response = await request(app).get('/api/calls').set('x-user', 'u1').expect(status);
 
-    if (status === 200) expect(response.body).toEqual({ error: 'KANA_TIMEOUT' });
+    expect(response.body).toEqual(body);
     expect(sink.withCode(logCodes.checksUnavailable).filter((line) => line.level === 40)).toEqual([
       expect.objectContaining({ err: expect.objectContaining({ code: 'KANA_TIMEOUT' }) }),
     ]);

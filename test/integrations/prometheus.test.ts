@@ -304,10 +304,15 @@ describe('prometheusMetrics() options', () => {
     expect(() => prometheusMetrics(options as never)).toThrow(message);
   });
 
-  it('accepts an empty prefix', async () => {
+  it('accepts an empty prefix: every metric is registered under its bare name, and reads stats()', async () => {
     const register = new Registry();
-    prometheusMetrics({ register, prefix: '' });
-    expect(register.getSingleMetric('events_captured_total')).toBeDefined();
+    const metrics = prometheusMetrics({ register, prefix: '' });
+    const stats = { ...setup().kana.stats(), captured: 7 };
+    metrics.bind(() => stats);
+    const names = (await register.getMetricsAsJSON()).map((metric) => metric.name);
+    expect(names).toContain('events_captured_total');
+    expect(names.filter((name) => name.startsWith('kana_meter_'))).toEqual([]);
+    expect(parseExposition(await register.metrics()).get('events_captured_total')).toBe(7);
   });
 });
 

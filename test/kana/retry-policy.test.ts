@@ -1,10 +1,12 @@
 // The retry table as a numbered matrix: each way a Kana call fails, and whether it is retried.
 
+import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import {
   type CallFailure,
   classifyFailure,
   MAX_RETRY_AFTER_MS,
+  matchRetryRule,
   parseRetryAfter,
   retryRules,
 } from '../../src/kana/retry-policy.js';
@@ -58,6 +60,13 @@ const matrix: [string, CallFailure, string, boolean, number][] = [
     true,
     12,
   ],
+  [
+    'a header value the HTTP layer refuses',
+    { kind: 'config', problem: 'a header value it rejects' },
+    'KANA_CONFIG_ERROR',
+    false,
+    13,
+  ],
 ];
 
 describe('retry table', () => {
@@ -67,13 +76,25 @@ describe('retry table', () => {
       const error = classifyFailure(failure);
       expect(error.code).toBe(code);
       expect(error.retryable).toBe(retried);
-      expect(retryRules.find((rule) => rule.matches(failure))?.row).toBe(row);
+      // The row the code chose (the same lookup classifyFailure makes), and that row's own outcome.
+      const rule = matchRetryRule(failure);
+      expect(rule.row).toBe(row);
+      expect([rule.code, rule.retryable]).toEqual([error.code, error.retryable]);
     },
   );
 
-  it('every rule row is exercised by the matrix', () => {
-    const exercised = new Set(matrix.map(([, , , , row]) => row));
-    expect(retryRules.map((rule) => rule.row).filter((row) => !exercised.has(row))).toEqual([]);
+  it('every row of the code is reached by some failure of the matrix, and rows are numbered in order', () => {
+    const reached = new Set(matrix.map(([, failure]) => matchRetryRule(failure).row));
+    expect(retryRules.map((rule) => rule.row)).toEqual(retryRules.map((_rule, index) => index + 1));
+    expect(retryRules.map((rule) => rule.row).filter((row) => !reached.has(row))).toEqual([]);
+  });
+
+  it("matches the README's table row by row: failure code and whether it is retried", async () => {
+    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+    const rows = [...readme.matchAll(/^ *\| (\d+) +\| .+? \| (yes|no)\b.*?\| `(KANA_\w+)` +\|$/gm)].map(
+      ([, row, retried, code]) => [Number(row), retried === 'yes', code],
+    );
+    expect(rows).toEqual(retryRules.map((rule) => [rule.row, rule.retryable, rule.code]));
   });
 
   it('keeps the HTTP status and the Retry-After delay of a retried answer', () => {
