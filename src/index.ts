@@ -10,8 +10,8 @@ export type {
   EntitlementDecision,
   RefusedDecision,
 } from './config/decision.js';
-export type { KanaErrorCode, LogCode } from './config/errors.js';
-export { KanaError, logCodes } from './config/errors.js';
+export type { KanaErrorCode, LogCode, SpoolErrorCode } from './config/errors.js';
+export { KanaError, logCodes, SpoolError } from './config/errors.js';
 export type { KanaLogger } from './config/logger.js';
 export type { KanaCall, KanaCallOperation, KanaCallOutcome, KanaMeterMetrics } from './config/metrics.js';
 export type { KanaMeterStats } from './config/stats.js';

@@ -37,8 +37,9 @@ export interface UndeliveredUsage {
 
 export interface SpoolOptions {
   /**
-   * The spool file (`path.spill` and `path.lock` go beside it). Its directory must exist; one spool
-   * per process: a lock file guards it.
+   * The spool file (`path.spill` and `path.lock` go beside it, all created 0600). Its directory
+   * must exist, and only this service's user should be able to write to it. One owner per spool:
+   * a lock keeps other processes, and other kanaMeter()s of this one, off it.
    * @default none: required
    * @example '/var/lib/my-api/kana-usage.spool'
    */
@@ -115,14 +116,15 @@ export type { KanaErrorPolicy };
 
 export interface KanaMeterOptions {
   /**
-   * Your Kana private key (`prv_live_...`), sent as the `Authorization` header. Required unless
-   * `client` is given. Never logged.
+   * Your Kana private key (`prv_live_...`), sent as the `Authorization` header, so a valid header
+   * value (printable ASCII, no CR, LF or NUL). Required unless `client` is given. Never logged.
    * @example process.env.KANA_API_KEY
    * @default undefined (required unless `client` is given)
    */
   apiKey?: string;
   /**
-   * Kana's GraphQL endpoint.
+   * Kana's GraphQL endpoint, without credentials in it. Plain `http://` to another host logs a
+   * warning: the key would travel in cleartext.
    * @default 'https://api.usekana.com/graphql'
    * @example process.env.KANA_ENDPOINT ?? 'https://api.usekana.com/graphql'
    */
