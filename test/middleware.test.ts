@@ -6,6 +6,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { getDefaultLogger } from '../src/config/logger.js';
 import { type KanaMeter, kanaMeter, logCodes, meter } from '../src/index.js';
 import { basicSeed, expressVersions, meteredApp, meterOptions, sleep } from './helpers/app.js';
+import { deferred } from './helpers/deferred.js';
 import { useEmulator } from './helpers/emulator.js';
 
 const env = useEmulator();
@@ -75,29 +76,20 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
   it('does not bill a request whose client aborted before the response finished', async () => {
     const { options } = meterOptions(env.emulator, { routes: { 'GET /api/slow': 'api-calls' } });
     const kana = track(kanaMeter(options));
-    let handlerDone!: () => void;
-    const handlerFinished = new Promise<void>((resolve) => {
-      handlerDone = resolve;
-    });
+    const handlerFinished = deferred();
     let statusAtEnd = 0;
-    let entered!: () => void;
-    const handlerEntered = new Promise<void>((resolve) => {
-      entered = resolve;
-    });
-    let closed!: () => void;
-    const connectionClosed = new Promise<void>((resolve) => {
-      closed = resolve;
-    });
+    const handlerEntered = deferred();
+    const connectionClosed = deferred();
     let respond!: () => void;
     const app = meteredApp(createExpress, kana, (app) => {
       app.get('/api/slow', (_req, res) => {
-        res.once('close', closed);
+        res.once('close', connectionClosed.resolve);
         respond = () => {
           statusAtEnd = res.statusCode;
           res.json({ late: true });
-          handlerDone();
+          handlerFinished.resolve();
         };
-        entered();
+        handlerEntered.resolve();
       });
     });
     const server = app.listen(0, '127.0.0.1');
@@ -105,11 +97,11 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     const { port } = server.address() as { port: number };
     const socket = connect(port, '127.0.0.1');
     socket.write('GET /api/slow HTTP/1.1\r\nHost: x\r\nx-user: u1\r\n\r\n');
-    await handlerEntered; // the handler runs: the client leaves before it answers
+    await handlerEntered.promise; // the handler runs: the client leaves before it answers
     socket.destroy();
-    await connectionClosed; // 'close' without 'finish': kanaMeter saw it too (its listener came first)
+    await connectionClosed.promise; // 'close' without 'finish': kanaMeter saw it too (its listener came first)
     respond();
-    await handlerFinished;
+    await handlerFinished.promise;
     await kana.flush();
     server.close();
 
@@ -292,15 +284,12 @@ describe('the Kana call', () => {
 
 describe('metering adds no latency', () => {
   it('answers the request while Kana is still taking 2 s to answer', async () => {
-    let started!: () => void;
-    const callStarted = new Promise<void>((resolve) => {
-      started = resolve;
-    });
+    const callStarted = deferred();
     const { options } = meterOptions(env.emulator, {
       routes: { 'GET /r': 'reports' },
       flushInterval: 0,
       fetch: (input, init) => {
-        started();
+        callStarted.resolve();
         return fetch(input, init);
       },
     });
@@ -309,7 +298,7 @@ describe('metering adds no latency', () => {
     env.emulator.failNext({ delayMs: 2000 });
 
     await request(app).get('/r').set('x-user', 'u1').expect(200, { ok: true });
-    await callStarted; // flushInterval 0: the call starts right after the response
+    await callStarted.promise; // flushInterval 0: the call starts right after the response
     const during = { usage: env.emulator.usage('u1', 'reports'), stats: kana.stats() };
     await kana.flush();
 

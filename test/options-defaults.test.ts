@@ -15,6 +15,7 @@ import {
 import type { ClientSettings } from '../src/kana/client.js';
 import { parseOptions } from '../src/options.js';
 import { basicSeed, createLogSink, expressVersions, meteredApp } from './helpers/app.js';
+import { deferred } from './helpers/deferred.js';
 import { useEmulator } from './helpers/emulator.js';
 
 const env = useEmulator();
@@ -102,57 +103,48 @@ describe('the defaults, in behaviour', () => {
   }
 
   it('flushInterval 1000: usage waits about a second to be coalesced, then goes without flush()', async () => {
-    let firstCall!: (at: number) => void;
-    const called = new Promise<number>((resolve) => {
-      firstCall = resolve;
-    });
-    const { hit } = setup({}, () => firstCall(Date.now()));
+    const firstCall = deferred<number>();
+    const { hit } = setup({}, () => firstCall.resolve(Date.now()));
     await hit();
     const captured = Date.now();
     await hit(); // coalesced into the same call
-    expect((await called) - captured).toBeGreaterThanOrEqual(990);
+    expect((await firstCall.promise) - captured).toBeGreaterThanOrEqual(990);
     // It went by itself: no flush() was called. Wait for Kana to apply it.
     while (env.emulator.usage('u1', 'reports') < 2) await new Promise((resolve) => setTimeout(resolve, 20));
     expect(env.emulator.usageCalls()).toHaveLength(1);
   });
 
   it('retry.retries 5: six attempts before Kana is declared unavailable', async () => {
-    let atOutage!: (stats: KanaMeterStats) => void;
-    const outage = new Promise<KanaMeterStats>((resolve) => {
-      atOutage = resolve;
-    });
+    const atOutage = deferred<KanaMeterStats>();
     const logger = {
       error() {},
       info() {},
       debug() {},
       // Read at the moment of the warning: probes follow at once with maxTimeout 1.
       warn: (line: { code?: string }) => {
-        if (line.code === logCodes.kanaUnavailable) atOutage(kana.stats());
+        if (line.code === logCodes.kanaUnavailable) atOutage.resolve(kana.stats());
       },
     };
     const { kana, hit } = setup({ retry: { minTimeout: 1, maxTimeout: 1 }, logger });
     env.emulator.failNext({ status: 503 }, { times: 100 });
     await hit();
     void kana.flush();
-    expect(await outage).toMatchObject({ calls: 6, retries: 5, kanaAvailable: false });
+    expect(await atOutage.promise).toMatchObject({ calls: 6, retries: 5, kanaAvailable: false });
   });
 
   it('concurrency 8: eight calls in flight at most', async () => {
     const held: (() => void)[] = [];
     let holding = true;
-    let eighth!: () => void;
-    const eightInFlight = new Promise<void>((resolve) => {
-      eighth = resolve;
-    });
+    const eightInFlight = deferred();
     const { kana, hit } = setup({}, () => {
       if (!holding) return;
-      if (held.length === 7) eighth();
+      if (held.length === 7) eightInFlight.resolve();
       return new Promise<void>((resolve) => held.push(resolve));
     });
     env.emulator.seed({ users: Array.from({ length: 16 }, (_, i) => ({ id: `user-${i}` })) });
     for (let i = 0; i < 16; i++) await hit(`user-${i}`);
     const flushed = kana.flush();
-    await eightInFlight;
+    await eightInFlight.promise;
     // Every call that could start has started by the next turn of the event loop.
     await new Promise((resolve) => setImmediate(resolve));
     expect(held).toHaveLength(8);

@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SpoolError } from '../../src/config/errors.js';
 import { Spool, type SpoolOpenOptions, type SpoolRecord, type TakenBack } from '../../src/delivery/spool.js';
 import type { SpoolFileSystem } from '../../src/delivery/spool-files.js';
+import { deferred } from '../helpers/deferred.js';
 
 const { existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } =
   fs;
@@ -375,15 +376,16 @@ describe('Spool: bounded reads', () => {
   it('compacts a spill file past the size limit in the background: merged per key, nothing lost', async () => {
     writeSpill(20_000, 50);
     const sizeBefore = statSync(`${path}.spill`).size;
-    let compacted!: (sizes: { before: number; after: number }) => void;
-    const done = new Promise<{ before: number; after: number }>((resolve) => {
-      compacted = resolve;
+    const compacted = deferred<{ before: number; after: number }>();
+    const { spool, mem } = open(memory(10), {
+      compactBytes: 64 * 1024,
+      compactKeys: 100,
+      onCompacted: compacted.resolve,
     });
-    const { spool, mem } = open(memory(10), { compactBytes: 64 * 1024, compactKeys: 100, onCompacted: compacted });
     // Open returns at once: the rewrite runs in steps, between turns of the event loop.
     expect(statSync(`${path}.spill`).size).toBe(sizeBefore);
     spool.append(record('while-compacting', 4), true);
-    expect((await done).before).toBeGreaterThan(sizeBefore);
+    expect((await compacted.promise).before).toBeGreaterThan(sizeBefore);
     spool.close();
     expect(statSync(`${path}.spill`).size).toBeLessThan(sizeBefore / 50);
     // 10 keys' first records in memory (and the snapshot); the rest of the file merged: one line per key.

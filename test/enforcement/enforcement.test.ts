@@ -7,6 +7,7 @@ import { beforeEach, describe, expect, it, vi } from 'vitest';
 import type { EmulatorSeed } from '../../src/emulator/index.js';
 import { type EntitlementDecision, type KanaMeterOptions, kanaMeter, logCodes, meter } from '../../src/index.js';
 import { expressVersions, meteredApp, meterOptions, sleep } from '../helpers/app.js';
+import { deferred } from '../helpers/deferred.js';
 import { useEmulator } from '../helpers/emulator.js';
 
 const HOUR = 3_600_000;
@@ -585,27 +586,18 @@ describe('holds end with the response', () => {
   it('releases the hold of a request whose client aborted, as soon as the connection closes', async () => {
     setUsage('u1', 'api-calls', 4); // one unit left
     const { kana } = enforced({ routes: { 'GET /api/*rest': 'api-calls' } });
-    let slowDone!: () => void;
-    const slowFinished = new Promise<void>((resolve) => {
-      slowDone = resolve;
-    });
-    let entered!: () => void;
-    const slowEntered = new Promise<void>((resolve) => {
-      entered = resolve;
-    });
-    let closed!: () => void;
-    const slowClosed = new Promise<void>((resolve) => {
-      closed = resolve;
-    });
+    const slowFinished = deferred();
+    const slowEntered = deferred();
+    const slowClosed = deferred();
     let finishSlow!: () => void;
     const app = meteredApp(createExpress, kana, (app) => {
       app.get('/api/slow', (_req, res) => {
         // Registered after the gate's own 'close' listener: when this runs, the hold is released.
-        res.once('close', closed);
-        entered();
+        res.once('close', slowClosed.resolve);
+        slowEntered.resolve();
         finishSlow = () => {
           res.json({});
-          slowDone();
+          slowFinished.resolve();
         };
       });
       app.get('/api/ok', (_req, res) => res.json({}));
@@ -616,13 +608,13 @@ describe('holds end with the response', () => {
       const { port } = server.address() as { port: number };
       const socket = connect(port, '127.0.0.1');
       socket.write('GET /api/slow HTTP/1.1\r\nHost: x\r\nx-user: u1\r\n\r\n');
-      await slowEntered; // checked, and holding the last unit
+      await slowEntered.promise; // checked, and holding the last unit
       await request(server).get('/api/ok').set('x-user', 'u1').expect(429);
       socket.destroy();
-      await slowClosed;
+      await slowClosed.promise;
       await request(server).get('/api/ok').set('x-user', 'u1').expect(200); // before the slow handler ends
       finishSlow();
-      await slowFinished;
+      await slowFinished.promise;
       await kana.flush();
     } finally {
       server.close();
@@ -636,32 +628,23 @@ describe('a client that leaves while its check is pending', () => {
     setUsage('u1', 'api-calls', 4); // one unit left
     // The check is held until the client has gone: the order is the test's, not the clock's.
     let holding = true;
-    let checkSent!: () => void;
-    const sent = new Promise<void>((resolve) => {
-      checkSent = resolve;
-    });
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let checkAnswered!: () => void;
-    const answered = new Promise<void>((resolve) => {
-      checkAnswered = resolve;
-    });
+    const sent = deferred();
+    const released = deferred();
+    const answered = deferred();
     const { kana } = enforced({
       routes: { 'GET /api/*rest': 'api-calls' },
       fetch: async (input, init) => {
         if (holding) {
           holding = false;
-          checkSent();
-          await released;
+          sent.resolve();
+          await released.promise;
         }
         return fetch(input, init);
       },
       metrics: {
         bind() {},
         observeKanaCall: (call) => {
-          if (call.operation === 'check') checkAnswered();
+          if (call.operation === 'check') answered.resolve();
         },
       },
     });
@@ -674,21 +657,18 @@ describe('a client that leaves while its check is pending', () => {
     );
     const server = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));
-    let clientGone!: () => void;
-    const gone = new Promise<void>((resolve) => {
-      clientGone = resolve;
-    });
+    const gone = deferred();
     // After the app's own listener: when this 'close' listener runs, the gate's has run.
-    server.once('request', (_req, res) => res.once('close', clientGone));
+    server.once('request', (_req, res) => res.once('close', gone.resolve));
     try {
       const { port } = server.address() as { port: number };
       const socket = connect(port, '127.0.0.1');
       socket.write('GET /api/calls HTTP/1.1\r\nHost: x\r\nx-user: u1\r\n\r\n');
-      await sent; // the gate is waiting for Kana
+      await sent.promise; // the gate is waiting for Kana
       socket.destroy();
-      await gone; // the server saw the client leave, before Kana answered
-      release();
-      await answered;
+      await gone.promise; // the server saw the client leave, before Kana answered
+      released.resolve();
+      await answered.promise;
       await new Promise((resolve) => setImmediate(resolve)); // the gate has decided on the answer
       expect(ran).toBe(0);
       expect(kana.stats()).toMatchObject({ checks: 1, allowed: 0, denied: 0 });
