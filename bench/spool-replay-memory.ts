@@ -17,7 +17,8 @@ const path = join(directory, 'usage.spool');
 function writeSpillFile(): number {
   const fd = openSync(`${path}.spill`, 'wx', 0o600);
   const target = Number(megabytes) * 2 ** 20;
-  let size = writeSync(fd, '{"kanaMeterSpool":2,"epoch":1}\n');
+  // The 0.1 header, which every version reads.
+  let size = writeSync(fd, '{"kanaMeterSpool":1}\n');
   let user = 0;
   while (size < target) {
     const lines: string[] = [];

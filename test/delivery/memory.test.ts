@@ -37,3 +37,20 @@ describe('memory while Kana is down (20,000 requests; the 200,000-request runs a
     expect(result.heapUsedGrowthMb).toBeLessThan(20);
   }, 120_000);
 });
+
+describe('starting on a large spill file (bench/spool-replay-memory.ts; the 540 MB runs are in the README)', () => {
+  const replay = fileURLToPath(new URL('../../bench/spool-replay-memory.ts', import.meta.url));
+
+  it('a 70 MB spill file, past the compaction threshold: memory bounded by maxPendingKeys, not by the file', async () => {
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--expose-gc', '--import', 'tsx', replay, '70', '200000', '100'],
+      { timeout: 120_000 },
+    );
+    const result = JSON.parse(stdout);
+    expect(result.fileMb).toBeGreaterThan(64);
+    expect(result.pendingKeys).toBeLessThanOrEqual(100);
+    // 0.1 read the file whole: a 70 MB string, then its lines (hundreds of MB of heap).
+    expect(result.heapUsedGrowthMb).toBeLessThan(20);
+  }, 120_000);
+});
