@@ -69,8 +69,18 @@ export function acquireSpoolLock(fs: SpoolFileSystem, lockPath: string, spoolPat
     for (let attempt = 1; ; attempt++) {
       if (linkLock(fs, ownPath, lockPath, content)) break;
       const inspected = inspectLock(fs, lockPath, spoolPath);
+      if (attempt === MAX_ATTEMPTS) {
+        throw (
+          inspected?.refusal() ??
+          new SpoolError(
+            'KANA_SPOOL_LOCKED',
+            lockPath,
+            `kana-meter: could not take the spool's lock ${lockPath} in ${MAX_ATTEMPTS} attempts: other processes are taking and releasing it. Give each process its own spool.path.`,
+          )
+        );
+      }
       if (inspected === undefined) continue; // released meanwhile
-      if (inspected.stale === undefined || attempt === MAX_ATTEMPTS) throw inspected.refusal();
+      if (inspected.stale === undefined) throw inspected.refusal();
       if (removeStaleLock(fs, lockPath, inspected.ino)) recovered = inspected.stale;
     }
   } finally {
