@@ -2,6 +2,7 @@
 
 import { describeValue } from '../config/option-checks.js';
 import { isValidDelta, MAX_DELTA } from './metered-feature.js';
+import { MAX_USER_ID_LENGTH } from './user-id.js';
 
 export interface UsageArguments {
   /** As Kana takes it: a String. */
@@ -19,6 +20,12 @@ export function parseUsageArguments(
   const validUserId =
     (typeof userId === 'string' && userId !== '') || (typeof userId === 'number' && Number.isFinite(userId));
   if (!validUserId) throw argumentError(method, 'userId', userId, 'a non-empty string or a finite number');
+  if (String(userId).length > MAX_USER_ID_LENGTH) {
+    // Not echoed, as for a `userId` option that returns one.
+    throw new TypeError(
+      `kana-meter: ${method}(): argument \`userId\` must be at most ${MAX_USER_ID_LENGTH} characters; got a string of ${String(userId).length}.`,
+    );
+  }
   if (typeof featureId !== 'string' || featureId.trim() === '') {
     throw argumentError(method, 'featureId', featureId, 'a non-empty feature id string');
   }

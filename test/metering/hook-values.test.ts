@@ -144,6 +144,15 @@ describe(`user ids longer than ${MAX_USER_ID_LENGTH} characters`, () => {
     expect(sink.raw.join('')).not.toContain('bbbbbbbbbbbbbbbb');
   });
 
+  it('kana.record() and kana.check() refuse one with a TypeError that does not echo it', async () => {
+    const { kana } = setup({});
+    expect(() => kana.record(tooLong, 'reports')).toThrow(
+      /record\(\): argument `userId` must be at most 256 characters; got a string of 257/,
+    );
+    await expect(kana.check(tooLong, 'reports')).rejects.toThrow(/check\(\): argument `userId` must be at most 256/);
+    expect(() => kana.record(tooLong, 'reports')).not.toThrow(/bbbb/);
+  });
+
   it('on an enforced route: not checked and not billed, like a request without a user; the handler runs', async () => {
     const { kana, hit, ran } = setup({ enforce: true });
     await hit(tooLong);
