@@ -5,7 +5,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { EntitlementDecision } from './config/decision.js';
 import { logCodes } from './config/errors.js';
 import { guardObserveKanaCall } from './config/metrics.js';
-import { describeValue, isCleartextRemote } from './config/option-checks.js';
+import { checkInteger, describeValue, isCleartextRemote, optionError } from './config/option-checks.js';
 import { createCounters, type KanaMeterStats } from './config/stats.js';
 import { isPromise, toPromise } from './config/thenable.js';
 import { raceTimeout } from './config/timers.js';
@@ -64,6 +64,15 @@ export interface KanaMeter extends RequestHandler {
   close(options?: CloseOptions): Promise<void>;
   /** Counters and gauges, as a snapshot. */
   stats(): KanaMeterStats;
+}
+
+/** close()'s deadline in ms; a bad one throws (a programmer error, like a bad kanaMeter() option). */
+function parseCloseOptions(closeOptions: CloseOptions | undefined): number {
+  if (closeOptions === undefined) return DEFAULT_CLOSE_TIMEOUT_MS;
+  if (typeof closeOptions !== 'object' || closeOptions === null) {
+    throw optionError('close() options', closeOptions, 'an object such as { timeoutMs: 10000 }');
+  }
+  return checkInteger('close() timeoutMs', closeOptions.timeoutMs, DEFAULT_CLOSE_TIMEOUT_MS, 0);
 }
 
 /**
@@ -317,6 +326,8 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       billOnce(req, userId, feature.featureId, delta, late);
       return;
     }
+    // Nothing was used (an empty export, a completion of no tokens): nothing to bill, nothing wrong.
+    if (delta === 0) return;
     counters.invalidDelta++;
     logger.warn(
       {
@@ -415,10 +426,10 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       await settleAsyncCaptures();
       await queue.flush();
     },
-    close(closeOptions: CloseOptions = {}) {
+    close(closeOptions?: CloseOptions) {
+      const timeoutMs = parseCloseOptions(closeOptions);
       closed = true;
       closing ??= (async () => {
-        const timeoutMs = closeOptions.timeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
         const started = Date.now();
         breaker.stop();
         // Captures already under way (async userId or delta) still make it into the final flush.

@@ -217,7 +217,6 @@ describe('user ids and deltas', () => {
   it.each([
     ['NaN', Number.NaN],
     ['1.5', 1.5],
-    ['0', 0],
     ['-3', -3],
     ['a string', '3'],
     ['above Int', 2 ** 31],
@@ -241,6 +240,23 @@ describe('user ids and deltas', () => {
       }),
     ]);
   });
+});
+
+it('bills nothing and logs nothing when a delta function returns 0 (nothing was used)', async () => {
+  const { options, sink } = meterOptions(env.emulator);
+  const kana = track(kanaMeter(options));
+  const app = meteredApp(expressVersions[0][1], kana, (app) =>
+    app.post('/api/export', meter('exports', { delta: (_req, res) => res.locals.rows }), (_req, res) => {
+      res.locals.rows = Number(_req.query.rows);
+      res.json({});
+    }),
+  );
+  await request(app).post('/api/export?rows=0').set('x-user', 'u1').expect(200);
+  await request(app).post('/api/export?rows=3').set('x-user', 'u1').expect(200);
+  await kana.flush();
+  expect(env.emulator.usage('u1', 'exports')).toBe(3);
+  expect(kana.stats()).toMatchObject({ invalidDelta: 0, captured: 1 });
+  expect(sink.lines().filter((line) => line.level >= 40)).toEqual([]);
 });
 
 describe('the Kana call', () => {

@@ -38,7 +38,7 @@ export interface KanaMeterStats {
   internalErrors: number;
   /** False while Kana is unavailable: sending is paused and a probe retries with backoff. */
   kanaAvailable: boolean;
-  /** Enforced requests let through to their handler (`failedOpen` included). Request counts from here on. */
+  /** Enforced requests that enforcement allowed (`failedOpen` included; shadow mode's would-be refusals are in `shadowDenied` instead). Request counts from here on. */
   allowed: number;
   /** Enforced requests refused: 402, 429, or 503 with `onKanaError: 'deny'`. */
   denied: number;

@@ -34,8 +34,10 @@ export interface DeliveryInternals {
 export interface CloseOptions {
   /**
    * How long close() may take, in milliseconds. At the deadline, calls and retry waits are
-   * aborted; what is left goes to the spool, or is reported undelivered.
+   * aborted; what is left goes to the spool, or is reported undelivered. Keep it inside your
+   * platform's shutdown grace period (Kubernetes' terminationGracePeriodSeconds: 30 s by default).
    * @default 10000
+   * @example await kana.close({ timeoutMs: 20_000 })
    */
   timeoutMs?: number;
 }

@@ -67,7 +67,10 @@ const COUNTERS: Readonly<Record<Counter, readonly [name: string, help: string]>>
     'internal_errors_total',
     "Errors of kana-meter's own (bugs, not Kana nor the network) while sending usage; the usage was kept.",
   ],
-  allowed: ['enforcement_allowed_total', 'Enforced requests let through to their handler, failed-open ones included.'],
+  allowed: [
+    'enforcement_allowed_total',
+    'Enforced requests allowed, failed-open ones included (shadow mode would-be refusals are counted in shadow_denied_total).',
+  ],
   denied: ['enforcement_denied_total', "Enforced requests refused: 402, 429, or 503 with onKanaError 'deny'."],
   cacheHits: [
     'enforcement_cache_hits_total',

@@ -14,7 +14,8 @@ export type DeltaFunction = (req: Request, res: Response) => number | Promise<nu
 export interface FeatureOptions {
   /**
    * How many units one successful request uses: an integer in 1..2147483647, or a function of the
-   * finished request that returns one (for example the number of rows exported).
+   * finished request that returns one (for example the number of rows exported). A function may
+   * return 0 for a request that used nothing: it is not billed, and nothing is logged.
    * @default 1
    * @example meter('exports', { delta: (req, res) => res.locals.rows })
    */
