@@ -69,7 +69,7 @@ const COUNTERS: Readonly<Record<Counter, readonly [name: string, help: string]>>
   ],
   allowed: [
     'enforcement_allowed_total',
-    'Enforced requests allowed, failed-open ones included (shadow mode would-be refusals are counted in shadow_denied_total).',
+    'Enforced requests allowed, failed-open ones included (shadow mode would-be refusals are counted in enforcement_shadow_denied_total).',
   ],
   denied: ['enforcement_denied_total', "Enforced requests refused: 402, 429, or 503 with onKanaError 'deny'."],
   cacheHits: [
