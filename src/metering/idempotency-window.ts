@@ -41,9 +41,12 @@ export function idempotencyKeyOf(req: Request, header: string): string | undefin
   return key.length > 0 && key.length <= MAX_IDEMPOTENCY_KEY_LENGTH ? key : undefined;
 }
 
-/** One entry per user and feature: the same key from two users, or for two features, is two requests. */
+/**
+ * One entry per user and feature: the same key from two users, or for two features, is two
+ * requests. Each part is URI-encoded, so ':' cannot make two keys collide (a Redis key name too).
+ */
 export function windowKey(userId: string, featureId: string, key: string): string {
-  return `${userId}\u0000${featureId}\u0000${key}`;
+  return `${encodeURIComponent(userId)}:${encodeURIComponent(featureId)}:${encodeURIComponent(key)}`;
 }
 
 /**

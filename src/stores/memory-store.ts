@@ -1,0 +1,321 @@
+// MemoryStore: the default store, the ledger and the idempotency window in this process's memory, with RedisStore's semantics (its Lua scripts, in TypeScript).
+
+import type { IdempotencyWindow } from '../metering/idempotency-window.js';
+import { MemoryIdempotencyWindow } from '../metering/idempotency-window.js';
+import type {
+  AnswerReceipt,
+  AnswerRequest,
+  CheckRequest,
+  CheckTicket,
+  IdempotencyWindowOptions,
+  KanaMeterStore,
+  LeaseState,
+  LedgerTotals,
+  ReserveRequest,
+  SettleRequest,
+  StoreContext,
+  StoredAnswer,
+  StoreKey,
+  StoreStats,
+} from './store.js';
+
+export interface MemoryStoreOptions {
+  /**
+   * How long a lease lasts without being renewed, in milliseconds (see RedisStore's `leaseMs`).
+   * @default 10000
+   * @example 5000
+   */
+  leaseMs?: number;
+  /**
+   * Most units granted in one reservation (see RedisStore's `maxBlock`).
+   * @default 64
+   * @example 256
+   */
+  maxBlock?: number;
+  /**
+   * How long a key's ledger is kept after its last write, and an instance that stopped reporting remembered, in milliseconds.
+   * @default 3600000
+   * @example 600_000
+   */
+  retainMs?: number;
+  /**
+   * The clock, in epoch milliseconds (for tests).
+   * @default Date.now
+   * @example () => clock.now
+   */
+  now?: () => number;
+}
+
+interface InstanceRecord {
+  granted: number;
+  returned: number;
+  spent: number;
+  confirmed: number;
+  held: number;
+  /** When its lease ends; 0 without one. */
+  leaseEnd: number;
+  /** When it is forgotten if it does not report again. */
+  forgetAt: number;
+}
+
+interface KeyRecord {
+  answer: (Omit<StoredAnswer, 'ttlMs'> & { expiresAt: number; conf: number }) | undefined;
+  /** Checks begun (the last one's epoch). */
+  checks: number;
+  lock: { id: string; expiresAt: number; conf: number; failed: string | undefined } | undefined;
+  /** Sum owed by the instances, sum they confirmed, leases held. */
+  out: number;
+  conf: number;
+  live: number;
+  /** The earliest lease end or forget time: no sweep before it. */
+  nextSweep: number;
+  readonly instances: Map<string, InstanceRecord>;
+  writtenAt: number;
+}
+
+/**
+ * The default store: one process's memory. It shares nothing with other processes (pass a
+ * RedisStore for that); it keeps kanaMeter's state behind the same interface, with the same
+ * semantics, answering at once so that a decision never waits for it.
+ * @example kanaMeter({ apiKey, userId, store: new MemoryStore() }) // the same as leaving `store` out
+ */
+export class MemoryStore implements KanaMeterStore {
+  readonly available = true;
+  readonly #records = new Map<string, KeyRecord>();
+  readonly #leaseMs: number;
+  readonly #maxBlock: number;
+  readonly #retainMs: number;
+  readonly #now: () => number;
+  #bound = false;
+
+  constructor(options: MemoryStoreOptions = {}) {
+    this.#leaseMs = options.leaseMs ?? 10_000;
+    this.#maxBlock = options.maxBlock ?? 64;
+    this.#retainMs = options.retainMs ?? 3_600_000;
+    this.#now = options.now ?? Date.now;
+  }
+
+  bind(_context: StoreContext): void {
+    if (this.#bound) {
+      throw new TypeError(
+        'kana-meter: option `store` must be a store no other kanaMeter() uses; got a MemoryStore already bound to one.',
+      );
+    }
+    this.#bound = true;
+  }
+
+  /** Keys with a ledger now. */
+  get size(): number {
+    return this.#records.size;
+  }
+
+  reserve(key: StoreKey, request: ReserveRequest): LeaseState {
+    const now = this.#now();
+    const record = this.#write(key, now);
+    this.#sweep(record, now);
+    const self = this.#report(record, request.instance, request.totals, now);
+    const { answer } = record;
+    if (answer === undefined || answer.epoch < request.epoch) return this.#state(record, 'check', self, now, false);
+    const newer = answer.epoch > request.epoch;
+    if (!answer.consumable) return this.#state(record, answer.access ? 'allow' : 'not-in-plan', self, now, newer);
+    if (answer.budget === null || answer.overageEnabled) return this.#state(record, 'allow', self, now, newer);
+    const remaining = answer.budget - effective(record);
+    if (remaining < request.need) return this.#state(record, 'limit', self, now, newer);
+    const share = Math.floor(remaining / (2 * (record.live + 1)));
+    const usable = Math.min(remaining, Math.max(request.want, Math.min(this.#maxBlock, share)));
+    const before = owed(self);
+    self.granted = claim(self) + usable + self.returned;
+    record.out += owed(self) - before;
+    if (self.leaseEnd === 0) record.live++;
+    self.leaseEnd = now + this.#leaseMs;
+    this.#schedule(record, self.leaseEnd);
+    return this.#state(record, 'granted', self, now, newer);
+  }
+
+  settle(key: StoreKey, request: SettleRequest): LeaseState {
+    const now = this.#now();
+    const record = this.#write(key, now);
+    this.#sweep(record, now);
+    const self = this.#report(record, request.instance, request.totals, now);
+    if (request.mode === 'forget') {
+      this.#forget(record, request.instance, true);
+      // Nobody else uses this key: its ledger goes with the instance's record.
+      if (record.instances.size === 0 && record.lock === undefined) this.#records.delete(recordKey(key));
+      return this.#state(record, 'settled', undefined, now, false);
+    }
+    if (request.mode === 'release') this.#release(record, self);
+    else if (self.leaseEnd !== 0) {
+      self.leaseEnd = now + this.#leaseMs;
+      this.#schedule(record, self.leaseEnd);
+    }
+    return this.#state(record, 'settled', self, now, false);
+  }
+
+  beginCheck(key: StoreKey, request: CheckRequest): CheckTicket {
+    const now = this.#now();
+    const record = this.#write(key, now);
+    const { answer, lock } = record;
+    if (answer !== undefined && answer.expiresAt > now) return { status: 'fresh', answer: shared(answer, now) };
+    if (lock !== undefined && lock.expiresAt > now) {
+      return lock.failed === undefined
+        ? { status: 'wait', waitMs: lock.expiresAt - now }
+        : { status: 'failed', code: lock.failed };
+    }
+    const epoch = Math.max(record.checks + 1, (answer?.epoch ?? 0) + 1);
+    record.checks = epoch;
+    record.lock = { id: request.instance, expiresAt: now + request.lockMs, conf: record.conf, failed: undefined };
+    return { status: 'check', epoch };
+  }
+
+  storeAnswer(key: StoreKey, request: AnswerRequest): AnswerReceipt {
+    const now = this.#now();
+    const record = this.#write(key, now);
+    const { lock } = record;
+    if (lock === undefined || lock.id !== request.instance || record.checks !== request.epoch) return { status: 'stale' };
+    const { outcome } = request;
+    if ('failed' in outcome) {
+      lock.failed = outcome.failed;
+      return { status: 'failed' };
+    }
+    let expiresAt = now + outcome.ttlMs;
+    if (outcome.periodEnd !== null && outcome.periodEnd > now && outcome.periodEnd < expiresAt) {
+      expiresAt = outcome.periodEnd;
+    }
+    const { ttlMs: _ttl, ...fields } = outcome;
+    record.answer = { ...fields, epoch: request.epoch, expiresAt, conf: lock.conf };
+    record.lock = undefined;
+    return { status: 'stored', answer: shared(record.answer, now) };
+  }
+
+  idempotencyWindow(options: IdempotencyWindowOptions): IdempotencyWindow {
+    return new MemoryIdempotencyWindow(options);
+  }
+
+  stats(): StoreStats {
+    return { available: true, commands: 0, failures: 0, outages: 0 };
+  }
+
+  /** The key's record, created if needed, moved to the end of the write order; records not written for retainMs go. */
+  #write(key: StoreKey, now: number): KeyRecord {
+    const id = recordKey(key);
+    let record = this.#records.get(id);
+    if (record === undefined) {
+      record = {
+        answer: undefined,
+        checks: 0,
+        lock: undefined,
+        out: 0,
+        conf: 0,
+        live: 0,
+        nextSweep: 0,
+        instances: new Map(),
+        writtenAt: now,
+      };
+    } else {
+      this.#records.delete(id);
+    }
+    record.writtenAt = now;
+    this.#records.set(id, record);
+    for (const [oldest, old] of this.#records) {
+      if (old.writtenAt + this.#retainMs > now) break;
+      this.#records.delete(oldest);
+    }
+    return record;
+  }
+
+  #report(record: KeyRecord, id: string, totals: LedgerTotals, now: number): InstanceRecord {
+    let self = record.instances.get(id);
+    if (self === undefined) {
+      self = { granted: 0, returned: 0, spent: 0, confirmed: 0, held: 0, leaseEnd: 0, forgetAt: 0 };
+      record.instances.set(id, self);
+    }
+    const before = owed(self);
+    const confirmedBefore = self.confirmed;
+    self.spent = Math.max(self.spent, totals.spent);
+    self.returned = Math.max(self.returned, totals.returned);
+    self.confirmed = Math.max(self.confirmed, totals.confirmed);
+    self.held = totals.held;
+    self.forgetAt = now + this.#retainMs;
+    record.out += owed(self) - before;
+    record.conf += self.confirmed - confirmedBefore;
+    this.#schedule(record, self.forgetAt);
+    return self;
+  }
+
+  #release(record: KeyRecord, self: InstanceRecord): void {
+    if (self.leaseEnd === 0) return;
+    self.leaseEnd = 0;
+    const before = owed(self);
+    self.returned = Math.max(self.returned, self.granted - self.spent);
+    self.held = 0;
+    record.out += owed(self) - before;
+    record.live--;
+  }
+
+  #forget(record: KeyRecord, id: string, retired: boolean): void {
+    const self = record.instances.get(id);
+    if (self === undefined) return;
+    this.#release(record, self);
+    record.out -= owed(self);
+    if (retired && self.spent > self.confirmed) record.conf += self.spent - self.confirmed;
+    record.instances.delete(id);
+  }
+
+  #sweep(record: KeyRecord, now: number): void {
+    if (record.nextSweep === 0 || record.nextSweep > now) return;
+    let next = 0;
+    for (const [id, self] of record.instances) {
+      if (self.leaseEnd !== 0 && self.leaseEnd <= now) this.#release(record, self);
+      if (self.forgetAt <= now) {
+        this.#forget(record, id, false);
+        continue;
+      }
+      for (const at of [self.leaseEnd, self.forgetAt]) if (at !== 0 && (next === 0 || at < next)) next = at;
+    }
+    record.nextSweep = next;
+  }
+
+  #schedule(record: KeyRecord, at: number): void {
+    if (record.nextSweep === 0 || at < record.nextSweep) record.nextSweep = at;
+  }
+
+  #state(
+    record: KeyRecord,
+    status: LeaseState['status'],
+    self: InstanceRecord | undefined,
+    now: number,
+    withAnswer: boolean,
+  ): LeaseState {
+    // As the scripts compute it: an unlimited budget is -1, no answer 0 (status says which).
+    const budget = record.answer === undefined ? 0 : (record.answer.budget ?? -1);
+    return {
+      status,
+      granted: self?.granted ?? 0,
+      returned: self?.returned ?? 0,
+      leaseMs: self === undefined || self.leaseEnd === 0 ? 0 : Math.max(0, self.leaseEnd - now),
+      remaining: budget - effective(record),
+      answer: withAnswer && record.answer !== undefined ? shared(record.answer, now) : undefined,
+    };
+  }
+}
+
+function recordKey(key: StoreKey): string {
+  return `${key.userId}\u0000${key.featureId}`;
+}
+
+function claim(self: InstanceRecord): number {
+  return Math.max(self.granted - self.returned, self.spent + self.held);
+}
+
+function owed(self: InstanceRecord): number {
+  return claim(self) - self.confirmed;
+}
+
+function effective(record: KeyRecord): number {
+  return (record.answer?.used ?? 0) + record.out + record.conf - (record.answer?.conf ?? 0);
+}
+
+function shared(answer: NonNullable<KeyRecord['answer']>, now: number): StoredAnswer {
+  const { expiresAt, conf: _conf, ...fields } = answer;
+  return { ...fields, ttlMs: Math.max(0, expiresAt - now) };
+}
