@@ -123,6 +123,7 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
       logger: 'info',
       metrics: 'prometheus',
       fetch: 'fetch',
+      store: 'redis://localhost:6379',
     } satisfies BadValues<KanaMeterOptions>,
     shown: (name, value) => properties({ [name]: value }),
     attempt: (name, value) => attemptKanaMeter({ [name]: value }),

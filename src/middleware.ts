@@ -12,18 +12,14 @@ import { raceTimeout } from './config/timers.js';
 import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './delivery/queue.js';
 import { CheckBreaker } from './enforcement/check-breaker.js';
 import { CheckQueue } from './enforcement/check-queue.js';
-import { decisionOf } from './enforcement/decisions.js';
+import { decisionFrom, fallbackDecision } from './enforcement/decisions.js';
 import { EntitlementLookup } from './enforcement/entitlement-lookup.js';
 import { EntitlementCache } from './enforcement/entitlements.js';
 import { createGate, releaseHolds } from './enforcement/gate.js';
+import { Leases } from './enforcement/leases.js';
+import { answeredFrom, SharedChecks } from './enforcement/shared-checks.js';
 import { KanaClient } from './kana/client.js';
-import {
-  type IdempotencyWindow,
-  idempotencyKeyOf,
-  MemoryIdempotencyWindow,
-  onWindowAnswer,
-  windowKey,
-} from './metering/idempotency-window.js';
+import { type IdempotencyWindow, idempotencyKeyOf, onWindowAnswer, windowKey } from './metering/idempotency-window.js';
 import { isValidDelta, type MeteredFeature } from './metering/metered-feature.js';
 import {
   featuresToBill,
@@ -37,6 +33,7 @@ import { routedPath, where } from './metering/routed-path.js';
 import { parseUsageArguments } from './metering/usage-arguments.js';
 import { toKanaUserId, type UserIdValue } from './metering/user-id.js';
 import { type KanaMeterOptions, parseOptions } from './options.js';
+import { MemoryStore } from './stores/memory-store.js';
 
 /** The middleware, plus the controls of its delivery queue, and metering outside a request. */
 export interface KanaMeter extends RequestHandler {
@@ -91,6 +88,9 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     );
   }
   const counters = createCounters();
+  const store = config.store ?? new MemoryStore();
+  // A store already bound to another kanaMeter() throws here, before anything is started.
+  store.bind({ logger });
   const observeKanaCall = config.metrics && guardObserveKanaCall(config.metrics, counters, config.logger);
   const queue = new DeliveryQueue(client, config, counters, observeKanaCall);
   const breaker: CheckBreaker = new CheckBreaker({
@@ -110,17 +110,35 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     onKanaError: config.onKanaError,
     observeKanaCall,
   });
-  const entitlements: EntitlementCache = new EntitlementCache({
+  const leases: Leases = new Leases({
+    store,
+    counters,
+    logger,
+    adoptAnswer: (entry, answer) => entitlements.adopt(entry, answeredFrom(answer)),
+  });
+  const sharedChecks = new SharedChecks({
+    store,
+    instance: leases.instanceId,
     ask: (query, probe) => checks.ask(query, probe),
+    checkTimeoutMs: config.checkTimeoutMs,
+    ttl: config.entitlementTtl,
+    counters,
+  });
+  const entitlements: EntitlementCache = new EntitlementCache({
+    ask: (query, probe) => sharedChecks.ask(query, probe),
     ttl: config.entitlementTtl,
     staleIfError: config.staleIfError,
     maxEntries: config.maxEntitlements,
     undelivered: (userId, featureId) => queue.undeliveredDelta(userId, featureId),
+    ledgerId: () => leases.ledgerId(),
+    onEvict: (entry) => leases.retire(entry),
   });
+  // Usage Kana confirmed (or never will) leaves the fleet's unconfirmed count.
+  queue.onUsageSettled((userId, featureId, delta) => leases.changed(entitlements.confirm(userId, featureId, delta)));
   const lookup = new EntitlementLookup(entitlements, breaker);
   const idempotencyWindow: IdempotencyWindow | undefined =
     config.idempotencyKey &&
-    new MemoryIdempotencyWindow({
+    store.idempotencyWindow({
       ttlMs: config.idempotencyKey.ttlMs,
       maxKeys: config.idempotencyKey.maxKeys,
       onEvict: () => {
@@ -134,6 +152,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     counters,
     cache: entitlements,
     usages,
+    leases,
     lookUpMissed: (userId, featureId, delta) => lookup.missed(userId, featureId, delta),
     idempotencyWindow,
     userIdFailed,
@@ -317,8 +336,9 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       return;
     }
     queue.enqueue(userId, featureId, delta);
-    // Kana's cached `used` does not include it yet: count it locally until the entitlement is fetched again.
-    entitlements.countUsage(userId, featureId, delta);
+    // Kana's cached `used` does not include it yet: count it locally until the entitlement is fetched
+    // again, and in the store until Kana confirms it.
+    leases.changed(entitlements.countUsage(userId, featureId, delta));
   }
 
   function enqueueChecked(req: Request, userId: string, feature: MeteredFeature, delta: unknown, late: boolean): void {
@@ -392,11 +412,17 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   }
 
   function stats(): KanaMeterStats {
+    const storeStats = store.stats();
     return Object.freeze({
       ...counters,
       ...queue.gauges(),
       checksAvailable: !breaker.isOpen,
       entitlements: entitlements.size,
+      storeAvailable: storeStats.available,
+      storeCommands: storeStats.commands,
+      storeFailures: storeStats.failures,
+      storeOutages: storeStats.outages,
+      ...leases.gauges(),
     });
   }
 
@@ -420,7 +446,12 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     async check(userId: string | number, featureId: string, delta = 1) {
       const usage = parseUsageArguments('check', userId, featureId, delta);
       const found = await lookup.find(usage.userId, usage.featureId, usage.delta);
-      return decisionOf(found, usage.userId, usage.featureId, usage.delta, config.onKanaError);
+      if (found.entry === undefined) {
+        return fallbackDecision(usage.userId, usage.featureId, usage.delta, config.onKanaError, found.error);
+      }
+      // Looks without holding: units a reservation brings stay in this instance's block.
+      const taken = await leases.take(found.entry, usage.delta, false);
+      return decisionFrom(found.entry, usage.delta, found.source, found.error, taken);
     },
     async flush() {
       await settleAsyncCaptures();
@@ -435,6 +466,8 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
         // Captures already under way (async userId or delta) still make it into the final flush.
         await raceTimeout(settleAsyncCaptures(), timeoutMs);
         await queue.close({ timeoutMs: Math.max(0, timeoutMs - (Date.now() - started)) });
+        // Last: the totals include what the queue confirmed while closing; every block goes back.
+        await raceTimeout(leases.close(), Math.max(0, timeoutMs - (Date.now() - started)));
       })();
       return closing;
     },

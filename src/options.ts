@@ -22,6 +22,7 @@ import {
   type UsageMutation,
 } from './kana/client.js';
 import { compileRoutes, type RouteMap, type RouteMatcher } from './metering/routes.js';
+import type { KanaMeterStore } from './stores/store.js';
 
 /** The usage kana-meter could not deliver, as passed to `onDeliveryFailure`. */
 export interface UndeliveredUsage {
@@ -304,6 +305,16 @@ export interface KanaMeterOptions {
    */
   idempotencyKey?: true | IdempotencyKeyOptions;
   /**
+   * Where the state several instances share is kept: Kana's answers (one check per user and
+   * feature per `entitlementTtl` for the whole fleet), leases on each allowance (so that together
+   * they never pass more than it), and the `idempotencyKey` window. `RedisStore` from
+   * `kana-meter/redis` shares it between processes; the default keeps it in this process. One
+   * store per kanaMeter().
+   * @default new MemoryStore() (this process only)
+   * @example new RedisStore({ sendCommand: (...args: string[]) => redis.sendCommand(args) }) // import { RedisStore } from 'kana-meter/redis'
+   */
+  store?: KanaMeterStore;
+  /**
    * A pino-compatible logger.
    * @default pino({ name: 'kana-meter', level: 'warn' })
    * @example pino({ level: 'info' }).child({ component: 'billing' })
@@ -350,6 +361,8 @@ export interface KanaMeterConfig {
   readonly entitlementTtl: number;
   readonly maxEntitlements: number;
   readonly rateLimitHeaders: boolean;
+  /** The user's store; undefined: kanaMeter() makes a MemoryStore. */
+  readonly store: KanaMeterStore | undefined;
 }
 
 const KNOWN_OPTIONS = new Set([
@@ -381,6 +394,7 @@ const KNOWN_OPTIONS = new Set([
   'entitlementTtl',
   'maxEntitlements',
   'rateLimitHeaders',
+  'store',
 ]);
 const CLIENT_OPTIONS = ['apiKey', 'endpoint', 'mutation', 'timeoutMs', 'fetch'] as const;
 const RETRY_OPTIONS = new Set(['retries', 'minTimeout', 'maxTimeout', 'factor', 'randomize']);
@@ -432,7 +446,28 @@ export function parseOptions(options: KanaMeterOptions): KanaMeterConfig {
     entitlementTtl: checkInteger('entitlementTtl', options.entitlementTtl, 30_000, 0),
     maxEntitlements: checkInteger('maxEntitlements', options.maxEntitlements, 10_000, 1),
     rateLimitHeaders: checkBoolean('rateLimitHeaders', options.rateLimitHeaders, true),
+    store: parseStore(options.store),
   });
+}
+
+const STORE_METHODS = ['bind', 'reserve', 'settle', 'beginCheck', 'storeAnswer', 'idempotencyWindow', 'stats'] as const;
+
+function parseStore(value: unknown): KanaMeterStore | undefined {
+  if (value === undefined) return undefined;
+  const candidate = value as Partial<Record<(typeof STORE_METHODS)[number], unknown>> | null;
+  if (
+    typeof candidate !== 'object' ||
+    candidate === null ||
+    STORE_METHODS.some((method) => typeof candidate[method] !== 'function') ||
+    typeof (candidate as { available?: unknown }).available !== 'boolean'
+  ) {
+    throw optionError(
+      'store',
+      value,
+      "a store such as new RedisStore({ sendCommand }) from 'kana-meter/redis' (or new MemoryStore(), the default): an object with `available` and bind, reserve, settle, beginCheck, storeAnswer, idempotencyWindow and stats methods",
+    );
+  }
+  return value as KanaMeterStore;
 }
 
 function parseSpool(spool: SpoolOptions | undefined): Readonly<Required<SpoolOptions>> | undefined {

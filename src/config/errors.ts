@@ -58,6 +58,8 @@ export const logCodes = {
   storeUnavailable: 'KANA_METER_STORE_UNAVAILABLE',
   /** The shared store answered again after an outage (an info line). */
   storeAvailable: 'KANA_METER_STORE_AVAILABLE',
+  /** A store command failed with something other than Redis being unreachable (an error reply such as WRONGTYPE, a bad reply, a store's bug): decided per instance. Logged once per kanaMeter(). */
+  storeCommandFailed: 'KANA_METER_STORE_COMMAND_FAILED',
   /** Checks time out or cannot reach Kana: requests are decided at once (stale answer, else onKanaError) and one probe at a time tests whether Kana is back. Logged once per outage. */
   checksUnavailable: 'KANA_METER_CHECKS_UNAVAILABLE',
   /** A check got through after an outage of checks: requests wait for Kana again (`unavailableMs`). */

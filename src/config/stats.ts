@@ -68,12 +68,40 @@ export interface KanaMeterStats {
   idempotencyEvictions: number;
   /** (user, feature) entitlements in the cache now (a gauge). */
   entitlements: number;
+  /** Entitlement answers taken from the store, fresh from another instance's check, without a Kana call. */
+  sharedAnswers: number;
+  /** Enforced decisions (and `check()`s) made by this instance alone because the store could not be asked (unreachable, too slow, failing). */
+  storeFallbacks: number;
+  /** False while the store (Redis) is unreachable: decisions are made per instance until it answers again. Always true for the default MemoryStore. */
+  storeAvailable: boolean;
+  /** Commands sent to the store over the network (0 for MemoryStore). */
+  storeCommands: number;
+  /** Store commands that failed or timed out. */
+  storeFailures: number;
+  /** Times the store went from available to unreachable. */
+  storeOutages: number;
+  /** (user, feature) keys this instance holds a lease on now: units reserved in the store (a gauge). */
+  storeLeases: number;
+  /** Units reserved by this instance and not spent yet, over every lease it holds (a gauge). */
+  storeLeasedUnits: number;
 }
 
-/** The fields of KanaMeterStats that are counters (the rest are gauges). */
+/** Counters kept by the store itself (its stats()). */
+export type StoreCounter = 'storeCommands' | 'storeFailures' | 'storeOutages';
+
+/** The fields of KanaMeterStats that are kanaMeter's own counters (the store's are StoreCounter; the rest are gauges). */
 export type Counter = Exclude<
   keyof KanaMeterStats,
-  'pending' | 'pendingKeys' | 'inFlight' | 'kanaAvailable' | 'checksAvailable' | 'entitlements'
+  | 'pending'
+  | 'pendingKeys'
+  | 'inFlight'
+  | 'kanaAvailable'
+  | 'checksAvailable'
+  | 'entitlements'
+  | 'storeAvailable'
+  | 'storeLeases'
+  | 'storeLeasedUnits'
+  | StoreCounter
 >;
 
 export function createCounters(): Record<Counter, number> {
@@ -105,5 +133,7 @@ export function createCounters(): Record<Counter, number> {
     checkOutages: 0,
     idempotentReplays: 0,
     idempotencyEvictions: 0,
+    sharedAnswers: 0,
+    storeFallbacks: 0,
   };
 }

@@ -31,6 +31,9 @@ export interface DeliveryInternals {
   spoolCompactBytes?: number;
 }
 
+/** Units of one (user, feature) the queue no longer waits for. */
+export type UsageSettledListener = (userId: string, featureId: string, delta: number) => void;
+
 export interface CloseOptions {
   /**
    * How long close() may take, in milliseconds. At the deadline, calls and retry waits are
@@ -91,6 +94,8 @@ export class DeliveryQueue {
   #giveUp: (() => void) | undefined;
   /** Aborts calls and retry waits when close() reaches its deadline. */
   readonly #shutdown = new AbortController();
+  /** Told of usage the queue stops waiting for (see onUsageSettled). */
+  #usageSettled: UsageSettledListener | undefined;
 
   constructor(
     client: KanaClient,
@@ -225,6 +230,20 @@ export class DeliveryQueue {
     this.#spool?.close();
   }
 
+  /**
+   * Registers the one listener told of usage this queue no longer waits for, per (user, feature):
+   * delivered (Kana counts it now), failed for good, dropped, or left undelivered at close() (Kana
+   * never will). kanaMeter's store counts it as confirmed: it leaves the fleet's unconfirmed count.
+   * Usage kept in the spool is not settled: another run sends it.
+   */
+  onUsageSettled(listener: UsageSettledListener): void {
+    this.#usageSettled = listener;
+  }
+
+  #settled(usage: { userId: string; featureId: string; delta: number }): void {
+    this.#usageSettled?.(usage.userId, usage.featureId, usage.delta);
+  }
+
   /** Units captured for this (user, feature) that Kana has not confirmed yet: waiting or in flight. */
   undeliveredDelta(userId: string, featureId: string): number {
     return this.#usage.undeliveredDelta(userId, featureId);
@@ -338,6 +357,7 @@ export class DeliveryQueue {
         },
       );
       this.#usage.settle(batch);
+      this.#settled(batch);
       this.#counters.delivered += batch.events;
       if (this.#spoolHoldsUsage) this.#spoolStale = true;
       this.#endOutage();
@@ -467,6 +487,7 @@ export class DeliveryQueue {
       return;
     }
     this.#counters.dropped++;
+    this.#settled(usage);
     warnOnce(
       this.#spool
         ? 'kana-meter: maxPendingKeys reached and the spool could not take it: usage for new keys is dropped (see onDrop)'
@@ -602,6 +623,7 @@ export class DeliveryQueue {
   }
 
   #fail(batch: Batch, error: KanaError): void {
+    this.#settled(batch);
     if (error.code === 'KANA_CONFIG_ERROR' && !this.#configErrorLogged) {
       this.#configErrorLogged = true;
       this.#logger.error(
@@ -627,7 +649,10 @@ export class DeliveryQueue {
       { code: logCodes.undeliveredAtClose, undelivered: left.map(summarizeBatch) },
       `kana-meter: ${left.length} usage record(s) were not delivered before close()`,
     );
-    for (const batch of left) this.#reportFailure(toUndelivered(batch), batch.events, error);
+    for (const batch of left) {
+      this.#settled(batch);
+      this.#reportFailure(toUndelivered(batch), batch.events, error);
+    }
   }
 
   #reportFailure(usage: UndeliveredUsage, events: number, error: KanaError): void {

@@ -2,33 +2,18 @@
 
 import type { DecisionSource, EntitlementDecision, KanaErrorPolicy } from '../config/decision.js';
 import { KanaError } from '../config/errors.js';
-import type { Lookup } from './entitlement-lookup.js';
 import type { Entitlement } from './entitlements.js';
-import { verdict } from './entitlements.js';
+import type { Taken } from './key-ledger.js';
 
-/** The decision a lookup leads to for `delta` units; nothing is held here. */
-export function decisionOf(
-  lookup: Lookup,
-  userId: string,
-  featureId: string,
-  delta: number,
-  onKanaError: KanaErrorPolicy,
-): EntitlementDecision {
-  return lookup.entry === undefined
-    ? fallbackDecision(userId, featureId, delta, onKanaError, lookup.error)
-    : decisionFrom(lookup.entry, delta, lookup.source, lookup.error);
-}
-
-/** Decides from an answer Kana gave, plus this process's usage and holds on top of it. */
+/** The decision for `delta` units from an answer Kana gave and what taking units for them decided (leases.ts). */
 export function decisionFrom(
   entry: Entitlement,
   delta: number,
   source: DecisionSource,
   error: unknown,
+  { outcome, used }: Taken,
 ): EntitlementDecision {
-  const outcome = verdict(entry, delta);
   const allowed = outcome === 'allowed';
-  const used = entry.consumable ? entry.effectiveUsed() : null;
   const budget = entry.budget;
   return {
     allowed,
@@ -77,8 +62,12 @@ export function fallbackDecision(
  * A retry of a request already billed (its Idempotency-Key): always allowed, nothing checked,
  * held or charged (`delta: 0`); the counts are those of the last answer Kana gave, if any.
  */
-export function replayDecision(userId: string, featureId: string, entry: Entitlement | undefined): EntitlementDecision {
-  const used = entry?.consumable ? entry.effectiveUsed() : null;
+export function replayDecision(
+  userId: string,
+  featureId: string,
+  entry: Entitlement | undefined,
+  used: number | null,
+): EntitlementDecision {
   const budget = entry?.budget ?? null;
   return {
     allowed: true,

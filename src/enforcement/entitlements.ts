@@ -1,15 +1,28 @@
 // The entitlement cache: Kana's answer per (user, feature), reused for a TTL, plus this process's own usage on top.
 
 import type { EntitlementAnswer, EntitlementQuery } from '../kana/client.js';
+import { KeyLedger } from './key-ledger.js';
+
+/** Kana's answer for a key as the cache keeps it: from this instance's own check, or shared through the store. */
+export interface Answered {
+  readonly answer: EntitlementAnswer;
+  /** The store's epoch for it (which check produced it); 0 when the store does not keep it. */
+  readonly epoch: number;
+  /** How long it stays fresh from now, in ms; the cache's TTL when undefined. */
+  readonly ttlMs: number | undefined;
+}
 
 /**
- * One (user, feature) entry: Kana's last answer, and the local accounting on top of it.
- * Kana's `used` does not include usage still waiting in the delivery queue, nor usage captured
- * after it answered, so: effective used = used + local + held.
+ * One (user, feature) entry: Kana's last answer, the local accounting on top of it, and this
+ * instance's ledger in the store. Kana's `used` does not include usage still waiting in the
+ * delivery queue, nor usage captured after it answered, so, as far as this instance alone can
+ * tell: effective used = used + local + held. With the store, leases decide instead (leases.ts).
  */
 export class Entitlement {
   /** Kana has answered at least once. */
   loaded = false;
+  /** The store's epoch of the answer (0: not kept by the store). */
+  epoch = 0;
   /** Kana's verdict, for entries without consumption (BINARY, or not in the plan). */
   access = false;
   /** The answer had a consumption: a CONSUMABLE feature in the user's plan. */
@@ -39,11 +52,17 @@ export class Entitlement {
   /** The feature id as a Structured Fields String, set with policyHeader. */
   policyName: string | undefined = undefined;
 
+  /** This instance's record in the store's ledger for the key. */
+  readonly ledger: KeyLedger;
+
   constructor(
     readonly key: string,
     readonly userId: string,
     readonly featureId: string,
-  ) {}
+    ledger?: KeyLedger,
+  ) {
+    this.ledger = ledger ?? new KeyLedger('', 0);
+  }
 
   /** Units used as far as this process knows, before the request being decided. */
   effectiveUsed(): number {
@@ -52,8 +71,8 @@ export class Entitlement {
 }
 
 export interface EntitlementCacheOptions {
-  /** Asks Kana (`probe`: the breaker's probe, sent even while checks are unavailable). */
-  ask: (query: EntitlementQuery, probe: boolean) => Promise<EntitlementAnswer>;
+  /** Asks Kana, or the store for another instance's answer (`probe`: the breaker's probe, sent even while checks are unavailable). */
+  ask: (query: EntitlementQuery, probe: boolean) => Promise<Answered>;
   /** How long an answer is reused, in ms. */
   ttl: number;
   /** How long past its TTL an answer may still decide when Kana cannot be asked, in ms. */
@@ -62,6 +81,10 @@ export interface EntitlementCacheOptions {
   maxEntries: number;
   /** Units captured for a key and not confirmed by Kana yet (the delivery queue's). */
   undelivered: (userId: string, featureId: string) => number;
+  /** A new entry's ledger id in the store (one per entry: an evicted key comes back as a new record). @default none */
+  ledgerId?: () => string;
+  /** Told of an entry evicted from the cache (its ledger record is forgotten). */
+  onEvict?: (entry: Entitlement) => void;
   /** The clock. @default Date.now */
   now?: () => number;
 }
@@ -116,7 +139,9 @@ export class EntitlementCache {
     let entry = this.#entries.get(key);
     if (entry === undefined) {
       if (this.#entries.size >= this.#options.maxEntries) this.#evictOne();
-      entry = new Entitlement(key, userId, featureId);
+      // Usage already waiting for delivery counts as this record's: it is spent, and not confirmed yet.
+      const ledger = new KeyLedger(this.#options.ledgerId?.() ?? '', this.#options.undelivered(userId, featureId));
+      entry = new Entitlement(key, userId, featureId, ledger);
       this.#entries.set(key, entry);
     }
     if (entry.loading !== undefined) return entry.loading;
@@ -125,9 +150,9 @@ export class EntitlementCache {
     target.fetchBase = this.#options.undelivered(userId, featureId);
     target.sinceFetch = 0;
     target.loading = this.#options.ask({ userId, featureId, delta }, probe).then(
-      (answer) => {
+      (answered) => {
         target.loading = undefined;
-        this.#apply(target, answer);
+        this.#apply(target, answered);
         // Re-inserted at the end: eviction takes the least recently fetched first.
         if (this.#entries.get(key) === target) this.#entries.delete(key);
         this.#entries.set(key, target);
@@ -142,19 +167,39 @@ export class EntitlementCache {
     return target.loading;
   }
 
-  /** Counts units this process just captured for delivery against the cached allowance. */
-  countUsage(userId: string, featureId: string, delta: number): void {
-    if (this.#entries.size === 0) return;
+  /** Counts units this process just captured for delivery against the cached allowance; the entry, if there is one. */
+  countUsage(userId: string, featureId: string, delta: number): Entitlement | undefined {
+    if (this.#entries.size === 0) return undefined;
     const entry = this.#entries.get(entryKey(userId, featureId));
-    if (entry === undefined) return;
+    if (entry === undefined) return undefined;
     entry.local += delta;
     entry.sinceFetch += delta;
+    entry.ledger.spent += delta;
+    return entry;
   }
 
-  #apply(entry: Entitlement, answer: EntitlementAnswer): void {
+  /** Units of a key the delivery queue no longer waits for (delivered, or failed for good); the entry, if there is one. */
+  confirm(userId: string, featureId: string, delta: number): Entitlement | undefined {
+    if (this.#entries.size === 0) return undefined;
+    const entry = this.#entries.get(entryKey(userId, featureId));
+    if (entry === undefined) return undefined;
+    // Never more than was counted: usage captured before the entry began is in its `spent` only if still waiting then.
+    entry.ledger.confirmed = Math.min(entry.ledger.spent, entry.ledger.confirmed + delta);
+    return entry;
+  }
+
+  /** Takes a newer answer the store gave (another instance asked Kana) without a fetch of its own. */
+  adopt(entry: Entitlement, answered: Answered): void {
+    entry.fetchBase = this.#options.undelivered(entry.userId, entry.featureId);
+    entry.sinceFetch = 0;
+    this.#apply(entry, answered);
+  }
+
+  #apply(entry: Entitlement, { answer, epoch, ttlMs }: Answered): void {
     const now = this.#now();
     const consumption = answer.consumption;
     entry.loaded = true;
+    entry.epoch = epoch;
     entry.access = answer.access;
     entry.consumable = consumption !== null;
     entry.used = consumption?.used ?? 0;
@@ -167,7 +212,7 @@ export class EntitlementCache {
         : Math.round((answer.period.end.getTime() - answer.period.start.getTime()) / 1000);
     entry.local = entry.fetchBase + entry.sinceFetch;
     entry.policyHeader = undefined;
-    entry.expiresAt = now + this.#options.ttl;
+    entry.expiresAt = now + (ttlMs ?? this.#options.ttl);
     entry.staleUntil = entry.expiresAt + this.#options.staleIfError;
     // The allowance comes back when the period ends: do not reuse the answer past it, stale or not.
     const end = entry.resetAt?.getTime();
@@ -180,14 +225,18 @@ export class EntitlementCache {
     let scanned = 0;
     for (const [key, entry] of this.#entries) {
       victim ??= key;
-      if (entry.held === 0 && entry.loading === undefined) {
+      // Idle: nothing held, no call in flight, no lease (its units would go back to the store early).
+      if (entry.held === 0 && entry.loading === undefined && !entry.ledger.leased && !entry.ledger.busy) {
         victim = key;
         break;
       }
       if (++scanned >= EVICTION_SCAN) break;
     }
     // An entry evicted while busy still settles its waiting requests and holds; a new one starts clean.
-    if (victim !== undefined) this.#entries.delete(victim);
+    if (victim === undefined) return;
+    const evicted = this.#entries.get(victim) as Entitlement;
+    this.#entries.delete(victim);
+    this.#options.onEvict?.(evicted);
   }
 }
 

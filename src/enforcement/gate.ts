@@ -17,6 +17,8 @@ import type { Lookup } from './entitlement-lookup.js';
 import { sendRefusal, setRateLimitHeaders } from './entitlement-response.js';
 import type { Entitlement, EntitlementCache } from './entitlements.js';
 import './express-augmentation.js';
+import type { Taken } from './key-ledger.js';
+import type { Leases } from './leases.js';
 import { setDecision } from './request-decision.js';
 
 /** In shadow mode, at most one log line of would-be refusals per this interval (every one is counted). */
@@ -31,6 +33,8 @@ export interface GateOptions {
   cache: EntitlementCache;
   /** The kanaMeter's own usage records: its `close` listener reads them. */
   usages: RequestUsages;
+  /** Units of the allowance: from this instance's lease, or decided here. */
+  leases: Leases;
   /** After a cache miss: Kana, else a stale answer, else nothing. */
   lookUpMissed: (userId: string, featureId: string, delta: number) => Lookup | Promise<Lookup>;
   /** The billed idempotency keys, when `idempotencyKey` is on. */
@@ -48,6 +52,7 @@ export function createGate({
   counters,
   cache,
   usages,
+  leases,
   lookUpMissed,
   idempotencyWindow,
   userIdFailed,
@@ -161,7 +166,7 @@ export function createGate({
     const entry = cache.fresh(userId, feature.featureId);
     if (entry !== undefined) {
       counters.cacheHits++;
-      decide(req, res, next, feature, usage, entry, 'cache', undefined);
+      take(req, res, next, feature, usage, entry, 'cache', undefined);
       return;
     }
     const found = lookUpMissed(userId, feature.featureId, feature.checkDelta);
@@ -182,10 +187,11 @@ export function createGate({
     lookup: Lookup,
   ): void {
     if (lookup.entry === undefined) fallBack(req, res, next, feature, usage, userId, lookup.error);
-    else decide(req, res, next, feature, usage, lookup.entry, lookup.source, lookup.error);
+    else take(req, res, next, feature, usage, lookup.entry, lookup.source, lookup.error);
   }
 
-  function decide(
+  /** Takes the request's units (at once from a lease or Kana's answer, or after a reservation), then decides. */
+  function take(
     req: Request,
     res: Response,
     next: NextFunction,
@@ -197,19 +203,40 @@ export function createGate({
   ): void {
     // The client left while Kana was being asked: nothing to hold, nobody to answer.
     if (usage.ended) return;
+    const taken = leases.take(entry, feature.checkDelta, true);
+    if (isPromise(taken)) {
+      taken.then((units) => decide(req, res, next, feature, usage, entry, source, error, units)).catch(gateFailed);
+    } else {
+      decide(req, res, next, feature, usage, entry, source, error, taken);
+    }
+  }
+
+  function decide(
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    feature: MeteredFeature,
+    usage: RequestUsage,
+    entry: Entitlement,
+    source: DecisionSource,
+    error: unknown,
+    taken: Taken,
+  ): void {
+    if (usage.ended) {
+      // It ended while the store was asked: its units go back at once.
+      entry.held -= taken.held;
+      return;
+    }
     if (source === 'stale') counters.staleHits++;
     const delta = feature.checkDelta;
-    const decision = decisionFrom(entry, delta, source, error);
+    const decision = decisionFrom(entry, delta, source, error, taken);
     setDecision(req, decision);
     const shadow = isShadow(feature);
     if (!decision.allowed) {
       refuse(req, res, next, usage, decision, entry, shadow);
       return;
     }
-    if (entry.consumable) {
-      entry.held += delta;
-      usage.holds = { entitlement: entry, delta, next: usage.holds };
-    }
+    if (taken.held > 0) usage.holds = { entitlement: entry, delta: taken.held, next: usage.holds };
     counters.allowed++;
     // Shadow mode changes nothing clients see: no RateLimit headers.
     if (rateLimitHeaders && !shadow && decision.remaining !== null && !entry.overageEnabled && !res.headersSent) {
@@ -250,7 +277,8 @@ export function createGate({
     userId: string,
   ): void {
     if (usage.ended) return;
-    setDecision(req, replayDecision(userId, feature.featureId, cache.stale(userId, feature.featureId)));
+    const entry = cache.stale(userId, feature.featureId);
+    setDecision(req, replayDecision(userId, feature.featureId, entry, entry === undefined ? null : leases.usedNow(entry)));
     counters.allowed++;
     next();
   }

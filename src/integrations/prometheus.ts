@@ -10,7 +10,7 @@ import {
 } from 'prom-client';
 import type { KanaCall, KanaMeterMetrics } from '../config/metrics.js';
 import { optionError } from '../config/option-checks.js';
-import type { Counter, KanaMeterStats } from '../config/stats.js';
+import type { Counter, KanaMeterStats, StoreCounter } from '../config/stats.js';
 
 export type { KanaCall, KanaMeterMetrics } from '../config/metrics.js';
 
@@ -43,7 +43,7 @@ export const DEFAULT_BUCKETS: readonly number[] = Object.freeze([
 ]);
 
 /** The name (after the prefix) and HELP of the Prometheus counter for each counter of stats(). */
-const COUNTERS: Readonly<Record<Counter, readonly [name: string, help: string]>> = {
+const COUNTERS: Readonly<Record<Counter | StoreCounter, readonly [name: string, help: string]>> = {
   captured: ['events_captured_total', 'Usage events accepted for delivery.'],
   delivered: ['events_delivered_total', 'Usage events Kana confirmed.'],
   failed: ['events_failed_total', 'Usage events reported undeliverable (logged, passed to onDeliveryFailure).'],
@@ -116,9 +116,20 @@ const COUNTERS: Readonly<Record<Counter, readonly [name: string, help: string]>>
     'idempotency_evictions_total',
     'Idempotency keys dropped before their TTL because idempotencyKey.maxKeys keys were kept.',
   ],
+  sharedAnswers: [
+    'shared_answers_total',
+    "Entitlement answers taken from the store, fresh from another instance's check, without a Kana call.",
+  ],
+  storeFallbacks: [
+    'store_fallbacks_total',
+    'Enforced decisions and check() calls made by this instance alone because the store could not be asked.',
+  ],
+  storeCommands: ['store_commands_total', 'Commands sent to the store (Redis) over the network.'],
+  storeFailures: ['store_failures_total', 'Store commands that failed or timed out.'],
+  storeOutages: ['store_outages_total', 'Times the store went from available to unreachable.'],
 };
 
-type GaugeField = Exclude<keyof KanaMeterStats, Counter>;
+type GaugeField = Exclude<keyof KanaMeterStats, Counter | StoreCounter>;
 
 /** The name (after the prefix), HELP and value of the Prometheus gauge for each gauge of stats(). */
 const GAUGES: Readonly<
@@ -142,7 +153,25 @@ const GAUGES: Readonly<
     (stats) => (stats.checksAvailable ? 1 : 0),
   ],
   entitlements: ['cached_entitlements', '(user, feature) entitlements in the cache.', (stats) => stats.entitlements],
+  storeAvailable: [
+    'store_available',
+    '1 while the store (Redis) answers; 0 while it is unreachable and decisions are made per instance.',
+    (stats) => (stats.storeAvailable ? 1 : 0),
+  ],
+  storeLeases: [
+    'store_leases',
+    '(user, feature) keys this instance holds a lease on: units reserved in the store.',
+    (stats) => stats.storeLeases,
+  ],
+  storeLeasedUnits: [
+    'store_leased_units',
+    'Units reserved by this instance and not spent yet, over every lease it holds.',
+    (stats) => stats.storeLeasedUnits,
+  ],
 };
+
+/** Gauges that say whether something answers: across cluster workers, it does only if it does for every worker. */
+const AVAILABILITY_GAUGES = new Set(['kana_available', 'checks_available', 'store_available']);
 
 const HISTOGRAM: readonly [name: string, help: string] = [
   'kana_call_duration_seconds',
@@ -184,7 +213,10 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): KanaM
     return snapshot;
   };
 
-  for (const [field, [name, help]] of Object.entries(COUNTERS) as [Counter, readonly [string, string]][]) {
+  for (const [field, [name, help]] of Object.entries(COUNTERS) as [
+    Counter | StoreCounter,
+    readonly [string, string],
+  ][]) {
     new PromCounter({
       name: prefix + name,
       help,
@@ -203,7 +235,7 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): KanaM
       help,
       registers,
       // Across cluster workers (prom-client's AggregatorRegistry): Kana is available only if every worker sees it.
-      ...(name === 'kana_available' || name === 'checks_available' ? { aggregator: 'min' as const } : {}),
+      ...(AVAILABILITY_GAUGES.has(name) ? { aggregator: 'min' as const } : {}),
       collect() {
         const current = read();
         if (current !== undefined) this.set(value(current));

@@ -2,7 +2,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { KanaError } from '../../src/config/errors.js';
-import { Entitlement, EntitlementCache, verdict } from '../../src/enforcement/entitlements.js';
+import { type Answered, Entitlement, EntitlementCache, verdict } from '../../src/enforcement/entitlements.js';
 import type { EntitlementAnswer, EntitlementQuery } from '../../src/kana/client.js';
 
 /** Kana as the cache sees it: each ask waits until the test calls `answer()` or `fail()`. */
@@ -10,9 +10,12 @@ class FakeKana {
   readonly queries: EntitlementQuery[] = [];
   readonly #waiting: { resolve: (answer: EntitlementAnswer) => void; reject: (error: unknown) => void }[] = [];
 
-  ask = (query: EntitlementQuery): Promise<EntitlementAnswer> => {
+  /** An answer of this instance's own (epoch 0), fresh for the cache's TTL. */
+  ask = (query: EntitlementQuery): Promise<Answered> => {
     this.queries.push(query);
-    return new Promise((resolve, reject) => this.#waiting.push({ resolve, reject }));
+    return new Promise<EntitlementAnswer>((resolve, reject) => this.#waiting.push({ resolve, reject })).then(
+      (answer) => ({ answer, epoch: 0, ttlMs: undefined }),
+    );
   };
 
   answer(answer: Partial<EntitlementAnswer> = {}): void {

@@ -206,8 +206,8 @@ describe('the exposition', () => {
           : 'gauge';
       expect(String(metric.type)).toBe(expected);
     }
-    expect(metrics.filter((metric) => String(metric.type) === 'counter')).toHaveLength(27);
-    expect(metrics.filter((metric) => String(metric.type) === 'gauge')).toHaveLength(6);
+    expect(metrics.filter((metric) => String(metric.type) === 'counter')).toHaveLength(32);
+    expect(metrics.filter((metric) => String(metric.type) === 'gauge')).toHaveLength(9);
   });
 
   it('reads stats() once per scrape, so every value comes from the same instant', async () => {

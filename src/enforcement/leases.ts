@@ -1,0 +1,390 @@
+// Leases on allowances: units reserved from the store in blocks and spent here without asking it, totals reported in the background, blocks given back when idle; decisions per instance when the store cannot answer.
+
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { logCodes } from '../config/errors.js';
+import type { KanaLogger } from '../config/logger.js';
+import type { Counter } from '../config/stats.js';
+import { isPromise } from '../config/thenable.js';
+import type { KanaMeterStore, LeaseState, LedgerTotals, SettleRequest, StoredAnswer } from '../stores/store.js';
+import { type Entitlement, verdict } from './entitlements.js';
+import type { Taken, Taker } from './key-ledger.js';
+
+/** How often totals are reported and leases renewed, at most, per key (and whether a block went idle). */
+export const SETTLE_INTERVAL_MS = 100;
+/** A block not touched for this long, with nothing held, goes back to the store for the others. */
+export const IDLE_MS = 1000;
+
+export interface LeasesOptions {
+  store: KanaMeterStore;
+  counters: Record<Counter, number>;
+  logger: KanaLogger;
+  /** Takes a newer answer the store gave with a reservation (another instance asked Kana). */
+  adoptAnswer: (entry: Entitlement, answer: StoredAnswer) => void;
+  /** A monotonic clock in ms. @default performance.now */
+  clock?: () => number;
+}
+
+/**
+ * The instance side of the shared ledger. A limited allowance is decided from a block of units
+ * the store granted this instance: taking one is synchronous; a reservation (one store call,
+ * shared by the requests that arrive meanwhile) happens only when the block runs out, and ahead
+ * of time while it runs low. Units are spent only while the block's lease lasts by this clock
+ * (measured from when the call was sent, so never after the store takes them back) and under
+ * the answer they were granted under.
+ */
+export class Leases {
+  /** This process's kanaMeter in the store: random, so restarts and other processes never share it. */
+  readonly instanceId = randomBytes(6).toString('hex');
+  readonly #options: LeasesOptions;
+  readonly #store: KanaMeterStore;
+  readonly #clock: () => number;
+  /** Entries with a lease or unreported totals: the settle timer visits them. */
+  readonly #active = new Set<Entitlement>();
+  #ledgers = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #commandFailureLogged = false;
+
+  constructor(options: LeasesOptions) {
+    this.#options = options;
+    this.#store = options.store;
+    this.#clock = options.clock ?? (() => performance.now());
+  }
+
+  /** A new ledger id: this instance, and a new record for each entry (an evicted key comes back as a new one). */
+  ledgerId(): string {
+    return `${this.instanceId}.${(++this.#ledgers).toString(36)}`;
+  }
+
+  /**
+   * Takes `delta` units for a request (`hold`: until it ends) or only looks (check()). At once from
+   * the block, or from Kana's answer when there is no allowance to lease; else after a reservation.
+   */
+  take(entry: Entitlement, delta: number, hold: boolean): Taken | Promise<Taken> {
+    const quick = this.#takeNow(entry, delta, hold);
+    if (quick !== undefined) return quick;
+    const ledger = entry.ledger;
+    const taker: Taker = { delta, hold, taken: undefined, settle: undefined };
+    if (ledger.busy) ledger.waiting.push(taker);
+    else this.#reserve(entry, [taker]);
+    // An in-process store has answered already.
+    if (taker.taken !== undefined) return taker.taken;
+    return new Promise((resolve) => {
+      taker.settle = resolve;
+    });
+  }
+
+  /** A decision without waiting for the store, when there is one: the block, Kana's answer alone, or this instance alone. */
+  #takeNow(entry: Entitlement, delta: number, hold: boolean): Taken | undefined {
+    if (!entry.consumable || entry.budget === null || entry.overageEnabled) return unleased(entry, delta, hold);
+    const ledger = entry.ledger;
+    const now = this.#clock();
+    const available = availableIn(entry);
+    if (available >= delta && ledger.blockEpoch === entry.epoch && now < ledger.blockUntil) {
+      ledger.lastTakeAt = now;
+      if (hold) entry.held += delta;
+      if (!ledger.immediate && ledger.lastGrant > 1 && available - delta < ledger.lastGrant / 2) this.#refill(entry);
+      return { outcome: 'allowed', used: usedBefore(entry, available), held: hold ? delta : 0 };
+    }
+    if (this.#closed) return this.#decideHere(entry, delta, hold);
+    if (!this.#store.available) {
+      // Decided here at once; one reservation in the background finds out when the store is back.
+      if (!ledger.busy) this.#reserve(entry, []);
+      return this.#decideHere(entry, delta, hold);
+    }
+    return undefined;
+  }
+
+  /** Units were spent or confirmed on this entry: report them soon. */
+  changed(entry: Entitlement | undefined): void {
+    if (entry !== undefined && !entry.ledger.retired) this.#activate(entry);
+  }
+
+  /** Units used before a request, for a decision that takes none (a replay): as `take` would count them. */
+  usedNow(entry: Entitlement): number | null {
+    if (!entry.consumable) return null;
+    return entry.ledger.blockEpoch === entry.epoch && entry.ledger.granted > 0
+      ? usedBefore(entry, availableIn(entry))
+      : entry.effectiveUsed();
+  }
+
+  /** The entry left the cache: its record in the store is forgotten (its block and holds released). */
+  retire(entry: Entitlement): void {
+    const ledger = entry.ledger;
+    ledger.retired = true;
+    this.#active.delete(entry);
+    if (ledger.granted === 0 && ledger.spent === 0) return;
+    whenAnswered(
+      () => this.#store.settle(entry, this.#settleRequest(entry, 'forget', 0)),
+      () => {},
+      () => {},
+    );
+  }
+
+  /** Gauges for stats(): keys this instance holds a lease on, and the units reserved there and not spent. */
+  gauges(): { storeLeases: number; storeLeasedUnits: number } {
+    let storeLeases = 0;
+    let storeLeasedUnits = 0;
+    for (const entry of this.#active) {
+      if (!entry.ledger.leased) continue;
+      storeLeases++;
+      storeLeasedUnits += Math.max(0, entry.ledger.granted - entry.ledger.returned - entry.ledger.spent);
+    }
+    return { storeLeases, storeLeasedUnits };
+  }
+
+  /** Reports the final totals and gives every block back (requests still running will not be billed). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const last = [...this.#active].map(
+      (entry) =>
+        new Promise<void>((resolve) => {
+          whenAnswered(
+            () => this.#store.settle(entry, this.#settleRequest(entry, 'release', 0)),
+            (state) => {
+              this.#adopt(entry, state, 0);
+              resolve();
+            },
+            () => resolve(),
+          );
+        }),
+    );
+    this.#active.clear();
+    await Promise.all(last);
+  }
+
+  /** One reservation for `takers` (none: ahead of time, or a probe); the requests that arrive meanwhile wait for the next. */
+  #reserve(entry: Entitlement, takers: Taker[]): void {
+    const ledger = entry.ledger;
+    let want = 0;
+    let need = Number.POSITIVE_INFINITY;
+    for (const taker of takers) {
+      want += taker.delta;
+      need = Math.min(need, taker.delta);
+    }
+    if (takers.length === 0) {
+      want = Math.max(1, ledger.lastGrant);
+      need = 1;
+    }
+    // Units of the block that can no longer be spent (another answer, its lease ended), or too few for
+    // these requests, go back with this call: counted in what remains, they can be granted again.
+    const spare = availableIn(entry);
+    const current = ledger.blockEpoch === entry.epoch && this.#clock() < ledger.blockUntil;
+    if (spare > 0 && (!current || (takers.length > 0 && spare < need))) ledger.returned += spare;
+    const totals = ledger.totals(entry.held);
+    const sentAt = this.#clock();
+    ledger.busy = true;
+    ledger.immediate = whenAnswered(
+      () => this.#store.reserve(entry, { instance: ledger.id, totals, epoch: entry.epoch, want, need }),
+      (state) => {
+        ledger.busy = false;
+        ledger.acknowledged(totals);
+        this.#adopt(entry, state, sentAt);
+        this.#serve(entry, takers, state);
+        this.#next(entry);
+      },
+      (error) => {
+        ledger.busy = false;
+        this.#failed(error);
+        for (const taker of takers) this.#decide(taker, this.#decideHere(entry, taker.delta, taker.hold));
+        this.#next(entry);
+      },
+    );
+  }
+
+  /** Decides the requests a reservation was for, from the block it left. */
+  #serve(entry: Entitlement, takers: Taker[], state: LeaseState): void {
+    for (const taker of takers) {
+      if (state.status === 'allow' || state.status === 'not-in-plan') {
+        this.#decide(taker, unleased(entry, taker.delta, taker.hold));
+      } else if (state.status === 'check') {
+        this.#decide(taker, this.#decideHere(entry, taker.delta, taker.hold));
+      } else {
+        this.#decide(taker, this.#fromBlock(entry, taker.delta, taker.hold));
+      }
+    }
+  }
+
+  /** After a reservation: units from the block if it has them, else refused (the store had too few left). */
+  #fromBlock(entry: Entitlement, delta: number, hold: boolean): Taken {
+    const available = availableIn(entry);
+    const used = usedBefore(entry, available);
+    if (available < delta || entry.ledger.blockEpoch !== entry.epoch) return { outcome: 'limit-reached', used, held: 0 };
+    entry.ledger.lastTakeAt = this.#clock();
+    if (hold) entry.held += delta;
+    return { outcome: 'allowed', used, held: hold ? delta : 0 };
+  }
+
+  /** Requests that arrived while a call was in flight: from the block if they fit now, else the next reservation. */
+  #next(entry: Entitlement): void {
+    const ledger = entry.ledger;
+    if (ledger.busy || ledger.waiting.length === 0) return;
+    const waiting = ledger.waiting;
+    ledger.waiting = [];
+    const left: Taker[] = [];
+    for (const taker of waiting) {
+      const taken = ledger.busy ? undefined : this.#takeNow(entry, taker.delta, taker.hold);
+      if (taken === undefined) left.push(taker);
+      else this.#decide(taker, taken);
+    }
+    if (left.length === 0) return;
+    if (ledger.busy) ledger.waiting.push(...left);
+    else this.#reserve(entry, left);
+  }
+
+  /** An instance decision, when the store cannot be asked: Kana's answer plus this instance's own usage and holds. */
+  #decideHere(entry: Entitlement, delta: number, hold: boolean): Taken {
+    this.#options.counters.storeFallbacks++;
+    const outcome = verdict(entry, delta);
+    const used = entry.effectiveUsed();
+    if (outcome === 'allowed' && hold) entry.held += delta;
+    return { outcome, used, held: outcome === 'allowed' && hold ? delta : 0 };
+  }
+
+  #decide(taker: Taker, taken: Taken): void {
+    taker.taken = taken;
+    taker.settle?.(taken);
+  }
+
+  /** What the store said: its record of our grants (it may have lost them: then its word counts), our lease, a newer answer. */
+  #adopt(entry: Entitlement, state: LeaseState, sentAt: number): void {
+    const ledger = entry.ledger;
+    if (state.answer !== undefined && state.answer.epoch !== entry.epoch) this.#options.adoptAnswer(entry, state.answer);
+    const before = ledger.granted - ledger.returned;
+    ledger.granted = state.granted;
+    ledger.returned = Math.max(ledger.returned, state.returned);
+    ledger.remoteLeft = state.remaining;
+    ledger.leased = state.leaseMs > 0;
+    ledger.blockUntil = ledger.leased ? sentAt + state.leaseMs : 0;
+    if (ledger.leased) ledger.leaseMs = state.leaseMs;
+    if (state.status === 'granted') {
+      ledger.blockEpoch = entry.epoch;
+      ledger.lastGrant = Math.max(1, ledger.granted - ledger.returned - before);
+    } else if (state.status === 'check') {
+      // The store has no answer this recent (it lost it): ask again on the next request.
+      entry.expiresAt = 0;
+    }
+    if (ledger.leased || ledger.dirty) this.#activate(entry);
+  }
+
+  /** Ahead of time, while the block runs low: the next block arrives before it is needed. */
+  #refill(entry: Entitlement): void {
+    if (!entry.ledger.busy && this.#store.available) this.#reserve(entry, []);
+  }
+
+  #activate(entry: Entitlement): void {
+    this.#active.add(entry);
+    if (this.#timer === undefined && !this.#closed) {
+      this.#timer = setTimeout(() => this.#tick(), SETTLE_INTERVAL_MS);
+      this.#timer.unref();
+    }
+  }
+
+  /** Reports totals, renews leases in use, gives idle blocks back; at most one call per key in flight. */
+  #tick(): void {
+    this.#timer = undefined;
+    const now = this.#clock();
+    for (const entry of this.#active) {
+      const ledger = entry.ledger;
+      if (ledger.busy) continue;
+      const idle = entry.held === 0 && now - ledger.lastTakeAt >= IDLE_MS;
+      if (ledger.leased && idle) this.#settle(entry, 'release');
+      else if (ledger.dirty) this.#settle(entry, 'keep');
+      else if (ledger.leased && ledger.blockUntil - now < ledger.leaseMs / 2) this.#settle(entry, 'keep');
+      else if (!ledger.leased) this.#active.delete(entry);
+    }
+    if (this.#active.size > 0 && !this.#closed) {
+      this.#timer = setTimeout(() => this.#tick(), SETTLE_INTERVAL_MS);
+      this.#timer.unref();
+    }
+  }
+
+  #settle(entry: Entitlement, mode: SettleRequest['mode']): void {
+    const ledger = entry.ledger;
+    const request = this.#settleRequest(entry, mode, entry.held);
+    const sentAt = this.#clock();
+    ledger.busy = true;
+    ledger.immediate = whenAnswered(
+      () => this.#store.settle(entry, request),
+      (state) => {
+        ledger.busy = false;
+        ledger.acknowledged(request.totals);
+        this.#adopt(entry, state, sentAt);
+        this.#next(entry);
+      },
+      (error) => {
+        ledger.busy = false;
+        this.#failed(error);
+        this.#next(entry);
+      },
+    );
+  }
+
+  #settleRequest(entry: Entitlement, mode: SettleRequest['mode'], held: number) {
+    const ledger = entry.ledger;
+    // Giving the block back: everything granted and not spent or held.
+    if (mode !== 'keep') ledger.returned = Math.max(ledger.returned, ledger.granted - ledger.spent - held);
+    return { instance: ledger.id, totals: ledger.totals(held) as LedgerTotals, mode };
+  }
+
+  /** Redis unreachable is logged once per outage by the store; any other failure (an error reply, a bug) once here. */
+  #failed(error: unknown): void {
+    const code = (error as { code?: unknown } | null)?.code;
+    const unreachable = (error as { unreachable?: unknown } | null)?.unreachable === true;
+    if (unreachable || this.#commandFailureLogged) return;
+    this.#commandFailureLogged = true;
+    this.#options.logger.error(
+      { code: logCodes.storeCommandFailed, err: error, storeCode: code },
+      'kana-meter: a store command failed; requests are decided per instance when it does (logged once)',
+    );
+  }
+}
+
+/** Units of the block not spent nor held (negative when usage went past it). */
+function availableIn(entry: Entitlement): number {
+  const ledger = entry.ledger;
+  return ledger.granted - ledger.returned - ledger.spent - entry.held;
+}
+
+/** Units used before a request, with `available` units in the block then: everything but what nobody had, and the block. */
+function usedBefore(entry: Entitlement, available: number): number {
+  return Math.max(0, (entry.budget as number) - entry.ledger.remoteLeft - available);
+}
+
+/** No allowance to lease (BINARY, not in the plan, unlimited, overage): Kana's answer decides. */
+function unleased(entry: Entitlement, delta: number, hold: boolean): Taken {
+  const outcome = verdict(entry, delta);
+  const used = entry.consumable ? entry.effectiveUsed() : null;
+  const held = outcome === 'allowed' && hold && entry.consumable ? delta : 0;
+  entry.held += held;
+  return { outcome, used, held };
+}
+
+/**
+ * Calls the store: `then` gets its answer at once when it answers at once (an in-process store, so a
+ * request is decided in the same tick), else when its promise resolves. A throw is a failure too.
+ * Returns whether it answered at once.
+ */
+function whenAnswered<T>(
+  call: () => T | Promise<T>,
+  then: (value: T) => void,
+  failed: (error: unknown) => void,
+): boolean {
+  let result: T | Promise<T>;
+  try {
+    result = call();
+  } catch (error) {
+    failed(error);
+    return true;
+  }
+  if (isPromise(result)) {
+    // `then` throwing (a bug) must not become an unhandled rejection: the requests are decided without the store.
+    result.then(then, failed).catch(failed);
+    return false;
+  }
+  then(result);
+  return true;
+}
