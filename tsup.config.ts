@@ -1,4 +1,4 @@
-// Build: ESM + CommonJS bundles with declarations for the main entry, the emulator and the Prometheus integration; the CLI as ESM.
+// Build: ESM + CommonJS bundles with declarations for the main entry, the emulator, the Prometheus integration and RedisStore; the CLI as ESM.
 import { defineConfig } from 'tsup';
 
 /**
@@ -16,6 +16,8 @@ export default defineConfig([
       'emulator/index': 'src/emulator/index.ts',
       // The only entry that imports prom-client (an optional peer, left external): the main bundle must not.
       prometheus: 'src/integrations/prometheus.ts',
+      // kana-meter/redis: RedisStore over the user's own client (no Redis client is a dependency).
+      redis: 'src/stores/redis-store.ts',
     },
     format: ['esm', 'cjs'],
     dts: true,

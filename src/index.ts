@@ -28,6 +28,7 @@ export type {
 } from './kana/client.js';
 export { DEFAULT_CHECK_TIMEOUT_MS, DEFAULT_ENDPOINT, KanaClient, MAX_CHECKS_PER_DOCUMENT } from './kana/client.js';
 export { meter } from './meter.js';
+export type { IdempotencyWindow } from './metering/idempotency-window.js';
 export type { DeltaFunction, FeatureOptions } from './metering/metered-feature.js';
 export type { RouteMap, RouteTarget } from './metering/routes.js';
 export type { KanaMeter } from './middleware.js';
@@ -41,3 +42,22 @@ export type {
   SpoolOptions,
   UndeliveredUsage,
 } from './options.js';
+export type { MemoryStoreOptions } from './stores/memory-store.js';
+export { MemoryStore } from './stores/memory-store.js';
+export type {
+  AnswerReceipt,
+  AnswerRequest,
+  CheckRequest,
+  CheckTicket,
+  IdempotencyWindowOptions,
+  KanaMeterStore,
+  LeaseState,
+  LedgerTotals,
+  Promisable,
+  ReserveRequest,
+  SettleRequest,
+  StoreContext,
+  StoredAnswer,
+  StoreKey,
+  StoreStats,
+} from './stores/store.js';

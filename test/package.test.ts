@@ -1,6 +1,7 @@
 // The published artefact: npm pack, install the tarball in a fresh project; every way an app loads it (ESM, CommonJS, TypeScript
 // compiled to either, Express 4 and 5, bundled by esbuild) delivers real usage, each consumer in its own process against an
-// emulator; type-checks TS consumers; the main entry without prom-client (an optional peer), kana-meter/prometheus with it.
+// emulator; type-checks TS consumers; the main entry without prom-client (an optional peer), kana-meter/prometheus with it;
+// kana-meter/redis from ESM (node-redis) and CommonJS (ioredis) against a real redis-server.
 
 import { type ExecFileOptions, execFile, spawn } from 'node:child_process';
 import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -10,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useEmulator } from './helpers/emulator.js';
+import { type RedisServer, redisSkipReason, startRedisServer } from './helpers/redis.js';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -58,6 +60,9 @@ beforeAll(async () => {
       'express4@npm:express@4',
       '@types/express@5',
       '@types/node@20',
+      // The Redis clients a user brings: kana-meter depends on neither.
+      'redis@6',
+      'ioredis@6',
     ],
     { cwd: project },
   );
@@ -88,6 +93,10 @@ describe('the packed tarball', () => {
         'dist/prometheus.cjs',
         'dist/prometheus.d.ts',
         'dist/prometheus.d.cts',
+        'dist/redis.js',
+        'dist/redis.cjs',
+        'dist/redis.d.ts',
+        'dist/redis.d.cts',
         'README.md',
         'package.json',
       ]),
@@ -248,6 +257,44 @@ describe('every way an app loads the packed tarball delivers its usage (one call
     const { stdout, stderr } = await run('node', ['consumer.cjs'], { cwd: project });
     expect(lastLine(stdout)).toEqual({ cjs: true, served: SERVED, usage: BILLED, retries: 1, check: 402 });
     expect(stderr).not.toMatch(/ExperimentalWarning/);
+  });
+});
+
+describe.skipIf(redisSkipReason)('kana-meter/redis against a real redis-server', () => {
+  let redis: RedisServer;
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+  const withRedis = () => ({ cwd: project, env: { ...process.env, REDIS_URL: redis.url } });
+
+  it('imported as ESM, with node-redis: two instances pass the allowance once, with one Kana check', async () => {
+    const { stdout } = await run('node', ['consumer-redis.mjs'], withRedis());
+    const printed = JSON.parse(stdout);
+    expect(printed).toMatchObject({ esm: true, statuses: [200, 200, 200, 429, 429, 429], usage: 3, checks: 1 });
+    expect(printed.redisKeys).toEqual(['esm-consumer:l:u1:reports']);
+  });
+
+  it('required as CommonJS, with ioredis: the same', async () => {
+    const { stdout } = await run('node', ['consumer-redis.cjs'], withRedis());
+    expect(JSON.parse(stdout)).toEqual({ cjs: true, statuses: [200, 200, 200, 200, 429, 429], usage: 4, checks: 1 });
+  });
+});
+
+describe('kana-meter/redis depends on no Redis client', () => {
+  it('takes your sendCommand: neither client is a dependency, and no bundle loads one', async () => {
+    const installed = join(project, 'node_modules/kana-meter');
+    const manifest = JSON.parse(await readFile(join(installed, 'package.json'), 'utf8'));
+    const dependencies = Object.keys({ ...manifest.dependencies, ...manifest.peerDependencies });
+    expect(dependencies).not.toContain('redis');
+    expect(dependencies).not.toContain('ioredis');
+    for (const bundle of ['redis.js', 'redis.cjs', 'index.js', 'index.cjs']) {
+      expect(await readFile(join(installed, 'dist', bundle), 'utf8')).not.toMatch(
+        /require\("(redis|ioredis)"\)|from "(redis|ioredis)"/,
+      );
+    }
   });
 });
 

@@ -278,7 +278,10 @@ export function createGate({
   ): void {
     if (usage.ended) return;
     const entry = cache.stale(userId, feature.featureId);
-    setDecision(req, replayDecision(userId, feature.featureId, entry, entry === undefined ? null : leases.usedNow(entry)));
+    setDecision(
+      req,
+      replayDecision(userId, feature.featureId, entry, entry === undefined ? null : leases.usedNow(entry)),
+    );
     counters.allowed++;
     next();
   }

@@ -8,7 +8,7 @@ import type { Counter } from '../config/stats.js';
 import { isPromise } from '../config/thenable.js';
 import type { KanaMeterStore, LeaseState, LedgerTotals, SettleRequest, StoredAnswer } from '../stores/store.js';
 import { type Entitlement, verdict } from './entitlements.js';
-import type { Taken, Taker } from './key-ledger.js';
+import type { KeyLedger, Taken, Taker } from './key-ledger.js';
 
 /** How often totals are reported and leases renewed, at most, per key (and whether a block went idle). */
 export const SETTLE_INTERVAL_MS = 100;
@@ -84,7 +84,7 @@ export class Leases {
     if (available >= delta && ledger.blockEpoch === entry.epoch && now < ledger.blockUntil) {
       ledger.lastTakeAt = now;
       if (hold) entry.held += delta;
-      if (!ledger.immediate && ledger.lastGrant > 1 && available - delta < ledger.lastGrant / 2) this.#refill(entry);
+      if (available - delta < ledger.lastGrant / 2 && this.#refillable(ledger)) this.#refill(entry);
       return { outcome: 'allowed', used: usedBefore(entry, available), held: hold ? delta : 0 };
     }
     if (this.#closed) return this.#decideHere(entry, delta, hold);
@@ -212,7 +212,8 @@ export class Leases {
   #fromBlock(entry: Entitlement, delta: number, hold: boolean): Taken {
     const available = availableIn(entry);
     const used = usedBefore(entry, available);
-    if (available < delta || entry.ledger.blockEpoch !== entry.epoch) return { outcome: 'limit-reached', used, held: 0 };
+    if (available < delta || entry.ledger.blockEpoch !== entry.epoch)
+      return { outcome: 'limit-reached', used, held: 0 };
     entry.ledger.lastTakeAt = this.#clock();
     if (hold) entry.held += delta;
     return { outcome: 'allowed', used, held: hold ? delta : 0 };
@@ -252,7 +253,8 @@ export class Leases {
   /** What the store said: its record of our grants (it may have lost them: then its word counts), our lease, a newer answer. */
   #adopt(entry: Entitlement, state: LeaseState, sentAt: number): void {
     const ledger = entry.ledger;
-    if (state.answer !== undefined && state.answer.epoch !== entry.epoch) this.#options.adoptAnswer(entry, state.answer);
+    if (state.answer !== undefined && state.answer.epoch !== entry.epoch)
+      this.#options.adoptAnswer(entry, state.answer);
     const before = ledger.granted - ledger.returned;
     ledger.granted = state.granted;
     ledger.returned = Math.max(ledger.returned, state.returned);
@@ -268,6 +270,15 @@ export class Leases {
       entry.expiresAt = 0;
     }
     if (ledger.leased || ledger.dirty) this.#activate(entry);
+  }
+
+  /**
+   * Whether to reserve the next block before this one runs out: only far from the end of the
+   * allowance (near it, units sitting in one instance's next block would refuse the others early),
+   * and only for a store across the network (an in-process one answers at once anyway).
+   */
+  #refillable(ledger: KeyLedger): boolean {
+    return !ledger.immediate && ledger.lastGrant > 1 && ledger.remoteLeft >= 2 * ledger.lastGrant;
   }
 
   /** Ahead of time, while the block runs low: the next block arrives before it is needed. */

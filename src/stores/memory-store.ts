@@ -171,7 +171,8 @@ export class MemoryStore implements KanaMeterStore {
     const now = this.#now();
     const record = this.#write(key, now);
     const { lock } = record;
-    if (lock === undefined || lock.id !== request.instance || record.checks !== request.epoch) return { status: 'stale' };
+    if (lock === undefined || lock.id !== request.instance || record.checks !== request.epoch)
+      return { status: 'stale' };
     const { outcome } = request;
     if ('failed' in outcome) {
       lock.failed = outcome.failed;

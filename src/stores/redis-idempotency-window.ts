@@ -1,9 +1,6 @@
 // The idempotency window in Redis: one key per billed (user, feature, Idempotency-Key), SET NX PX, shared by every instance; this process's memory answers when Redis cannot.
 
-import {
-  type IdempotencyWindow,
-  MemoryIdempotencyWindow,
-} from '../metering/idempotency-window.js';
+import { type IdempotencyWindow, MemoryIdempotencyWindow } from '../metering/idempotency-window.js';
 import type { RedisCommands } from './redis-commands.js';
 import type { IdempotencyWindowOptions } from './store.js';
 

@@ -5,8 +5,8 @@ import type { IdempotencyWindow } from '../metering/idempotency-window.js';
 import { beginCheckScript, reserveScript, settleScript, storeAnswerScript } from './ledger-scripts.js';
 import type { LuaScript } from './lua-script.js';
 import { RedisCommands, type SendCommand } from './redis-commands.js';
-import { readArray, readInteger, type RedisReply } from './redis-reply.js';
 import { RedisIdempotencyWindow } from './redis-idempotency-window.js';
+import { type RedisReply, readArray, readInteger } from './redis-reply.js';
 import type {
   AnswerReceipt,
   AnswerRequest,

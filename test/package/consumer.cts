@@ -3,12 +3,14 @@ import express = require('express');
 import kanaMeterModule = require('kana-meter');
 import emulatorModule = require('kana-meter/emulator');
 import prometheusModule = require('kana-meter/prometheus');
+import redisModule = require('kana-meter/redis');
 
 const kana = kanaMeterModule.kanaMeter({
   apiKey: 'prv_test_x',
   userId: () => 'u1',
   enforce: true,
   metrics: prometheusModule.prometheusMetrics({ prefix: 'api_kana_' }),
+  store: new redisModule.RedisStore({ sendCommand: (command: string, ...args: string[]) => [command, ...args] }),
 });
 const app = express();
 app.get('/docs/:id', kanaMeterModule.meter('docs'), (req, res) => {

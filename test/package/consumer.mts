@@ -1,8 +1,16 @@
 // Type-checked against the installed tarball (NodeNext and Bundler, @types/express 4 and 5): an ESM consumer.
 import express, { type Request, type Response } from 'express';
-import { type EntitlementDecision, type KanaMeterOptions, type KanaMeterStats, kanaMeter, meter } from 'kana-meter';
+import {
+  type EntitlementDecision,
+  type KanaMeterOptions,
+  type KanaMeterStats,
+  kanaMeter,
+  MemoryStore,
+  meter,
+} from 'kana-meter';
 import { type KanaEmulator, startKanaEmulator } from 'kana-meter/emulator';
 import { type PrometheusMetricsOptions, prometheusMetrics } from 'kana-meter/prometheus';
+import { RedisStore, type RedisStoreOptions } from 'kana-meter/redis';
 import { Registry } from 'prom-client';
 
 const options: KanaMeterOptions = {
@@ -47,6 +55,17 @@ kanaMeter({
 // @ts-expect-error: enforce is true, false or 'shadow'
 kanaMeter({ ...options, enforce: 'on' });
 const shadowDenied: number = stats.shadowDenied;
+const storeOptions: RedisStoreOptions = {
+  sendCommand: (...args: string[]) => Promise.resolve(args.length),
+  prefix: 'api:',
+  leaseMs: 5000,
+};
+kanaMeter({ ...options, store: new RedisStore(storeOptions) });
+kanaMeter({ ...options, store: new MemoryStore() });
+// @ts-expect-error: store is a KanaMeterStore, not a Redis client
+kanaMeter({ ...options, store: { sendCommand: () => 'OK' } });
+const storeAvailable: boolean = stats.storeAvailable;
+const storeLeases: number = stats.storeLeases;
 const emulator: Promise<KanaEmulator> = startKanaEmulator({ port: 0 });
 
-export { checked, delivered, emulator, shadowDenied };
+export { checked, delivered, emulator, shadowDenied, storeAvailable, storeLeases };

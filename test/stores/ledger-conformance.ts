@@ -156,7 +156,9 @@ export function describeLedger(name: string, setup: (options: HarnessOptions) =>
       const passed = await Promise.all(
         targets.map(async (target) => {
           const instances = fleet(['a', 'b', 'c'], target);
-          const results = await Promise.all(Array.from({ length: 30 }, (_, i) => (instances[i % 3] as Instance).request()));
+          const results = await Promise.all(
+            Array.from({ length: 30 }, (_, i) => (instances[i % 3] as Instance).request()),
+          );
           return results.filter(Boolean).length;
         }),
       );
@@ -398,7 +400,12 @@ export function describeLedger(name: string, setup: (options: HarnessOptions) =>
         const stored = await store.storeAnswer(key, {
           instance: 'checker',
           epoch: (first as { epoch: number }).epoch,
-          outcome: { ...limited(95, 100), periodStart: Date.now() - 86_000_000, periodEnd: Date.now() + 400, ttlMs: 60_000 },
+          outcome: {
+            ...limited(95, 100),
+            periodStart: Date.now() - 86_000_000,
+            periodEnd: Date.now() + 400,
+            ttlMs: 60_000,
+          },
         });
         const ttlMs = (stored as { answer: StoredAnswer }).answer.ttlMs;
         expect(ttlMs).toBeLessThan(1000); // the period end, not the 60 s TTL

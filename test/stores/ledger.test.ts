@@ -5,7 +5,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../src/stores/memory-store.js';
 import { RedisStore } from '../../src/stores/redis-store.js';
 import { createLogSink } from '../helpers/app.js';
-import { type RedisServer, type RedisTestClient, redisClients, redisSkipReason, startRedisServer } from '../helpers/redis.js';
+import {
+  type RedisServer,
+  type RedisTestClient,
+  redisClients,
+  redisSkipReason,
+  startRedisServer,
+} from '../helpers/redis.js';
 import { describeLedger } from './ledger-conformance.js';
 
 describeLedger('MemoryStore', async (options) => {
@@ -61,9 +67,24 @@ describe.skipIf(redisSkipReason)('RedisStore against redis-server', () => {
       const key = { userId: 'user:with:colons', featureId: 'api calls' };
       const ticket = await store.beginCheck(key, { instance: 'a', lockMs: 1000 });
       const epoch = (ticket as { epoch: number }).epoch;
-      const outcome = { access: true, consumable: true, used: 0, budget: 10, overageEnabled: false, periodStart: null, periodEnd: null, ttlMs: 1000 };
+      const outcome = {
+        access: true,
+        consumable: true,
+        used: 0,
+        budget: 10,
+        overageEnabled: false,
+        periodStart: null,
+        periodEnd: null,
+        ttlMs: 1000,
+      };
       await store.storeAnswer(key, { instance: 'a', epoch, outcome });
-      await store.reserve(key, { instance: 'a', totals: { spent: 0, returned: 0, confirmed: 0, held: 0 }, epoch, want: 1, need: 1 });
+      await store.reserve(key, {
+        instance: 'a',
+        totals: { spent: 0, returned: 0, confirmed: 0, held: 0 },
+        epoch,
+        want: 1,
+        need: 1,
+      });
       const window = store.idempotencyWindow({ ttlMs: 60_000, maxKeys: 10, onEvict: () => {} });
       expect(await window.claim('u1:api-calls:retry-1')).toBe(true);
       expect(await window.claim('u1:api-calls:retry-1')).toBe(false);

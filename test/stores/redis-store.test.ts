@@ -1,0 +1,178 @@
+// kanaMeter with RedisStore, in one process: two instances (each its own app, Redis client and store) against the emulator and
+// a real redis-server: one allowance, one Kana check, the idempotency window across instances, blocks given back, Redis going away.
+
+import type { Express } from 'express';
+import request from 'supertest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { type KanaMeter, kanaMeter, logCodes } from '../../src/index.js';
+import { RedisStore } from '../../src/stores/redis-store.js';
+import { expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
+import { useEmulator } from '../helpers/emulator.js';
+import {
+  type RedisServer,
+  type RedisTestClient,
+  redisClients,
+  redisIsExternal,
+  redisSkipReason,
+  startRedisServer,
+} from '../helpers/redis.js';
+
+const env = useEmulator();
+let redis: RedisServer;
+const clients: RedisTestClient[] = [];
+let prefixes = 0;
+
+beforeAll(async () => {
+  if (!redisSkipReason) redis = await startRedisServer();
+});
+afterAll(async () => {
+  for (const client of clients) client.close();
+  await redis?.stop();
+});
+
+beforeEach(() => {
+  env.emulator.reset();
+  env.emulator.seed({
+    users: ['u1', 'u2', 'u3'].map((id) => ({ id })),
+    features: [
+      { id: 'api-calls', type: 'CONSUMABLE' },
+      { id: 'exports', type: 'CONSUMABLE' },
+    ],
+    packages: [
+      {
+        id: 'small',
+        features: [
+          { id: 'api-calls', limit: 12 },
+          { id: 'exports', limit: null },
+        ],
+      },
+    ],
+    subscriptions: ['u1', 'u2', 'u3'].map((userId) => ({ userId, packageId: 'small' })),
+  });
+});
+
+interface Instance {
+  kana: KanaMeter;
+  app: Express;
+  sink: ReturnType<typeof meterOptions>['sink'];
+  hit: (user?: string, path?: string) => Promise<number>;
+}
+
+/** Instances sharing one Redis, each with its own client (node-redis, then ioredis, alternately) and RedisStore. */
+async function fleet(size: number, storeOptions: { timeoutMs?: number; leaseMs?: number } = {}): Promise<Instance[]> {
+  const prefix = `fleet${++prefixes}:`;
+  const instances: Instance[] = [];
+  for (let i = 0; i < size; i++) {
+    const client = await (redisClients[i % 2 === 0 ? 0 : 2] as (typeof redisClients)[number])[1](redis.url);
+    clients.push(client);
+    const { options, sink } = meterOptions(env.emulator, {
+      routes: { 'GET /calls': 'api-calls', 'GET /exports': 'exports' },
+      enforce: true,
+      idempotencyKey: true,
+      store: new RedisStore({ sendCommand: client.sendCommand, prefix, ...storeOptions }),
+    });
+    const kana = env.trackTest(kanaMeter(options));
+    const app = meteredApp(expressVersions[0][1], kana, (app) => {
+      app.get('/calls', (_req, res) => res.json({}));
+      app.get('/exports', (_req, res) => res.json({}));
+    });
+    const hit = async (user = 'u1', path = '/calls') => (await request(app).get(path).set('x-user', user)).status;
+    instances.push({ kana, app, sink, hit });
+  }
+  return instances;
+}
+
+function checksOf(userId: string, featureId: string) {
+  return env.emulator
+    .requests()
+    .filter((sent) => sent.fieldNames.includes('canUseFeature'))
+    .filter((sent) => JSON.stringify(sent.variables).includes(`"${userId}"`))
+    .filter((sent) => JSON.stringify(sent.variables).includes(`"${featureId}"`));
+}
+
+describe.skipIf(redisSkipReason)('kanaMeter with RedisStore', () => {
+  it('two instances in turn pass exactly the allowance, with one Kana check, and Kana records exactly that', async () => {
+    const [a, b] = (await fleet(2)) as [Instance, Instance];
+    const statuses: number[] = [];
+    for (let i = 0; i < 30; i++) statuses.push(await (i % 2 === 0 ? a : b).hit());
+    expect(statuses.filter((status) => status === 200)).toHaveLength(12);
+    expect(statuses.filter((status) => status !== 200 && status !== 429)).toEqual([]);
+    await Promise.all([a.kana.flush(), b.kana.flush()]);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(12);
+    expect(checksOf('u1', 'api-calls')).toHaveLength(1);
+    expect(a.kana.stats().checks + b.kana.stats().checks).toBe(1);
+    expect(a.kana.stats().sharedAnswers + b.kana.stats().sharedAnswers).toBe(1);
+    expect(a.kana.stats()).toMatchObject({ storeAvailable: true, storeFailures: 0, storeFallbacks: 0 });
+    expect(a.kana.stats().storeCommands).toBeGreaterThan(0);
+  });
+
+  it('concurrent misses on both instances make one Kana check; the other waits for its answer', async () => {
+    const [a, b] = (await fleet(2)) as [Instance, Instance];
+    env.emulator.failNext({ delayMs: 150 }, { operation: 'canUseFeature' }); // a slow check: the other instance misses meanwhile
+    const statuses = await Promise.all([a.hit('u2'), b.hit('u2'), a.hit('u2'), b.hit('u2')]);
+    expect(statuses).toEqual([200, 200, 200, 200]);
+    expect(checksOf('u2', 'api-calls')).toHaveLength(1);
+  });
+
+  it('a retry with the same Idempotency-Key on the other instance is served, not billed nor charged again', async () => {
+    const [a, b] = (await fleet(2)) as [Instance, Instance];
+    await request(a.app).get('/calls').set('x-user', 'u3').set('idempotency-key', 'order-7').expect(200);
+    await a.kana.flush();
+    const retried = await request(b.app).get('/calls').set('x-user', 'u3').set('idempotency-key', 'order-7');
+    expect(retried.status).toBe(200);
+    await Promise.all([a.kana.flush(), b.kana.flush()]);
+    expect(env.emulator.usage('u3', 'api-calls')).toBe(1);
+    expect(b.kana.stats().idempotentReplays).toBe(1);
+  });
+
+  it("an instance's close() gives its unspent units back at once for the others", async () => {
+    const [a, b] = (await fleet(2)) as [Instance, Instance];
+    expect(await a.hit()).toBe(200);
+    expect(a.kana.stats().storeLeasedUnits).toBeGreaterThan(1); // a block, not one unit
+    await a.kana.close();
+    let passed = 0;
+    while ((await b.hit()) === 200) passed++;
+    expect(passed).toBe(11);
+    await b.kana.flush();
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(12);
+  });
+
+  it('unlimited features take no lease: decided from the shared answer with no store call per request', async () => {
+    const [a, b] = (await fleet(2)) as [Instance, Instance];
+    await a.hit('u1', '/exports');
+    await b.hit('u1', '/exports');
+    const before = a.kana.stats().storeCommands + b.kana.stats().storeCommands;
+    for (let i = 0; i < 20; i++) expect(await (i % 2 ? a : b).hit('u1', '/exports')).toBe(200);
+    expect(a.kana.stats().storeCommands + b.kana.stats().storeCommands).toBe(before);
+    expect(a.kana.stats().storeLeases).toBe(0);
+  });
+
+  it.skipIf(redisIsExternal)(
+    'Redis going away fails no request: decided per instance (logged once), usage all delivered; shared again when it is back',
+    async () => {
+      const [a, b] = (await fleet(2, { timeoutMs: 300 })) as [Instance, Instance];
+      expect(await a.hit('u2')).toBe(200);
+      expect(await b.hit('u2')).toBe(200);
+      await redis.kill();
+      const statuses: number[] = [];
+      for (let i = 0; i < 20; i++) statuses.push(await (i % 2 === 0 ? a : b).hit('u2'));
+      // Per instance, each spends what it believes is left: no request fails, none is thrown.
+      expect(statuses.filter((status) => status !== 200 && status !== 429)).toEqual([]);
+      expect(a.kana.stats()).toMatchObject({ storeAvailable: false, storeOutages: 1 });
+      expect(a.kana.stats().storeFallbacks).toBeGreaterThan(0);
+      expect(a.sink.withCode(logCodes.storeUnavailable)).toHaveLength(1);
+      await redis.restart();
+      // Back: the next store calls get through, one info line.
+      const storeAvailable = async () => {
+        await a.hit('u3');
+        return a.kana.stats().storeAvailable;
+      };
+      await expect.poll(storeAvailable, { timeout: 10_000 }).toBe(true);
+      expect(a.sink.withCode(logCodes.storeAvailable)).toHaveLength(1);
+      expect(a.sink.withCode(logCodes.storeUnavailable)).toHaveLength(1);
+      await Promise.all([a.kana.flush(), b.kana.flush()]);
+      const passed = statuses.filter((status) => status === 200).length + 2;
+      expect(env.emulator.usage('u2', 'api-calls')).toBe(passed);
+    },
+  );
+});
