@@ -1,4 +1,4 @@
-// The Kana emulator in its own process for the benchmark: a plan with unlimited api-calls for u0..u9.
+// The Kana emulator in its own process for the benchmark: a plan of a billion api-calls a month for u0..u9 (finite, far from used up).
 
 import { startKanaEmulator } from 'kana-meter/emulator';
 
@@ -7,8 +7,9 @@ const emulator = await startKanaEmulator({
   seed: {
     users: users.map((id) => ({ id })),
     features: [{ id: 'api-calls', type: 'CONSUMABLE' }],
-    packages: [{ id: 'unlimited', features: [{ id: 'api-calls', limit: null }] }],
-    subscriptions: users.map((userId) => ({ userId, packageId: 'unlimited' })),
+    // Finite, so that enforcement takes units of it (leases), as it does for real plans; never reached here.
+    packages: [{ id: 'large', features: [{ id: 'api-calls', limit: 1_000_000_000, resetPeriod: 'MONTH' }] }],
+    subscriptions: users.map((userId) => ({ userId, packageId: 'large' })),
   },
 });
 process.send?.({ type: 'listening', url: emulator.url, apiKey: emulator.apiKey });

@@ -1,11 +1,12 @@
 // One benchmark variant in its own process: the same tiny Express 5 app, bare, with a no-op middleware, metered,
 // enforced, rate-limited by express-rate-limit + rate-limit-redis, or enforced with kanaMeter + RedisStore.
-// Driven by bench/run.ts over IPC: it reports its port (or why it cannot run), its CPU time, and flushes on request.
+// Driven by bench/run.ts over IPC: it reports its port, its CPU time, and flushes on request.
 
 import type { AddressInfo } from 'node:net';
 import express, { type RequestHandler } from 'express';
 import { rateLimit } from 'express-rate-limit';
 import { type KanaMeter, type KanaMeterOptions, kanaMeter } from 'kana-meter';
+import { RedisStore } from 'kana-meter/redis';
 import { RedisStore as RateLimitRedisStore } from 'rate-limit-redis';
 import { createClient } from 'redis';
 
@@ -19,24 +20,6 @@ async function connectRedis() {
   return client;
 }
 
-/**
- * `kana-meter/redis` comes with the next step of issue 9. Until it exists (with kanaMeter's `store`
- * option), this variant reports why it cannot run and run.ts leaves it out: no made-up numbers.
- */
-async function kanaRedisStore(): Promise<{ store: unknown } | { unavailable: string }> {
-  const entry = 'kana-meter/redis';
-  type RedisStoreModule = { RedisStore: new (options: { sendCommand: unknown; prefix?: string }) => unknown };
-  let module: RedisStoreModule;
-  try {
-    module = (await import(entry)) as RedisStoreModule;
-  } catch (error) {
-    return { unavailable: `${entry} cannot be imported yet (${(error as Error).message.split('\n')[0]})` };
-  }
-  const client = await connectRedis();
-  const sendCommand = (...args: string[]) => client.sendCommand(args);
-  return { store: new module.RedisStore({ sendCommand, prefix: 'bench-kana:' }) };
-}
-
 let kana: KanaMeter | undefined;
 let rateLimiter: RequestHandler | undefined;
 if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-redis') {
@@ -45,18 +28,18 @@ if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-red
     endpoint,
     userId: (req) => req.get('x-user'),
     routes: { 'GET /api/items/:id': 'api-calls' },
-    // 'enforced': every request is checked first (a warm cache after the first one per user).
+    // 'enforced': every request is checked first (a warm cache after the first one per user), and takes a
+    // unit of a large but finite allowance: from a lease on it (in this process, or reserved in Redis).
     enforce: variant !== 'metered',
     logger: { error: console.error, warn: console.error, info() {}, debug() {} },
   };
   if (variant === 'enforced-redis') {
-    const shared = await kanaRedisStore();
-    if ('unavailable' in shared) {
-      process.send?.({ type: 'unavailable', reason: shared.unavailable });
-      process.exit(0);
-    }
-    // The `store` option arrives with RedisStore: until then kanaMeter rejects it, loudly.
-    Object.assign(options, { store: shared.store });
+    // As the README shows it: the user's node-redis client, kana-meter depending on none.
+    const client = await connectRedis();
+    options.store = new RedisStore({
+      sendCommand: (...args: string[]) => client.sendCommand(args),
+      prefix: 'bench-kana:',
+    });
   }
   kana = kanaMeter(options);
 } else if (variant === 'rate-limit-redis') {
