@@ -1,10 +1,15 @@
 // Runs the example API against Kana: the embedded emulator by default, the real Kana with KANA_API_KEY.
+// `--instances 2`: two processes of the API sharing one allowance through Redis (RedisStore).
 
+import { type ChildProcess, fork } from 'node:child_process';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { kanaMeter } from 'kana-meter';
+import { type KanaMeterStats, kanaMeter } from 'kana-meter';
 import { type KanaEmulator, startKanaEmulator } from 'kana-meter/emulator';
+import { RedisStore } from 'kana-meter/redis';
+import { createClient } from 'redis';
 import { createApp } from './app.js';
+import { exampleRedis, NO_REDIS } from './redis.js';
 
 const DEMO_USER = 'demo-user';
 /** The demo user's monthly searches: small, so the demo runs into the limit. */
@@ -22,6 +27,8 @@ function parsePort(value: string | undefined): number | undefined {
   if (!(port <= 65535)) exitWith(`PORT must be a port number (0 for any free one), got ${JSON.stringify(value)}.`);
   return port;
 }
+const instanceArgument = process.argv.indexOf('--instances');
+const instances = instanceArgument === -1 ? 1 : Number(process.argv[instanceArgument + 1]);
 
 async function connectToKana(): Promise<{ apiKey: string; endpoint?: string; emulator?: KanaEmulator }> {
   if (process.env.KANA_API_KEY) {
@@ -194,7 +201,115 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((error) => {
+/** One instance of several (a child process): the same API, its state shared through Redis. */
+async function runInstance(): Promise<void> {
+  const redis = createClient({ url: process.env.REDIS_URL });
+  await redis.connect();
+  const kana = kanaMeter({
+    apiKey: process.env.KANA_API_KEY,
+    endpoint: process.env.KANA_ENDPOINT,
+    userId: (req) => req.user?.kanaId,
+    routes: { 'POST /api/search': { feature: 'api-calls', enforce: true } },
+    // Kana's answers, the leases on each allowance and idempotency keys, shared by every instance.
+    store: new RedisStore({ sendCommand: (...args: string[]) => redis.sendCommand(args) }),
+  });
+  const server = createApp(kana).listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => {
+    process.send?.({ type: 'ready', port: (server.address() as AddressInfo).port });
+  });
+  const shutdown = async () => {
+    server.close();
+    await kana.close({ timeoutMs: 5000 });
+    redis.destroy();
+    process.exit(0);
+  };
+  process.on('message', async (message: { type: string }) => {
+    if (message.type === 'flush') {
+      await kana.flush();
+      process.send?.({ type: 'flushed', stats: kana.stats() });
+    } else if (message.type === 'close') {
+      await shutdown();
+    }
+  });
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void shutdown());
+}
+
+/** `--instances N`: N processes of the API against one Redis; searches alternate between them. */
+async function runInstances(count: number): Promise<void> {
+  const redis = await exampleRedis();
+  if (!redis) {
+    console.error(NO_REDIS);
+    process.exit(1);
+  }
+  const kanaConnection = await connectToKana();
+  const children: { child: ChildProcess; url: string }[] = [];
+  for (let i = 0; i < count; i++) {
+    const child = fork(process.argv[1] as string, ['--instance'], {
+      execArgv: process.execArgv,
+      env: {
+        ...process.env,
+        KANA_API_KEY: kanaConnection.apiKey,
+        KANA_ENDPOINT: kanaConnection.endpoint ?? '',
+        REDIS_URL: redis.url,
+        PORT: String(givenPort === undefined || once ? 0 : givenPort + i),
+      },
+    });
+    const ready = await new Promise<{ port: number }>((resolve) => child.once('message', resolve));
+    children.push({ child, url: `http://127.0.0.1:${ready.port}` });
+  }
+  console.log(`${count} instances of the example API, one Redis (${redis.url}):`);
+  for (const [i, { url }] of children.entries()) console.log(`  instance ${i + 1}: ${url}`);
+
+  console.log(`\nSearching until the allowance of ${SEARCH_ALLOWANCE} searches is used up, instances taking turns:`);
+  const headers = { authorization: `Bearer ${DEMO_USER}`, 'content-type': 'application/json' };
+  for (let i = 0; i < SEARCH_ALLOWANCE + count; i++) {
+    const instance = i % count;
+    const response = await fetch(`${(children[instance] as { url: string }).url}/api/search`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ q: `query ${i + 1}` }),
+    });
+    await response.body?.cancel();
+    console.log(`  POST /api/search on instance ${instance + 1} -> ${response.status}`);
+  }
+  const ask = (child: ChildProcess) =>
+    new Promise<KanaMeterStats>((resolve) => {
+      child.once('message', (message: { stats: KanaMeterStats }) => resolve(message.stats));
+      child.send({ type: 'flush' });
+    });
+  const stats = await Promise.all(children.map(({ child }) => ask(child)));
+  const sum = (field: 'allowed' | 'denied' | 'checks' | 'sharedAnswers') =>
+    stats.reduce((total, one) => total + one[field], 0);
+  console.log(
+    `\nTogether: ${sum('allowed')} allowed, ${sum('denied')} refused; ${sum('checks')} entitlement check(s) sent to Kana, ${sum('sharedAnswers')} answer(s) taken from Redis.`,
+  );
+  if (kanaConnection.emulator) {
+    console.log(`Kana recorded ${kanaConnection.emulator.usage(DEMO_USER, 'api-calls')} searches for "${DEMO_USER}".`);
+  }
+
+  const shutdown = async () => {
+    await Promise.all(
+      children.map(({ child }) => {
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        child.send({ type: 'close' });
+        return exited;
+      }),
+    );
+    await kanaConnection.emulator?.close();
+    redis.stop();
+  };
+  if (once) {
+    await shutdown();
+    return;
+  }
+  console.log(`\nTry it: curl -X POST ${children[0]?.url}/api/search -H 'authorization: Bearer ${DEMO_USER}'`);
+  console.log('Press Ctrl-C to stop.');
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => void shutdown().then(() => process.exit(0)));
+  }
+}
+
+const run = process.argv.includes('--instance') ? runInstance : instances >= 2 ? () => runInstances(instances) : main;
+run().catch((error) => {
   console.error(error);
   process.exit(1);
 });

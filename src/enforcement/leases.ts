@@ -96,9 +96,15 @@ export class Leases {
     return undefined;
   }
 
-  /** Units were spent or confirmed on this entry: report them soon. */
+  /**
+   * Units were spent or confirmed on this entry: report them soon, and at once at the very end of
+   * an allowance (blocks of one unit), so that an instance dying then leaves no spent unit unreported.
+   */
   changed(entry: Entitlement | undefined): void {
-    if (entry !== undefined && !entry.ledger.retired) this.#activate(entry);
+    if (entry === undefined || entry.ledger.retired) return;
+    const ledger = entry.ledger;
+    if (ledger.lastGrant === 1 && ledger.leased && !ledger.busy && !this.#closed) this.#settle(entry, 'keep');
+    else this.#activate(entry);
   }
 
   /** Units used before a request, for a decision that takes none (a replay): as `take` would count them. */
@@ -189,7 +195,9 @@ export class Leases {
       (error) => {
         ledger.busy = false;
         this.#failed(error);
-        for (const taker of takers) this.#decide(taker, this.#decideHere(entry, taker.delta, taker.hold));
+        for (const taker of takers) {
+          if (taker.taken === undefined) this.#decide(taker, this.#decideHere(entry, taker.delta, taker.hold));
+        }
         this.#next(entry);
       },
     );

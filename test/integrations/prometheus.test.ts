@@ -6,8 +6,10 @@ import request from 'supertest';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { type KanaMeterOptions, type KanaMeterStats, kanaMeter } from '../../src/index.js';
 import { prometheusMetrics } from '../../src/integrations/prometheus.js';
+import { RedisStore } from '../../src/stores/redis-store.js';
 import { expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
 import { useEmulator } from '../helpers/emulator.js';
+import { redisClients, redisIsExternal, redisSkipReason, startRedisServer } from '../helpers/redis.js';
 
 const env = useEmulator();
 
@@ -189,6 +191,38 @@ describe('prometheusMetrics() on a metered app', () => {
     expect(samples.get('kana_meter_invalid_deltas_total')).toBe(1);
     expect(samples.get('kana_meter_requests_without_user_total')).toBe(1);
     expect(samples.get('kana_meter_events_captured_total')).toBe(0);
+  });
+});
+
+describe.skipIf(redisSkipReason || redisIsExternal)('prometheusMetrics() with RedisStore against redis-server', () => {
+  it("exports the store's state: available, commands, leases and leased units; its outage, failures and the decisions made without it", async () => {
+    const redis = await startRedisServer();
+    const client = await (redisClients[0] as (typeof redisClients)[number])[1](redis.url);
+    try {
+      const store = new RedisStore({ sendCommand: client.sendCommand, timeoutMs: 300 });
+      const { kana, hit, scrape } = setup({ store });
+      await hit('/search'); // searches: 2 for u1; the first reservation grants 1 unit, spent
+      expect((await kana.check('u2', 'searches')).allowed).toBe(true); // reserves 1 unit for u2, not spent
+      let samples = await scrape();
+      expect(samples.get('kana_meter_store_available')).toBe(1);
+      expect(samples.get('kana_meter_store_commands_total')).toBe(kana.stats().storeCommands);
+      expect(samples.get('kana_meter_store_commands_total')).toBeGreaterThanOrEqual(4); // 2 x (begin-check, store-answer, reserve)
+      expect(samples.get('kana_meter_store_failures_total')).toBe(0);
+      expect(samples.get('kana_meter_store_leases')).toBe(2);
+      expect(samples.get('kana_meter_store_leased_units')).toBe(1);
+      expect(samples.get('kana_meter_shared_answers_total')).toBe(0);
+      expect(samples.get('kana_meter_store_fallbacks_total')).toBe(0);
+      await redis.kill();
+      await hit('/search'); // u1's block is spent: the reservation fails, decided here (1 of 2 used)
+      samples = await scrape();
+      expect(samples.get('kana_meter_store_fallbacks_total')).toBe(1);
+      expect(samples.get('kana_meter_store_available')).toBe(0);
+      expect(samples.get('kana_meter_store_outages_total')).toBe(1);
+      expect(samples.get('kana_meter_store_failures_total')).toBeGreaterThanOrEqual(1);
+    } finally {
+      client.close();
+      await redis.stop();
+    }
   });
 });
 
