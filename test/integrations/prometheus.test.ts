@@ -371,8 +371,13 @@ describe("the README's stats() table", () => {
 
     // Feed prometheusMetrics() a stats() whose every field has its own value, and read each row's metric.
     const values = Object.fromEntries(fields.map((field, i) => [field, i + 1])) as Record<string, number>;
-    const booleans = new Set<string>(['kanaAvailable', 'checksAvailable']);
-    const fake = { ...values, kanaAvailable: false, checksAvailable: false } as unknown as KanaMeterStats;
+    const booleans = new Set<string>(['kanaAvailable', 'checksAvailable', 'storeAvailable']);
+    const fake = {
+      ...values,
+      kanaAvailable: false,
+      checksAvailable: false,
+      storeAvailable: false,
+    } as unknown as KanaMeterStats;
     const register = new Registry();
     prometheusMetrics({ register }).bind(() => fake);
     const samples = parseExposition(await register.metrics());
