@@ -77,7 +77,7 @@ export class Leases {
 
   /** A decision without waiting for the store, when there is one: the block, Kana's answer alone, or this instance alone. */
   #takeNow(entry: Entitlement, delta: number, hold: boolean): Taken | undefined {
-    if (!entry.consumable || entry.budget === null || entry.overageEnabled) return unleased(entry, delta, hold);
+    if (!leasable(entry)) return unleased(entry, delta, hold);
     const ledger = entry.ledger;
     const now = this.#clock();
     const available = availableIn(entry);
@@ -97,13 +97,19 @@ export class Leases {
   }
 
   /**
-   * Units were spent or confirmed on this entry: report them soon, and at once at the very end of
-   * an allowance (blocks of one unit), so that an instance dying then leaves no spent unit unreported.
+   * Units were spent or confirmed on this entry: report them soon (the settle timer). At once when
+   * the spending went past this instance's block (record(), a delta computed after the response):
+   * the other instances must see those units before they reserve; and at the very end of an
+   * allowance (blocks of one unit), so that an instance dying then leaves no spent unit unreported.
    */
   changed(entry: Entitlement | undefined): void {
     if (entry === undefined || entry.ledger.retired) return;
+    // No allowance to lease (unlimited, overage, BINARY): nothing to report; the totals go with
+    // the first reservation if the plan becomes limited.
+    if (!leasable(entry)) return;
     const ledger = entry.ledger;
-    if (ledger.lastGrant === 1 && ledger.leased && !ledger.busy && !this.#closed) this.#settle(entry, 'keep');
+    const urgent = availableIn(entry) < 0 || (ledger.lastGrant === 1 && ledger.leased);
+    if (urgent && !ledger.busy && !this.#closed && this.#store.available) this.#settle(entry, 'keep');
     else this.#activate(entry);
   }
 
@@ -360,6 +366,11 @@ export class Leases {
       'kana-meter: a store command failed; requests are decided per instance when it does (logged once)',
     );
   }
+}
+
+/** Whether the answer has an allowance to lease units of: consumable, limited, without overage. */
+function leasable(entry: Entitlement): boolean {
+  return entry.consumable && entry.budget !== null && !entry.overageEnabled;
 }
 
 /** Units of the block not spent nor held (negative when usage went past it). */

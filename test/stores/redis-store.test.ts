@@ -4,7 +4,7 @@
 import type { Express } from 'express';
 import request from 'supertest';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type KanaMeter, kanaMeter, logCodes } from '../../src/index.js';
+import { type KanaMeter, type KanaMeterOptions, kanaMeter, logCodes } from '../../src/index.js';
 import { RedisStore } from '../../src/stores/redis-store.js';
 import { expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
 import { useEmulator } from '../helpers/emulator.js';
@@ -59,7 +59,11 @@ interface Instance {
 }
 
 /** Instances sharing one Redis, each with its own client (node-redis, then ioredis, alternately) and RedisStore. */
-async function fleet(size: number, storeOptions: { timeoutMs?: number; leaseMs?: number } = {}): Promise<Instance[]> {
+async function fleet(
+  size: number,
+  storeOptions: { timeoutMs?: number; leaseMs?: number } = {},
+  meterOverrides: Partial<KanaMeterOptions> = {},
+): Promise<Instance[]> {
   const prefix = `fleet${++prefixes}:`;
   const instances: Instance[] = [];
   for (let i = 0; i < size; i++) {
@@ -70,6 +74,7 @@ async function fleet(size: number, storeOptions: { timeoutMs?: number; leaseMs?:
       enforce: true,
       idempotencyKey: true,
       store: new RedisStore({ sendCommand: client.sendCommand, prefix, ...storeOptions }),
+      ...meterOverrides,
     });
     const kana = env.trackTest(kanaMeter(options));
     const app = meteredApp(expressVersions[0][1], kana, (app) => {
@@ -145,6 +150,51 @@ describe.skipIf(redisSkipReason)('kanaMeter with RedisStore', () => {
     for (let i = 0; i < 20; i++) expect(await (i % 2 ? a : b).hit('u1', '/exports')).toBe(200);
     expect(a.kana.stats().storeCommands + b.kana.stats().storeCommands).toBe(before);
     expect(a.kana.stats().storeLeases).toBe(0);
+  });
+
+  describe("issue 10's guarantees across instances", () => {
+    it('record() on one instance counts against the allowance on the other; check() answers from the same store', async () => {
+      const [a, b] = (await fleet(2)) as [Instance, Instance];
+      expect(await a.hit()).toBe(200);
+      a.kana.record('u1', 'api-calls', 8); // a background job: 9 of 12 used, past a's block
+      expect(await a.hit()).toBe(200); // 10 of 12: its reservation reported the 9 first
+      const checked = await b.kana.check('u1', 'api-calls', 2);
+      expect(checked).toMatchObject({ allowed: true, source: 'kana', budget: 12 });
+      expect(await b.hit()).toBe(200);
+      expect(await b.hit()).toBe(200);
+      expect(await b.hit()).toBe(429);
+      expect(await a.hit()).toBe(429);
+      expect(await b.kana.check('u1', 'api-calls')).toMatchObject({ allowed: false, reason: 'limit-reached' });
+      await Promise.all([a.kana.flush(), b.kana.flush()]);
+      expect(env.emulator.usage('u1', 'api-calls')).toBe(12);
+    });
+
+    it('stale-if-error: with Kana down, the expired shared answer keeps deciding for both, and stops at the allowance', async () => {
+      const [a, b] = (await fleet(2, {}, { entitlementTtl: 50, checkTimeoutMs: 200 })) as [Instance, Instance];
+      expect(await a.hit('u2')).toBe(200);
+      expect(await b.hit('u2')).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 60)); // both answers expire (entitlementTtl 50 ms)
+      await env.emulator.setOffline(true);
+      try {
+        const statuses: number[] = [];
+        for (let i = 0; i < 16; i++) statuses.push(await (i % 2 ? a : b).hit('u2'));
+        expect(statuses.filter((status) => status === 200)).toHaveLength(10);
+        expect(statuses.filter((status) => status === 429)).toHaveLength(6);
+        expect(a.kana.stats().staleHits + b.kana.stats().staleHits).toBe(16);
+      } finally {
+        await env.emulator.setOffline(false);
+      }
+      await Promise.all([a.kana.flush(), b.kana.flush()]);
+      expect(env.emulator.usage('u2', 'api-calls')).toBe(12);
+    });
+
+    it('shadow mode: requests past the shared allowance are served, billed and counted as would-be refusals', async () => {
+      const [a, b] = (await fleet(2, {}, { enforce: 'shadow' })) as [Instance, Instance];
+      for (let i = 0; i < 16; i++) expect(await (i % 2 ? a : b).hit('u3')).toBe(200);
+      expect(a.kana.stats().shadowDenied + b.kana.stats().shadowDenied).toBe(4);
+      await Promise.all([a.kana.flush(), b.kana.flush()]);
+      expect(env.emulator.usage('u3', 'api-calls')).toBe(16);
+    });
   });
 
   it.skipIf(redisIsExternal)(
