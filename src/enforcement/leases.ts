@@ -45,6 +45,8 @@ export class Leases {
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   #commandFailureLogged = false;
+  /** A store call finding out whether an unavailable store is back is in flight: no other is sent meanwhile. */
+  #probing = false;
 
   constructor(options: LeasesOptions) {
     this.#options = options;
@@ -90,7 +92,10 @@ export class Leases {
     if (this.#closed) return this.#decideHere(entry, delta, hold);
     if (!this.#store.available) {
       // Decided here at once; one reservation in the background finds out when the store is back.
-      if (!ledger.busy) this.#reserve(entry, []);
+      if (!ledger.busy && !this.#probing) {
+        this.#probing = true;
+        this.#reserve(entry, []);
+      }
       return this.#decideHere(entry, delta, hold);
     }
     return undefined;
@@ -189,10 +194,12 @@ export class Leases {
     const totals = ledger.totals(entry.held);
     const sentAt = this.#clock();
     ledger.busy = true;
-    ledger.immediate = whenAnswered(
+    whenAnswered(
       () => this.#store.reserve(entry, { instance: ledger.id, totals, epoch: entry.epoch, want, need }),
-      (state) => {
+      (state, immediate) => {
+        ledger.immediate = immediate;
         ledger.busy = false;
+        this.#probing = false;
         ledger.acknowledged(totals);
         this.#adopt(entry, state, sentAt);
         this.#serve(entry, takers, state);
@@ -200,6 +207,7 @@ export class Leases {
       },
       (error) => {
         ledger.busy = false;
+        this.#probing = false;
         this.#failed(error);
         for (const taker of takers) {
           if (taker.taken === undefined) this.#decide(taker, this.#decideHere(entry, taker.delta, taker.hold));
@@ -312,14 +320,20 @@ export class Leases {
   #tick(): void {
     this.#timer = undefined;
     const now = this.#clock();
+    // While the store is unreachable, one call per tick finds out whether it is back; the rest wait.
+    let calls = this.#store.available ? Number.POSITIVE_INFINITY : 1;
     for (const entry of this.#active) {
       const ledger = entry.ledger;
       if (ledger.busy) continue;
       const idle = entry.held === 0 && now - ledger.lastTakeAt >= IDLE_MS;
-      if (ledger.leased && idle) this.#settle(entry, 'release');
-      else if (ledger.dirty) this.#settle(entry, 'keep');
-      else if (ledger.leased && ledger.blockUntil - now < ledger.leaseMs / 2) this.#settle(entry, 'keep');
-      else if (!ledger.leased) this.#active.delete(entry);
+      const renew = ledger.leased && ledger.blockUntil - now < ledger.leaseMs / 2;
+      const mode = ledger.leased && idle ? 'release' : ledger.dirty || renew ? 'keep' : undefined;
+      if (mode === undefined) {
+        if (!ledger.leased) this.#active.delete(entry);
+      } else if (calls > 0) {
+        calls--;
+        this.#settle(entry, mode);
+      }
     }
     if (this.#active.size > 0 && !this.#closed) {
       this.#timer = setTimeout(() => this.#tick(), SETTLE_INTERVAL_MS);
@@ -332,9 +346,10 @@ export class Leases {
     const request = this.#settleRequest(entry, mode, entry.held);
     const sentAt = this.#clock();
     ledger.busy = true;
-    ledger.immediate = whenAnswered(
+    whenAnswered(
       () => this.#store.settle(entry, request),
-      (state) => {
+      (state, immediate) => {
+        ledger.immediate = immediate;
         ledger.busy = false;
         ledger.acknowledged(request.totals);
         this.#adopt(entry, state, sentAt);
@@ -395,26 +410,25 @@ function unleased(entry: Entitlement, delta: number, hold: boolean): Taken {
 
 /**
  * Calls the store: `then` gets its answer at once when it answers at once (an in-process store, so a
- * request is decided in the same tick), else when its promise resolves. A throw is a failure too.
- * Returns whether it answered at once.
+ * request is decided in the same tick), else when its promise resolves; `immediate` says which.
+ * A throw is a failure too.
  */
 function whenAnswered<T>(
   call: () => T | Promise<T>,
-  then: (value: T) => void,
+  then: (value: T, immediate: boolean) => void,
   failed: (error: unknown) => void,
-): boolean {
+): void {
   let result: T | Promise<T>;
   try {
     result = call();
   } catch (error) {
     failed(error);
-    return true;
+    return;
   }
   if (isPromise(result)) {
     // `then` throwing (a bug) must not become an unhandled rejection: the requests are decided without the store.
-    result.then(then, failed).catch(failed);
-    return false;
+    result.then((value) => then(value, false), failed).catch(failed);
+    return;
   }
-  then(result);
-  return true;
+  then(result, true);
 }
