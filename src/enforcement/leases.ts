@@ -126,12 +126,13 @@ export class Leases {
       : entry.effectiveUsed();
   }
 
-  /** The entry left the cache: its record in the store is forgotten (its block and holds released). */
+  /**
+   * The entry left the cache: its record in the store is forgotten (its block and holds released;
+   * an in-process store drops the key's ledger with it, so it stays as bounded as the cache).
+   */
   retire(entry: Entitlement): void {
-    const ledger = entry.ledger;
-    ledger.retired = true;
+    entry.ledger.retired = true;
     this.#active.delete(entry);
-    if (ledger.granted === 0 && ledger.spent === 0) return;
     whenAnswered(
       () => this.#store.settle(entry, this.#settleRequest(entry, 'forget', 0)),
       () => {},
