@@ -16,6 +16,10 @@ export default defineConfig({
         find: /^kana-meter\/prometheus$/,
         replacement: fileURLToPath(new URL('./src/integrations/prometheus.ts', import.meta.url)),
       },
+      {
+        find: /^kana-meter\/redis$/,
+        replacement: fileURLToPath(new URL('./src/stores/redis-store.ts', import.meta.url)),
+      },
     ],
   },
   test: {
