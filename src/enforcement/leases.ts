@@ -276,8 +276,11 @@ export class Leases {
   /** What the store said: its record of our grants (it may have lost them: then its word counts), our lease, a newer answer. */
   #adopt(entry: Entitlement, state: LeaseState, sentAt: number): void {
     const ledger = entry.ledger;
-    if (state.answer !== undefined && state.answer.epoch !== entry.epoch)
-      this.#options.adoptAnswer(entry, state.answer);
+    // A newer answer another instance stored; not an expired one over an answer this instance got alone (epoch 0).
+    const { answer } = state;
+    if (answer !== undefined && answer.epoch > entry.epoch && (entry.epoch > 0 || answer.ttlMs > 0)) {
+      this.#options.adoptAnswer(entry, answer);
+    }
     const before = ledger.granted - ledger.returned;
     ledger.granted = state.granted;
     ledger.returned = Math.max(ledger.returned, state.returned);
