@@ -16,6 +16,8 @@ import {
   type SpoolOptions,
 } from '../src/index.js';
 import { type PrometheusMetricsOptions, prometheusMetrics } from '../src/integrations/prometheus.js';
+import { MemoryStore, type MemoryStoreOptions } from '../src/stores/memory-store.js';
+import { RedisStore, type RedisStoreOptions } from '../src/stores/redis-store.js';
 import { entrySourceFile, readCompilerOptions } from './compiler-options.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -174,6 +176,40 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
     } satisfies BadValues<PrometheusMetricsOptions>,
     shown: (name, value) => `prometheusMetrics(${literal({ [name]: value })})`,
     attempt: (name, value) => attempt(() => prometheusMetrics({ register: new Registry(), [name]: value })),
+  },
+  {
+    title: 'new RedisStore(options)',
+    entry: 'kana-meter/redis',
+    typeName: 'RedisStoreOptions',
+    prefix: '',
+    badValues: {
+      sendCommand: 'redis://localhost:6379',
+      prefix: 7,
+      timeoutMs: '500ms',
+      leaseMs: 50,
+      maxBlock: 0,
+      retainMs: 1000,
+    } satisfies BadValues<RedisStoreOptions>,
+    shown: (name, value) =>
+      name === 'sendCommand'
+        ? `new RedisStore(${literal({ [name]: value })})`
+        : `new RedisStore({ sendCommand, ${properties({ [name]: value })} })`,
+    attempt: (name, value) =>
+      attempt(() => new RedisStore({ sendCommand: () => 'OK', [name]: value } as RedisStoreOptions)),
+  },
+  {
+    title: 'new MemoryStore(options)',
+    entry: 'kana-meter',
+    typeName: 'MemoryStoreOptions',
+    prefix: '',
+    badValues: {
+      leaseMs: '10s',
+      maxBlock: 0,
+      retainMs: 10,
+      now: 1_700_000_000_000,
+    } satisfies BadValues<MemoryStoreOptions>,
+    shown: (name, value) => `new MemoryStore(${literal({ [name]: value })})`,
+    attempt: (name, value) => attempt(() => new MemoryStore({ [name]: value })),
   },
 ];
 

@@ -18,6 +18,8 @@ declare const kana: import('kana-meter').KanaMeter;
 /** The options every example passes: your Kana key and how to find a request's user. */
 declare const apiKey: string;
 declare const userId: (req: import('express').Request) => string | undefined;
+/** The route map: routes to Kana feature ids. */
+declare const routes: import('kana-meter').RouteMap;
 
 /** Your authentication middleware (sets `req.user`) and any route handler. */
 declare const authenticate: import('express').RequestHandler;

@@ -1,5 +1,6 @@
 // MemoryStore: the default store, the ledger and the idempotency window in this process's memory, with RedisStore's semantics (its Lua scripts, in TypeScript).
 
+import { checkFunction, checkInteger, optionError } from '../config/option-checks.js';
 import type { IdempotencyWindow } from '../metering/idempotency-window.js';
 import { MemoryIdempotencyWindow } from '../metering/idempotency-window.js';
 import type {
@@ -19,27 +20,31 @@ import type {
   StoreStats,
 } from './store.js';
 
+/** Options of the default store; none is needed (it serves one kanaMeter() in one process). */
 export interface MemoryStoreOptions {
   /**
-   * How long a lease lasts without being renewed, in milliseconds (see RedisStore's `leaseMs`).
+   * How long a lease on units of an allowance lasts without being renewed, in milliseconds. In one
+   * process a lease ends when its kanaMeter() closes; this only bounds it otherwise.
    * @default 10000
    * @example 5000
    */
   leaseMs?: number;
   /**
-   * Most units granted in one reservation (see RedisStore's `maxBlock`).
+   * Most units reserved at once from an allowance far from used up (the blocks shrink to one unit
+   * at the end). In one process they only spare work.
    * @default 64
    * @example 256
    */
   maxBlock?: number;
   /**
-   * How long a key's ledger is kept after its last write, and an instance that stopped reporting remembered, in milliseconds.
-   * @default 3600000
+   * How long a key's ledger is kept after its last write, in milliseconds (a key evicted from the
+   * entitlement cache goes at once).
+   * @default 3600000 (1 hour)
    * @example 600_000
    */
   retainMs?: number;
   /**
-   * The clock, in epoch milliseconds (for tests).
+   * The clock, in epoch milliseconds: for tests that move time.
    * @default Date.now
    * @example () => clock.now
    */
@@ -89,10 +94,22 @@ export class MemoryStore implements KanaMeterStore {
   #bound = false;
 
   constructor(options: MemoryStoreOptions = {}) {
-    this.#leaseMs = options.leaseMs ?? 10_000;
-    this.#maxBlock = options.maxBlock ?? 64;
-    this.#retainMs = options.retainMs ?? 3_600_000;
-    this.#now = options.now ?? Date.now;
+    if (typeof options !== 'object' || options === null) {
+      throw optionError('MemoryStore', options, 'an object such as { maxBlock: 64 }, or nothing');
+    }
+    for (const key of Object.keys(options)) {
+      if (!KNOWN_OPTIONS.has(key)) {
+        throw optionError(
+          `MemoryStore.${key}`,
+          (options as Record<string, unknown>)[key],
+          `absent (known: ${[...KNOWN_OPTIONS].join(', ')})`,
+        );
+      }
+    }
+    this.#leaseMs = checkInteger('MemoryStore.leaseMs', options.leaseMs, 10_000, 100);
+    this.#maxBlock = checkInteger('MemoryStore.maxBlock', options.maxBlock, 64, 1);
+    this.#retainMs = checkInteger('MemoryStore.retainMs', options.retainMs, 3_600_000, this.#leaseMs);
+    this.#now = checkFunction<() => number>('MemoryStore.now', options.now) ?? Date.now;
   }
 
   bind(_context: StoreContext): void {
@@ -299,6 +316,8 @@ export class MemoryStore implements KanaMeterStore {
     };
   }
 }
+
+const KNOWN_OPTIONS = new Set(['leaseMs', 'maxBlock', 'retainMs', 'now']);
 
 function recordKey(key: StoreKey): string {
   return `${key.userId}\u0000${key.featureId}`;

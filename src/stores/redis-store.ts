@@ -1,6 +1,6 @@
 // kana-meter/redis: RedisStore, the store several kanaMeter processes share, over the user's own Redis client (node-redis, ioredis, Valkey).
 
-import { optionError } from '../config/option-checks.js';
+import { checkInteger, optionError } from '../config/option-checks.js';
 import type { IdempotencyWindow } from '../metering/idempotency-window.js';
 import { beginCheckScript, reserveScript, settleScript, storeAnswerScript } from './ledger-scripts.js';
 import type { LuaScript } from './lua-script.js';
@@ -117,10 +117,10 @@ export class RedisStore implements KanaMeterStore {
     if (typeof prefix !== 'string') throw optionError('RedisStore.prefix', prefix, 'a string');
     this.#sendCommand = options.sendCommand;
     this.#prefix = prefix;
-    this.#timeoutMs = integerOption('timeoutMs', options.timeoutMs, 500, 1);
-    this.#leaseMs = integerOption('leaseMs', options.leaseMs, 10_000, 100);
-    this.#maxBlock = integerOption('maxBlock', options.maxBlock, 64, 1);
-    this.#retainMs = integerOption('retainMs', options.retainMs, 3_600_000, this.#leaseMs);
+    this.#timeoutMs = checkInteger('RedisStore.timeoutMs', options.timeoutMs, 500, 1);
+    this.#leaseMs = checkInteger('RedisStore.leaseMs', options.leaseMs, 10_000, 100);
+    this.#maxBlock = checkInteger('RedisStore.maxBlock', options.maxBlock, 64, 1);
+    this.#retainMs = checkInteger('RedisStore.retainMs', options.retainMs, 3_600_000, this.#leaseMs);
   }
 
   bind(context: StoreContext): void {
@@ -244,14 +244,6 @@ export class RedisStore implements KanaMeterStore {
 }
 
 const KNOWN_OPTIONS = new Set(['sendCommand', 'prefix', 'timeoutMs', 'leaseMs', 'maxBlock', 'retainMs']);
-
-function integerOption(name: string, value: unknown, fallback: number, min: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw optionError(`RedisStore.${name}`, value, `an integer >= ${min}`);
-  }
-  return value;
-}
 
 function leaseState(raw: RedisReply, command: string): LeaseState {
   const reply = readArray(raw, command, 5);
