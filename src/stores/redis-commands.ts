@@ -80,6 +80,11 @@ export class RedisCommands {
     });
   }
 
+  /** Whether Redis answers now (false from a failure or timeout until a command gets through). */
+  get available(): boolean {
+    return this.#reachability.available;
+  }
+
   stats(): RedisCommandStats {
     return { available: this.#reachability.available, outages: this.#reachability.outages, ...this.#counts };
   }

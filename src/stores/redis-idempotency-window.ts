@@ -42,7 +42,7 @@ export class RedisIdempotencyWindow implements IdempotencyWindow {
   async has(key: string): Promise<boolean> {
     if (this.#local.has(key)) return true;
     // Before the handler: a request does not wait for an unreachable Redis.
-    if (!this.#commands.stats().available) return false;
+    if (!this.#commands.available) return false;
     try {
       return (await this.#commands.command('EXISTS', this.#prefix + key)) === 1;
     } catch {

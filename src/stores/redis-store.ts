@@ -137,7 +137,7 @@ export class RedisStore implements KanaMeterStore {
   }
 
   get available(): boolean {
-    return this.#commands?.stats().available ?? true;
+    return this.#commands?.available ?? true;
   }
 
   async reserve(key: StoreKey, request: ReserveRequest): Promise<LeaseState> {
