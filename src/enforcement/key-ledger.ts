@@ -44,6 +44,8 @@ export class KeyLedger {
   leased = false;
   /** Units nobody had used, reserved or held when the store last answered. */
   remoteLeft = 0;
+  /** This instance's claim on the allowance, max(granted - returned, spent + held), as the store counted it in that answer. */
+  claimAtReply = 0;
   /** Units the last grant added: the next block asks for as many again. */
   lastGrant = 0;
   /** performance.now() of the last units taken (the block goes back once idle). */

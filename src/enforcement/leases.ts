@@ -84,10 +84,11 @@ export class Leases {
     const now = this.#clock();
     const available = availableIn(entry);
     if (available >= delta && ledger.blockEpoch === entry.epoch && now < ledger.blockUntil) {
+      const used = usedBefore(entry, available);
       ledger.lastTakeAt = now;
       if (hold) entry.held += delta;
       if (available - delta < ledger.lastGrant / 2 && this.#refillable(ledger)) this.#refill(entry);
-      return { outcome: 'allowed', used: usedBefore(entry, available), held: hold ? delta : 0 };
+      return { outcome: 'allowed', used, held: hold ? delta : 0 };
     }
     if (this.#closed) return this.#decideHere(entry, delta, hold);
     if (!this.#store.available) {
@@ -163,7 +164,7 @@ export class Leases {
           whenAnswered(
             () => this.#store.settle(entry, this.#settleRequest(entry, 'release', 0)),
             (state) => {
-              this.#adopt(entry, state, 0);
+              this.#adopt(entry, state, 0, entry.ledger.totals(0));
               resolve();
             },
             () => resolve(),
@@ -202,7 +203,7 @@ export class Leases {
         ledger.busy = false;
         this.#probing = false;
         ledger.acknowledged(totals);
-        this.#adopt(entry, state, sentAt);
+        this.#adopt(entry, state, sentAt, totals);
         this.#serve(entry, takers, state);
         this.#next(entry);
       },
@@ -274,7 +275,7 @@ export class Leases {
   }
 
   /** What the store said: its record of our grants (it may have lost them: then its word counts), our lease, a newer answer. */
-  #adopt(entry: Entitlement, state: LeaseState, sentAt: number): void {
+  #adopt(entry: Entitlement, state: LeaseState, sentAt: number, sent: LedgerTotals): void {
     const ledger = entry.ledger;
     // A newer answer another instance stored; not an expired one over an answer this instance got alone (epoch 0).
     const { answer } = state;
@@ -285,6 +286,7 @@ export class Leases {
     ledger.granted = state.granted;
     ledger.returned = Math.max(ledger.returned, state.returned);
     ledger.remoteLeft = state.remaining;
+    ledger.claimAtReply = Math.max(state.granted - state.returned, sent.spent + sent.held);
     ledger.leased = state.leaseMs > 0;
     ledger.blockUntil = ledger.leased ? sentAt + state.leaseMs : 0;
     if (ledger.leased) ledger.leaseMs = state.leaseMs;
@@ -356,7 +358,7 @@ export class Leases {
         ledger.immediate = immediate;
         ledger.busy = false;
         ledger.acknowledged(request.totals);
-        this.#adopt(entry, state, sentAt);
+        this.#adopt(entry, state, sentAt, request.totals);
         this.#next(entry);
       },
       (error) => {
@@ -398,9 +400,16 @@ function availableIn(entry: Entitlement): number {
   return ledger.granted - ledger.returned - ledger.spent - entry.held;
 }
 
-/** Units used before a request, with `available` units in the block then: everything but what nobody had, and the block. */
+/**
+ * Units used before a request, with `available` units in the block then: what the store counted as
+ * used, reserved or held when it last answered, plus what this instance's claim grew by since
+ * (usage it has not reported yet), less the units of its block nobody holds.
+ */
 function usedBefore(entry: Entitlement, available: number): number {
-  return Math.max(0, (entry.budget as number) - entry.ledger.remoteLeft - available);
+  const ledger = entry.ledger;
+  const claim = Math.max(ledger.granted - ledger.returned, ledger.spent + entry.held);
+  const counted = (entry.budget as number) - ledger.remoteLeft;
+  return Math.max(0, counted + claim - ledger.claimAtReply - Math.max(0, available));
 }
 
 /** No allowance to lease (BINARY, not in the plan, unlimited, overage): Kana's answer decides. */
