@@ -1,4 +1,4 @@
-// The defaults the options' TSDoc and the README promise: read from the frozen config, and where it matters, seen in behaviour.
+// The defaults the options' TSDoc and docs/options.md promise: read from the frozen config, and where it matters, seen in behaviour.
 
 import request from 'supertest';
 import { beforeEach, describe, expect, it } from 'vitest';

@@ -15,7 +15,7 @@ async function measure(...args: string[]) {
   return JSON.parse(stdout);
 }
 
-describe('memory while Kana is down (20,000 requests; the 200,000-request runs are in the README)', () => {
+describe('memory while Kana is down (20,000 requests; the 200,000-request runs are in docs/delivery.md)', () => {
   it('many requests from few users: one entry per key, not per request', async () => {
     const result = await measure('20000', '10', '50000');
     expect(result).toMatchObject({ captured: 22_000, pending: 22_000, pendingKeys: 11, dropped: 0 });
@@ -38,7 +38,7 @@ describe('memory while Kana is down (20,000 requests; the 200,000-request runs a
   }, 120_000);
 });
 
-describe('starting on a large spill file (bench/spool-replay-memory.ts; the 540 MB runs are in the README)', () => {
+describe('starting on a large spill file (bench/spool-replay-memory.ts; the 540 MB runs are in docs/performance.md)', () => {
   const replay = fileURLToPath(new URL('../../bench/spool-replay-memory.ts', import.meta.url));
 
   it('a 70 MB spill file, past the compaction threshold: memory bounded by maxPendingKeys, not by the file', async () => {

@@ -350,14 +350,13 @@ describe('prometheusMetrics() options', () => {
   });
 });
 
-describe("the README's stats() table", () => {
-  /** Rows of the table under "### `kana.stats()`": field, kind, metric. */
+describe("the observability guide's stats() table", () => {
+  /** Rows of the table under "## `kana.stats()`" in docs/observability.md: field, kind, metric. */
   async function tableRows() {
-    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
-    const section = readme.slice(
-      readme.indexOf('### `kana.stats()`'),
-      readme.indexOf('\n## ', readme.indexOf('### `kana.stats()`')),
-    );
+    const guide = await readFile(new URL('../../docs/observability.md', import.meta.url), 'utf8');
+    const start = guide.indexOf('## `kana.stats()`');
+    expect(start).toBeGreaterThan(-1);
+    const section = guide.slice(start, guide.indexOf('\n## ', start + 1));
     return [...section.matchAll(/^\| `(\w+)` +\| (counter|gauge) +\|.*\| `(kana_meter_\w+)`.*\|$/gm)].map(
       ([, field, kind, metric]) => ({ field: field as keyof KanaMeterStats, kind, metric: metric as string }),
     );

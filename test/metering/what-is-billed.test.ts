@@ -1,5 +1,5 @@
 // What is billed, row by row: mounts, responses, a request seen by several kanaMeter instances, against the emulator's totals.
-// Express 4 and 5 through supertest (a raw socket where a client must abort); README's "what is billed" list follows these rows.
+// Express 4 and 5 through supertest (a raw socket where a client must abort); docs/metering.md's "What is billed" list follows these rows.
 
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:http';

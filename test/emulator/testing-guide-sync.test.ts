@@ -1,4 +1,4 @@
-// The README's emulator section shows what the code does: its vitest example and the CLI's --help.
+// The testing guide (docs/testing.md) shows what the code does: its vitest example and the CLI's --help.
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -7,18 +7,18 @@ import { describe, expect, it } from 'vitest';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../..', import.meta.url));
-const readme = () => readFile(new URL('README.md', `file://${root}`), 'utf8');
+const guide = () => readFile(new URL('docs/testing.md', `file://${root}`), 'utf8');
 
-describe('README, emulator section', () => {
-  it('holds readme-example.test.ts verbatim as its vitest example', async () => {
-    const example = await readFile(new URL('readme-example.test.ts', import.meta.url), 'utf8');
-    expect(await readme()).toContain(`\`\`\`ts\n${example}\`\`\``);
+describe('docs/testing.md', () => {
+  it('holds testing-guide-example.test.ts verbatim as its vitest example', async () => {
+    const example = await readFile(new URL('testing-guide-example.test.ts', import.meta.url), 'utf8');
+    expect(await guide()).toContain(`\`\`\`ts\n${example}\`\`\``);
   });
 
   it("holds kana-emulator's --help text", async () => {
     const { stdout } = await run(process.execPath, ['--import', 'tsx', 'src/emulator/cli.ts', '--help'], { cwd: root });
     const usage = stdout.slice(0, stdout.indexOf('\n\nExample:'));
     expect(usage).toMatch(/^Usage: kana-emulator/);
-    expect(await readme()).toContain(`\`\`\`text\n${usage}\n\`\`\``);
+    expect(await guide()).toContain(`\`\`\`text\n${usage}\n\`\`\``);
   });
 });
