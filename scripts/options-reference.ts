@@ -1,6 +1,7 @@
-// docs/options.md from the TSDoc of the option types: each option's type, default, example, and the TypeError a bad value really gets (npm run docs:options).
+// docs/options.md from the TSDoc of the option types: each option's type, default, example, and the TypeError a bad value really gets;
+// and the README's table of every option with its default (npm run docs:options).
 
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Registry } from 'prom-client';
@@ -19,6 +20,7 @@ import { type PrometheusMetricsOptions, prometheusMetrics } from '../src/integra
 import { MemoryStore, type MemoryStoreOptions } from '../src/stores/memory-store.js';
 import { RedisStore, type RedisStoreOptions } from '../src/stores/redis-store.js';
 import { entrySourceFile, readCompilerOptions } from './compiler-options.js';
+import { Slugs } from './heading-anchors.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const OPTIONS_REFERENCE = 'docs/options.md';
@@ -34,6 +36,8 @@ interface OptionGroup {
   readonly typeName: string;
   /** Put before each option's name in its heading: `retry.` gives `retry.retries`. */
   readonly prefix: string;
+  /** An option as the README's summary names it, where the heading alone is ambiguous: `meter({ delta })`. */
+  readonly summaryName?: (name: string) => string;
   /** Other exported types whose TSDoc introduces the section, and which link to it where an option's type names them. */
   readonly seeAlso?: readonly string[];
   readonly badValues: Readonly<Record<string, unknown>>;
@@ -151,6 +155,7 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
     typeName: 'FeatureOptions',
     prefix: '',
     seeAlso: ['RouteMap', 'RouteTarget'],
+    summaryName: (name) => `meter({ ${name} })`,
     badValues: { delta: 0, enforce: 'shadow-mode' } satisfies BadValues<FeatureOptions>,
     shown: (name, value) => `meter('reports', ${literal({ [name]: value })})`,
     attempt: (name, value) => attempt(() => meter('reports', { [name]: value })),
@@ -160,6 +165,7 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
     entry: 'kana-meter',
     typeName: 'CloseOptions',
     prefix: '',
+    summaryName: (name) => `kana.close({ ${name} })`,
     badValues: { timeoutMs: '10s' } satisfies BadValues<CloseOptions>,
     shown: (name, value) => `kana.close(${literal({ [name]: value })})`,
     attempt: (name, value) => attempt(() => kanaMeter(REQUIRED).close({ [name]: value } as CloseOptions)),
@@ -169,6 +175,7 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
     entry: 'kana-meter/prometheus',
     typeName: 'PrometheusMetricsOptions',
     prefix: '',
+    summaryName: (name) => `prometheusMetrics({ ${name} })`,
     badValues: {
       register: 'default',
       prefix: 'kana-meter_',
@@ -182,6 +189,7 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
     entry: 'kana-meter/redis',
     typeName: 'RedisStoreOptions',
     prefix: '',
+    summaryName: (name) => `new RedisStore({ ${name} })`,
     badValues: {
       sendCommand: 'redis://localhost:6379',
       prefix: 7,
@@ -202,6 +210,7 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
     entry: 'kana-meter',
     typeName: 'MemoryStoreOptions',
     prefix: '',
+    summaryName: (name) => `new MemoryStore({ ${name} })`,
     badValues: {
       leaseMs: '10s',
       maxBlock: 0,
@@ -280,6 +289,8 @@ function jsDocText(node: ts.Node): string {
 
 export interface OptionsReference {
   readonly markdown: string;
+  /** Every option and its default, linked to the reference: the README's table between OPTIONS_SUMMARY_MARKERS. */
+  readonly summary: string;
   /** What the TSDoc or the validation lacks, e.g. `CloseOptions.timeoutMs: no @example`. */
   readonly gaps: readonly string[];
 }
@@ -310,6 +321,7 @@ export async function renderOptionsReference(): Promise<OptionsReference> {
 
   const toc: string[] = [];
   const sections: string[] = [];
+  const summaryCells: [string, string][] = [];
   for (const [i, { group, description, options }] of groups.entries()) {
     const names = new Set(options.map((option) => option.name));
     const unknown = Object.keys(group.badValues).filter((name) => !names.has(name));
@@ -365,6 +377,16 @@ export async function renderOptionsReference(): Promise<OptionsReference> {
       );
     }
     toc.push(`- [${group.title}](#${anchors[i]?.group}): ${links.join(', ')}`);
+    for (const [j, option] of options.entries()) {
+      const name = group.summaryName?.(option.name) ?? `${group.prefix}${option.name}`;
+      summaryCells.push([
+        `[\`${name}\`](${OPTIONS_REFERENCE}#${anchors[i]?.options[j]})`,
+        option.defaults
+          .map(defaultText)
+          .join('; ')
+          .replace(/^none: required$/, 'required'),
+      ]);
+    }
   }
 
   const markdown = [
@@ -381,7 +403,34 @@ export async function renderOptionsReference(): Promise<OptionsReference> {
     '',
     ...sections,
   ].join('\n');
-  return { markdown: `${markdown.trimEnd()}\n`, gaps };
+  return { markdown: `${markdown.trimEnd()}\n`, summary: summaryTable(summaryCells), gaps };
+}
+
+/** The README's block that holds the summary, and the README path it is written to. */
+export const OPTIONS_SUMMARY_MARKERS = {
+  file: 'README.md',
+  start: '<!-- options-summary: generated by `npm run docs:options` from the TSDoc -->',
+  end: '<!-- /options-summary -->',
+} as const;
+
+/** Options and their defaults, two to a row so the README stays short; columns padded as Biome formats a table. */
+function summaryTable(cells: readonly [string, string][]): string {
+  const rows = [['option', 'default', 'option', 'default']];
+  for (let i = 0; i < cells.length; i += 2) rows.push([...(cells[i] ?? []), ...(cells[i + 1] ?? ['', ''])]);
+  const escaped = rows.map((row) => row.map((cell) => cell.replaceAll('|', '\\|')));
+  const widths = [0, 1, 2, 3].map((column) => Math.max(3, ...escaped.map((row) => row[column]?.length ?? 0)));
+  const line = (row: readonly string[]) =>
+    `| ${row.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join(' | ')} |`;
+  const [header, ...body] = escaped;
+  return [line(header ?? []), line(widths.map((width) => '-'.repeat(width))), ...body.map(line)].join('\n');
+}
+
+/** `readme` with its summary block replaced by `summary`; throws when the markers are missing. */
+export function withOptionsSummary(readme: string, summary: string): string {
+  const start = readme.indexOf(OPTIONS_SUMMARY_MARKERS.start);
+  const end = readme.indexOf(OPTIONS_SUMMARY_MARKERS.end);
+  if (start < 0 || end < start) throw new Error(`${OPTIONS_SUMMARY_MARKERS.file} has no options summary markers`);
+  return `${readme.slice(0, start + OPTIONS_SUMMARY_MARKERS.start.length)}\n${summary}\n${readme.slice(end)}`;
 }
 
 const OPTION_GROUPS_FILE = 'scripts/options-reference.ts';
@@ -425,24 +474,11 @@ function literal(value: unknown): string {
   return String(value);
 }
 
-/** GitHub's heading anchors: lower case, punctuation dropped, spaces as dashes, repeats numbered. */
-class Slugs {
-  readonly #seen = new Map<string, number>();
-
-  of(heading: string): string {
-    const base = heading
-      .toLowerCase()
-      .replace(/[^\p{L}\p{N} _-]/gu, '')
-      .replace(/ /g, '-');
-    const count = this.#seen.get(base) ?? 0;
-    this.#seen.set(base, count + 1);
-    return count === 0 ? base : `${base}-${count}`;
-  }
-}
-
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { markdown, gaps } = await renderOptionsReference();
+  const { markdown, summary, gaps } = await renderOptionsReference();
   writeFileSync(join(ROOT, OPTIONS_REFERENCE), markdown);
-  console.log(`Wrote ${OPTIONS_REFERENCE}.`);
+  const readmePath = join(ROOT, OPTIONS_SUMMARY_MARKERS.file);
+  writeFileSync(readmePath, withOptionsSummary(readFileSync(readmePath, 'utf8'), summary));
+  console.log(`Wrote ${OPTIONS_REFERENCE} and the options summary in ${OPTIONS_SUMMARY_MARKERS.file}.`);
   for (const gap of gaps) console.warn(`  gap: ${gap}`);
 }

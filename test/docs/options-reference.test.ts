@@ -3,7 +3,14 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { OPTIONS_REFERENCE, type OptionsReference, renderOptionsReference } from '../../scripts/options-reference.js';
+import { headingAnchors } from '../../scripts/heading-anchors.js';
+import {
+  OPTIONS_REFERENCE,
+  OPTIONS_SUMMARY_MARKERS,
+  type OptionsReference,
+  renderOptionsReference,
+  withOptionsSummary,
+} from '../../scripts/options-reference.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -24,6 +31,20 @@ describe(OPTIONS_REFERENCE, () => {
     const { markdown } = await rendered();
     const onDisk = await readFile(`${root}/${OPTIONS_REFERENCE}`, 'utf8');
     expect(onDisk, `${OPTIONS_REFERENCE} is out of date with the TSDoc: run npm run docs:options`).toBe(markdown);
+  });
+
+  it('is summed up in the README: every option with its default, as npm run docs:options writes it', async () => {
+    const { summary, markdown } = await rendered();
+    const readme = await readFile(`${root}/${OPTIONS_SUMMARY_MARKERS.file}`, 'utf8');
+    expect(readme, "the README's options table is out of date with the TSDoc: run npm run docs:options").toBe(
+      withOptionsSummary(readme, summary),
+    );
+    // One link per option of the reference, each to that option's own heading there.
+    const anchors = [...summary.matchAll(new RegExp(`\\]\\(${OPTIONS_REFERENCE}#([\\w-]+)\\)`, 'g'))].map(
+      ([, anchor]) => anchor,
+    );
+    const headings = markdown.match(/^#+ .*$/gm) ?? [];
+    expect(anchors).toEqual(headingAnchors(markdown).filter((_anchor, i) => headings[i]?.startsWith('### ')));
   });
 
   it('gives every option a description, a default, an example and the TypeError of a bad value, but for the known gaps', async () => {

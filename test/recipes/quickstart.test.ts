@@ -1,0 +1,60 @@
+// The README's quick start, as a newcomer runs it: its app.ts (example-app/recipes/quickstart.ts, verbatim) in its own
+// process against an emulator seeded with its seed.json; searches pass until the plan is used up, then 429; reports billed.
+
+import { readFile } from 'node:fs/promises';
+import { beforeAll, expect, it } from 'vitest';
+import type { EmulatorSeed } from '../../src/emulator/index.js';
+import { markdownCodeBlocks } from '../docs/markdown-blocks.js';
+import { useEmulator } from '../helpers/emulator.js';
+import { call, startRecipe } from './run-recipe.js';
+
+const env = useEmulator();
+let quickStart: { app: string; seed: string };
+
+beforeAll(async () => {
+  const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+  const section = readme.slice(
+    readme.indexOf('\n## Quick start\n'),
+    readme.indexOf('\n## ', readme.indexOf('\n## Quick start\n') + 1),
+  );
+  const blocks = markdownCodeBlocks(section).blocks;
+  quickStart = {
+    app: blocks.find((block) => block.language === 'ts')?.code ?? '',
+    seed: blocks.find((block) => block.language === 'json')?.code ?? '',
+  };
+});
+
+it("holds example-app/recipes/quickstart.ts verbatim as the README's app.ts", async () => {
+  const recipe = await readFile(new URL('../../example-app/recipes/quickstart.ts', import.meta.url), 'utf8');
+  expect(`${quickStart.app}\n`).toBe(recipe);
+});
+
+it("with the README's seed.json: three searches pass, the fourth is refused with 429 before its handler; searches and reports are billed", async () => {
+  env.emulator.reset();
+  env.emulator.seed(JSON.parse(quickStart.seed) as EmulatorSeed);
+  const recipe = await startRecipe('quickstart.ts', env.emulator);
+
+  const searches = [];
+  for (let i = 0; i < 4; i++) {
+    const response = await call(`${recipe.url}/api/search`, 'u1', {});
+    searches.push([response.status, await response.text()]);
+  }
+  // The README shows the first answer as curl prints it.
+  expect(searches.slice(0, 3)).toEqual([
+    [200, '{"hits":[],"remaining":2}'],
+    [200, '{"hits":[],"remaining":1}'],
+    [200, '{"hits":[],"remaining":0}'],
+  ]);
+  expect(searches[3]?.[0]).toBe(429);
+  expect(JSON.parse(searches[3]?.[1] as string)).toMatchObject({
+    status: 429,
+    featureId: 'api-calls',
+    used: 3,
+    budget: 3,
+  });
+  expect((await call(`${recipe.url}/api/reports/1`, 'u1')).status).toBe(200);
+
+  expect(await recipe.stop()).toMatchObject({ code: 0, stderr: '' });
+  expect(env.emulator.usage('u1', 'api-calls')).toBe(3);
+  expect(env.emulator.usage('u1', 'reports')).toBe(1);
+});
