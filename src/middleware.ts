@@ -10,14 +10,8 @@ import { createCounters, type KanaMeterStats } from './config/stats.js';
 import { isPromise, toPromise } from './config/thenable.js';
 import { raceTimeout } from './config/timers.js';
 import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './delivery/queue.js';
-import { CheckBreaker } from './enforcement/check-breaker.js';
-import { CheckQueue } from './enforcement/check-queue.js';
-import { decisionFrom, fallbackDecision } from './enforcement/decisions.js';
-import { EntitlementLookup } from './enforcement/entitlement-lookup.js';
-import { EntitlementCache } from './enforcement/entitlements.js';
+import { createEnforcement } from './enforcement/enforcement.js';
 import { createGate, releaseHolds } from './enforcement/gate.js';
-import { Leases } from './enforcement/leases.js';
-import { answeredFrom, SharedChecks } from './enforcement/shared-checks.js';
 import { KanaClient } from './kana/client.js';
 import { type IdempotencyWindow, idempotencyKeyOf, onWindowAnswer, windowKey } from './metering/idempotency-window.js';
 import { isValidDelta, type MeteredFeature } from './metering/metered-feature.js';
@@ -93,49 +87,8 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   store.bind({ logger });
   const observeKanaCall = config.metrics && guardObserveKanaCall(config.metrics, counters, config.logger);
   const queue = new DeliveryQueue(client, config, counters, observeKanaCall);
-  const breaker: CheckBreaker = new CheckBreaker({
-    backoff: config.retry,
-    logger,
-    counters,
-    onKanaError: config.onKanaError,
-    probe: (query) => entitlements.load(query.userId, query.featureId, query.delta, true),
-  });
-  const checks: CheckQueue = new CheckQueue({
-    client,
-    breaker,
-    checkTimeoutMs: config.checkTimeoutMs,
-    concurrency: config.checkConcurrency,
-    counters,
-    logger,
-    onKanaError: config.onKanaError,
-    observeKanaCall,
-  });
-  const leases: Leases = new Leases({
-    store,
-    counters,
-    logger,
-    adoptAnswer: (entry, answer) => entitlements.adopt(entry, answeredFrom(answer)),
-  });
-  const sharedChecks = new SharedChecks({
-    store,
-    instance: leases.instanceId,
-    ask: (query, probe) => checks.ask(query, probe),
-    checkTimeoutMs: config.checkTimeoutMs,
-    ttl: config.entitlementTtl,
-    counters,
-  });
-  const entitlements: EntitlementCache = new EntitlementCache({
-    ask: (query, probe) => sharedChecks.ask(query, probe),
-    ttl: config.entitlementTtl,
-    staleIfError: config.staleIfError,
-    maxEntries: config.maxEntitlements,
-    undelivered: (userId, featureId) => queue.undeliveredDelta(userId, featureId),
-    ledgerId: () => leases.ledgerId(),
-    onEvict: (entry) => leases.retire(entry),
-  });
-  // Usage Kana confirmed (or never will) leaves the fleet's unconfirmed count.
-  queue.onUsageSettled((userId, featureId, delta) => leases.changed(entitlements.confirm(userId, featureId, delta)));
-  const lookup = new EntitlementLookup(entitlements, breaker);
+  const enforcement = createEnforcement({ config, client, store, counters, queue, observeKanaCall });
+  const { entitlements, leases, lookup } = enforcement;
   const idempotencyWindow: IdempotencyWindow | undefined =
     config.idempotencyKey &&
     store.idempotencyWindow({
@@ -336,9 +289,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       return;
     }
     queue.enqueue(userId, featureId, delta);
-    // Kana's cached `used` does not include it yet: count it locally until the entitlement is fetched
-    // again, and in the store until Kana confirms it.
-    leases.changed(entitlements.countUsage(userId, featureId, delta));
+    enforcement.countUsage(userId, featureId, delta);
   }
 
   function enqueueChecked(req: Request, userId: string, feature: MeteredFeature, delta: unknown, late: boolean): void {
@@ -416,13 +367,11 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     return Object.freeze({
       ...counters,
       ...queue.gauges(),
-      checksAvailable: !breaker.isOpen,
-      entitlements: entitlements.size,
+      ...enforcement.gauges(),
       storeAvailable: storeStats.available,
       storeCommands: storeStats.commands,
       storeFailures: storeStats.failures,
       storeOutages: storeStats.outages,
-      ...leases.gauges(),
     });
   }
 
@@ -445,13 +394,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     },
     async check(userId: string | number, featureId: string, delta = 1) {
       const usage = parseUsageArguments('check', userId, featureId, delta);
-      const found = await lookup.find(usage.userId, usage.featureId, usage.delta);
-      if (found.entry === undefined) {
-        return fallbackDecision(usage.userId, usage.featureId, usage.delta, config.onKanaError, found.error);
-      }
-      // Looks without holding: units a reservation brings stay in this instance's block.
-      const taken = await leases.take(found.entry, usage.delta, false);
-      return decisionFrom(found.entry, usage.delta, found.source, found.error, taken);
+      return enforcement.check(usage.userId, usage.featureId, usage.delta);
     },
     async flush() {
       await settleAsyncCaptures();
@@ -462,12 +405,12 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       closed = true;
       closing ??= (async () => {
         const started = Date.now();
-        breaker.stop();
+        enforcement.stop();
         // Captures already under way (async userId or delta) still make it into the final flush.
         await raceTimeout(settleAsyncCaptures(), timeoutMs);
         await queue.close({ timeoutMs: Math.max(0, timeoutMs - (Date.now() - started)) });
         // Last: the totals include what the queue confirmed while closing; every block goes back.
-        await raceTimeout(leases.close(), Math.max(0, timeoutMs - (Date.now() - started)));
+        await raceTimeout(enforcement.close(), Math.max(0, timeoutMs - (Date.now() - started)));
       })();
       return closing;
     },

@@ -1,0 +1,122 @@
+// One kanaMeter's entitlement machinery: Kana checks behind a breaker and a bounded queue, answers
+// shared through the store, the cache, and leases on each allowance; wired to the delivery queue.
+
+import type { EntitlementDecision } from '../config/decision.js';
+import type { ObserveKanaCall } from '../config/metrics.js';
+import type { Counter } from '../config/stats.js';
+import type { DeliveryQueue } from '../delivery/queue.js';
+import type { KanaClient } from '../kana/client.js';
+import type { KanaMeterConfig } from '../options.js';
+import type { KanaMeterStore } from '../stores/store.js';
+import { CheckBreaker } from './check-breaker.js';
+import { CheckQueue } from './check-queue.js';
+import { decisionFrom, fallbackDecision } from './decisions.js';
+import { EntitlementLookup } from './entitlement-lookup.js';
+import { EntitlementCache } from './entitlements.js';
+import { Leases } from './leases.js';
+import { answeredFrom, SharedChecks } from './shared-checks.js';
+
+export interface EnforcementOptions {
+  config: Pick<
+    KanaMeterConfig,
+    | 'logger'
+    | 'retry'
+    | 'onKanaError'
+    | 'checkTimeoutMs'
+    | 'checkConcurrency'
+    | 'entitlementTtl'
+    | 'staleIfError'
+    | 'maxEntitlements'
+  >;
+  client: KanaClient;
+  store: KanaMeterStore;
+  counters: Record<Counter, number>;
+  /** Usage not yet delivered counts against the allowance; usage it settles leaves the fleet's count. */
+  queue: DeliveryQueue;
+  observeKanaCall: ObserveKanaCall | undefined;
+}
+
+export type Enforcement = ReturnType<typeof createEnforcement>;
+
+export function createEnforcement({ config, client, store, counters, queue, observeKanaCall }: EnforcementOptions) {
+  const { logger } = config;
+  const breaker: CheckBreaker = new CheckBreaker({
+    backoff: config.retry,
+    logger,
+    counters,
+    onKanaError: config.onKanaError,
+    probe: (query) => entitlements.load(query.userId, query.featureId, query.delta, true),
+  });
+  const checks = new CheckQueue({
+    client,
+    breaker,
+    checkTimeoutMs: config.checkTimeoutMs,
+    concurrency: config.checkConcurrency,
+    counters,
+    logger,
+    onKanaError: config.onKanaError,
+    observeKanaCall,
+  });
+  const leases = new Leases({
+    store,
+    counters,
+    logger,
+    adoptAnswer: (entry, answer) => entitlements.adopt(entry, answeredFrom(answer)),
+  });
+  const sharedChecks = new SharedChecks({
+    store,
+    instance: leases.instanceId,
+    ask: (query, probe) => checks.ask(query, probe),
+    checkTimeoutMs: config.checkTimeoutMs,
+    ttl: config.entitlementTtl,
+    counters,
+  });
+  const entitlements: EntitlementCache = new EntitlementCache({
+    ask: (query, probe) => sharedChecks.ask(query, probe),
+    ttl: config.entitlementTtl,
+    staleIfError: config.staleIfError,
+    maxEntries: config.maxEntitlements,
+    undelivered: (userId, featureId) => queue.undeliveredDelta(userId, featureId),
+    ledgerId: () => leases.ledgerId(),
+    onEvict: (entry) => leases.retire(entry),
+  });
+  // Usage Kana confirmed (or never will) leaves the fleet's unconfirmed count.
+  queue.onUsageSettled((userId, featureId, delta) => leases.changed(entitlements.confirm(userId, featureId, delta)));
+  const lookup = new EntitlementLookup(entitlements, breaker);
+
+  return {
+    entitlements,
+    leases,
+    lookup,
+
+    /** Usage just queued: Kana's cached `used` lacks it, so count it here until the next fetch, and in the store until Kana confirms it. */
+    countUsage(userId: string, featureId: string, delta: number): void {
+      leases.changed(entitlements.countUsage(userId, featureId, delta));
+    },
+
+    /** kana.check(): the decision enforced requests get, holding nothing; never rejects for a Kana failure. */
+    async check(userId: string, featureId: string, delta: number): Promise<EntitlementDecision> {
+      const found = await lookup.find(userId, featureId, delta);
+      if (found.entry === undefined) {
+        return fallbackDecision(userId, featureId, delta, config.onKanaError, found.error);
+      }
+      // Looks without holding: units a reservation brings stay in this instance's block.
+      const taken = await leases.take(found.entry, delta, false);
+      return decisionFrom(found.entry, delta, found.source, found.error, taken);
+    },
+
+    gauges() {
+      return { checksAvailable: !breaker.isOpen, entitlements: entitlements.size, ...leases.gauges() };
+    },
+
+    /** First at close(): no more probes of Kana. */
+    stop(): void {
+      breaker.stop();
+    },
+
+    /** Last at close(), once the queue has settled what it could: every block goes back to the store. */
+    close(): Promise<void> {
+      return leases.close();
+    },
+  };
+}
