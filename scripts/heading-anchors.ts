@@ -15,9 +15,16 @@ export class Slugs {
   }
 }
 
-/** The anchors of a Markdown file's headings, in order; headings inside fenced code are not headings. */
-export function headingAnchors(markdown: string): string[] {
-  const prose = markdown.replace(/^(\s*)(`{3,}|~{3,})[^\n]*\n[\s\S]*?^\1\2\s*$/gm, '');
+/** The Markdown without its fenced code blocks: what is prose, where headings and links are. */
+export function withoutFencedCode(markdown: string): string {
+  return markdown.replace(/^(\s*)(`{3,}|~{3,})[^\n]*\n[\s\S]*?^\1\2\s*$/gm, '');
+}
+
+/** A Markdown file's headings, in order, with their level (`###` is 3) and anchor. */
+export function headings(markdown: string): { level: number; anchor: string }[] {
   const slugs = new Slugs();
-  return (prose.match(/^#{1,6} .*$/gm) ?? []).map((heading) => slugs.of(heading.replace(/^#+ /, '')));
+  return [...withoutFencedCode(markdown).matchAll(/^(#{1,6}) (.*)$/gm)].map(([, hashes, text]) => ({
+    level: (hashes as string).length,
+    anchor: slugs.of(text as string),
+  }));
 }

@@ -36,8 +36,6 @@ export interface EnforcementOptions {
   observeKanaCall: ObserveKanaCall | undefined;
 }
 
-export type Enforcement = ReturnType<typeof createEnforcement>;
-
 export function createEnforcement({ config, client, store, counters, queue, observeKanaCall }: EnforcementOptions) {
   const { logger } = config;
   const breaker: CheckBreaker = new CheckBreaker({

@@ -4,7 +4,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { headingAnchors } from '../../scripts/heading-anchors.js';
+import { headings, withoutFencedCode } from '../../scripts/heading-anchors.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const pages = [
@@ -17,7 +17,7 @@ const pages = [
 
 /** `[text](target)` links outside code; absolute URLs and mailto: are not ours to check. */
 function relativeLinks(markdown: string): string[] {
-  const prose = markdown.replace(/^(\s*)(`{3,}|~{3,})[^\n]*\n[\s\S]*?^\1\2\s*$/gm, '').replace(/`[^`\n]*`/g, '');
+  const prose = withoutFencedCode(markdown).replace(/`[^`\n]*`/g, '');
   return [...prose.matchAll(/\]\(([^)\s]+)\)/g)]
     .map(([, target]) => target as string)
     .filter((target) => !/^[a-z][a-z0-9+.-]*:/i.test(target));
@@ -36,7 +36,10 @@ describe('links in the docs', () => {
       }
       if (anchor !== undefined && (statSync(file).isDirectory() || !file.endsWith('.md'))) {
         broken.push(`${link}: an anchor into a file that is not Markdown`);
-      } else if (anchor !== undefined && !headingAnchors(readFileSync(file, 'utf8')).includes(anchor)) {
+      } else if (
+        anchor !== undefined &&
+        !headings(readFileSync(file, 'utf8')).some((heading) => heading.anchor === anchor)
+      ) {
         broken.push(`${link}: no heading #${anchor} in ${relative(root, file)}`);
       }
     }
