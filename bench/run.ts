@@ -1,59 +1,29 @@
-// npm run bench: autocannon against the same Express 5 app (bare, a no-op middleware, metered, enforced, and over
-// Redis: express-rate-limit + rate-limit-redis, kanaMeter + RedisStore): interleaved rounds, medians, ratios.
-// Env: BENCH_ROUNDS (default 5), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS (default 32),
+// npm run bench: autocannon against the same Express 5 app (bare, a no-op middleware, metered, enforced,
+// express-rate-limit, and over Redis: express-rate-limit + rate-limit-redis, kanaMeter + RedisStore): interleaved
+// rounds, paired ratios to bare Express with their ranges, peak RSS; then the in-process CPU cost (in-process.ts).
+// Env: BENCH_ROUNDS (default 6), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS (default 32),
 // BENCH_VARIANTS (a comma-separated subset; bare always runs), REDIS_URL (else its own redis-server on a free port).
 
-import { type ChildProcess, execFileSync, fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { cpus } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { type RedisServer, startRedisServer } from '../test/helpers/redis.js';
+import { ask, median, pin, start } from './processes.js';
+import { chosenVariants, KANA_VARIANTS, REDIS_VARIANTS, ROUTE_PATH, USERS, type Variant } from './variant-app.js';
 
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
-const ALL_VARIANTS = ['bare', 'noop', 'metered', 'enforced', 'rate-limit-redis', 'enforced-redis'] as const;
-type Variant = (typeof ALL_VARIANTS)[number];
-const REDIS_VARIANTS: readonly Variant[] = ['rate-limit-redis', 'enforced-redis'];
-const KANA_VARIANTS: readonly Variant[] = ['metered', 'enforced', 'enforced-redis'];
-const chosen = process.env.BENCH_VARIANTS?.split(',').map((name) => name.trim());
-const unknown = chosen?.filter((name) => !(ALL_VARIANTS as readonly string[]).includes(name));
-if (unknown?.length)
-  throw new Error(`BENCH_VARIANTS: unknown ${unknown.join(', ')}; known: ${ALL_VARIANTS.join(', ')}`);
-const VARIANTS: Variant[] = ALL_VARIANTS.filter((name) => name === 'bare' || !chosen || chosen.includes(name));
-const USERS = Array.from({ length: 10 }, (_, i) => `u${i}`);
+const VARIANTS = chosenVariants(process.env.BENCH_VARIANTS);
 
 interface Run {
   requestsPerSecond: number;
   p50: number;
   p99: number;
   cpuMicrosPerRequest: number;
+  /** The server's peak resident set at the end of this run, in MB. */
+  peakRssMb: number;
   errors: number;
-}
-
-/** Forks a bench process and resolves with its first message: `listening`, with its address. */
-function start(script: string, args: string[]): Promise<{ child: ChildProcess; ready: Record<string, unknown> }> {
-  const child = fork(fileURLToPath(new URL(script, import.meta.url)), args, {
-    execArgv: ['--import', 'tsx'],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  return new Promise((resolve, reject) => {
-    child.once('message', (ready: Record<string, unknown>) => resolve({ child, ready }));
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
-  });
-}
-
-function ask<T>(child: ChildProcess, type: string, reply: string): Promise<T> {
-  return new Promise((resolve) => {
-    const onMessage = (message: { type: string } & T) => {
-      if (message.type !== reply) return;
-      child.off('message', onMessage);
-      resolve(message);
-    };
-    child.on('message', onMessage);
-    child.send({ type });
-  });
 }
 
 async function load(port: number, seconds: number) {
@@ -61,12 +31,12 @@ async function load(port: number, seconds: number) {
     url: `http://127.0.0.1:${port}`,
     connections: CONNECTIONS,
     duration: seconds,
-    requests: USERS.map((user) => ({ method: 'GET', path: '/api/items/42', headers: { 'x-user': user } })),
+    requests: USERS.map((user) => ({ method: 'GET', path: ROUTE_PATH, headers: { 'x-user': user } })),
   });
 }
 
 async function measure(child: ChildProcess, port: number): Promise<Run> {
-  type Cpu = { cpu: NodeJS.CpuUsage };
+  type Cpu = { cpu: NodeJS.CpuUsage; maxRssKb: number };
   const before = await ask<Cpu>(child, 'cpu', 'cpu');
   const result = await load(port, SECONDS);
   const after = await ask<Cpu>(child, 'cpu', 'cpu');
@@ -76,31 +46,11 @@ async function measure(child: ChildProcess, port: number): Promise<Run> {
     p50: result.latency.p50,
     p99: result.latency.p99,
     cpuMicrosPerRequest: cpuMicros / result.requests.total,
+    peakRssMb: after.maxRssKb / 1024,
     errors: result.errors + result.non2xx,
   };
 }
 
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2
-    ? (sorted[middle] as number)
-    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
-};
-
-/**
- * On a machine with 2+ CPUs, pin the load generator (and Kana) to CPU 0 and the servers to CPU 1,
- * so a server gets a core of its own and the ratios compare server costs, not scheduling luck.
- */
-function pin(pid: number | undefined, cpu: number): boolean {
-  if (pid === undefined || cpus().length < 2) return false;
-  try {
-    execFileSync('taskset', ['-pc', String(cpu), String(pid)], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false; // no taskset: run unpinned
-  }
-}
 const pinned = pin(process.pid, 0);
 
 const kana = await start('./kana-server.ts', []);
@@ -149,17 +99,24 @@ for (let round = 0; round < ROUNDS; round++) {
 }
 
 const bare = runs.get('bare') as Run[];
-const bareRps = median(bare.map((run) => run.requestsPerSecond));
-const bareCpu = median(bare.map((run) => run.cpuMicrosPerRequest));
-console.log('\n| variant | req/s (median) | vs bare | p50 ms | p99 ms | server CPU µs/req | vs bare | errors |');
-console.log('|---|---|---|---|---|---|---|---|');
+/** Each round's ratio to bare Express in the same round (paired), as "median (min–max)". */
+const paired = (list: Run[], value: (run: Run) => number) => {
+  const ratios = list.map((run, round) => value(run) / value(bare[round] as Run));
+  return `${median(ratios).toFixed(3)}x (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`;
+};
+const bareRss = Math.max(...bare.map((run) => run.peakRssMb));
+console.log(
+  '\n| variant | req/s (median) | vs bare, paired (range) | p50 ms | p99 ms | server CPU µs/req | vs bare, paired (range) | peak RSS vs bare | errors |',
+);
+console.log('|---|---|---|---|---|---|---|---|---|');
 for (const variant of measured) {
   const list = runs.get(variant) as Run[];
   const rps = median(list.map((run) => run.requestsPerSecond));
   const cpu = median(list.map((run) => run.cpuMicrosPerRequest));
+  const rss = Math.max(...list.map((run) => run.peakRssMb)) - bareRss;
   const errors = list.reduce((sum, run) => sum + run.errors, 0);
   console.log(
-    `| ${variant} | ${Math.round(rps)} | ${(rps / bareRps).toFixed(3)}x | ${median(list.map((run) => run.p50))} | ${median(list.map((run) => run.p99))} | ${cpu.toFixed(1)} | ${(cpu / bareCpu).toFixed(3)}x | ${errors} |`,
+    `| ${variant} | ${Math.round(rps)} | ${paired(list, (run) => run.requestsPerSecond)} | ${median(list.map((run) => run.p50))} | ${median(list.map((run) => run.p99))} | ${cpu.toFixed(1)} | ${paired(list, (run) => run.cpuMicrosPerRequest)} | ${rss >= 0 ? '+' : ''}${rss.toFixed(1)} MB | ${errors} |`,
   );
 }
 

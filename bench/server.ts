@@ -1,76 +1,14 @@
-// One benchmark variant in its own process: the same tiny Express 5 app, bare, with a no-op middleware, metered,
-// enforced, rate-limited by express-rate-limit + rate-limit-redis, or enforced with kanaMeter + RedisStore.
-// Driven by bench/run.ts over IPC: it reports its port, its CPU time, and flushes on request.
+// One benchmark variant in its own process (bench/variant-app.ts builds its app).
+// Driven by bench/run.ts over IPC: it reports its port, its CPU time and peak RSS, and flushes on request.
 
 import type { AddressInfo } from 'node:net';
-import express, { type RequestHandler } from 'express';
-import { rateLimit } from 'express-rate-limit';
-import { type KanaMeter, type KanaMeterOptions, kanaMeter } from 'kana-meter';
-import { RedisStore } from 'kana-meter/redis';
-import { RedisStore as RateLimitRedisStore } from 'rate-limit-redis';
-import { createClient } from 'redis';
+import { buildVariantApp, type Variant } from './variant-app.js';
 
 const [variant, endpoint, apiKey, redisUrl] = process.argv.slice(2);
-
-/** node-redis, connected to the bench's own redis-server; each store gets `sendCommand` as its README shows. */
-async function connectRedis() {
-  const client = createClient({ url: redisUrl });
-  client.on('error', (error) => console.error(`bench ${variant}: redis`, error));
-  await client.connect();
-  return client;
-}
-
-let kana: KanaMeter | undefined;
-let rateLimiter: RequestHandler | undefined;
-if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-redis') {
-  const options: KanaMeterOptions = {
-    apiKey,
-    endpoint,
-    userId: (req) => req.get('x-user'),
-    routes: { 'GET /api/items/:id': 'api-calls' },
-    // 'enforced': every request is checked first (a warm cache after the first one per user), and takes a
-    // unit of a large but finite allowance: from a lease on it (in this process, or reserved in Redis).
-    enforce: variant !== 'metered',
-    logger: { error: console.error, warn: console.error, info() {}, debug() {} },
-  };
-  if (variant === 'enforced-redis') {
-    // As the README shows it: the user's node-redis client, kana-meter depending on none.
-    const client = await connectRedis();
-    options.store = new RedisStore({
-      sendCommand: (...args: string[]) => client.sendCommand(args),
-      prefix: 'bench-kana:',
-    });
-  }
-  kana = kanaMeter(options);
-} else if (variant === 'rate-limit-redis') {
-  // The ecosystem's standard for shared state: one Redis round trip (EVALSHA) per request.
-  const client = await connectRedis();
-  rateLimiter = rateLimit({
-    windowMs: 60_000,
-    limit: Number.MAX_SAFE_INTEGER,
-    keyGenerator: (req) => req.get('x-user') ?? 'anonymous',
-    standardHeaders: 'draft-8',
-    legacyHeaders: false,
-    store: new RateLimitRedisStore({
-      sendCommand: (...args: string[]) => client.sendCommand(args),
-      prefix: 'bench-rl:',
-    }),
-  });
-}
-
-const app = express();
-if (kana) app.use(kana as RequestHandler);
-if (rateLimiter) app.use(rateLimiter);
-// The floor any middleware pays: one more Express layer that does nothing.
-if (variant === 'noop') app.use((_req, _res, next) => next());
-// Responses fully sent: what kana-meter must bill (a response cut off by the client is not billed).
-let served = 0;
-const countServed = () => {
-  served++;
-};
-app.get('/api/items/:id', (req, res) => {
-  res.once('finish', countServed);
-  res.json({ id: req.params.id, name: 'item' });
+const { app, kana, served, close } = await buildVariantApp(variant as Variant, {
+  endpoint: endpoint as string,
+  apiKey: apiKey as string,
+  redisUrl: redisUrl || undefined,
 });
 
 const server = app.listen(0, '127.0.0.1', () => {
@@ -79,13 +17,14 @@ const server = app.listen(0, '127.0.0.1', () => {
 
 process.on('message', async (message: { type: string }) => {
   if (message.type === 'cpu') {
-    process.send?.({ type: 'cpu', cpu: process.cpuUsage() });
+    // maxRSS is in kilobytes: the process's peak resident set so far.
+    process.send?.({ type: 'cpu', cpu: process.cpuUsage(), maxRssKb: process.resourceUsage().maxRSS });
   } else if (message.type === 'flush') {
     await kana?.flush();
-    process.send?.({ type: 'flushed', served, stats: kana?.stats() });
+    process.send?.({ type: 'flushed', served: served(), stats: kana?.stats() });
   } else if (message.type === 'exit') {
     server.close();
-    await kana?.close();
+    await close();
     process.exit(0);
   }
 });

@@ -1,0 +1,130 @@
+// One benchmark variant's Express 5 app: bare, a no-op middleware, metered, enforced (in process or over Redis),
+// or express-rate-limit (memory store, or rate-limit-redis). Shared by the HTTP bench (server.ts) and the
+// in-process one (in-process.ts), so both measure the same app.
+
+import express, { type Express, type RequestHandler } from 'express';
+import { rateLimit } from 'express-rate-limit';
+import { type KanaMeter, type KanaMeterOptions, kanaMeter } from 'kana-meter';
+import { RedisStore } from 'kana-meter/redis';
+import { RedisStore as RateLimitRedisStore } from 'rate-limit-redis';
+import { createClient } from 'redis';
+
+export const ALL_VARIANTS = [
+  'bare',
+  'noop',
+  'metered',
+  'enforced',
+  'rate-limit',
+  'rate-limit-redis',
+  'enforced-redis',
+] as const;
+export type Variant = (typeof ALL_VARIANTS)[number];
+/** Variants that need a Redis server. */
+export const REDIS_VARIANTS: readonly Variant[] = ['rate-limit-redis', 'enforced-redis'];
+/** Variants whose usage reaches Kana: the bench checks that every 2xx was delivered. */
+export const KANA_VARIANTS: readonly Variant[] = ['metered', 'enforced', 'enforced-redis'];
+/** The route every variant serves, and the users the load spreads over (each has a plan in bench/kana-server.ts). */
+export const ROUTE_PATH = '/api/items/42';
+export const USERS = Array.from({ length: 10 }, (_, i) => `u${i}`);
+
+export interface VariantApp {
+  app: Express;
+  /** The variant's kanaMeter, when it has one (flushed and closed by the bench). */
+  kana: KanaMeter | undefined;
+  /** Responses fully sent: what kana-meter must bill. */
+  served(): number;
+  /** Releases the variant's Redis client, if any. */
+  close(): Promise<void>;
+}
+
+export interface VariantEnvironment {
+  endpoint: string;
+  apiKey: string;
+  redisUrl?: string;
+}
+
+/** Parses BENCH_VARIANTS (a comma-separated subset; bare always runs), or throws naming the unknown ones. */
+export function chosenVariants(env: string | undefined, known: readonly Variant[] = ALL_VARIANTS): Variant[] {
+  const chosen = env?.split(',').map((name) => name.trim());
+  const unknown = chosen?.filter((name) => !(known as readonly string[]).includes(name));
+  if (unknown?.length) throw new Error(`BENCH_VARIANTS: unknown ${unknown.join(', ')}; known: ${known.join(', ')}`);
+  return known.filter((name) => name === 'bare' || !chosen || chosen.includes(name));
+}
+
+/** node-redis, connected to the bench's redis-server; each store gets `sendCommand` as its guide shows. */
+async function connectRedis(variant: Variant, redisUrl: string | undefined) {
+  if (!redisUrl) throw new Error(`bench ${variant}: needs a Redis server`);
+  const client = createClient({ url: redisUrl });
+  client.on('error', (error) => console.error(`bench ${variant}: redis`, error));
+  await client.connect();
+  return client;
+}
+
+export async function buildVariantApp(variant: Variant, environment: VariantEnvironment): Promise<VariantApp> {
+  let kana: KanaMeter | undefined;
+  let limiter: RequestHandler | undefined;
+  let redis: Awaited<ReturnType<typeof connectRedis>> | undefined;
+  if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-redis') {
+    const options: KanaMeterOptions = {
+      apiKey: environment.apiKey,
+      endpoint: environment.endpoint,
+      userId: (req) => req.get('x-user'),
+      routes: { 'GET /api/items/:id': 'api-calls' },
+      // 'enforced': every request is checked first (a warm cache after the first one per user), and takes a
+      // unit of a large but finite allowance: from a lease on it (in this process, or reserved in Redis).
+      enforce: variant !== 'metered',
+      logger: { error: console.error, warn: console.error, info() {}, debug() {} },
+    };
+    if (variant === 'enforced-redis') {
+      const client = await connectRedis(variant, environment.redisUrl);
+      redis = client;
+      options.store = new RedisStore({
+        sendCommand: (...args: string[]) => client.sendCommand(args),
+        prefix: 'bench-kana:',
+      });
+    }
+    kana = kanaMeter(options);
+  } else if (variant === 'rate-limit' || variant === 'rate-limit-redis') {
+    // The ecosystem's standard: express-rate-limit, in memory or with one Redis round trip (EVALSHA) per request.
+    let store: RateLimitRedisStore | undefined;
+    if (variant === 'rate-limit-redis') {
+      const client = await connectRedis(variant, environment.redisUrl);
+      redis = client;
+      store = new RateLimitRedisStore({
+        sendCommand: (...args: string[]) => client.sendCommand(args),
+        prefix: 'bench-rl:',
+      });
+    }
+    limiter = rateLimit({
+      windowMs: 60_000,
+      limit: Number.MAX_SAFE_INTEGER,
+      keyGenerator: (req) => req.get('x-user') ?? 'anonymous',
+      standardHeaders: 'draft-8',
+      legacyHeaders: false,
+      store,
+    });
+  }
+
+  const app = express();
+  if (kana) app.use(kana as RequestHandler);
+  if (limiter) app.use(limiter);
+  // The floor any middleware pays: one more Express layer that does nothing.
+  if (variant === 'noop') app.use((_req, _res, next) => next());
+  let served = 0;
+  const countServed = () => {
+    served++;
+  };
+  app.get('/api/items/:id', (req, res) => {
+    res.once('finish', countServed);
+    res.json({ id: req.params.id, name: 'item' });
+  });
+  return {
+    app,
+    kana,
+    served: () => served,
+    async close() {
+      await kana?.close();
+      await redis?.quit();
+    },
+  };
+}
