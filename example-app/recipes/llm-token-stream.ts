@@ -1,5 +1,5 @@
 // Bill the tokens of a streamed LLM response: their number is known only when the stream ends.
-// Run: KANA_API_KEY=prv_... npx tsx llm-token-stream.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
+// Run: KANA_API_KEY=prv_... node --import tsx llm-token-stream.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
 
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -51,7 +51,8 @@ const server = app.listen(Number(process.env.PORT ?? 3000), (error) => {
 });
 
 process.once('SIGTERM', async () => {
-  server.close();
-  await kana.close(); // delivers the usage still waiting
+  setTimeout(() => server.closeAllConnections(), 10_000).unref(); // requests in flight get 10 s
+  await new Promise((done) => server.close(done)); // stops accepting; resolves once those requests have finished
+  await kana.close(); // then delivers their usage
   process.exit(0);
 });
