@@ -1,6 +1,8 @@
 // A TypeScript app: your user typed on req.user, options checked by the compiler, req.kana typed on enforced routes.
 // Run: KANA_API_KEY=prv_... node --import tsx typescript.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
 // tsconfig: "strict": true and "module": "NodeNext" (or "Bundler"); CommonJS projects get the same types.
+// Plain tsc with "module": "commonjs" needs `npm install --save-dev @types/express @types/node` and
+// "esModuleInterop": true (for `import express from 'express'`); tsx runs it without either.
 
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
