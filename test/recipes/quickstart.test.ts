@@ -62,8 +62,8 @@ it("with the README's seed.json: three searches pass, the fourth is refused with
 
 it('on SIGTERM with 20 searches in flight: each is answered 2xx and billed before the process exits', async () => {
   seedPlan(env.emulator, { 'api-calls': null, reports: null });
-  // Kana takes a second to answer the entitlement check: the 20 searches wait in the gate when SIGTERM comes.
-  env.emulator.failNext({ delayMs: 1000 }, { operation: 'canUseFeature', times: Number.POSITIVE_INFINITY });
+  // Kana takes 1.5 s to answer the entitlement check: the 20 searches wait in the gate when SIGTERM comes.
+  env.emulator.failNext({ delayMs: 1500 }, { operation: 'canUseFeature', times: Number.POSITIVE_INFINITY });
   const recipe = await startRecipe('quickstart.ts', env.emulator);
 
   const searches = Array.from({ length: 20 }, () =>
@@ -75,7 +75,7 @@ it('on SIGTERM with 20 searches in flight: each is answered 2xx and billed befor
   await vi.waitFor(() =>
     expect(env.emulator.requests().some((r) => r.fieldNames.includes('canUseFeature'))).toBe(true),
   );
-  await sleep(200);
+  await sleep(500); // the other 19 reach the server too
   recipe.child.kill('SIGTERM');
 
   const answers = await Promise.all(searches);
