@@ -22,6 +22,10 @@ export default defineConfig([
     format: ['esm', 'cjs'],
     dts: true,
     sourcemap: true,
+    // The maps name src/*.ts, which the tarball does not ship: embed their text (a stack trace stays readable).
+    esbuildOptions(options) {
+      options.sourcesContent = true;
+    },
     // tsup builds the two configs at once: this clean must spare the CLI's output.
     clean: ['!emulator/cli.js', '!emulator/cli.js.map'],
     target: 'node20',
@@ -52,6 +56,9 @@ export default defineConfig([
     format: ['esm'],
     dts: false,
     sourcemap: true,
+    esbuildOptions(options) {
+      options.sourcesContent = true;
+    },
     clean: false,
     target: 'node20',
     splitting: false,

@@ -12,6 +12,8 @@ import { createApp } from './app.js';
 import { exampleRedis, NO_REDIS } from './redis.js';
 
 const DEMO_USER = 'demo-user';
+/** A second user on the same plan, left alone by the demo: the "Try it" curl has searches left. */
+const TRY_USER = 'you';
 /** The demo user's monthly searches: small, so the demo runs into the limit. */
 const SEARCH_ALLOWANCE = 5;
 const once = process.argv.includes('--once');
@@ -39,7 +41,10 @@ async function connectToKana(): Promise<{ apiKey: string; endpoint?: string; emu
   }
   const emulator = await startKanaEmulator({
     seed: {
-      users: [{ id: DEMO_USER, name: 'Demo User' }],
+      users: [
+        { id: DEMO_USER, name: 'Demo User' },
+        { id: TRY_USER, name: 'You' },
+      ],
       features: [
         { id: 'api-calls', name: 'API Calls', type: 'CONSUMABLE', unitLabel: 'call', unitLabelPlural: 'calls' },
         { id: 'reports', name: 'Reports', type: 'CONSUMABLE' },
@@ -56,13 +61,17 @@ async function connectToKana(): Promise<{ apiKey: string; endpoint?: string; emu
           ],
         },
       ],
-      subscriptions: [{ userId: DEMO_USER, packageId: 'starter-plan' }],
+      subscriptions: [
+        { userId: DEMO_USER, packageId: 'starter-plan' },
+        { userId: TRY_USER, packageId: 'starter-plan' },
+      ],
     },
   });
   console.log(`No KANA_API_KEY: started the local Kana emulator at ${emulator.url}`);
   console.log(
-    `Seeded user "${DEMO_USER}" on plan "starter-plan": ${SEARCH_ALLOWANCE} api-calls a month (enforced), reports, exports.`,
+    `Seeded users "${DEMO_USER}" and "${TRY_USER}" on plan "starter-plan": ${SEARCH_ALLOWANCE} api-calls a month (enforced), reports, exports.`,
   );
+  console.log(`Emulator dashboard (usage by user and feature): ${emulator.dashboardUrl}`);
   return { apiKey: emulator.apiKey, endpoint: emulator.url, emulator };
 }
 
@@ -155,6 +164,13 @@ async function listen(app: RequestListener): Promise<Server> {
   }
 }
 
+/** Stops accepting, and resolves once the requests in flight have finished (cut off after 5 s). */
+async function closeServer(server: Server): Promise<void> {
+  const cutOff = setTimeout(() => server.closeAllConnections(), 5000).unref();
+  await new Promise((done) => server.close(done));
+  clearTimeout(cutOff);
+}
+
 function exitWith(message: string): never {
   console.error(message);
   process.exit(1);
@@ -186,7 +202,7 @@ async function main(): Promise<void> {
   }
 
   const shutdown = async () => {
-    server.close();
+    await closeServer(server);
     await kana.close({ timeoutMs: 5000 });
     await kanaConnection.emulator?.close();
   };
@@ -194,7 +210,10 @@ async function main(): Promise<void> {
     await shutdown();
     return;
   }
-  console.log(`\nTry it: curl -X POST ${baseUrl}/api/search -H 'authorization: Bearer ${DEMO_USER}'`);
+  // "demo-user" has used up the plan above; with the emulator, "you" has every search left.
+  const tryUser = kanaConnection.emulator ? TRY_USER : DEMO_USER;
+  console.log(`\nTry it: curl -X POST ${baseUrl}/api/search -H 'authorization: Bearer ${tryUser}'`);
+  if (kanaConnection.emulator) console.log(`Then see it billed: ${kanaConnection.emulator.dashboardUrl}`);
   console.log('Press Ctrl-C to stop (usage still waiting is flushed first).');
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => void shutdown().then(() => process.exit(0)));
@@ -217,7 +236,7 @@ async function runInstance(): Promise<void> {
     process.send?.({ type: 'ready', port: (server.address() as AddressInfo).port });
   });
   const shutdown = async () => {
-    server.close();
+    await closeServer(server);
     await kana.close({ timeoutMs: 5000 });
     redis.destroy();
     process.exit(0);
@@ -301,7 +320,9 @@ async function runInstances(count: number): Promise<void> {
     await shutdown();
     return;
   }
-  console.log(`\nTry it: curl -X POST ${children[0]?.url}/api/search -H 'authorization: Bearer ${DEMO_USER}'`);
+  const tryUser = kanaConnection.emulator ? TRY_USER : DEMO_USER;
+  console.log(`\nTry it: curl -X POST ${children[0]?.url}/api/search -H 'authorization: Bearer ${tryUser}'`);
+  if (kanaConnection.emulator) console.log(`Then see it billed: ${kanaConnection.emulator.dashboardUrl}`);
   console.log('Press Ctrl-C to stop.');
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => void shutdown().then(() => process.exit(0)));

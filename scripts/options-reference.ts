@@ -156,7 +156,7 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
     prefix: '',
     seeAlso: ['RouteMap', 'RouteTarget'],
     summaryName: (name) => `meter({ ${name} })`,
-    badValues: { delta: 0, enforce: 'shadow-mode' } satisfies BadValues<FeatureOptions>,
+    badValues: { delta: 0, enforce: 'shadow-mode', billAborted: 'yes' } satisfies BadValues<FeatureOptions>,
     shown: (name, value) => `meter('reports', ${literal({ [name]: value })})`,
     attempt: (name, value) => attempt(() => meter('reports', { [name]: value })),
   },

@@ -126,6 +126,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       }
       usage.tagged ??= [];
       usage.tagged.push(feature);
+      if (feature.billAborted) watchAbandoned(res);
       // The gate of a meter() route runs here, before the handler.
       if (feature.enforce ?? enforce) gate(req, res, next, feature, usage);
       else next();
@@ -144,6 +145,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     }
     const usage = startUsage(usages, req, routeFeature);
     res.on('finish', onFinish);
+    if (routeFeature.billAborted) watchAbandoned(res);
     // The gate of a mapped route runs here, before routing.
     if (routeFeature.enforce ?? enforce) gate(req, res, next, routeFeature, usage);
     else next();
@@ -159,7 +161,32 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     }
   }
 
-  function finished(res: Response): void {
+  /** Responses of `billAborted` routes that finished: their `close` is not an abandonment. */
+  const finishedWatched = new WeakSet<object>();
+
+  /** On a `billAborted` route: a `close` without `finish` bills what the route says was delivered. */
+  function watchAbandoned(res: Response): void {
+    if (res.listeners('close').includes(onAbandonedClose)) return;
+    res.on('finish', onWatchedFinish);
+    res.on('close', onAbandonedClose);
+  }
+
+  function onWatchedFinish(this: ServerResponse): void {
+    finishedWatched.add(this);
+  }
+
+  function onAbandonedClose(this: ServerResponse): void {
+    // Finished (billed on finish), or abandoned before the handler started to answer (nothing delivered).
+    if (finishedWatched.has(this) || !this.headersSent) return;
+    try {
+      finished(this as Response, true);
+    } catch (error) {
+      captureFailed(error);
+    }
+  }
+
+  /** `abandoned`: the client left before the response finished; only `billAborted` features are billed. */
+  function finished(res: Response, abandoned = false): void {
     const req = res.req;
     const usage = usages.get(req);
     if (usage === undefined) return;
@@ -173,7 +200,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     const late = closed;
     if (usage.userId !== undefined) {
       // Read by the gate before the handler: billed as it was checked (false: userId failed, already reported).
-      if (usage.userId !== false) captureFor(req, res, usage, usage.userId, late);
+      if (usage.userId !== false) captureFor(req, res, usage, usage.userId, late, abandoned);
       return;
     }
     let userId: UserIdValue | Promise<UserIdValue>;
@@ -186,12 +213,12 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     if (isPromise(userId)) {
       track(
         toPromise(userId).then(
-          (id) => captureFor(req, res, usage, id, late),
+          (id) => captureFor(req, res, usage, id, late, abandoned),
           (error) => userIdFailed(req, error),
         ),
       );
     } else {
-      captureFor(req, res, usage, userId, late);
+      captureFor(req, res, usage, userId, late, abandoned);
     }
   }
 
@@ -209,7 +236,14 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     }
   }
 
-  function captureFor(req: Request, res: Response, usage: RequestUsage, rawUserId: unknown, late: boolean): void {
+  function captureFor(
+    req: Request,
+    res: Response,
+    usage: RequestUsage,
+    rawUserId: unknown,
+    late: boolean,
+    abandoned = false,
+  ): void {
     let userId: string | null;
     try {
       userId = toKanaUserId(rawUserId);
@@ -223,10 +257,13 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     }
     // The common case, one feature from the route map, without building a list.
     if (usage.tagged === undefined) {
-      if (usage.routeFeature !== undefined) captureFeature(req, res, userId, usage.routeFeature, late);
+      const feature = usage.routeFeature;
+      if (feature !== undefined && (!abandoned || feature.billAborted)) captureFeature(req, res, userId, feature, late);
       return;
     }
-    for (const feature of featuresToBill(usage)) captureFeature(req, res, userId, feature, late);
+    for (const feature of featuresToBill(usage)) {
+      if (!abandoned || feature.billAborted) captureFeature(req, res, userId, feature, late);
+    }
   }
 
   function captureFeature(req: Request, res: Response, userId: string, feature: MeteredFeature, late: boolean): void {

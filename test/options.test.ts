@@ -149,7 +149,10 @@ describe('meter() options', () => {
     [[7], /got 7/],
     [['f', { delta: -1 }], /option `meter\(\) feature.delta` must be an integer in 1\.\.2147483647/],
     [['f', { delta: 2 ** 31 }], /got 2147483648/],
-    [['f', { detla: 2 }], /option `meter\(\) feature.detla` must be absent \(known options: delta, enforce\)/],
+    [
+      ['f', { detla: 2 }],
+      /option `meter\(\) feature.detla` must be absent \(known options: delta, enforce, billAborted\)/,
+    ],
     [['f', { enforce: 1 }], /option `meter\(\) feature.enforce` must be true, false or 'shadow'; got 1/],
   ])('rejects meter(%j)', (args, message) => {
     expect(() => (meter as (...a: unknown[]) => unknown)(...args)).toThrow(message);

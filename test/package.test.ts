@@ -104,6 +104,27 @@ describe('the packed tarball', () => {
     expect(tarballFiles.filter((file) => file.startsWith('src/') || file.startsWith('test/'))).toEqual([]);
   });
 
+  it('embeds in each source map the sources it names (src/ is not shipped, so a stack trace can still be read)', async () => {
+    const maps = tarballFiles.filter((file) => file.endsWith('.map'));
+    expect(maps).toEqual(
+      expect.arrayContaining(['dist/index.js.map', 'dist/index.cjs.map', 'dist/emulator/cli.js.map']),
+    );
+    const installed = join(project, 'node_modules/kana-meter');
+    for (const file of maps) {
+      const map = JSON.parse(await readFile(join(installed, file), 'utf8')) as {
+        sources: string[];
+        sourcesContent?: (string | null)[];
+      };
+      const missing = map.sources.filter((_source, i) => typeof map.sourcesContent?.[i] !== 'string');
+      expect({ file, missing }).toEqual({ file, missing: [] });
+      // What a stack trace names: the source as it was built.
+      const middleware = map.sources.indexOf('../src/middleware.ts');
+      if (middleware !== -1) {
+        expect(map.sourcesContent?.[middleware]).toBe(await readFile(join(root, 'src/middleware.ts'), 'utf8'));
+      }
+    }
+  });
+
   it('loads without prom-client installed, as ESM and CommonJS; only kana-meter/prometheus needs it', async () => {
     expect(withoutPromClient).toEqual({
       promClient: { code: 'MODULE_NOT_FOUND', namesPromClient: true },

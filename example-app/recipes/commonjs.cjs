@@ -22,7 +22,8 @@ const server = app.listen(Number(process.env.PORT ?? 3000), (error) => {
 });
 
 process.once('SIGTERM', async () => {
-  server.close();
-  await kana.close(); // delivers the usage still waiting
+  setTimeout(() => server.closeAllConnections(), 10_000).unref(); // requests in flight get 10 s
+  await new Promise((done) => server.close(done)); // stops accepting; resolves once those requests have finished
+  await kana.close(); // then delivers their usage
   process.exit(0);
 });

@@ -6,7 +6,7 @@
 //     containers:
 //       - readinessProbe: { httpGet: { path: /ready, port: 3000 }, periodSeconds: 2, failureThreshold: 1 }
 //
-// Run: KANA_API_KEY=prv_... npx tsx kubernetes-shutdown.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
+// Run: KANA_API_KEY=prv_... node --import tsx kubernetes-shutdown.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
 
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';

@@ -1,5 +1,5 @@
-// Bill the tokens of a streamed LLM response: their number is known only when the stream ends.
-// Run: KANA_API_KEY=prv_... npx tsx llm-token-stream.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
+// Bill the tokens of a streamed LLM response: their number is known only when the stream ends, or when the client leaves.
+// Run: KANA_API_KEY=prv_... node --import tsx llm-token-stream.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
 
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,21 +18,25 @@ app.use(kana);
 
 // meter() reads the delta once the response has finished: the tokens streamed. enforce refuses a user
 // whose allowance is used up before generating anything (checked as 1 token: a stream may end past it).
-// A stream the client abandons never finishes: generation stops, and nothing is billed.
-const billTokens = meter('llm-tokens', { delta: (_req, res) => res.locals.tokens, enforce: true });
+// billAborted: a stream the client abandons is billed too, for the tokens sent before it left (generation stops).
+const billTokens = meter('llm-tokens', {
+  delta: (_req, res) => res.locals.tokensSent,
+  billAborted: true,
+  enforce: true,
+});
 
 app.post('/v1/completions', billTokens, async (req, res) => {
   const { prompt = '', max_tokens: maxTokens = 256 } = req.body ?? {};
   const clientLeft = new AbortController();
   res.on('close', () => clientLeft.abort());
   res.setHeader('content-type', 'text/event-stream');
-  let tokens = 0;
+  res.locals.tokensSent = 0; // read on finish, or when the client leaves
   for await (const token of streamCompletion(String(prompt), Number(maxTokens), clientLeft.signal)) {
+    if (clientLeft.signal.aborted) break; // not sent, not billed
     res.write(`data: ${JSON.stringify({ token })}\n\n`);
-    tokens++;
+    res.locals.tokensSent++;
   }
   if (clientLeft.signal.aborted) return;
-  res.locals.tokens = tokens;
   res.end('data: [DONE]\n\n');
 });
 
@@ -51,7 +55,8 @@ const server = app.listen(Number(process.env.PORT ?? 3000), (error) => {
 });
 
 process.once('SIGTERM', async () => {
-  server.close();
-  await kana.close(); // delivers the usage still waiting
+  setTimeout(() => server.closeAllConnections(), 10_000).unref(); // requests in flight get 10 s
+  await new Promise((done) => server.close(done)); // stops accepting; resolves once those requests have finished
+  await kana.close(); // then delivers their usage
   process.exit(0);
 });

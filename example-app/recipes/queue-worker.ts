@@ -1,7 +1,7 @@
 // A queue worker: checks the plan with kana.check() before a job, bills it with kana.record() once done.
 // Jobs come as JSON lines on stdin, a stand-in for your queue; with BullMQ the loop body goes in
 // new Worker('exports', async (job) => { ... }). Stops at the end of input or on SIGTERM, after close().
-// Run: KANA_API_KEY=prv_... npx tsx queue-worker.ts < jobs.jsonl (KANA_ENDPOINT=... for `npx kana-emulator`).
+// Run: KANA_API_KEY=prv_... node --import tsx queue-worker.ts < jobs.jsonl (KANA_ENDPOINT=... for `npx kana-emulator`).
 
 import { createInterface } from 'node:readline';
 import { kanaMeter } from 'kana-meter';

@@ -1,5 +1,5 @@
 // app.ts: searches billed to Kana and refused once the user's plan is used up; reports billed.
-// Run: KANA_API_KEY=prv_... npx tsx app.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
+// Run: KANA_API_KEY=prv_... node --import tsx app.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
 
 import type { AddressInfo } from 'node:net';
 import express from 'express';
@@ -28,8 +28,9 @@ const server = app.listen(Number(process.env.PORT ?? 3000), (error) => {
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, async () => {
-    server.close();
-    await kana.close(); // delivers the usage still waiting
+    setTimeout(() => server.closeAllConnections(), 10_000).unref(); // requests in flight get 10 s
+    await new Promise((done) => server.close(done)); // stops accepting; resolves once those requests have finished
+    await kana.close(); // then delivers their usage
     process.exit(0);
   });
 }

@@ -1,6 +1,6 @@
 // Turning enforcement on safely: run in shadow mode (every decision made, none enforced), watch what it would
 // refuse, then switch it on. KANA_ENFORCE=true is the switch: requests over the plan then get 402 or 429.
-// Run: KANA_API_KEY=prv_... npx tsx shadow-mode.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
+// Run: KANA_API_KEY=prv_... node --import tsx shadow-mode.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
 
 import type { AddressInfo } from 'node:net';
 import express from 'express';
@@ -37,7 +37,8 @@ const server = app.listen(Number(process.env.PORT ?? 3000), (error) => {
 });
 
 process.once('SIGTERM', async () => {
-  server.close();
-  await kana.close(); // delivers the usage still waiting
+  setTimeout(() => server.closeAllConnections(), 10_000).unref(); // requests in flight get 10 s
+  await new Promise((done) => server.close(done)); // stops accepting; resolves once those requests have finished
+  await kana.close(); // then delivers their usage
   process.exit(0);
 });

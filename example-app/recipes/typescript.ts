@@ -1,6 +1,8 @@
 // A TypeScript app: your user typed on req.user, options checked by the compiler, req.kana typed on enforced routes.
-// Run: KANA_API_KEY=prv_... npx tsx typescript.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
+// Run: KANA_API_KEY=prv_... node --import tsx typescript.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
 // tsconfig: "strict": true and "module": "NodeNext" (or "Bundler"); CommonJS projects get the same types.
+// Plain tsc with "module": "commonjs" needs `npm install --save-dev @types/express @types/node` and
+// "esModuleInterop": true (for `import express from 'express'`); tsx runs it without either.
 
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
@@ -63,7 +65,8 @@ const server = app.listen(Number(process.env.PORT ?? 3000), (error) => {
 });
 
 process.once('SIGTERM', async () => {
-  server.close();
-  await kana.close(); // delivers the usage still waiting
+  setTimeout(() => server.closeAllConnections(), 10_000).unref(); // requests in flight get 10 s
+  await new Promise((done) => server.close(done)); // stops accepting; resolves once those requests have finished
+  await kana.close(); // then delivers their usage
   process.exit(0);
 });

@@ -2,7 +2,7 @@
 
 import type { Request, Response } from 'express';
 import type { EnforceMode } from '../config/decision.js';
-import { checkEnforce, checkFeatureId, optionError } from '../config/option-checks.js';
+import { checkBoolean, checkEnforce, checkFeatureId, optionError } from '../config/option-checks.js';
 
 /** The largest delta Kana accepts: `delta` is a GraphQL Int (32-bit signed). */
 export const MAX_DELTA = 2_147_483_647;
@@ -30,6 +30,19 @@ export interface FeatureOptions {
    * @example meter('reports', { enforce: 'shadow' })
    */
   enforce?: EnforceMode;
+  /**
+   * Whether a response the client abandons (its connection closes before the response finishes)
+   * is billed for what it delivered. The `delta` is then taken when the connection closes, as it is
+   * on a finish, and billed: a function returning 0 bills nothing, a fixed delta is billed whole.
+   * Only a response that had started (its headers sent) with a successful status is billed. On an
+   * enforced route the units held for the request are released first, then the delta is billed,
+   * exactly as on a finish. For responses whose cost is paid as they are sent (LLM tokens streamed);
+   * off by default because a plain request whose client left before its response finished
+   * delivered nothing.
+   * @default false (an abandoned response is not billed)
+   * @example meter('llm-tokens', { delta: (req, res) => res.locals.tokensSent, billAborted: true })
+   */
+  billAborted?: boolean;
 }
 
 /** A feature to bill on a request, validated. */
@@ -41,11 +54,13 @@ export interface MeteredFeature {
   readonly checkDelta: number;
   /** Whether to check the entitlement before the handler; undefined = kanaMeter's `enforce`. */
   readonly enforce: EnforceMode | undefined;
+  /** Whether a response the client abandons is billed too, its delta taken on `close`. */
+  readonly billAborted: boolean;
   /** Where it came from, for log lines: a route map key or `meter('<feature>')`. */
   readonly source: string;
 }
 
-const FEATURE_OPTION_KEYS = new Set(['delta', 'enforce']);
+const FEATURE_OPTION_KEYS = new Set(['delta', 'enforce', 'billAborted']);
 
 /** True for a delta Kana can take: an integer in 1..2147483647. */
 export function isValidDelta(delta: unknown): delta is number {
@@ -87,6 +102,7 @@ export function parseMeteredFeature(
     delta,
     checkDelta: typeof delta === 'number' ? delta : 1,
     enforce,
+    billAborted: checkBoolean(`${name}.billAborted`, options?.billAborted, false),
     source,
   });
 }

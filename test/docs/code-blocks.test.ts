@@ -3,6 +3,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { transformSync } from 'esbuild';
 import { describe, expect, it } from 'vitest';
 import { type CodeBlock, markdownCodeBlocks } from './markdown-blocks.js';
 import { BlockTypeChecker } from './typecheck-blocks.js';
@@ -50,6 +51,19 @@ describe('TypeScript blocks in the docs', () => {
       expect(problems(file, block)).toEqual([]);
     },
   );
+
+  // A quick-start project is CommonJS and runs app.ts through tsx (esbuild): top-level await fails there.
+  it('compile as CommonJS too, as tsx runs them in a quick-start project (no top-level await)', () => {
+    const failing = typescriptBlocks.flatMap(({ file, block }) => {
+      try {
+        transformSync(block.code, { loader: 'ts', format: 'cjs' });
+        return [];
+      } catch (error) {
+        return [`${file}:${block.firstLine}: ${(error as Error).message.split('\n')[1]}`];
+      }
+    });
+    expect(failing).toEqual([]);
+  });
 
   it('name their context only right before a TypeScript block, and only declaration files under docs/contexts/', () => {
     const misplaced = parsed.flatMap(({ file, blocks, strayMarkers }) => [

@@ -1,9 +1,12 @@
 // npm run example on a machine where port 3000 is taken (a frontend dev server, say): the next free port, said in one line; a busy PORT is one line and exit 1.
 
+import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
+import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runTypeScript } from '../helpers/child-process.js';
 
+const execFileAsync = promisify(execFile);
 const held: Server[] = [];
 afterEach(async () => {
   await Promise.all(held.splice(0).map((server) => new Promise((resolve) => server.close(resolve))));
@@ -38,6 +41,19 @@ describe('npm run example, the first run', () => {
       headers: { authorization: 'Bearer demo-user' },
     });
     expect(searched.status).toBe(429); // the demo used up the allowance: the same server, still serving
+
+    // The curl it prints works as printed: a user with searches left.
+    const [, curl] = /^Try it: (curl .+)$/m.exec(example.stdout()) ?? [];
+    expect(curl).toMatch(new RegExp(`^curl -X POST http://127\\.0\\.0\\.1:${port}/api/search `));
+    const { stdout: tried } = await execFileAsync('sh', ['-c', `${curl} -s -w ' %{http_code}'`]);
+    expect(tried).toMatch(/^\{.*\} 2\d\d$/);
+    // And where to see it billed: the embedded emulator's dashboard, printed and serving.
+    const [, dashboard] = /^Then see it billed: (http:\/\/\S+)$/m.exec(example.stdout()) ?? [];
+    expect(example.stdout()).toContain(`Emulator dashboard (usage by user and feature): ${dashboard}\n`);
+    const page = await fetch(dashboard as string);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(await page.text()).toMatch(/kana/i);
     example.child.kill('SIGTERM');
     expect(await example.exited).toMatchObject({ code: 0, stderr: '' });
   });

@@ -2,11 +2,12 @@
 // process against an emulator seeded with its seed.json; searches pass until the plan is used up, then 429; reports billed.
 
 import { readFile } from 'node:fs/promises';
-import { beforeAll, expect, it } from 'vitest';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { beforeAll, expect, it, vi } from 'vitest';
 import type { EmulatorSeed } from '../../src/emulator/index.js';
 import { markdownCodeBlocks } from '../docs/markdown-blocks.js';
 import { useEmulator } from '../helpers/emulator.js';
-import { call, startRecipe } from './run-recipe.js';
+import { call, seedPlan, startRecipe } from './run-recipe.js';
 
 const env = useEmulator();
 let quickStart: { app: string; seed: string };
@@ -57,4 +58,32 @@ it("with the README's seed.json: three searches pass, the fourth is refused with
   expect(await recipe.stop()).toMatchObject({ code: 0, stderr: '' });
   expect(env.emulator.usage('u1', 'api-calls')).toBe(3);
   expect(env.emulator.usage('u1', 'reports')).toBe(1);
+});
+
+it('on SIGTERM with 20 searches in flight: each is answered 2xx and billed before the process exits', async () => {
+  seedPlan(env.emulator, { 'api-calls': null, reports: null });
+  // Kana takes 1.5 s to answer the entitlement check: the 20 searches wait in the gate when SIGTERM comes.
+  env.emulator.failNext({ delayMs: 1500 }, { operation: 'canUseFeature', times: Number.POSITIVE_INFINITY });
+  const recipe = await startRecipe('quickstart.ts', env.emulator);
+
+  const searches = Array.from({ length: 20 }, () =>
+    call(`${recipe.url}/api/search`, 'u1', {}).then(
+      (response) => response.status,
+      (error: Error) => error.message,
+    ),
+  );
+  await vi.waitFor(() =>
+    expect(env.emulator.requests().some((r) => r.fieldNames.includes('canUseFeature'))).toBe(true),
+  );
+  await sleep(500); // the other 19 reach the server too
+  recipe.child.kill('SIGTERM');
+
+  const answers = await Promise.all(searches);
+  const { code, stderr } = await recipe.exited;
+  expect({ answers, billed: env.emulator.usage('u1', 'api-calls'), code, stderr }).toEqual({
+    answers: Array(20).fill(200),
+    billed: 20,
+    code: 0,
+    stderr: '',
+  });
 });

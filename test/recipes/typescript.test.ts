@@ -1,6 +1,10 @@
 // example-app/recipes/typescript.ts in its own process: authentication on req.user, enforcement with its typed onDenied, a computed delta.
 
+import { readFile } from 'node:fs/promises';
+import ts from 'typescript';
 import { beforeEach, expect, it } from 'vitest';
+import { readCompilerOptions } from '../../scripts/compiler-options.js';
+import { root } from '../helpers/child-process.js';
 import { useEmulator } from '../helpers/emulator.js';
 import { seedPlan, startRecipe } from './run-recipe.js';
 
@@ -31,3 +35,28 @@ it('bills the user authentication found, refuses past the plan with its onDenied
   expect(env.emulator.usage('u1', 'api-calls')).toBe(2);
   expect(env.emulator.usage('u1', 'exports')).toBe(250);
 });
+
+it('compiles with plain tsc and "module": "commonjs" given what its header names: @types/express, @types/node, esModuleInterop', async () => {
+  const header = (await readFile(`${root}/example-app/recipes/typescript.ts`, 'utf8')).split('\n\n')[0];
+  for (const needed of ['"module": "commonjs"', '@types/express', '@types/node', '"esModuleInterop": true']) {
+    expect(header).toContain(needed);
+  }
+  // A CommonJS project's tsconfig, with and without esModuleInterop (kana-meter from src/, as tsconfig.json maps it).
+  const diagnostics = (esModuleInterop: boolean) => {
+    const options: ts.CompilerOptions = {
+      ...readCompilerOptions(root),
+      module: ts.ModuleKind.CommonJS,
+      moduleResolution: ts.ModuleResolutionKind.Node10,
+      verbatimModuleSyntax: false,
+      esModuleInterop,
+      allowSyntheticDefaultImports: esModuleInterop,
+      noEmit: true,
+    };
+    const program = ts.createProgram({ rootNames: [`${root}/example-app/recipes/typescript.ts`], options });
+    return ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+  };
+  expect(diagnostics(true)).toEqual([]);
+  expect(diagnostics(false)).toContainEqual(
+    expect.stringContaining("can only be default-imported using the 'esModuleInterop' flag"),
+  );
+}, 180_000);
