@@ -23,6 +23,7 @@ import type {
   StoreStats,
 } from './store.js';
 
+export { firstKey } from './first-key.js';
 export type { SendCommand } from './redis-commands.js';
 
 export interface RedisStoreOptions {
@@ -31,11 +32,13 @@ export interface RedisStoreOptions {
    * client. Commands are plain strings (`EVALSHA`, `SET` ... `NX` `PX`, `EXISTS`).
    * @default none: required
    * @example (...args: string[]) => redis.sendCommand(args) // node-redis
-   * @example (command: string, ...args: string[]) => redis.call(command, ...args) // ioredis
+   * @example (command: string, ...args: string[]) => redis.call(command, ...args) // ioredis, and ioredis's Cluster
+   * @example (...args: string[]) => cluster.sendCommand(firstKey(args), false, args) // node-redis's createCluster
    */
   sendCommand: SendCommand;
   /**
-   * Put before every key the store writes (`<prefix>l:...` ledgers, `<prefix>i:...` idempotency keys).
+   * Put before every key the store writes (`<prefix>l:{...}` ledgers, `<prefix>i:...` idempotency keys).
+   * On Redis Cluster, a `{hash tag}` in it puts every key in one slot (works, but on one node).
    * @default 'kana-meter:'
    * @example 'billing:kana:'
    */
@@ -80,7 +83,8 @@ const ANSWER_FIELDS = 9;
 /**
  * The store for several kanaMeter processes: Kana's answers, leases on allowances and idempotency
  * keys in Redis (or Valkey), through your own client's `sendCommand`. Each ledger step is one Lua
- * script on one key (`<prefix>l:<user>:<feature>`, a hash), so it works on Redis Cluster too.
+ * script on the keys of one ledger (`<prefix>l:{<user>:<feature>}`, a hash), which share a hash tag:
+ * one slot, so it works on Redis Cluster too.
  * Pass it to one kanaMeter() (`store` option); every key it writes expires.
  * @example new RedisStore({ sendCommand: (...args: string[]) => redis.sendCommand(args) })
  */
@@ -228,9 +232,9 @@ export class RedisStore implements KanaMeterStore {
     };
   }
 
-  /** The ledger's hash for a key; ids are encoded so that one with ':' cannot collide with another. */
+  /** The ledger's hash for a key. */
   ledgerKey(key: StoreKey): string {
-    return `${this.#prefix}l:${encodeURIComponent(key.userId)}:${encodeURIComponent(key.featureId)}`;
+    return `${this.#prefix}l:${ledgerTag(key)}`;
   }
 
   #bound(): RedisCommands {
@@ -241,6 +245,15 @@ export class RedisStore implements KanaMeterStore {
   #run(script: LuaScript, key: StoreKey, args: (string | number)[]): Promise<RedisReply> {
     return this.#bound().runScript(script, [this.ledgerKey(key)], args);
   }
+}
+
+/**
+ * The hash tag every key of one (user, feature) ledger carries, `{<user>:<feature>}`: Redis Cluster
+ * puts them in one slot, so a script may touch several. Ids are URI-encoded: one with ':' cannot
+ * collide with another, and '{' '}' in an id cannot end the tag.
+ */
+function ledgerTag(key: StoreKey): string {
+  return `{${encodeURIComponent(key.userId)}:${encodeURIComponent(key.featureId)}}`;
 }
 
 const KNOWN_OPTIONS = new Set(['sendCommand', 'prefix', 'timeoutMs', 'leaseMs', 'maxBlock', 'retainMs']);
