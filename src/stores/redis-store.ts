@@ -2,6 +2,7 @@
 
 import { checkInteger, optionError } from '../config/option-checks.js';
 import type { IdempotencyWindow } from '../metering/idempotency-window.js';
+import { checkEvictionPolicy } from './eviction-policy.js';
 import { beginCheckScript, reserveScript, settleScript, storeAnswerScript } from './ledger-scripts.js';
 import type { LuaScript } from './lua-script.js';
 import { RedisCommands, type SendCommand } from './redis-commands.js';
@@ -138,6 +139,8 @@ export class RedisStore implements KanaMeterStore {
       timeoutMs: this.#timeoutMs,
       logger: context.logger,
     });
+    // Once, at start, in the background: a Redis that may evict the ledgers is worth a warning.
+    void checkEvictionPolicy({ sendCommand: this.#sendCommand, timeoutMs: this.#timeoutMs, logger: context.logger });
   }
 
   get available(): boolean {
