@@ -262,14 +262,15 @@ function ledgerTag(key: StoreKey): string {
 const KNOWN_OPTIONS = new Set(['sendCommand', 'prefix', 'timeoutMs', 'leaseMs', 'maxBlock', 'retainMs']);
 
 function leaseState(raw: RedisReply, command: string): LeaseState {
-  const reply = readArray(raw, command, 5);
+  const reply = readArray(raw, command, 6);
   return {
     status: reply[0] as LeaseState['status'],
     granted: readInteger(reply[1] ?? null, command),
     returned: readInteger(reply[2] ?? null, command),
     leaseMs: readInteger(reply[3] ?? null, command),
     remaining: readInteger(reply[4] ?? null, command),
-    answer: reply.length >= 5 + ANSWER_FIELDS ? storedAnswer(reply, 5, command) : undefined,
+    answer: reply.length >= 6 + ANSWER_FIELDS ? storedAnswer(reply, 6, command) : undefined,
+    leases: readInteger(reply[5] ?? null, command),
   };
 }
 
