@@ -295,7 +295,7 @@ describe.skipIf(redisSkipReason)('kana-meter/redis against a real redis-server',
     const { stdout } = await run('node', ['consumer-redis.mjs'], withRedis());
     const printed = JSON.parse(stdout);
     expect(printed).toMatchObject({ esm: true, statuses: [200, 200, 200, 429, 429, 429], usage: 3, checks: 1 });
-    expect(printed.redisKeys).toEqual(['esm-consumer:l:u1:reports']);
+    expect(printed.redisKeys).toEqual(['esm-consumer:l:{u1:reports}']);
   });
 
   it('required as CommonJS, with ioredis: the same', async () => {

@@ -80,6 +80,8 @@ export const logCodes = {
   spoolLockRecovered: 'KANA_METER_SPOOL_LOCK_RECOVERED',
   /** The spill file was rewritten with its records merged per key, because it had grown large. */
   spoolCompacted: 'KANA_METER_SPOOL_COMPACTED',
+  /** Redis's `maxmemory-policy` may evict RedisStore's keys (allkeys-*, or volatile-*: every key has a TTL), which drops ledgers as a restart does; use noeviction. Logged once, at start. */
+  storeEviction: 'KANA_METER_STORE_EVICTION',
 } as const;
 
 export type LogCode = (typeof logCodes)[keyof typeof logCodes];

@@ -1,6 +1,7 @@
 // This instance's record in the store's ledger for one (user, feature): its running totals, and the block of units it may spend without asking.
 
 import type { LedgerTotals } from '../stores/store.js';
+import type { OutageBase } from './outage-share.js';
 
 /** A request waiting for units until the next reservation answers. */
 export interface Taker {
@@ -58,6 +59,8 @@ export class KeyLedger {
   waiting: Taker[] = [];
   /** Evicted from the cache: its record was forgotten in the store. */
   retired = false;
+  /** What the store last said about the allowance: this instance's share of it while the store cannot answer. */
+  outage: OutageBase | undefined = undefined;
 
   constructor(
     /** The store's name for this record: this instance, this incarnation of the entry. */

@@ -9,6 +9,7 @@ import { isPromise } from '../config/thenable.js';
 import type { KanaMeterStore, LeaseState, LedgerTotals, SettleRequest, StoredAnswer } from '../stores/store.js';
 import { type Entitlement, verdict } from './entitlements.js';
 import type { KeyLedger, Taken, Taker } from './key-ledger.js';
+import { FleetSize, fitsShare, outageBase } from './outage-share.js';
 
 /** How often totals are reported and leases renewed, at most, per key (and whether a block went idle). */
 export const SETTLE_INTERVAL_MS = 100;
@@ -47,6 +48,8 @@ export class Leases {
   #commandFailureLogged = false;
   /** A store call finding out whether an unavailable store is back is in flight: no other is sent meanwhile. */
   #probing = false;
+  /** The most instances seen sharing a key lately: the share of a key the store never answered about, while it cannot. */
+  readonly #fleet = new FleetSize();
 
   constructor(options: LeasesOptions) {
     this.#options = options;
@@ -97,7 +100,7 @@ export class Leases {
         this.#probing = true;
         this.#reserve(entry, []);
       }
-      return this.#decideHere(entry, delta, hold);
+      return this.#decideAlone(entry, delta, hold);
     }
     return undefined;
   }
@@ -212,7 +215,7 @@ export class Leases {
         this.#probing = false;
         this.#failed(error);
         for (const taker of takers) {
-          if (taker.taken === undefined) this.#decide(taker, this.#decideHere(entry, taker.delta, taker.hold));
+          if (taker.taken === undefined) this.#decide(taker, this.#decideAlone(entry, taker.delta, taker.hold));
         }
         this.#next(entry);
       },
@@ -269,6 +272,18 @@ export class Leases {
     return { outcome, used, held: outcome === 'allowed' && hold ? delta : 0 };
   }
 
+  /**
+   * Decided here because the store did not answer: as #decideHere, and within this instance's share
+   * of what the store last said was left (outage-share.ts), so that the fleet passes at most that.
+   */
+  #decideAlone(entry: Entitlement, delta: number, hold: boolean): Taken {
+    if (!leasable(entry) || fitsShare(entry, delta, entry.ledger.outage, this.#fleet.estimate)) {
+      return this.#decideHere(entry, delta, hold);
+    }
+    this.#options.counters.storeFallbacks++;
+    return { outcome: 'limit-reached', used: entry.effectiveUsed(), held: 0 };
+  }
+
   #decide(taker: Taker, taken: Taken): void {
     taker.taken = taken;
     taker.settle?.(taken);
@@ -287,6 +302,8 @@ export class Leases {
     ledger.returned = Math.max(ledger.returned, state.returned);
     ledger.remoteLeft = state.remaining;
     ledger.claimAtReply = Math.max(state.granted - state.returned, sent.spent + sent.held);
+    ledger.outage = outageBase(entry, state, ledger.claimAtReply, ledger.outage);
+    if (ledger.outage !== undefined) this.#fleet.seen(ledger.outage.instances, this.#clock());
     ledger.leased = state.leaseMs > 0;
     ledger.blockUntil = ledger.leased ? sentAt + state.leaseMs : 0;
     if (ledger.leased) ledger.leaseMs = state.leaseMs;

@@ -74,7 +74,7 @@ end
 local function state(status, id, withAnswer)
   local lease = redis.call('HGET', K, 'l:' .. id)
   local reply = { status, num('g:' .. id), num('rt:' .. id), lease and math.max(0, tonumber(lease) - now) or 0,
-    num('a_budget') - effective() }
+    num('a_budget') - effective(), num('live') }
   if withAnswer then
     for _, value in ipairs(answer()) do table.insert(reply, value) end
   end
@@ -84,7 +84,7 @@ end
 
 /**
  * ARGV: id, epoch, spent, returned, confirmed, held, want, need, maxBlock, leaseMs, retainMs.
- * Reply: status, granted, returned, leaseMs, remaining[, answer (9 fields) when newer than `epoch`].
+ * Reply: status, granted, returned, leaseMs, remaining, leases[, answer (9 fields) when newer than `epoch`].
  * Grants `u` usable units: the claim max(g - rt, sp + h) grows by exactly u, so spending past a
  * grant is covered first. u = min(remaining, max(want, min(maxBlock, remaining / (2 * (leases + 1))))):
  * big blocks far from the limit, smaller as it nears, single units at the very end.

@@ -313,6 +313,7 @@ export class MemoryStore implements KanaMeterStore {
       leaseMs: self === undefined || self.leaseEnd === 0 ? 0 : Math.max(0, self.leaseEnd - now),
       remaining: budget - effective(record),
       answer: withAnswer && record.answer !== undefined ? shared(record.answer, now) : undefined,
+      leases: record.live,
     };
   }
 }

@@ -2,6 +2,7 @@
 
 import { checkInteger, optionError } from '../config/option-checks.js';
 import type { IdempotencyWindow } from '../metering/idempotency-window.js';
+import { checkEvictionPolicy } from './eviction-policy.js';
 import { beginCheckScript, reserveScript, settleScript, storeAnswerScript } from './ledger-scripts.js';
 import type { LuaScript } from './lua-script.js';
 import { RedisCommands, type SendCommand } from './redis-commands.js';
@@ -23,6 +24,7 @@ import type {
   StoreStats,
 } from './store.js';
 
+export { firstKey } from './first-key.js';
 export type { SendCommand } from './redis-commands.js';
 
 export interface RedisStoreOptions {
@@ -31,11 +33,13 @@ export interface RedisStoreOptions {
    * client. Commands are plain strings (`EVALSHA`, `SET` ... `NX` `PX`, `EXISTS`).
    * @default none: required
    * @example (...args: string[]) => redis.sendCommand(args) // node-redis
-   * @example (command: string, ...args: string[]) => redis.call(command, ...args) // ioredis
+   * @example (command: string, ...args: string[]) => redis.call(command, ...args) // ioredis, and ioredis's Cluster
+   * @example (...args: string[]) => cluster.sendCommand(firstKey(args), false, args) // node-redis's createCluster
    */
   sendCommand: SendCommand;
   /**
-   * Put before every key the store writes (`<prefix>l:...` ledgers, `<prefix>i:...` idempotency keys).
+   * Put before every key the store writes (`<prefix>l:{...}` ledgers, `<prefix>i:...` idempotency keys).
+   * On Redis Cluster, a `{hash tag}` in it puts every key in one slot (works, but on one node).
    * @default 'kana-meter:'
    * @example 'billing:kana:'
    */
@@ -80,7 +84,8 @@ const ANSWER_FIELDS = 9;
 /**
  * The store for several kanaMeter processes: Kana's answers, leases on allowances and idempotency
  * keys in Redis (or Valkey), through your own client's `sendCommand`. Each ledger step is one Lua
- * script on one key (`<prefix>l:<user>:<feature>`, a hash), so it works on Redis Cluster too.
+ * script on the keys of one ledger (`<prefix>l:{<user>:<feature>}`, a hash), which share a hash tag:
+ * one slot, so it works on Redis Cluster too.
  * Pass it to one kanaMeter() (`store` option); every key it writes expires.
  * @example new RedisStore({ sendCommand: (...args: string[]) => redis.sendCommand(args) })
  */
@@ -134,6 +139,8 @@ export class RedisStore implements KanaMeterStore {
       timeoutMs: this.#timeoutMs,
       logger: context.logger,
     });
+    // Once, at start, in the background: a Redis that may evict the ledgers is worth a warning.
+    void checkEvictionPolicy({ sendCommand: this.#sendCommand, timeoutMs: this.#timeoutMs, logger: context.logger });
   }
 
   get available(): boolean {
@@ -228,9 +235,9 @@ export class RedisStore implements KanaMeterStore {
     };
   }
 
-  /** The ledger's hash for a key; ids are encoded so that one with ':' cannot collide with another. */
+  /** The ledger's hash for a key. */
   ledgerKey(key: StoreKey): string {
-    return `${this.#prefix}l:${encodeURIComponent(key.userId)}:${encodeURIComponent(key.featureId)}`;
+    return `${this.#prefix}l:${ledgerTag(key)}`;
   }
 
   #bound(): RedisCommands {
@@ -243,17 +250,27 @@ export class RedisStore implements KanaMeterStore {
   }
 }
 
+/**
+ * The hash tag every key of one (user, feature) ledger carries, `{<user>:<feature>}`: Redis Cluster
+ * puts them in one slot, so a script may touch several. Ids are URI-encoded: one with ':' cannot
+ * collide with another, and '{' '}' in an id cannot end the tag.
+ */
+function ledgerTag(key: StoreKey): string {
+  return `{${encodeURIComponent(key.userId)}:${encodeURIComponent(key.featureId)}}`;
+}
+
 const KNOWN_OPTIONS = new Set(['sendCommand', 'prefix', 'timeoutMs', 'leaseMs', 'maxBlock', 'retainMs']);
 
 function leaseState(raw: RedisReply, command: string): LeaseState {
-  const reply = readArray(raw, command, 5);
+  const reply = readArray(raw, command, 6);
   return {
     status: reply[0] as LeaseState['status'],
     granted: readInteger(reply[1] ?? null, command),
     returned: readInteger(reply[2] ?? null, command),
     leaseMs: readInteger(reply[3] ?? null, command),
     remaining: readInteger(reply[4] ?? null, command),
-    answer: reply.length >= 5 + ANSWER_FIELDS ? storedAnswer(reply, 5, command) : undefined,
+    answer: reply.length >= 6 + ANSWER_FIELDS ? storedAnswer(reply, 6, command) : undefined,
+    leases: readInteger(reply[5] ?? null, command),
   };
 }
 

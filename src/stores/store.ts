@@ -95,6 +95,12 @@ export interface LeaseState {
   readonly remaining: number;
   /** The answer, when the store has one newer than the request's epoch (reserve only). */
   readonly answer: StoredAnswer | undefined;
+  /**
+   * Instances holding a lease on the key after this call, this one included if it holds one: while
+   * the store cannot answer, each spends at most its share of `remaining` among them. Undefined when
+   * a store does not say (kanaMeter then counts 1: each may spend all of it, as before).
+   */
+  readonly leases?: number;
 }
 
 /** Begins a check of a key for the whole fleet: at most one instance asks Kana at a time. */

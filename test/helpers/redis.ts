@@ -47,6 +47,8 @@ export default function printRedisSkipLine(): void {
 export interface RedisServerOptions {
   /** Keep data across kill()/restart() (append-only file, fsync on every write). Default: no persistence. */
   persistence?: boolean;
+  /** More redis-server arguments, e.g. `['--maxmemory-policy', 'allkeys-lru']` (not with REDIS_URL). */
+  args?: readonly string[];
 }
 
 export interface RedisServer {
@@ -91,12 +93,18 @@ function freePort(): Promise<number> {
 }
 
 /** Spawns redis-server and resolves once it logs that it accepts connections (or rejects with its output). */
-function spawnRedis(port: number, dir: string, persistence: boolean): Promise<ChildProcess> {
+function spawnRedis(
+  port: number,
+  dir: string,
+  persistence: boolean,
+  extraArgs: readonly string[] = [],
+): Promise<ChildProcess> {
   if (!redisServerBinary) {
     return Promise.reject(new Error(`redis-server is not on PATH and REDIS_URL is not set: ${REDIS_INSTALL}`));
   }
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--logfile', '', '--save', ''];
   args.push(...(persistence ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']));
+  args.push(...extraArgs);
   const child = spawn(redisServerBinary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
   child.once('exit', () => running.delete(child));
@@ -170,7 +178,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   for (let attempt = 1; !child; attempt++) {
     port = await freePort();
     try {
-      child = await spawnRedis(port, dir, persistence);
+      child = await spawnRedis(port, dir, persistence, options.args);
     } catch (error) {
       if (attempt === 3 || !String(error).includes('in use')) {
         rmSync(dir, { recursive: true, force: true });
@@ -206,7 +214,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     kill,
     async restart() {
       await kill();
-      serverProcess = await spawnRedis(port, dir, persistence);
+      serverProcess = await spawnRedis(port, dir, persistence, options.args);
     },
     pause() {
       serverProcess?.kill('SIGSTOP');

@@ -165,6 +165,16 @@ export function describeLedger(name: string, setup: (options: HarnessOptions) =>
       expect(passed).toEqual(targets.map((_, i) => 10 - i));
     });
 
+    it('each reply says how many instances hold a lease on the key (their share while the store is down)', async () => {
+      await answer(limited(0, 100));
+      const [a, b, c] = fleet(['a', 'b', 'c']) as [Instance, Instance, Instance];
+      expect((await a.reserve(1)).leases).toBe(1);
+      expect((await b.reserve(1)).leases).toBe(2);
+      expect((await c.settle()).leases).toBe(2); // c reports, holds no lease
+      expect((await a.settle('release')).leases).toBe(1);
+      expect((await b.settle('keep')).leases).toBe(1);
+    });
+
     it('units an instance reserved and did not spend come back when it releases its lease', async () => {
       await answer(limited(0, 20));
       const [a, b] = fleet(['a', 'b']) as [Instance, Instance];

@@ -91,7 +91,7 @@ describe.skipIf(redisSkipReason)('RedisStore against redis-server', () => {
       expect(await window.has('u1:api-calls:retry-1')).toBe(true);
 
       const written = ((await redis.command('KEYS', 'ttl-test:*')) as string[]).sort();
-      expect(written).toEqual(['ttl-test:i:u1:api-calls:retry-1', 'ttl-test:l:user%3Awith%3Acolons:api%20calls']);
+      expect(written).toEqual(['ttl-test:i:u1:api-calls:retry-1', 'ttl-test:l:{user%3Awith%3Acolons:api%20calls}']);
       const [idempotency, ledger] = written as [string, string];
       expect(Number(await redis.command('PTTL', ledger))).toBeGreaterThan(110_000);
       expect(Number(await redis.command('PTTL', ledger))).toBeLessThanOrEqual(120_000);
