@@ -21,6 +21,8 @@ const env = useEmulator();
 let redis: RedisServer;
 const clients: RedisTestClient[] = [];
 let prefixes = 0;
+/** Runs of the /calls handler, on every instance; its answer tells each run apart. */
+let callRuns = 0;
 
 beforeAll(async () => {
   if (!redisSkipReason) redis = await startRedisServer();
@@ -78,7 +80,7 @@ async function fleet(
     });
     const kana = env.trackTest(kanaMeter(options));
     const app = meteredApp(expressVersions[0][1], kana, (app) => {
-      app.get('/calls', (_req, res) => res.json({}));
+      app.get('/calls', (_req, res) => res.json({ run: ++callRuns }));
       app.get('/exports', (_req, res) => res.json({}));
     });
     const hit = async (user = 'u1', path = '/calls') => (await request(app).get(path).set('x-user', user)).status;
@@ -119,15 +121,38 @@ describe.skipIf(redisSkipReason)('kanaMeter with RedisStore', () => {
     expect(checksOf('u2', 'api-calls')).toHaveLength(1);
   });
 
-  it('a retry with the same Idempotency-Key on the other instance is served, not billed nor charged again', async () => {
+  it('a retry with the same Idempotency-Key on the other instance is a replay: handler not run, not billed nor charged', async () => {
     const [a, b] = (await fleet(2)) as [Instance, Instance];
-    await request(a.app).get('/calls').set('x-user', 'u3').set('idempotency-key', 'order-7').expect(200);
-    await a.kana.flush();
-    const retried = await request(b.app).get('/calls').set('x-user', 'u3').set('idempotency-key', 'order-7');
-    expect(retried.status).toBe(200);
+    const runsBefore = callRuns;
+    const first = await request(a.app).get('/calls').set('x-user', 'u3').set('idempotency-key', 'order-7').expect(200);
+    const retried = await request(b.app)
+      .get('/calls')
+      .set('x-user', 'u3')
+      .set('idempotency-key', 'order-7')
+      .expect(200);
+    expect(retried.text).toBe(first.text);
+    expect(retried.headers['idempotent-replayed']).toBe('true');
+    // The same key with another request, on either instance: 422, not run.
+    await request(b.app).get('/calls?x=1').set('x-user', 'u3').set('idempotency-key', 'order-7').expect(422);
+    // The same key from another user is another request.
+    await request(b.app).get('/calls').set('x-user', 'u2').set('idempotency-key', 'order-7').expect(200);
+    expect(callRuns - runsBefore).toBe(2);
     await Promise.all([a.kana.flush(), b.kana.flush()]);
     expect(env.emulator.usage('u3', 'api-calls')).toBe(1);
+    expect(env.emulator.usage('u2', 'api-calls')).toBe(1);
     expect(b.kana.stats().idempotentReplays).toBe(1);
+  });
+
+  it('stored responses are bounded for the fleet: maxKeys counts the keys every instance stored', async () => {
+    const [a, b] = (await fleet(2, {}, { idempotencyKey: { maxKeys: 2 } })) as [Instance, Instance];
+    const keyed = (instance: Instance, key: string) =>
+      request(instance.app).get('/calls').set('x-user', 'u3').set('idempotency-key', key).expect(200);
+    await keyed(a, 'k1');
+    await keyed(b, 'k2');
+    await keyed(a, 'k3'); // the fleet keeps two: k1 goes
+    expect(a.kana.stats().idempotencyEvictions).toBe(1);
+    expect((await keyed(b, 'k2')).headers['idempotent-replayed']).toBe('true');
+    expect((await keyed(b, 'k1')).headers['idempotent-replayed']).toBeUndefined();
   });
 
   it("an instance's close() gives its unspent units back at once for the others", async () => {
