@@ -15,7 +15,7 @@ import { StoreError } from './store-error.js';
 
 export interface RedisIdempotencyWindowOptions extends IdempotencyWindowOptions {
   readonly commands: RedisCommands;
-  /** Put before each window key: `<store prefix>i:`. */
+  /** Put before each window key: `<store prefix>{i}:` (one hash tag: the scripts touch several keys). */
   readonly prefix: string;
 }
 

@@ -35,7 +35,7 @@ export interface RedisStoreOptions {
    */
   sendCommand: SendCommand;
   /**
-   * Put before every key the store writes (`<prefix>l:...` ledgers, `<prefix>i:...` idempotency keys).
+   * Put before every key the store writes (`<prefix>l:...` ledgers, `<prefix>{i}:...` idempotency keys).
    * @default 'kana-meter:'
    * @example 'billing:kana:'
    */
@@ -215,7 +215,8 @@ export class RedisStore implements KanaMeterStore {
   }
 
   idempotencyWindow(options: IdempotencyWindowOptions): IdempotencyWindow {
-    return new RedisIdempotencyWindow({ ...options, commands: this.#bound(), prefix: `${this.#prefix}i:` });
+    // One hash tag for every idempotency key: a script that stores a response also evicts others (Redis Cluster: one slot).
+    return new RedisIdempotencyWindow({ ...options, commands: this.#bound(), prefix: `${this.#prefix}{i}:` });
   }
 
   stats(): StoreStats {
