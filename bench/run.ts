@@ -1,5 +1,6 @@
 // npm run bench: autocannon against the same Express 5 app (bare, a no-op middleware, metered, enforced, and over
-// Redis: express-rate-limit + rate-limit-redis, kanaMeter + RedisStore): interleaved rounds, medians, ratios.
+// Redis: express-rate-limit + rate-limit-redis, kanaMeter + RedisStore; enforced with idempotencyKey on, requests without
+// a key and each with a new one): interleaved rounds, medians, ratios.
 // Env: BENCH_ROUNDS (default 5), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS (default 32),
 // BENCH_VARIANTS (a comma-separated subset; bare always runs), REDIS_URL (else its own redis-server on a free port).
 
@@ -12,10 +13,28 @@ import { type RedisServer, startRedisServer } from '../test/helpers/redis.js';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
-const ALL_VARIANTS = ['bare', 'noop', 'metered', 'enforced', 'rate-limit-redis', 'enforced-redis'] as const;
+const ALL_VARIANTS = [
+  'bare',
+  'noop',
+  'metered',
+  'enforced',
+  'rate-limit-redis',
+  'enforced-redis',
+  'idempotency-on',
+  'idempotent-keyed',
+] as const;
 type Variant = (typeof ALL_VARIANTS)[number];
 const REDIS_VARIANTS: readonly Variant[] = ['rate-limit-redis', 'enforced-redis'];
-const KANA_VARIANTS: readonly Variant[] = ['metered', 'enforced', 'enforced-redis'];
+const KANA_VARIANTS: readonly Variant[] = [
+  'metered',
+  'enforced',
+  'enforced-redis',
+  'idempotency-on',
+  'idempotent-keyed',
+];
+/** Each request carries a new Idempotency-Key: the whole first-request path (fingerprint, claim, capture, store). */
+const KEYED_VARIANTS: readonly Variant[] = ['idempotent-keyed'];
+let keys = 0;
 const chosen = process.env.BENCH_VARIANTS?.split(',').map((name) => name.trim());
 const unknown = chosen?.filter((name) => !(ALL_VARIANTS as readonly string[]).includes(name));
 if (unknown?.length)
@@ -56,19 +75,29 @@ function ask<T>(child: ChildProcess, type: string, reply: string): Promise<T> {
   });
 }
 
-async function load(port: number, seconds: number) {
+async function load(port: number, seconds: number, keyed = false) {
   return autocannon({
     url: `http://127.0.0.1:${port}`,
     connections: CONNECTIONS,
     duration: seconds,
-    requests: USERS.map((user) => ({ method: 'GET', path: '/api/items/42', headers: { 'x-user': user } })),
+    requests: USERS.map((user) => ({
+      method: 'GET',
+      path: '/api/items/42',
+      headers: { 'x-user': user },
+      ...(keyed && {
+        setupRequest: (request: autocannon.Request) => ({
+          ...request,
+          headers: { ...request.headers, 'idempotency-key': `k${++keys}` },
+        }),
+      }),
+    })),
   });
 }
 
-async function measure(child: ChildProcess, port: number): Promise<Run> {
+async function measure(child: ChildProcess, port: number, keyed: boolean): Promise<Run> {
   type Cpu = { cpu: NodeJS.CpuUsage };
   const before = await ask<Cpu>(child, 'cpu', 'cpu');
-  const result = await load(port, SECONDS);
+  const result = await load(port, SECONDS, keyed);
   const after = await ask<Cpu>(child, 'cpu', 'cpu');
   const cpuMicros = after.cpu.user - before.cpu.user + (after.cpu.system - before.cpu.system);
   return {
@@ -142,7 +171,7 @@ for (let round = 0; round < ROUNDS; round++) {
   const order = measured.map((_, i) => measured[(i + round) % measured.length] as Variant);
   for (const variant of order) {
     const server = servers.get(variant) as { child: ChildProcess; port: number };
-    const run = await measure(server.child, server.port);
+    const run = await measure(server.child, server.port, KEYED_VARIANTS.includes(variant));
     runs.get(variant)?.push(run);
     process.stdout.write(`round ${round + 1} ${variant.padEnd(16)} ${Math.round(run.requestsPerSecond)} req/s\n`);
   }

@@ -22,7 +22,8 @@ async function connectRedis() {
 
 let kana: KanaMeter | undefined;
 let rateLimiter: RequestHandler | undefined;
-if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-redis') {
+const idempotent = variant === 'idempotency-on' || variant === 'idempotent-keyed';
+if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-redis' || idempotent) {
   const options: KanaMeterOptions = {
     apiKey,
     endpoint,
@@ -32,6 +33,8 @@ if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-red
     // unit of a large but finite allowance: from a lease on it (in this process, or reserved in Redis).
     enforce: variant !== 'metered',
     logger: { error: console.error, warn: console.error, info() {}, debug() {} },
+    // 'idempotency-on': enforced, the option on, requests without a key; 'idempotent-keyed': each with a new key.
+    ...(idempotent && { idempotencyKey: true }),
   };
   if (variant === 'enforced-redis') {
     // As the README shows it: the user's node-redis client, kana-meter depending on none.
