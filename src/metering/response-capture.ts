@@ -58,6 +58,18 @@ export function captureResponse(res: ServerResponse): () => StoredResponse | und
   };
   const write = res.write;
   const end = res.end;
+  const writeHead = res.writeHead;
+  // Headers given to writeHead() as an object are set first, so that getHeaders() has them at 'finish'.
+  res.writeHead = function (this: ServerResponse, statusCode: number, ...rest: unknown[]) {
+    const last = rest[rest.length - 1];
+    if (last !== null && typeof last === 'object' && !Array.isArray(last) && !this.headersSent) {
+      for (const [name, value] of Object.entries(last)) {
+        if (value !== undefined) this.setHeader(name, value as string | number | readonly string[]);
+      }
+      rest = rest.slice(0, -1);
+    }
+    return (writeHead as (...args: unknown[]) => ServerResponse).call(this, statusCode, ...rest);
+  } as ServerResponse['writeHead'];
   res.write = function (this: ServerResponse, chunk: Chunk, ...rest: unknown[]) {
     keep(chunk, rest[0]);
     return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);

@@ -202,6 +202,72 @@ describe('idempotencyKey: no free work', () => {
     expect(env.emulator.usage('u1', 'api-calls')).toBe(2);
   });
 
+  it('headers given to writeHead() are replayed; a server-sent event stream is not stored (the retry runs, billed)', async () => {
+    const { options } = meterOptions(env.emulator, {
+      idempotencyKey: true,
+      routes: { 'POST /head': 'api-calls', 'POST /events': 'reports' },
+    });
+    const kana = env.trackTest(kanaMeter(options));
+    const app = express5();
+    app.disable('x-powered-by'); // no header set before writeHead()
+    app.use(kana);
+    let runs = 0;
+    app.post('/head', (_req, res) => {
+      runs++;
+      res.writeHead(202, { 'Content-Type': 'text/plain', 'X-Run': String(runs), Connection: 'keep-alive' });
+      res.end(`run ${runs}`);
+    });
+    app.post('/events', (_req, res) => {
+      runs++;
+      res.writeHead(200, { 'Content-Type': 'text/event-stream' });
+      res.write('data: one\n\n');
+      res.end('data: two\n\n');
+    });
+    const send = (path: string) => request(app).post(path).set('x-user', 'u1').set('Idempotency-Key', path);
+    await send('/head').expect(202, 'run 1');
+    const replay = await send('/head').expect(202, 'run 1');
+    expect(replay.headers).toMatchObject({ 'x-run': '1', 'idempotent-replayed': 'true' });
+    expect(replay.headers['content-type']).toMatch(/^text\/plain/);
+    await send('/events').expect(200);
+    const again = await send('/events').expect(200);
+    expect(again.headers['idempotent-replayed']).toBeUndefined();
+    expect(runs).toBe(3);
+    await kana.flush();
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(1);
+    expect(env.emulator.usage('u1', 'reports')).toBe(2);
+  });
+
+  it('a client that leaves before the response releases the key: its retry runs', async () => {
+    const { kana, app, post, runs, hold } = idempotentApp();
+    const open = hold();
+    const { listen } = await import('../helpers/raw-http.js');
+    const server = await listen(app);
+    try {
+      const { port } = server.address() as { port: number };
+      const { request: httpRequest } = await import('node:http');
+      const body = JSON.stringify({ q: 1 });
+      const left = httpRequest({
+        port,
+        host: '127.0.0.1',
+        method: 'POST',
+        path: '/api/search',
+        headers: { 'x-user': 'u1', 'idempotency-key': 'gone', 'content-type': 'application/json' },
+      });
+      left.on('error', () => {});
+      left.end(body);
+      await expect.poll(() => runs.length).toBe(1);
+      left.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      open();
+      const retry = await post('/api/search', 'u1', 'gone').expect(201);
+      expect(retry.headers['idempotent-replayed']).toBeUndefined();
+      expect(runs).toHaveLength(2);
+      await kana.flush();
+    } finally {
+      server.close();
+    }
+  });
+
   it('on an enforced route at its limit, a retry of the request that took the last unit is replayed, not refused', async () => {
     env.emulator.seed({ usage: [{ userId: 'u1', featureId: 'limited', used: 2 }] });
     const { kana, post, runs } = idempotentApp();

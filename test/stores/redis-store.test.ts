@@ -23,6 +23,7 @@ const clients: RedisTestClient[] = [];
 let prefixes = 0;
 /** Runs of the /calls handler, on every instance; its answer tells each run apart. */
 let callRuns = 0;
+let exportRuns = 0;
 
 beforeAll(async () => {
   if (!redisSkipReason) redis = await startRedisServer();
@@ -81,7 +82,7 @@ async function fleet(
     const kana = env.trackTest(kanaMeter(options));
     const app = meteredApp(expressVersions[0][1], kana, (app) => {
       app.get('/calls', (_req, res) => res.json({ run: ++callRuns }));
-      app.get('/exports', (_req, res) => res.json({}));
+      app.get('/exports', (_req, res) => res.json({ run: ++exportRuns }));
     });
     const hit = async (user = 'u1', path = '/calls') => (await request(app).get(path).set('x-user', user)).status;
     instances.push({ kana, app, sink, hit });
@@ -154,6 +155,28 @@ describe.skipIf(redisSkipReason)('kanaMeter with RedisStore', () => {
     expect((await keyed(b, 'k2')).headers['idempotent-replayed']).toBe('true');
     expect((await keyed(b, 'k1')).headers['idempotent-replayed']).toBeUndefined();
   });
+
+  it.skipIf(redisIsExternal)(
+    'with Redis down, a keyed request runs as one without a key: a retry runs again and is billed, never free',
+    async () => {
+      const [a] = (await fleet(1, { timeoutMs: 300 }, { routes: { 'GET /exports': 'exports' } })) as [Instance];
+      const runsBefore = callRuns;
+      await a.hit('u1', '/exports'); // Kana's answer cached for this user, before Redis goes
+      await redis.kill();
+      try {
+        const keyed = () =>
+          request(a.app).get('/exports').set('x-user', 'u1').set('idempotency-key', 'while-down').expect(200);
+        expect((await keyed()).headers['idempotent-replayed']).toBeUndefined();
+        expect((await keyed()).headers['idempotent-replayed']).toBeUndefined();
+        expect(callRuns).toBe(runsBefore);
+        await a.kana.flush();
+        expect(env.emulator.usage('u1', 'exports')).toBe(3);
+        expect(a.kana.stats().idempotentReplays).toBe(0);
+      } finally {
+        await redis.restart();
+      }
+    },
+  );
 
   it("an instance's close() gives its unspent units back at once for the others", async () => {
     const [a, b] = (await fleet(2)) as [Instance, Instance];
