@@ -79,14 +79,16 @@ export function createIdempotentReplay({
       return;
     }
     if (isPromise(raw)) {
-      toPromise(raw).then(
-        (value) => withUser(req, res, usage, key, readUserId(req, usage, value), proceed),
-        (error: unknown) => {
-          usage.userId = false;
-          userIdFailed(req, error);
-          proceed();
-        },
-      );
+      toPromise(raw)
+        .then(
+          (value) => withUser(req, res, usage, key, readUserId(req, usage, value), proceed),
+          (error: unknown) => {
+            usage.userId = false;
+            userIdFailed(req, error);
+            proceed();
+          },
+        )
+        .catch(stageFailed);
       return;
     }
     withUser(req, res, usage, key, readUserId(req, usage, raw), proceed);
@@ -133,10 +135,12 @@ export function createIdempotentReplay({
         claimed(req, res, usage, scoped, fingerprint, claim, proceed);
         return;
       }
-      claim.then(
-        (answer) => claimed(req, res, usage, scoped, fingerprint, answer, proceed),
-        (error: unknown) => windowFailed(req, error, proceed),
-      );
+      claim
+        .then(
+          (answer) => claimed(req, res, usage, scoped, fingerprint, answer, proceed),
+          (error: unknown) => windowFailed(req, error, proceed),
+        )
+        .catch(stageFailed);
     });
   }
 
@@ -200,6 +204,18 @@ export function createIdempotentReplay({
       );
     }
     proceed();
+  }
+
+  /** A bug after an await: logged like the gate's, never thrown into the host. */
+  function stageFailed(error: unknown): void {
+    try {
+      logger.error(
+        { code: logCodes.gateFailed, err: error },
+        'kana-meter: unexpected error in the Idempotency-Key stage',
+      );
+    } catch {
+      // A logger that throws cannot be told.
+    }
   }
 
   return { keyed, run };

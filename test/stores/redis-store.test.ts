@@ -1,6 +1,7 @@
 // kanaMeter with RedisStore, in one process: two instances (each its own app, Redis client and store) against the emulator and
 // a real redis-server: one allowance, one Kana check, the idempotency window across instances, blocks given back, Redis going away.
 
+import { randomBytes } from 'node:crypto';
 import type { Express } from 'express';
 import request from 'supertest';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -73,7 +74,7 @@ async function fleet(
     const client = await (redisClients[i % 2 === 0 ? 0 : 2] as (typeof redisClients)[number])[1](redis.url);
     clients.push(client);
     const { options, sink } = meterOptions(env.emulator, {
-      routes: { 'GET /calls': 'api-calls', 'GET /exports': 'exports' },
+      routes: { 'GET /calls': 'api-calls', 'POST /calls': 'api-calls', 'GET /exports': 'exports' },
       enforce: true,
       idempotencyKey: true,
       store: new RedisStore({ sendCommand: client.sendCommand, prefix, ...storeOptions }),
@@ -82,6 +83,11 @@ async function fleet(
     const kana = env.trackTest(kanaMeter(options));
     const app = meteredApp(expressVersions[0][1], kana, (app) => {
       app.get('/calls', (_req, res) => res.json({ run: ++callRuns }));
+      app.post('/calls', (req, res) => {
+        const chunks: Buffer[] = [];
+        req.on('data', (chunk: Buffer) => chunks.push(chunk));
+        req.on('end', () => res.json({ run: ++callRuns, hex: Buffer.concat(chunks).toString('hex') }));
+      });
       app.get('/exports', (_req, res) => res.json({ run: ++exportRuns }));
     });
     const hit = async (user = 'u1', path = '/calls') => (await request(app).get(path).set('x-user', user)).status;
@@ -142,6 +148,26 @@ describe.skipIf(redisSkipReason)('kanaMeter with RedisStore', () => {
     expect(env.emulator.usage('u3', 'api-calls')).toBe(1);
     expect(env.emulator.usage('u2', 'api-calls')).toBe(1);
     expect(b.kana.stats().idempotentReplays).toBe(1);
+  });
+
+  it('a keyed body waits whole while the gate asks Redis, reaches the handler intact, and its retry elsewhere replays', async () => {
+    const [a, b] = (await fleet(2)) as [Instance, Instance];
+    const body = randomBytes(200_000);
+    const post = (instance: Instance, sent: Buffer) =>
+      request(instance.app)
+        .post('/calls')
+        .set('x-user', 'u1')
+        .set('idempotency-key', 'upload-1')
+        .set('content-type', 'application/octet-stream')
+        .send(sent);
+    const first = await post(a, body).expect(200);
+    expect(first.body.hex).toBe(body.toString('hex'));
+    const retry = await post(b, body).expect(200);
+    expect(retry.text).toBe(first.text);
+    expect(retry.headers['idempotent-replayed']).toBe('true');
+    await post(b, randomBytes(10)).expect(422);
+    await Promise.all([a.kana.flush(), b.kana.flush()]);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(1);
   });
 
   it('stored responses are bounded for the fleet: maxKeys counts the keys every instance stored', async () => {
