@@ -131,20 +131,19 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
         usage = startUsage(usages, req, undefined);
         // `on`, not `once`: a response finishes once, and `once` allocates a wrapper per request.
         res.on('finish', onFinish);
-        usage.tagged = [feature];
         // A keyed request's first feature: the Idempotency-Key stage runs before its gate.
         if (replay?.keyed(req)) {
           const started = usage;
+          started.tagged = [feature];
           replay.run(req, res, started, () => {
             if (feature.enforce ?? enforce) gate(req, res, next, feature, started);
             else next();
           });
           return;
         }
-      } else {
-        usage.tagged ??= [];
-        usage.tagged.push(feature);
       }
+      usage.tagged ??= [];
+      usage.tagged.push(feature);
       // The gate of a meter() route runs here, before the handler.
       if (feature.enforce ?? enforce) gate(req, res, next, feature, usage);
       else next();
