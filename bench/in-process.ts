@@ -12,6 +12,7 @@ import {
   ALL_VARIANTS,
   buildVariantApp,
   chosenVariants,
+  KEYED_VARIANTS,
   REDIS_VARIANTS,
   ROUTE_PATH,
   USERS,
@@ -36,14 +37,18 @@ class DiscardingSocket extends Writable {
   setNoDelay(): void {}
 }
 
+let keys = 0;
+
 /** One GET through `app`, with Node's own request and response objects; resolves on the response's 'finish'. */
-function request(app: VariantApp['app'], user: string): Promise<void> {
+function request(app: VariantApp['app'], user: string, keyed: boolean): Promise<void> {
   return new Promise((resolve) => {
     const socket = new DiscardingSocket() as unknown as Socket;
     const req = new IncomingMessage(socket);
     req.method = 'GET';
     req.url = ROUTE_PATH;
-    req.headers = { host: 'bench', 'x-user': user };
+    req.headers = keyed
+      ? { host: 'bench', 'x-user': user, 'idempotency-key': `k${++keys}` }
+      : { host: 'bench', 'x-user': user };
     req.push(null);
     const res = new ServerResponse(req);
     res.assignSocket(socket);
@@ -56,11 +61,11 @@ function request(app: VariantApp['app'], user: string): Promise<void> {
 }
 
 /** CPU microseconds per request over `count` requests, `CONCURRENCY` at a time. */
-async function cpuPerRequest(app: VariantApp['app'], count: number): Promise<number> {
+async function cpuPerRequest(app: VariantApp['app'], count: number, keyed: boolean): Promise<number> {
   const before = process.cpuUsage();
   for (let sent = 0; sent < count; sent += CONCURRENCY) {
     const wave: Promise<void>[] = [];
-    for (let i = 0; i < CONCURRENCY; i++) wave.push(request(app, USERS[(sent + i) % USERS.length] as string));
+    for (let i = 0; i < CONCURRENCY; i++) wave.push(request(app, USERS[(sent + i) % USERS.length] as string, keyed));
     await Promise.all(wave);
   }
   const used = process.cpuUsage(before);
@@ -86,13 +91,14 @@ console.log(
   `\nIn process: ${ROUNDS} interleaved rounds of ${REQUESTS} requests per variant, ${CONCURRENCY} at a time, no network`,
 );
 // Warm up: JIT, caches, the first Kana check per user, leases.
-for (const app of apps.values()) await cpuPerRequest(app.app, 5_000);
+for (const [variant, app] of apps) await cpuPerRequest(app.app, 5_000, KEYED_VARIANTS.includes(variant));
 
 const costs = new Map<Variant, number[]>(variants.map((variant) => [variant, []]));
 for (let round = 0; round < ROUNDS; round++) {
   const order = variants.map((_, i) => variants[(i + round) % variants.length] as Variant);
   for (const variant of order) {
-    costs.get(variant)?.push(await cpuPerRequest((apps.get(variant) as VariantApp).app, REQUESTS));
+    const app = (apps.get(variant) as VariantApp).app;
+    costs.get(variant)?.push(await cpuPerRequest(app, REQUESTS, KEYED_VARIANTS.includes(variant)));
   }
 }
 

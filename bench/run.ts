@@ -1,5 +1,6 @@
 // npm run bench: autocannon against the same Express 5 app (bare, a no-op middleware, metered, enforced,
-// express-rate-limit, and over Redis: express-rate-limit + rate-limit-redis, kanaMeter + RedisStore): interleaved
+// express-rate-limit, and over Redis: express-rate-limit + rate-limit-redis, kanaMeter + RedisStore; enforced with
+// idempotencyKey on, requests without a key and each with a new one): interleaved
 // rounds, paired ratios to bare Express with their ranges, peak RSS; then the in-process CPU cost (in-process.ts).
 // Env: BENCH_ROUNDS (default 6), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS (default 32),
 // BENCH_VARIANTS (a comma-separated subset; bare always runs), REDIS_URL (else its own redis-server on a free port).
@@ -9,7 +10,15 @@ import { cpus } from 'node:os';
 import autocannon from 'autocannon';
 import { type RedisServer, startRedisServer } from '../test/helpers/redis.js';
 import { ask, median, pin, start } from './processes.js';
-import { chosenVariants, KANA_VARIANTS, REDIS_VARIANTS, ROUTE_PATH, USERS, type Variant } from './variant-app.js';
+import {
+  chosenVariants,
+  KANA_VARIANTS,
+  KEYED_VARIANTS,
+  REDIS_VARIANTS,
+  ROUTE_PATH,
+  USERS,
+  type Variant,
+} from './variant-app.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -26,19 +35,31 @@ interface Run {
   errors: number;
 }
 
-async function load(port: number, seconds: number) {
+let keys = 0;
+
+async function load(port: number, seconds: number, keyed = false) {
   return autocannon({
     url: `http://127.0.0.1:${port}`,
     connections: CONNECTIONS,
     duration: seconds,
-    requests: USERS.map((user) => ({ method: 'GET', path: ROUTE_PATH, headers: { 'x-user': user } })),
+    requests: USERS.map((user) => ({
+      method: 'GET',
+      path: ROUTE_PATH,
+      headers: { 'x-user': user },
+      ...(keyed && {
+        setupRequest: (request: autocannon.Request) => ({
+          ...request,
+          headers: { ...request.headers, 'idempotency-key': `k${++keys}` },
+        }),
+      }),
+    })),
   });
 }
 
-async function measure(child: ChildProcess, port: number): Promise<Run> {
+async function measure(child: ChildProcess, port: number, keyed: boolean): Promise<Run> {
   type Cpu = { cpu: NodeJS.CpuUsage; maxRssKb: number };
   const before = await ask<Cpu>(child, 'cpu', 'cpu');
-  const result = await load(port, SECONDS);
+  const result = await load(port, SECONDS, keyed);
   const after = await ask<Cpu>(child, 'cpu', 'cpu');
   const cpuMicros = after.cpu.user - before.cpu.user + (after.cpu.system - before.cpu.system);
   return {
@@ -92,7 +113,7 @@ for (let round = 0; round < ROUNDS; round++) {
   const order = measured.map((_, i) => measured[(i + round) % measured.length] as Variant);
   for (const variant of order) {
     const server = servers.get(variant) as { child: ChildProcess; port: number };
-    const run = await measure(server.child, server.port);
+    const run = await measure(server.child, server.port, KEYED_VARIANTS.includes(variant));
     runs.get(variant)?.push(run);
     process.stdout.write(`round ${round + 1} ${variant.padEnd(16)} ${Math.round(run.requestsPerSecond)} req/s\n`);
   }

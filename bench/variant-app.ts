@@ -1,5 +1,5 @@
 // One benchmark variant's Express 5 app: bare, a no-op middleware, metered, enforced (in process or over Redis),
-// or express-rate-limit (memory store, or rate-limit-redis). Shared by the HTTP bench (server.ts) and the
+// express-rate-limit (memory store, or rate-limit-redis), or enforced with idempotencyKey on. Shared by the HTTP bench (server.ts) and the
 // in-process one (in-process.ts), so both measure the same app.
 
 import express, { type Express, type RequestHandler } from 'express';
@@ -17,12 +17,22 @@ export const ALL_VARIANTS = [
   'rate-limit',
   'rate-limit-redis',
   'enforced-redis',
+  'idempotency-on',
+  'idempotent-keyed',
 ] as const;
 export type Variant = (typeof ALL_VARIANTS)[number];
 /** Variants that need a Redis server. */
 export const REDIS_VARIANTS: readonly Variant[] = ['rate-limit-redis', 'enforced-redis'];
 /** Variants whose usage reaches Kana: the bench checks that every 2xx was delivered. */
-export const KANA_VARIANTS: readonly Variant[] = ['metered', 'enforced', 'enforced-redis'];
+export const KANA_VARIANTS: readonly Variant[] = [
+  'metered',
+  'enforced',
+  'enforced-redis',
+  'idempotency-on',
+  'idempotent-keyed',
+];
+/** Each request carries a new Idempotency-Key: the whole first-request path (fingerprint, claim, capture, store). */
+export const KEYED_VARIANTS: readonly Variant[] = ['idempotent-keyed'];
 /** The route every variant serves, and the users the load spreads over (each has a plan in bench/kana-server.ts). */
 export const ROUTE_PATH = '/api/items/42';
 export const USERS = Array.from({ length: 10 }, (_, i) => `u${i}`);
@@ -64,7 +74,8 @@ export async function buildVariantApp(variant: Variant, environment: VariantEnvi
   let kana: KanaMeter | undefined;
   let limiter: RequestHandler | undefined;
   let redis: Awaited<ReturnType<typeof connectRedis>> | undefined;
-  if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-redis') {
+  const idempotent = variant === 'idempotency-on' || variant === 'idempotent-keyed';
+  if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-redis' || idempotent) {
     const options: KanaMeterOptions = {
       apiKey: environment.apiKey,
       endpoint: environment.endpoint,
@@ -74,6 +85,8 @@ export async function buildVariantApp(variant: Variant, environment: VariantEnvi
       // unit of a large but finite allowance: from a lease on it (in this process, or reserved in Redis).
       enforce: variant !== 'metered',
       logger: { error: console.error, warn: console.error, info() {}, debug() {} },
+      // 'idempotency-on': enforced, the option on, requests without a key; 'idempotent-keyed': each with a new key.
+      ...(idempotent && { idempotencyKey: true }),
     };
     if (variant === 'enforced-redis') {
       const client = await connectRedis(variant, environment.redisUrl);

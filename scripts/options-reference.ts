@@ -148,6 +148,7 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
     header: 'Idempotency Key',
     ttlMs: '24h',
     maxKeys: 0,
+    maxBytes: '64MB',
   } satisfies BadValues<IdempotencyKeyOptions>),
   {
     title: 'meter(feature, options) and route map entries',

@@ -28,7 +28,7 @@ export type {
 } from './kana/client.js';
 export { DEFAULT_CHECK_TIMEOUT_MS, DEFAULT_ENDPOINT, KanaClient, MAX_CHECKS_PER_DOCUMENT } from './kana/client.js';
 export { meter } from './meter.js';
-export type { IdempotencyWindow } from './metering/idempotency-window.js';
+export type { IdempotencyClaim, IdempotencyWindow, StoredResponse } from './metering/idempotency-window.js';
 export type { DeltaFunction, FeatureOptions } from './metering/metered-feature.js';
 export type { RouteMap, RouteTarget } from './metering/routes.js';
 export type { KanaMeter } from './middleware.js';

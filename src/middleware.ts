@@ -13,7 +13,7 @@ import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './de
 import { createEnforcement } from './enforcement/enforcement.js';
 import { createGate, releaseHolds } from './enforcement/gate.js';
 import { KanaClient } from './kana/client.js';
-import { type IdempotencyWindow, idempotencyKeyOf, onWindowAnswer, windowKey } from './metering/idempotency-window.js';
+import { createIdempotentReplay } from './metering/idempotent-replay.js';
 import { isValidDelta, type MeteredFeature } from './metering/metered-feature.js';
 import {
   featuresToBill,
@@ -89,14 +89,23 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   const queue = new DeliveryQueue(client, config, counters, observeKanaCall);
   const enforcement = createEnforcement({ config, client, store, counters, queue, observeKanaCall });
   const { entitlements, leases, lookup } = enforcement;
-  const idempotencyWindow: IdempotencyWindow | undefined =
+  // Off: undefined, and the request path only tests it.
+  const replay =
     config.idempotencyKey &&
-    store.idempotencyWindow({
-      ttlMs: config.idempotencyKey.ttlMs,
-      maxKeys: config.idempotencyKey.maxKeys,
-      onEvict: () => {
-        counters.idempotencyEvictions++;
-      },
+    createIdempotentReplay({
+      window: store.idempotencyWindow({
+        ttlMs: config.idempotencyKey.ttlMs,
+        maxKeys: config.idempotencyKey.maxKeys,
+        maxBytes: config.idempotencyKey.maxBytes,
+        onEvict: () => {
+          counters.idempotencyEvictions++;
+        },
+      }),
+      header: config.idempotencyKey.header,
+      counters,
+      logger,
+      getUserId,
+      userIdFailed,
     });
   /** This kanaMeter's own per-request state: only its listeners read it. */
   const usages: RequestUsages = new WeakMap();
@@ -107,7 +116,6 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     usages,
     leases,
     lookUpMissed: (userId, featureId, delta) => lookup.missed(userId, featureId, delta),
-    idempotencyWindow,
     userIdFailed,
   });
   /** Captures whose userId or delta is still being awaited; flush() and close() wait for them. */
@@ -118,15 +126,25 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
 
   const context: MeterContext = {
     meter(req, res, next, feature) {
+      if (feature.billAborted) watchAbandoned(res);
       let usage = usages.get(req);
       if (!usage) {
         usage = startUsage(usages, req, undefined);
         // `on`, not `once`: a response finishes once, and `once` allocates a wrapper per request.
         res.on('finish', onFinish);
+        // A keyed request's first feature: the Idempotency-Key stage runs before its gate.
+        if (replay?.keyed(req)) {
+          const started = usage;
+          started.tagged = [feature];
+          replay.run(req, res, started, () => {
+            if (feature.enforce ?? enforce) gate(req, res, next, feature, started);
+            else next();
+          });
+          return;
+        }
       }
       usage.tagged ??= [];
       usage.tagged.push(feature);
-      if (feature.billAborted) watchAbandoned(res);
       // The gate of a meter() route runs here, before the handler.
       if (feature.enforce ?? enforce) gate(req, res, next, feature, usage);
       else next();
@@ -146,6 +164,14 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     const usage = startUsage(usages, req, routeFeature);
     res.on('finish', onFinish);
     if (routeFeature.billAborted) watchAbandoned(res);
+    // A keyed request: the Idempotency-Key stage runs first (a replay never reaches the gate).
+    if (replay?.keyed(req)) {
+      replay.run(req, res, usage, () => {
+        if (routeFeature.enforce ?? enforce) gate(req, res, next, routeFeature, usage);
+        else next();
+      });
+      return;
+    }
     // The gate of a mapped route runs here, before routing.
     if (routeFeature.enforce ?? enforce) gate(req, res, next, routeFeature, usage);
     else next();
@@ -189,7 +215,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   function finished(res: Response, abandoned = false): void {
     const req = res.req;
     const usage = usages.get(req);
-    if (usage === undefined) return;
+    if (usage === undefined || usage.answered) return;
     if (usage.checked !== undefined) {
       // Held units are given back first; on success they come back as captured usage just below.
       usage.ended = true;
@@ -268,7 +294,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
 
   function captureFeature(req: Request, res: Response, userId: string, feature: MeteredFeature, late: boolean): void {
     if (typeof feature.delta === 'number') {
-      billOnce(req, userId, feature.featureId, feature.delta, late);
+      enqueue(userId, feature.featureId, feature.delta, late);
       return;
     }
     let delta: unknown;
@@ -290,35 +316,6 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     }
   }
 
-  /** Queues the usage, unless the request's Idempotency-Key was already billed for this user and feature. */
-  function billOnce(req: Request, userId: string, featureId: string, delta: number, late: boolean): void {
-    const key = idempotencyWindow && idempotencyKeyOf(req, config.idempotencyKey?.header as string);
-    if (key === undefined) {
-      enqueue(userId, featureId, delta, late);
-      return;
-    }
-    const bill = (first: boolean) => {
-      if (first) enqueue(userId, featureId, delta, late);
-      else counters.idempotentReplays++;
-    };
-    const claiming = onWindowAnswer(
-      (idempotencyWindow as IdempotencyWindow).claim(windowKey(userId, featureId, key)),
-      bill,
-      (error) => idempotencyFailed(req, error, bill),
-    );
-    if (claiming) track(claiming);
-  }
-
-  /** The window (a shared store) could not be asked: bill (a double bill can be refunded; lost usage cannot be found). */
-  function idempotencyFailed(req: Request, error: unknown, bill: (first: boolean) => void): void {
-    counters.hookErrors++;
-    logger.error(
-      { code: logCodes.hookFailed, hook: 'idempotency window', err: error, ...where(req) },
-      'kana-meter: the idempotency window failed; the usage was billed',
-    );
-    bill(true);
-  }
-
   /** Queues the event, or reports it when its response finished after close() began. */
   function enqueue(userId: string, featureId: string, delta: number, late: boolean): void {
     if (late) {
@@ -331,7 +328,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
 
   function enqueueChecked(req: Request, userId: string, feature: MeteredFeature, delta: unknown, late: boolean): void {
     if (isValidDelta(delta)) {
-      billOnce(req, userId, feature.featureId, delta, late);
+      enqueue(userId, feature.featureId, delta, late);
       return;
     }
     // Nothing was used (an empty export, a completion of no tokens): nothing to bill, nothing wrong.

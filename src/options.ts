@@ -102,12 +102,19 @@ export interface IdempotencyKeyOptions {
    */
   ttlMs?: number;
   /**
-   * Most keys remembered (one per user, feature and key; about 200 bytes each). When full, the
-   * oldest key goes first, and a retry of its request would be billed again.
+   * Most keys remembered (one per user and key, with its stored response). When full, the oldest
+   * key goes first, and a retry of its request runs, and is billed, again.
    * @default 100000
    * @example 1_000_000
    */
   maxKeys?: number;
+  /**
+   * Most bytes of stored responses kept (bodies and headers; with `RedisStore`, for the whole
+   * fleet). When full, the oldest go first. One response over 1 MiB is never stored.
+   * @default 67108864 (64 MiB)
+   * @example 268_435_456
+   */
+  maxBytes?: number;
 }
 
 /** Replaces the response to a refused request; see `onDenied`. */
@@ -293,12 +300,16 @@ export interface KanaMeterOptions {
    */
   rateLimitHeaders?: boolean;
   /**
-   * Bill a request carrying an `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header)
-   * once per user and feature within `ttlMs`: a retry with a key already billed is served as usual
-   * but not billed again (counted in `stats().idempotentReplays`), also when the two are in flight
-   * at once; on an enforced route it is not checked nor charged against the allowance again
-   * (`req.kana.source` is `'replay'`). At most `maxKeys` keys are kept; when full, the oldest
-   * goes (counted in `stats().idempotencyEvictions`). Keys longer than 255 characters are ignored.
+   * Idempotent replay of requests carrying an `Idempotency-Key` header
+   * (draft-ietf-httpapi-idempotency-key-header), per user. The first request with a key runs, is
+   * checked and billed as usual; its 2xx response (status, body, headers but hop-by-hop ones and
+   * Set-Cookie) is stored for `ttlMs`. A retry of the same request (method, routed path, query,
+   * body) gets the stored response without running the handler, with `Idempotent-Replayed: true`,
+   * not billed again (`stats().idempotentReplays`). The same key with a different request: 422;
+   * while the first still runs: 409 (both problem+json, the handler does not run). A response
+   * that is not stored (not 2xx, over 1 MiB, server-sent events, or the client left) releases the
+   * key: a retry runs, and is billed, as a new request. Without a user, or with a body over 1 MiB,
+   * or a key over 255 characters, the key is ignored. See docs/metering.md.
    * @default undefined (off: every successful request is billed)
    * @example true
    * @example { header: 'X-Request-Id', ttlMs: 3_600_000 }
@@ -490,7 +501,7 @@ function parseSpool(spool: SpoolOptions | undefined): Readonly<Required<SpoolOpt
   return Object.freeze({ path: spool.path, writeAhead: checkBoolean('spool.writeAhead', spool.writeAhead, false) });
 }
 
-const IDEMPOTENCY_OPTIONS = new Set(['header', 'ttlMs', 'maxKeys']);
+const IDEMPOTENCY_OPTIONS = new Set(['header', 'ttlMs', 'maxKeys', 'maxBytes']);
 /** A header name (RFC 9110 token). */
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
@@ -522,6 +533,7 @@ function parseIdempotencyKey(
     header: header.toLowerCase(),
     ttlMs: checkInteger('idempotencyKey.ttlMs', options.ttlMs, 86_400_000, 1),
     maxKeys: checkInteger('idempotencyKey.maxKeys', options.maxKeys, 100_000, 1),
+    maxBytes: checkInteger('idempotencyKey.maxBytes', options.maxBytes, 67_108_864, 1),
   });
 }
 

@@ -87,9 +87,10 @@ describe('kanaMeter options', () => {
     ],
     [{ idempotencyKey: { ttlMs: 0 } }, /option `idempotencyKey.ttlMs` must be an integer >= 1; got 0/],
     [{ idempotencyKey: { maxKeys: -5 } }, /option `idempotencyKey.maxKeys` must be an integer >= 1; got -5/],
+    [{ idempotencyKey: { maxBytes: 0 } }, /option `idempotencyKey.maxBytes` must be an integer >= 1; got 0/],
     [
       { idempotencyKey: { ttl: 5 } },
-      /option `idempotencyKey.ttl` must be absent \(known: header, ttlMs, maxKeys\); got 5/,
+      /option `idempotencyKey.ttl` must be absent \(known: header, ttlMs, maxKeys, maxBytes\); got 5/,
     ],
     [{ onDenied: 402 }, /option `onDenied` must be a function; got 402/],
     [{ onKanaError: 'block' }, /option `onKanaError` must be one of "allow", "deny"; got "block"/],

@@ -16,7 +16,8 @@ export type DecisionReason =
 /**
  * Where a decision came from: a Kana call made for it, the cache, an expired answer kept deciding
  * because Kana could not be asked (stale-if-error), `onKanaError` when Kana failed for a user it
- * has never answered for, or a replay: a request whose Idempotency-Key was already billed.
+ * has never answered for. `'replay'` is no longer given: an Idempotency-Key retry now gets
+ * the stored response and its handler does not run (kept in the type for compatibility).
  */
 export type DecisionSource = 'kana' | 'cache' | 'stale' | 'fallback' | 'replay';
 
@@ -37,7 +38,7 @@ export interface EntitlementDecision {
   readonly status: 402 | 429 | 503 | undefined;
   readonly userId: string;
   readonly featureId: string;
-  /** Units checked: the route's fixed delta, or 1 when the delta is computed from the response; 0 for a replay (nothing is charged). */
+  /** Units checked: the route's fixed delta, or 1 when the delta is computed from the response. */
   readonly delta: number;
   readonly source: DecisionSource;
   /** Units used this period, before this request; null when the feature has no allowance (BINARY, not in plan, unknown). */

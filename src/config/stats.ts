@@ -62,9 +62,9 @@ export interface KanaMeterStats {
   checkOutages: number;
   /** False while checks are unavailable: requests are decided at once and a probe retries with backoff. */
   checksAvailable: boolean;
-  /** Usage not billed again: its request's Idempotency-Key was already billed for that user and feature (counted per feature). */
+  /** Requests answered with a stored response (Idempotency-Key): the handler did not run, nothing was billed. */
   idempotentReplays: number;
-  /** Idempotency keys dropped before their TTL because `idempotencyKey.maxKeys` keys were kept (a retry of one is billed again). */
+  /** Idempotency keys dropped before their TTL because `idempotencyKey.maxKeys` or `maxBytes` were reached (a retry of one runs, and is billed, again). */
   idempotencyEvictions: number;
   /** (user, feature) entitlements in the cache now (a gauge). */
   entitlements: number;

@@ -1,4 +1,4 @@
-// Entitlement decisions: what an answer (fresh, cached or stale), a failed check, or a replay means for a request of `delta` units.
+// Entitlement decisions: what an answer (fresh, cached or stale) or a failed check means for a request of `delta` units.
 
 import type { DecisionSource, EntitlementDecision, KanaErrorPolicy } from '../config/decision.js';
 import { KanaError } from '../config/errors.js';
@@ -55,33 +55,5 @@ export function fallbackDecision(
     overageEnabled: false,
     resetAt: null,
     error: error instanceof KanaError ? error : undefined,
-  };
-}
-
-/**
- * A retry of a request already billed (its Idempotency-Key): always allowed, nothing checked,
- * held or charged (`delta: 0`); the counts are those of the last answer Kana gave, if any.
- */
-export function replayDecision(
-  userId: string,
-  featureId: string,
-  entry: Entitlement | undefined,
-  used: number | null,
-): EntitlementDecision {
-  const budget = entry?.budget ?? null;
-  return {
-    allowed: true,
-    reason: 'allowed',
-    status: undefined,
-    userId,
-    featureId,
-    delta: 0,
-    source: 'replay',
-    used,
-    budget,
-    remaining: budget === null || used === null ? null : Math.max(0, budget - used),
-    overageEnabled: entry?.overageEnabled ?? false,
-    resetAt: entry?.resetAt ?? null,
-    error: undefined,
   };
 }

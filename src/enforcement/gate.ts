@@ -6,13 +6,12 @@ import type { DecisionSource, EntitlementDecision, RefusedDecision } from '../co
 import { logCodes } from '../config/errors.js';
 import type { Counter } from '../config/stats.js';
 import { isPromise, toPromise } from '../config/thenable.js';
-import { type IdempotencyWindow, idempotencyKeyOf, onWindowAnswer, windowKey } from '../metering/idempotency-window.js';
 import type { MeteredFeature } from '../metering/metered-feature.js';
 import type { RequestUsage, RequestUsages } from '../metering/request-usage.js';
 import { where } from '../metering/routed-path.js';
 import { toKanaUserId } from '../metering/user-id.js';
 import type { KanaMeterConfig } from '../options.js';
-import { decisionFrom, fallbackDecision, replayDecision } from './decisions.js';
+import { decisionFrom, fallbackDecision } from './decisions.js';
 import type { Lookup } from './entitlement-lookup.js';
 import { sendRefusal, setRateLimitHeaders } from './entitlement-response.js';
 import type { Entitlement, EntitlementCache } from './entitlements.js';
@@ -25,10 +24,7 @@ import { setDecision } from './request-decision.js';
 export const SHADOW_LOG_INTERVAL_MS = 10_000;
 
 export interface GateOptions {
-  config: Pick<
-    KanaMeterConfig,
-    'userId' | 'logger' | 'onDenied' | 'onKanaError' | 'rateLimitHeaders' | 'enforce' | 'idempotencyKey'
-  >;
+  config: Pick<KanaMeterConfig, 'userId' | 'logger' | 'onDenied' | 'onKanaError' | 'rateLimitHeaders' | 'enforce'>;
   counters: Record<Counter, number>;
   cache: EntitlementCache;
   /** The kanaMeter's own usage records: its `close` listener reads them. */
@@ -37,8 +33,6 @@ export interface GateOptions {
   leases: Leases;
   /** After a cache miss: Kana, else a stale answer, else nothing. */
   lookUpMissed: (userId: string, featureId: string, delta: number) => Lookup | Promise<Lookup>;
-  /** The billed idempotency keys, when `idempotencyKey` is on. */
-  idempotencyWindow: IdempotencyWindow | undefined;
   /** Logs and counts a `userId` that threw, rejected or gave a non-id. */
   userIdFailed: (req: Request, error: unknown) => void;
 }
@@ -47,18 +41,8 @@ export interface GateOptions {
  * Creates the gate kanaMeter() runs for enforced mapped routes and meter() for enforced routes.
  * A cache hit decides synchronously and calls next() in the same tick.
  */
-export function createGate({
-  config,
-  counters,
-  cache,
-  usages,
-  leases,
-  lookUpMissed,
-  idempotencyWindow,
-  userIdFailed,
-}: GateOptions) {
+export function createGate({ config, counters, cache, usages, leases, lookUpMissed, userIdFailed }: GateOptions) {
   const { userId: getUserId, logger, onDenied, onKanaError, rateLimitHeaders, enforce } = config;
-  const idempotencyHeader = config.idempotencyKey?.header;
   let warnedNoUser = false;
   let shadowLoggedAt = Number.NEGATIVE_INFINITY;
   let shadowNotLogged = 0;
@@ -139,18 +123,6 @@ export function createGate({
       }
       if (!usage.ended) next();
       return;
-    }
-    if (idempotencyWindow !== undefined) {
-      const key = idempotencyKeyOf(req, idempotencyHeader as string);
-      if (key !== undefined) {
-        onWindowAnswer(
-          idempotencyWindow.has(windowKey(userId, feature.featureId, key)),
-          (billed) => (billed ? replayed : checkEntitlement)(req, res, next, feature, usage, userId),
-          // A window that cannot answer: check the request as if it carried no key.
-          () => checkEntitlement(req, res, next, feature, usage, userId),
-        )?.catch(gateFailed);
-        return;
-      }
     }
     checkEntitlement(req, res, next, feature, usage, userId);
   }
@@ -264,25 +236,6 @@ export function createGate({
     }
     counters.allowed++;
     counters.failedOpen++;
-    next();
-  }
-
-  /** A retry of a request already billed for this user and feature: served, not checked, held nor charged. */
-  function replayed(
-    req: Request,
-    _res: Response,
-    next: NextFunction,
-    feature: MeteredFeature,
-    usage: RequestUsage,
-    userId: string,
-  ): void {
-    if (usage.ended) return;
-    const entry = cache.stale(userId, feature.featureId);
-    setDecision(
-      req,
-      replayDecision(userId, feature.featureId, entry, entry === undefined ? null : leases.usedNow(entry)),
-    );
-    counters.allowed++;
     next();
   }
 

@@ -122,14 +122,6 @@ export class Leases {
     else this.#activate(entry);
   }
 
-  /** Units used before a request, for a decision that takes none (a replay): as `take` would count them. */
-  usedNow(entry: Entitlement): number | null {
-    if (!entry.consumable) return null;
-    return entry.ledger.blockEpoch === entry.epoch && entry.ledger.granted > 0
-      ? usedBefore(entry, availableIn(entry))
-      : entry.effectiveUsed();
-  }
-
   /**
    * The entry left the cache: its record in the store is forgotten (its block and holds released;
    * an in-process store drops the key's ledger with it, so it stays as bounded as the cache).

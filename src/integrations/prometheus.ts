@@ -110,11 +110,11 @@ const COUNTERS: Readonly<Record<Counter | StoreCounter, readonly [name: string, 
   ],
   idempotentReplays: [
     'idempotent_replays_total',
-    'Usage not billed again because its Idempotency-Key was already billed for that user and feature.',
+    'Requests answered with a stored Idempotency-Key response: the handler did not run, nothing was billed.',
   ],
   idempotencyEvictions: [
     'idempotency_evictions_total',
-    'Idempotency keys dropped before their TTL because idempotencyKey.maxKeys keys were kept.',
+    'Idempotency keys dropped before their TTL because idempotencyKey.maxKeys or maxBytes were reached.',
   ],
   sharedAnswers: [
     'shared_answers_total',

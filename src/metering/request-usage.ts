@@ -41,6 +41,8 @@ export interface RequestUsage {
   ended: boolean;
   /** The feature ids a gate checked on this request (each once); undefined until the first gate, which attaches `close`. */
   checked: string[] | undefined;
+  /** The Idempotency-Key stage answered the request itself (a replay, 409 or 422): its handler did not run, nothing is billed. */
+  answered: boolean;
 }
 
 /**
@@ -65,6 +67,7 @@ export function startUsage(
     refused: false,
     ended: false,
     checked: undefined,
+    answered: false,
   };
   usages.set(req, usage);
   return usage;

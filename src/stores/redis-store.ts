@@ -38,7 +38,7 @@ export interface RedisStoreOptions {
    */
   sendCommand: SendCommand;
   /**
-   * Put before every key the store writes (`<prefix>l:{...}` ledgers, `<prefix>i:...` idempotency keys).
+   * Put before every key the store writes (`<prefix>l:{...}` ledgers, `<prefix>{i}:...` idempotency keys).
    * On Redis Cluster, a `{hash tag}` in it puts every key in one slot (works, but on one node).
    * @default 'kana-meter:'
    * @example 'billing:kana:'
@@ -222,7 +222,8 @@ export class RedisStore implements KanaMeterStore {
   }
 
   idempotencyWindow(options: IdempotencyWindowOptions): IdempotencyWindow {
-    return new RedisIdempotencyWindow({ ...options, commands: this.#bound(), prefix: `${this.#prefix}i:` });
+    // One hash tag for every idempotency key: a script that stores a response also evicts others (Redis Cluster: one slot).
+    return new RedisIdempotencyWindow({ ...options, commands: this.#bound(), prefix: `${this.#prefix}{i}:` });
   }
 
   stats(): StoreStats {

@@ -137,11 +137,13 @@ export type AnswerReceipt =
 
 /** Settings of the idempotency window kanaMeter asks a store for (its `idempotencyKey` option). */
 export interface IdempotencyWindowOptions {
-  /** How long a billed key is remembered, in milliseconds. */
+  /** How long a stored response is kept, in milliseconds. */
   readonly ttlMs: number;
-  /** Most keys remembered in this process's memory. */
+  /** Most keys kept (in this process's memory; in a shared store, stored responses for the whole fleet). */
   readonly maxKeys: number;
-  /** Called when a key is forgotten early because `maxKeys` were kept. */
+  /** Most bytes of stored responses kept (bodies and headers), likewise. */
+  readonly maxBytes: number;
+  /** Called when a key is forgotten early because `maxKeys` or `maxBytes` were reached. */
   readonly onEvict: () => void;
 }
 

@@ -85,20 +85,39 @@ describe.skipIf(redisSkipReason)('RedisStore against redis-server', () => {
         want: 1,
         need: 1,
       });
-      const window = store.idempotencyWindow({ ttlMs: 60_000, maxKeys: 10, onEvict: () => {} });
-      expect(await window.claim('u1:api-calls:retry-1')).toBe(true);
-      expect(await window.claim('u1:api-calls:retry-1')).toBe(false);
-      expect(await window.has('u1:api-calls:retry-1')).toBe(true);
+      const window = store.idempotencyWindow({ ttlMs: 60_000, maxKeys: 10, maxBytes: 1000, onEvict: () => {} });
+      const fingerprint = 'f'.repeat(64);
+      expect(await window.begin('u1:retry-1', fingerprint)).toEqual({ status: 'claimed' });
+      expect(await window.begin('u1:retry-1', fingerprint)).toEqual({ status: 'in-flight', fingerprint });
+      await window.complete('u1:retry-1', fingerprint, {
+        status: 201,
+        headers: [['x-a', 'b']],
+        body: Buffer.from('hi'),
+      });
+      expect(await window.begin('u1:retry-1', fingerprint)).toEqual({
+        status: 'done',
+        fingerprint,
+        response: { status: 201, headers: [['x-a', 'b']], body: Buffer.from('hi') },
+      });
 
       const written = ((await redis.command('KEYS', 'ttl-test:*')) as string[]).sort();
-      expect(written).toEqual(['ttl-test:i:u1:api-calls:retry-1', 'ttl-test:l:{user%3Awith%3Acolons:api%20calls}']);
-      const [idempotency, ledger] = written as [string, string];
+      expect(written).toEqual([
+        'ttl-test:l:{user%3Awith%3Acolons:api%20calls}',
+        'ttl-test:{i}:#bytes',
+        'ttl-test:{i}:#index',
+        'ttl-test:{i}:#sizes',
+        'ttl-test:{i}:u1:retry-1',
+      ]);
+      const [ledger, bytes, index, sizes, idempotency] = written as [string, string, string, string, string];
+      for (const bound of [bytes, index, sizes]) {
+        expect(Number(await redis.command('PTTL', bound))).toBeGreaterThan(50_000);
+      }
       expect(Number(await redis.command('PTTL', ledger))).toBeGreaterThan(110_000);
       expect(Number(await redis.command('PTTL', ledger))).toBeLessThanOrEqual(120_000);
       expect(Number(await redis.command('PTTL', idempotency))).toBeGreaterThan(50_000);
       expect(store.stats()).toMatchObject({ available: true, failures: 0 });
-      // begin-check, store-answer, reserve, two SETs (has() found the key in this process's memory first).
-      expect(store.stats().commands).toBe(5);
+      // begin-check, store-answer, reserve, then begin, begin, complete, begin.
+      expect(store.stats().commands).toBe(7);
     } finally {
       client.close();
     }

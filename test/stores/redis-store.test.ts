@@ -1,6 +1,7 @@
 // kanaMeter with RedisStore, in one process: two instances (each its own app, Redis client and store) against the emulator and
 // a real redis-server: one allowance, one Kana check, the idempotency window across instances, blocks given back, Redis going away.
 
+import { randomBytes } from 'node:crypto';
 import type { Express } from 'express';
 import request from 'supertest';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -21,6 +22,9 @@ const env = useEmulator();
 let redis: RedisServer;
 const clients: RedisTestClient[] = [];
 let prefixes = 0;
+/** Runs of the /calls handler, on every instance; its answer tells each run apart. */
+let callRuns = 0;
+let exportRuns = 0;
 
 beforeAll(async () => {
   if (!redisSkipReason) redis = await startRedisServer();
@@ -70,7 +74,7 @@ async function fleet(
     const client = await (redisClients[i % 2 === 0 ? 0 : 2] as (typeof redisClients)[number])[1](redis.url);
     clients.push(client);
     const { options, sink } = meterOptions(env.emulator, {
-      routes: { 'GET /calls': 'api-calls', 'GET /exports': 'exports' },
+      routes: { 'GET /calls': 'api-calls', 'POST /calls': 'api-calls', 'GET /exports': 'exports' },
       enforce: true,
       idempotencyKey: true,
       store: new RedisStore({ sendCommand: client.sendCommand, prefix, ...storeOptions }),
@@ -78,13 +82,30 @@ async function fleet(
     });
     const kana = env.trackTest(kanaMeter(options));
     const app = meteredApp(expressVersions[0][1], kana, (app) => {
-      app.get('/calls', (_req, res) => res.json({}));
-      app.get('/exports', (_req, res) => res.json({}));
+      app.get('/calls', (_req, res) => res.json({ run: ++callRuns }));
+      app.post('/calls', (req, res) => {
+        const chunks: Buffer[] = [];
+        req.on('data', (chunk: Buffer) => chunks.push(chunk));
+        req.on('end', () => res.json({ run: ++callRuns, hex: Buffer.concat(chunks).toString('hex') }));
+      });
+      app.get('/exports', (_req, res) => res.json({ run: ++exportRuns }));
     });
     const hit = async (user = 'u1', path = '/calls') => (await request(app).get(path).set('x-user', user)).status;
     instances.push({ kana, app, sink, hit });
   }
   return instances;
+}
+
+/**
+ * Sends until the answer is not 409, as a client does: the first's response is stored in Redis
+ * just after it is sent, so a retry on another instance may come a few ms early.
+ */
+async function untilStored(send: () => request.Test): Promise<request.Response> {
+  for (let attempt = 0; ; attempt++) {
+    const response = await send();
+    if (response.status !== 409 || attempt === 50) return response;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 function checksOf(userId: string, featureId: string) {
@@ -119,16 +140,86 @@ describe.skipIf(redisSkipReason)('kanaMeter with RedisStore', () => {
     expect(checksOf('u2', 'api-calls')).toHaveLength(1);
   });
 
-  it('a retry with the same Idempotency-Key on the other instance is served, not billed nor charged again', async () => {
+  it('a retry with the same Idempotency-Key on the other instance is a replay: handler not run, not billed nor charged', async () => {
     const [a, b] = (await fleet(2)) as [Instance, Instance];
-    await request(a.app).get('/calls').set('x-user', 'u3').set('idempotency-key', 'order-7').expect(200);
-    await a.kana.flush();
-    const retried = await request(b.app).get('/calls').set('x-user', 'u3').set('idempotency-key', 'order-7');
+    const runsBefore = callRuns;
+    const first = await request(a.app).get('/calls').set('x-user', 'u3').set('idempotency-key', 'order-7').expect(200);
+    const retried = await untilStored(() =>
+      request(b.app).get('/calls').set('x-user', 'u3').set('idempotency-key', 'order-7'),
+    );
     expect(retried.status).toBe(200);
+    expect(retried.text).toBe(first.text);
+    expect(retried.headers['idempotent-replayed']).toBe('true');
+    // The same key with another request, on either instance: 422, not run.
+    await request(b.app).get('/calls?x=1').set('x-user', 'u3').set('idempotency-key', 'order-7').expect(422);
+    // The same key from another user is another request.
+    await request(b.app).get('/calls').set('x-user', 'u2').set('idempotency-key', 'order-7').expect(200);
+    expect(callRuns - runsBefore).toBe(2);
     await Promise.all([a.kana.flush(), b.kana.flush()]);
     expect(env.emulator.usage('u3', 'api-calls')).toBe(1);
+    expect(env.emulator.usage('u2', 'api-calls')).toBe(1);
     expect(b.kana.stats().idempotentReplays).toBe(1);
   });
+
+  it('a keyed body waits whole while the gate asks Redis, reaches the handler intact, and its retry elsewhere replays', async () => {
+    const [a, b] = (await fleet(2)) as [Instance, Instance];
+    const body = randomBytes(200_000);
+    const post = (instance: Instance, sent: Buffer) =>
+      request(instance.app)
+        .post('/calls')
+        .set('x-user', 'u1')
+        .set('idempotency-key', 'upload-1')
+        .set('content-type', 'application/octet-stream')
+        .send(sent);
+    const first = await post(a, body).expect(200);
+    expect(first.body.hex).toBe(body.toString('hex'));
+    const retry = await untilStored(() => post(b, body));
+    expect(retry.status).toBe(200);
+    expect(retry.text).toBe(first.text);
+    expect(retry.headers['idempotent-replayed']).toBe('true');
+    await post(b, randomBytes(10)).expect(422);
+    await Promise.all([a.kana.flush(), b.kana.flush()]);
+    expect(env.emulator.usage('u1', 'api-calls')).toBe(1);
+  });
+
+  it('stored responses are bounded for the fleet: maxKeys counts the keys every instance stored', async () => {
+    const [a, b] = (await fleet(2, {}, { idempotencyKey: { maxKeys: 2 } })) as [Instance, Instance];
+    const keyed = async (instance: Instance, key: string) => {
+      const response = await untilStored(() =>
+        request(instance.app).get('/calls').set('x-user', 'u3').set('idempotency-key', key),
+      );
+      expect(response.status).toBe(200);
+      return response;
+    };
+    await keyed(a, 'k1');
+    await keyed(b, 'k2');
+    await keyed(a, 'k3'); // the fleet keeps two: k1 goes
+    await expect.poll(() => a.kana.stats().idempotencyEvictions).toBe(1);
+    expect((await keyed(b, 'k2')).headers['idempotent-replayed']).toBe('true');
+    expect((await keyed(b, 'k1')).headers['idempotent-replayed']).toBeUndefined();
+  });
+
+  it.skipIf(redisIsExternal)(
+    'with Redis down, a keyed request runs as one without a key: a retry runs again and is billed, never free',
+    async () => {
+      const [a] = (await fleet(1, { timeoutMs: 300 }, { routes: { 'GET /exports': 'exports' } })) as [Instance];
+      const runsBefore = callRuns;
+      await a.hit('u1', '/exports'); // Kana's answer cached for this user, before Redis goes
+      await redis.kill();
+      try {
+        const keyed = () =>
+          request(a.app).get('/exports').set('x-user', 'u1').set('idempotency-key', 'while-down').expect(200);
+        expect((await keyed()).headers['idempotent-replayed']).toBeUndefined();
+        expect((await keyed()).headers['idempotent-replayed']).toBeUndefined();
+        expect(callRuns).toBe(runsBefore);
+        await a.kana.flush();
+        expect(env.emulator.usage('u1', 'exports')).toBe(3);
+        expect(a.kana.stats().idempotentReplays).toBe(0);
+      } finally {
+        await redis.restart();
+      }
+    },
+  );
 
   it("an instance's close() gives its unspent units back at once for the others", async () => {
     const [a, b] = (await fleet(2)) as [Instance, Instance];
