@@ -130,6 +130,8 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
       metrics: 'prometheus',
       fetch: 'fetch',
       store: 'redis://localhost:6379',
+      anonymous: 'deny',
+      onConfigError: 'fail',
     } satisfies BadValues<KanaMeterOptions>,
     shown: (name, value) => properties({ [name]: value }),
     attempt: (name, value) => attemptKanaMeter({ [name]: value }),

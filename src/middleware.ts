@@ -13,6 +13,7 @@ import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './de
 import { createEnforcement } from './enforcement/enforcement.js';
 import { createGate, releaseHolds } from './enforcement/gate.js';
 import { KanaClient } from './kana/client.js';
+import { DEFAULT_READY_TIMEOUT_MS, KeyStatus } from './kana/key-status.js';
 import { type IdempotencyWindow, idempotencyKeyOf, onWindowAnswer, windowKey } from './metering/idempotency-window.js';
 import { isValidDelta, type MeteredFeature } from './metering/metered-feature.js';
 import {
@@ -55,6 +56,26 @@ export interface KanaMeter extends RequestHandler {
   close(options?: CloseOptions): Promise<void>;
   /** Counters and gauges, as a snapshot. */
   stats(): KanaMeterStats;
+  /**
+   * Resolves once Kana has accepted the API key: one cheap authenticated call (the feature ids),
+   * made by the first ready() unless a Kana call already answered. Await it before listening.
+   * Rejects with a KanaError naming the problem: `KANA_UNAUTHENTICATED` (`retryable: false`) when
+   * Kana refuses the key (wrong, revoked, another environment), `KANA_CONFIG_ERROR` when the HTTP
+   * layer cannot send it; or, when Kana could not be reached for `timeoutMs`, the last failure's
+   * code (`KANA_UNREACHABLE`, `KANA_TIMEOUT`, `KANA_SERVER_ERROR`...; `retryable: true`): an
+   * outage, which `onKanaError` covers, so an app may choose to start anyway. The key is never logged.
+   * @example await kana.ready(); app.listen(3000)
+   * @example await kana.ready({ timeoutMs: 30_000 }).catch((error) => { if (!error.retryable) throw error })
+   */
+  ready(options?: ReadyOptions): Promise<void>;
+}
+
+export interface ReadyOptions {
+  /**
+   * How long ready() keeps trying while Kana cannot be reached, in milliseconds (a refused key rejects at once).
+   * @default 10000
+   */
+  timeoutMs?: number;
 }
 
 /** close()'s deadline in ms; a bad one throws (a programmer error, like a bad kanaMeter() option). */
@@ -86,6 +107,8 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   // A store already bound to another kanaMeter() throws here, before anything is started.
   store.bind({ logger });
   const observeKanaCall = config.metrics && guardObserveKanaCall(config.metrics, counters, config.logger);
+  // Told of every Kana call's outcome for the key: stats().configError, ready(), the per-minute error line.
+  const keyStatus = new KeyStatus({ client, logger, onConfigError: config.onConfigError });
   const queue = new DeliveryQueue(client, config, counters, observeKanaCall);
   const enforcement = createEnforcement({ config, client, store, counters, queue, observeKanaCall });
   const { entitlements, leases, lookup } = enforcement;
@@ -109,6 +132,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     lookUpMissed: (userId, featureId, delta) => lookup.missed(userId, featureId, delta),
     idempotencyWindow,
     userIdFailed,
+    keyStatus,
   });
   /** Captures whose userId or delta is still being awaited; flush() and close() wait for them. */
   const asyncCaptures = new Set<Promise<void>>();
@@ -372,6 +396,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       storeCommands: storeStats.commands,
       storeFailures: storeStats.failures,
       storeOutages: storeStats.outages,
+      configError: keyStatus.configError,
     });
   }
 
@@ -381,6 +406,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     } catch (error) {
       // kanaMeter() throws, so nobody will close this queue: release its spool, sending nothing.
       queue.discard();
+      keyStatus.close();
       throw error;
     }
   }
@@ -406,6 +432,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       closing ??= (async () => {
         const started = Date.now();
         enforcement.stop();
+        keyStatus.close();
         // Captures already under way (async userId or delta) still make it into the final flush.
         await raceTimeout(settleAsyncCaptures(), timeoutMs);
         await queue.close({ timeoutMs: Math.max(0, timeoutMs - (Date.now() - started)) });
@@ -415,5 +442,23 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       return closing;
     },
     stats,
+    ready(readyOptions?: ReadyOptions) {
+      let timeoutMs: number;
+      try {
+        timeoutMs = parseReadyOptions(readyOptions);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return keyStatus.ready(timeoutMs);
+    },
   });
+}
+
+/** ready()'s deadline in ms; a bad one rejects with a TypeError (a programmer error). */
+function parseReadyOptions(readyOptions: ReadyOptions | undefined): number {
+  if (readyOptions === undefined) return DEFAULT_READY_TIMEOUT_MS;
+  if (typeof readyOptions !== 'object' || readyOptions === null) {
+    throw optionError('ready() options', readyOptions, 'an object such as { timeoutMs: 10000 }');
+  }
+  return checkInteger('ready() timeoutMs', readyOptions.timeoutMs, DEFAULT_READY_TIMEOUT_MS, 1);
 }

@@ -115,6 +115,9 @@ export type DeniedHandler = (req: Request, res: Response, next: NextFunction, de
 
 export type { KanaErrorPolicy };
 
+/** What an enforced request without a user gets: refused with 401, or served unchecked and unbilled. */
+export type AnonymousPolicy = 'refuse' | 'allow';
+
 export interface KanaMeterOptions {
   /**
    * Your Kana private key (`prv_live_...`), sent as the `Authorization` header, so a valid header
@@ -315,6 +318,28 @@ export interface KanaMeterOptions {
    */
   store?: KanaMeterStore;
   /**
+   * What an enforced request gets when `userId` gives no id (`undefined`, `null`, `''`) or fails
+   * (throws, rejects): `'refuse'` answers 401 application/problem+json, the handler does not run
+   * (counted in `stats().refusedNoUser`); `'allow'` serves it unchecked and unbilled (counted in
+   * `stats().unchecked`, logged once). Under `enforce: 'shadow'` it is served either way (counted
+   * in `stats().shadowDenied` when `'refuse'` would refuse it). Routes that are only metered are
+   * not affected: a request without a user has nothing to bill, logged once.
+   * @default 'refuse'
+   * @example 'allow'
+   */
+  anonymous?: AnonymousPolicy;
+  /**
+   * What an enforced request gets while Kana refuses the API key (wrong, revoked, or a key the
+   * HTTP layer cannot send: `stats().configError` is set): `'deny'` answers 503
+   * application/problem+json saying the service's billing is misconfigured, the handler does not
+   * run (counted in `stats().denied`); `'allow'` serves it (counted in `stats().failedOpen`) though
+   * its usage cannot be billed until the key is fixed. A refused key is not an outage:
+   * `onKanaError` does not decide it, and a stale answer (`staleIfError`) does not cover it.
+   * @default 'deny'
+   * @example 'allow'
+   */
+  onConfigError?: KanaErrorPolicy;
+  /**
    * A pino-compatible logger.
    * @default pino({ name: 'kana-meter', level: 'warn' })
    * @example pino({ level: 'info' }).child({ component: 'billing' })
@@ -363,6 +388,8 @@ export interface KanaMeterConfig {
   readonly rateLimitHeaders: boolean;
   /** The user's store; undefined: kanaMeter() makes a MemoryStore. */
   readonly store: KanaMeterStore | undefined;
+  readonly anonymous: AnonymousPolicy;
+  readonly onConfigError: KanaErrorPolicy;
 }
 
 const KNOWN_OPTIONS = new Set([
@@ -395,6 +422,8 @@ const KNOWN_OPTIONS = new Set([
   'maxEntitlements',
   'rateLimitHeaders',
   'store',
+  'anonymous',
+  'onConfigError',
 ]);
 const CLIENT_OPTIONS = ['apiKey', 'endpoint', 'mutation', 'timeoutMs', 'fetch'] as const;
 const RETRY_OPTIONS = new Set(['retries', 'minTimeout', 'maxTimeout', 'factor', 'randomize']);
@@ -447,6 +476,8 @@ export function parseOptions(options: KanaMeterOptions): KanaMeterConfig {
     maxEntitlements: checkInteger('maxEntitlements', options.maxEntitlements, 10_000, 1),
     rateLimitHeaders: checkBoolean('rateLimitHeaders', options.rateLimitHeaders, true),
     store: parseStore(options.store),
+    anonymous: checkOneOf('anonymous', options.anonymous, ['refuse', 'allow'] as const, 'refuse'),
+    onConfigError: checkOneOf('onConfigError', options.onConfigError, ['deny', 'allow'] as const, 'deny'),
   });
 }
 
