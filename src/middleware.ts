@@ -10,6 +10,7 @@ import { createCounters, type KanaMeterStats } from './config/stats.js';
 import { isPromise, toPromise } from './config/thenable.js';
 import { raceTimeout } from './config/timers.js';
 import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './delivery/queue.js';
+import { fallbackDecision } from './enforcement/decisions.js';
 import { createEnforcement } from './enforcement/enforcement.js';
 import { createGate, releaseHolds } from './enforcement/gate.js';
 import { KanaClient } from './kana/client.js';
@@ -420,7 +421,10 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     },
     async check(userId: string | number, featureId: string, delta = 1) {
       const usage = parseUsageArguments('check', userId, featureId, delta);
-      return enforcement.check(usage.userId, usage.featureId, usage.delta);
+      const decision = await enforcement.check(usage.userId, usage.featureId, usage.delta);
+      // As for enforced requests: while Kana refuses the key, onConfigError decides.
+      if (keyStatus.configError === null || config.onConfigError === 'allow') return decision;
+      return fallbackDecision(usage.userId, usage.featureId, usage.delta, 'deny', keyStatus.refusal);
     },
     async flush() {
       await settleAsyncCaptures();

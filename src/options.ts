@@ -143,7 +143,9 @@ export interface KanaMeterOptions {
    * The Kana user id of a request: a string or number (sent as a String), or undefined/null/''
    * for a request that is not billed. May be async. Called once the response has finished; on an
    * enforced request, called once before the handler instead (so authentication must run before
-   * kanaMeter/meter() there), and that value is billed.
+   * kanaMeter/meter() there), and that value is billed. It must come from your authentication
+   * (a session, a verified token or API key), never from a header or parameter a client may set:
+   * whoever picks the id picks who pays. No id on an enforced route: see `anonymous`.
    * @example (req) => req.user?.kanaId
    * @default none: required
    */

@@ -52,6 +52,11 @@ export class KeyStatus {
     this.#unwatch = options.client.watchKey((refusal) => this.#answered(refusal));
   }
 
+  /** Kana's refusal of the key while it lasts. */
+  get refusal(): KanaError | undefined {
+    return this.#refusal;
+  }
+
   /** The code of the refusal while Kana refuses the key, else null. */
   get configError(): string | null {
     return this.#refusal === undefined ? null : this.#refusal.code;

@@ -103,6 +103,8 @@ describe('enforced requests while Kana refuses the key', () => {
     expect(runs()).toBe(0);
     expect(kana.stats()).toMatchObject({ configError: 'KANA_UNAUTHENTICATED', denied: 3, failedOpen: 0, allowed: 0 });
     expect(await register.metrics()).toMatch(/^kana_meter_config_error 1$/m);
+    // kana.check() (a queue worker, a WebSocket) gets the same answer.
+    expect(await kana.check('u1', 'api-calls')).toMatchObject({ allowed: false, status: 503 });
   });
 
   it("are served with onConfigError: 'allow' (counted in failedOpen); the usage Kana refuses is reported failed, not dropped", async () => {

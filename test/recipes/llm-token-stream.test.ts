@@ -2,7 +2,7 @@
 
 import { beforeEach, expect, it } from 'vitest';
 import { useEmulator } from '../helpers/emulator.js';
-import { call, seedPlan, startRecipe } from './run-recipe.js';
+import { authAs, call, seedPlan, startRecipe } from './run-recipe.js';
 
 const env = useEmulator();
 
@@ -19,7 +19,7 @@ it('bills the tokens streamed, not an abandoned stream, and refuses a user past 
   const complete = (body: unknown, signal?: AbortSignal) =>
     fetch(`${recipe.url}/v1/completions`, {
       method: 'POST',
-      headers: { 'x-user-id': 'u1', 'content-type': 'application/json' },
+      headers: { ...authAs('u1'), 'content-type': 'application/json' },
       body: JSON.stringify(body),
       signal,
     });
