@@ -67,6 +67,7 @@ export interface KanaMeter extends RequestHandler {
    * outage, which `onKanaError` covers, so an app may choose to start anyway. The key is never logged.
    * @example await kana.ready(); app.listen(3000)
    * @example await kana.ready({ timeoutMs: 30_000 }).catch((error) => { if (!error.retryable) throw error })
+   * @throws TypeError for a bad `timeoutMs`, at once (not a rejection).
    */
   ready(options?: ReadyOptions): Promise<void>;
 }
@@ -75,6 +76,7 @@ export interface ReadyOptions {
   /**
    * How long ready() keeps trying while Kana cannot be reached, in milliseconds (a refused key rejects at once).
    * @default 10000
+   * @example await kana.ready({ timeoutMs: 30_000 })
    */
   timeoutMs?: number;
 }
@@ -447,18 +449,13 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     },
     stats,
     ready(readyOptions?: ReadyOptions) {
-      let timeoutMs: number;
-      try {
-        timeoutMs = parseReadyOptions(readyOptions);
-      } catch (error) {
-        return Promise.reject(error);
-      }
-      return keyStatus.ready(timeoutMs);
+      // A bad option throws at once, as close()'s does: a programmer error, not Kana's answer.
+      return keyStatus.ready(parseReadyOptions(readyOptions));
     },
   });
 }
 
-/** ready()'s deadline in ms; a bad one rejects with a TypeError (a programmer error). */
+/** ready()'s deadline in ms; a bad one throws a TypeError (a programmer error). */
 function parseReadyOptions(readyOptions: ReadyOptions | undefined): number {
   if (readyOptions === undefined) return DEFAULT_READY_TIMEOUT_MS;
   if (typeof readyOptions !== 'object' || readyOptions === null) {
