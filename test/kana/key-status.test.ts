@@ -78,8 +78,11 @@ describe('kana.ready()', () => {
     });
     const { kana } = setup({ endpoint: `http://127.0.0.1:${port}/graphql` });
     const started = Date.now();
-    const error = await kana.ready({ timeoutMs: 400 }).catch((caught: unknown) => caught);
-    expect(error).toMatchObject({ code: 'KANA_UNREACHABLE', retryable: true });
+    const error = await kana.ready({ timeoutMs: 600 }).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(KanaError);
+    expect(error).toMatchObject({ retryable: true });
+    // Connection refused; on a loaded machine the last attempt may run out of time instead.
+    expect(['KANA_UNREACHABLE', 'KANA_TIMEOUT']).toContain((error as KanaError).code);
     expect(Date.now() - started).toBeGreaterThanOrEqual(250); // it kept trying meanwhile
     expect(kana.stats().configError).toBeNull();
   });
