@@ -245,6 +245,8 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): KanaM
       registers,
       // Across cluster workers (prom-client's AggregatorRegistry): Kana is available only if every worker sees it.
       ...(AVAILABILITY_GAUGES.has(name) ? { aggregator: 'min' as const } : {}),
+      // And the key is refused if any worker sees it refused.
+      ...(name === 'config_error' ? { aggregator: 'max' as const } : {}),
       collect() {
         const current = read();
         if (current !== undefined) this.set(value(current));
