@@ -142,6 +142,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   /** Set by close(): responses finishing from now on are reported, not queued. */
   let closed = false;
   let captureFailureLogged = false;
+  let skippedNoUserLogged = false;
 
   const context: MeterContext = {
     meter(req, res, next, feature) {
@@ -246,6 +247,14 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     }
     if (userId === null) {
       counters.skippedNoUser++;
+      // Enforced routes say it at the gate (refused, or anonymous: 'allow'); metered-only ones here, once.
+      if (!skippedNoUserLogged && usage.checked === undefined) {
+        skippedNoUserLogged = true;
+        logger.warn(
+          { code: logCodes.skippedNoUser, ...where(req) },
+          'kana-meter: a metered request succeeded without a user id, so it was not billed (nothing to bill it to). Fine for a public route; otherwise authentication must run before the response finishes. Logged once.',
+        );
+      }
       return;
     }
     // The common case, one feature from the route map, without building a list.

@@ -84,6 +84,8 @@ export const logCodes = {
   refusedNoUser: 'KANA_METER_REFUSED_NO_USER',
   /** Kana accepts the API key again after refusing it: `stats().configError` is cleared (an info line). */
   keyAccepted: 'KANA_METER_KEY_ACCEPTED',
+  /** A request to a route that is only metered succeeded without a user id: nothing to bill it to (`stats().skippedNoUser`). Logged once per kanaMeter(). */
+  skippedNoUser: 'KANA_METER_SKIPPED_NO_USER',
 } as const;
 
 export type LogCode = (typeof logCodes)[keyof typeof logCodes];

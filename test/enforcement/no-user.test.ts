@@ -94,12 +94,16 @@ describe("anonymous: 'refuse' (the default)", () => {
     }
   });
 
-  it('leaves routes that are only metered unchanged: served, nothing to bill', async () => {
-    const { kana, app, runs } = setup();
+  it('leaves routes that are only metered unchanged: served, nothing to bill, logged once', async () => {
+    const { kana, app, runs, sink } = setup();
+    await request(app).get('/api/exports').expect(200);
     await request(app).get('/api/exports').expect(200);
     await kana.flush();
-    expect(runs.export).toBe(1);
-    expect(kana.stats()).toMatchObject({ skippedNoUser: 1, refusedNoUser: 0, captured: 0 });
+    expect(runs.export).toBe(2);
+    expect(kana.stats()).toMatchObject({ skippedNoUser: 2, refusedNoUser: 0, captured: 0 });
+    expect(sink.withCode(logCodes.skippedNoUser)).toEqual([
+      expect.objectContaining({ level: 40, path: '/api/exports' }),
+    ]);
   });
 
   it('in shadow mode, changes nothing clients see: served, unbilled, counted as shadowDenied', async () => {
