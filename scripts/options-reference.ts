@@ -13,6 +13,7 @@ import {
   type KanaMeterOptions,
   kanaMeter,
   meter,
+  type ReadyOptions,
   type RetryOptions,
   type SpoolOptions,
 } from '../src/index.js';
@@ -130,6 +131,8 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
       metrics: 'prometheus',
       fetch: 'fetch',
       store: 'redis://localhost:6379',
+      anonymous: 'deny',
+      onConfigError: 'fail',
     } satisfies BadValues<KanaMeterOptions>,
     shown: (name, value) => properties({ [name]: value }),
     attempt: (name, value) => attemptKanaMeter({ [name]: value }),
@@ -170,6 +173,16 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
     badValues: { timeoutMs: '10s' } satisfies BadValues<CloseOptions>,
     shown: (name, value) => `kana.close(${literal({ [name]: value })})`,
     attempt: (name, value) => attempt(() => kanaMeter(REQUIRED).close({ [name]: value } as CloseOptions)),
+  },
+  {
+    title: 'kana.ready(options)',
+    entry: 'kana-meter',
+    typeName: 'ReadyOptions',
+    prefix: '',
+    summaryName: (name) => `kana.ready({ ${name} })`,
+    badValues: { timeoutMs: 0 } satisfies BadValues<ReadyOptions>,
+    shown: (name, value) => `kana.ready(${literal({ [name]: value })})`,
+    attempt: (name, value) => attempt(() => kanaMeter(REQUIRED).ready({ [name]: value } as ReadyOptions)),
   },
   {
     title: 'prometheusMetrics(options)',

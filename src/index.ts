@@ -31,9 +31,10 @@ export { meter } from './meter.js';
 export type { IdempotencyClaim, IdempotencyWindow, StoredResponse } from './metering/idempotency-window.js';
 export type { DeltaFunction, FeatureOptions } from './metering/metered-feature.js';
 export type { RouteMap, RouteTarget } from './metering/routes.js';
-export type { KanaMeter } from './middleware.js';
+export type { KanaMeter, ReadyOptions } from './middleware.js';
 export { kanaMeter } from './middleware.js';
 export type {
+  AnonymousPolicy,
   DeniedHandler,
   IdempotencyKeyOptions,
   KanaErrorPolicy,

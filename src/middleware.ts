@@ -10,9 +10,11 @@ import { createCounters, type KanaMeterStats } from './config/stats.js';
 import { isPromise, toPromise } from './config/thenable.js';
 import { raceTimeout } from './config/timers.js';
 import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './delivery/queue.js';
+import { fallbackDecision } from './enforcement/decisions.js';
 import { createEnforcement } from './enforcement/enforcement.js';
 import { createGate, releaseHolds } from './enforcement/gate.js';
 import { KanaClient } from './kana/client.js';
+import { DEFAULT_READY_TIMEOUT_MS, KeyStatus } from './kana/key-status.js';
 import { createIdempotentReplay } from './metering/idempotent-replay.js';
 import { isValidDelta, type MeteredFeature } from './metering/metered-feature.js';
 import {
@@ -55,6 +57,28 @@ export interface KanaMeter extends RequestHandler {
   close(options?: CloseOptions): Promise<void>;
   /** Counters and gauges, as a snapshot. */
   stats(): KanaMeterStats;
+  /**
+   * Resolves once Kana has accepted the API key: one cheap authenticated call (the feature ids),
+   * made by the first ready() unless a Kana call already answered. Await it before listening.
+   * Rejects with a KanaError naming the problem: `KANA_UNAUTHENTICATED` (`retryable: false`) when
+   * Kana refuses the key (wrong, revoked, another environment), `KANA_CONFIG_ERROR` when the HTTP
+   * layer cannot send it; or, when Kana could not be reached for `timeoutMs`, the last failure's
+   * code (`KANA_UNREACHABLE`, `KANA_TIMEOUT`, `KANA_SERVER_ERROR`...; `retryable: true`): an
+   * outage, which `onKanaError` covers, so an app may choose to start anyway. The key is never logged.
+   * @example await kana.ready(); app.listen(3000)
+   * @example await kana.ready({ timeoutMs: 30_000 }).catch((error) => { if (!error.retryable) throw error })
+   * @throws TypeError for a bad `timeoutMs`, at once (not a rejection).
+   */
+  ready(options?: ReadyOptions): Promise<void>;
+}
+
+export interface ReadyOptions {
+  /**
+   * How long ready() keeps trying while Kana cannot be reached, in milliseconds (a refused key rejects at once).
+   * @default 10000
+   * @example await kana.ready({ timeoutMs: 30_000 })
+   */
+  timeoutMs?: number;
 }
 
 /** close()'s deadline in ms; a bad one throws (a programmer error, like a bad kanaMeter() option). */
@@ -86,6 +110,8 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   // A store already bound to another kanaMeter() throws here, before anything is started.
   store.bind({ logger });
   const observeKanaCall = config.metrics && guardObserveKanaCall(config.metrics, counters, config.logger);
+  // Told of every Kana call's outcome for the key: stats().configError, ready(), the per-minute error line.
+  const keyStatus = new KeyStatus({ client, logger, onConfigError: config.onConfigError });
   const queue = new DeliveryQueue(client, config, counters, observeKanaCall);
   const enforcement = createEnforcement({ config, client, store, counters, queue, observeKanaCall });
   const { entitlements, leases, lookup } = enforcement;
@@ -117,12 +143,14 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     leases,
     lookUpMissed: (userId, featureId, delta) => lookup.missed(userId, featureId, delta),
     userIdFailed,
+    keyStatus,
   });
   /** Captures whose userId or delta is still being awaited; flush() and close() wait for them. */
   const asyncCaptures = new Set<Promise<void>>();
   /** Set by close(): responses finishing from now on are reported, not queued. */
   let closed = false;
   let captureFailureLogged = false;
+  let skippedNoUserLogged = false;
 
   const context: MeterContext = {
     meter(req, res, next, feature) {
@@ -279,6 +307,14 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     }
     if (userId === null) {
       counters.skippedNoUser++;
+      // Enforced routes say it at the gate (refused, or anonymous: 'allow'); metered-only ones here, once.
+      if (!skippedNoUserLogged && usage.checked === undefined) {
+        skippedNoUserLogged = true;
+        logger.warn(
+          { code: logCodes.skippedNoUser, ...where(req) },
+          'kana-meter: a metered request succeeded without a user id, so it was not billed (nothing to bill it to). Fine for a public route; otherwise authentication must run before the response finishes. Logged once.',
+        );
+      }
       return;
     }
     // The common case, one feature from the route map, without building a list.
@@ -406,6 +442,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       storeCommands: storeStats.commands,
       storeFailures: storeStats.failures,
       storeOutages: storeStats.outages,
+      configError: keyStatus.configError,
     });
   }
 
@@ -415,6 +452,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     } catch (error) {
       // kanaMeter() throws, so nobody will close this queue: release its spool, sending nothing.
       queue.discard();
+      keyStatus.close();
       throw error;
     }
   }
@@ -428,7 +466,10 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     },
     async check(userId: string | number, featureId: string, delta = 1) {
       const usage = parseUsageArguments('check', userId, featureId, delta);
-      return enforcement.check(usage.userId, usage.featureId, usage.delta);
+      const decision = await enforcement.check(usage.userId, usage.featureId, usage.delta);
+      // As for enforced requests: while Kana refuses the key, onConfigError decides.
+      if (keyStatus.configError === null || config.onConfigError === 'allow') return decision;
+      return fallbackDecision(usage.userId, usage.featureId, usage.delta, 'deny', keyStatus.refusal);
     },
     async flush() {
       await settleAsyncCaptures();
@@ -440,6 +481,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       closing ??= (async () => {
         const started = Date.now();
         enforcement.stop();
+        keyStatus.close();
         // Captures already under way (async userId or delta) still make it into the final flush.
         await raceTimeout(settleAsyncCaptures(), timeoutMs);
         await queue.close({ timeoutMs: Math.max(0, timeoutMs - (Date.now() - started)) });
@@ -449,5 +491,18 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       return closing;
     },
     stats,
+    ready(readyOptions?: ReadyOptions) {
+      // A bad option throws at once, as close()'s does: a programmer error, not Kana's answer.
+      return keyStatus.ready(parseReadyOptions(readyOptions));
+    },
   });
+}
+
+/** ready()'s deadline in ms; a bad one throws a TypeError (a programmer error). */
+function parseReadyOptions(readyOptions: ReadyOptions | undefined): number {
+  if (readyOptions === undefined) return DEFAULT_READY_TIMEOUT_MS;
+  if (typeof readyOptions !== 'object' || readyOptions === null) {
+    throw optionError('ready() options', readyOptions, 'an object such as { timeoutMs: 10000 }');
+  }
+  return checkInteger('ready() timeoutMs', readyOptions.timeoutMs, DEFAULT_READY_TIMEOUT_MS, 1);
 }

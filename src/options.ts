@@ -122,6 +122,9 @@ export type DeniedHandler = (req: Request, res: Response, next: NextFunction, de
 
 export type { KanaErrorPolicy };
 
+/** What an enforced request without a user gets: refused with 401, or served unchecked and unbilled. */
+export type AnonymousPolicy = 'refuse' | 'allow';
+
 export interface KanaMeterOptions {
   /**
    * Your Kana private key (`prv_live_...`), sent as the `Authorization` header, so a valid header
@@ -147,7 +150,9 @@ export interface KanaMeterOptions {
    * The Kana user id of a request: a string or number (sent as a String), or undefined/null/''
    * for a request that is not billed. May be async. Called once the response has finished; on an
    * enforced request, called once before the handler instead (so authentication must run before
-   * kanaMeter/meter() there), and that value is billed.
+   * kanaMeter/meter() there), and that value is billed. It must come from your authentication
+   * (a session, a verified token or API key), never from a header or parameter a client may set:
+   * whoever picks the id picks who pays. No id on an enforced route: see `anonymous`.
    * @example (req) => req.user?.kanaId
    * @default none: required
    */
@@ -326,6 +331,28 @@ export interface KanaMeterOptions {
    */
   store?: KanaMeterStore;
   /**
+   * What an enforced request gets when `userId` gives no id (`undefined`, `null`, `''`) or fails
+   * (throws, rejects): `'refuse'` answers 401 application/problem+json, the handler does not run
+   * (counted in `stats().refusedNoUser`); `'allow'` serves it unchecked and unbilled (counted in
+   * `stats().unchecked`, logged once). Under `enforce: 'shadow'` it is served either way (counted
+   * in `stats().shadowDenied` when `'refuse'` would refuse it). Routes that are only metered are
+   * not affected: a request without a user has nothing to bill, logged once.
+   * @default 'refuse'
+   * @example 'allow'
+   */
+  anonymous?: AnonymousPolicy;
+  /**
+   * What an enforced request gets while Kana refuses the API key (wrong, revoked, or a key the
+   * HTTP layer cannot send: `stats().configError` is set): `'deny'` answers 503
+   * application/problem+json saying the service's billing is misconfigured, the handler does not
+   * run (counted in `stats().denied`); `'allow'` serves it (counted in `stats().failedOpen`) though
+   * its usage cannot be billed until the key is fixed. A refused key is not an outage:
+   * `onKanaError` does not decide it, and a stale answer (`staleIfError`) does not cover it.
+   * @default 'deny'
+   * @example 'allow'
+   */
+  onConfigError?: KanaErrorPolicy;
+  /**
    * A pino-compatible logger.
    * @default pino({ name: 'kana-meter', level: 'warn' })
    * @example pino({ level: 'info' }).child({ component: 'billing' })
@@ -374,6 +401,8 @@ export interface KanaMeterConfig {
   readonly rateLimitHeaders: boolean;
   /** The user's store; undefined: kanaMeter() makes a MemoryStore. */
   readonly store: KanaMeterStore | undefined;
+  readonly anonymous: AnonymousPolicy;
+  readonly onConfigError: KanaErrorPolicy;
 }
 
 const KNOWN_OPTIONS = new Set([
@@ -406,6 +435,8 @@ const KNOWN_OPTIONS = new Set([
   'maxEntitlements',
   'rateLimitHeaders',
   'store',
+  'anonymous',
+  'onConfigError',
 ]);
 const CLIENT_OPTIONS = ['apiKey', 'endpoint', 'mutation', 'timeoutMs', 'fetch'] as const;
 const RETRY_OPTIONS = new Set(['retries', 'minTimeout', 'maxTimeout', 'factor', 'randomize']);
@@ -458,6 +489,8 @@ export function parseOptions(options: KanaMeterOptions): KanaMeterConfig {
     maxEntitlements: checkInteger('maxEntitlements', options.maxEntitlements, 10_000, 1),
     rateLimitHeaders: checkBoolean('rateLimitHeaders', options.rateLimitHeaders, true),
     store: parseStore(options.store),
+    anonymous: checkOneOf('anonymous', options.anonymous, ['refuse', 'allow'] as const, 'refuse'),
+    onConfigError: checkOneOf('onConfigError', options.onConfigError, ['deny', 'allow'] as const, 'deny'),
   });
 }
 

@@ -8,6 +8,7 @@
 //
 // Run: KANA_API_KEY=prv_... node --import tsx kubernetes-shutdown.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
 
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
@@ -23,9 +24,16 @@ const CLOSE_BUDGET_MS = 5000;
 const kana = kanaMeter({
   apiKey: process.env.KANA_API_KEY,
   endpoint: process.env.KANA_ENDPOINT,
-  userId: (req) => req.get('x-user-id'), // in your app, the user your authentication found
+  userId: (_req, res) => res.locals.userId, // the user authenticate() found
   routes: { 'POST /api/search': 'api-calls' },
 });
+
+// A stand-in for your authentication: the API key a client sends says who it is (never a header it picks).
+const apiKeys = new Map([['demo-key-u1', 'u1']]); // in your app: your users' keys, or your sessions
+function authenticate(req: express.Request, res: express.Response, next: express.NextFunction): void {
+  res.locals.userId = apiKeys.get(req.get('authorization')?.replace(/^Bearer /, '') ?? '');
+  next();
+}
 
 let ready = true;
 const app = express();
@@ -33,14 +41,23 @@ app.get('/ready', (_req, res) => {
   res.sendStatus(ready ? 200 : 503);
 });
 app.use(express.json());
+app.use(authenticate);
 app.use(kana);
 app.post('/api/search', (req, res) => {
   res.json({ query: req.body?.q ?? '', hits: [] });
 });
 
-const server = app.listen(Number(process.env.PORT ?? 3000), (error) => {
-  if (error) throw error;
-  console.log(`listening on port ${(server.address() as AddressInfo).port}`);
+const server = createServer(app);
+// Listens once Kana has accepted the key: a wrong key stops the pod here (KANA_UNAUTHENTICATED). Kana
+// unreachable for 5 s is an outage, not a wrong key: the pod starts anyway and onKanaError decides.
+const kanaReady = kana.ready({ timeoutMs: 5000 }).catch((error) => {
+  if (!error.retryable) throw error;
+  console.error(`kana-meter: Kana not reachable yet (${error.code}); starting anyway`);
+});
+kanaReady.then(() => {
+  server.listen(Number(process.env.PORT ?? 3000), () => {
+    console.log(`listening on port ${(server.address() as AddressInfo).port}`);
+  });
 });
 
 process.once('SIGTERM', async () => {

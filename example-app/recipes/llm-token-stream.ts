@@ -1,6 +1,7 @@
 // Bill the tokens of a streamed LLM response: their number is known only when the stream ends, or when the client leaves.
 // Run: KANA_API_KEY=prv_... node --import tsx llm-token-stream.ts (KANA_ENDPOINT=... for `npx kana-emulator`).
 
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
@@ -9,11 +10,19 @@ import { kanaMeter, meter } from 'kana-meter';
 const kana = kanaMeter({
   apiKey: process.env.KANA_API_KEY,
   endpoint: process.env.KANA_ENDPOINT,
-  userId: (req) => req.get('x-user-id'), // in your app, the user your authentication found
+  userId: (_req, res) => res.locals.userId, // the user authenticate() found
 });
+
+// A stand-in for your authentication: the API key a client sends says who it is (never a header it picks).
+const apiKeys = new Map([['demo-key-u1', 'u1']]); // in your app: your users' keys, or your sessions
+function authenticate(req: express.Request, res: express.Response, next: express.NextFunction): void {
+  res.locals.userId = apiKeys.get(req.get('authorization')?.replace(/^Bearer /, '') ?? '');
+  next();
+}
 
 const app = express();
 app.use(express.json());
+app.use(authenticate);
 app.use(kana);
 
 // meter() reads the delta once the response has finished: the tokens streamed. enforce refuses a user
@@ -49,9 +58,12 @@ async function* streamCompletion(prompt: string, maxTokens: number, signal: Abor
   }
 }
 
-const server = app.listen(Number(process.env.PORT ?? 3000), (error) => {
-  if (error) throw error;
-  console.log(`listening on port ${(server.address() as AddressInfo).port}`);
+const server = createServer(app);
+// Listens once Kana has accepted the key; a wrong key stops here with KANA_UNAUTHENTICATED.
+kana.ready().then(() => {
+  server.listen(Number(process.env.PORT ?? 3000), () => {
+    console.log(`listening on port ${(server.address() as AddressInfo).port}`);
+  });
 });
 
 process.once('SIGTERM', async () => {

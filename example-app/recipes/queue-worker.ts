@@ -23,6 +23,7 @@ async function runExport(job: ExportJob): Promise<number> {
   return job.rows;
 }
 
+await kana.ready(); // Kana accepts the key: a wrong one stops here, before any job is taken
 const jobs = createInterface({ input: process.stdin });
 process.once('SIGTERM', () => jobs.close()); // finish the job in hand, take no other
 

@@ -4,6 +4,7 @@
 // Plain tsc with "module": "commonjs" needs `npm install --save-dev @types/express @types/node` and
 // "esModuleInterop": true (for `import express from 'express'`); tsx runs it without either.
 
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { type KanaMeterOptions, kanaMeter, meter } from 'kana-meter';
@@ -17,14 +18,17 @@ declare global {
   }
 }
 
-/** A stand-in for your authentication: `Authorization: Bearer <Kana user id>`. */
+/** Your users' API keys (in your app: your database); a client picks its key, never its user. */
+const apiKeys = new Map([['demo-key-u1', { kanaId: 'u1' }]]);
+
+/** A stand-in for your authentication: `Authorization: Bearer <API key>`. */
 function authenticate(req: Request, res: Response, next: NextFunction): void {
-  const token = req.get('authorization')?.replace(/^Bearer /, '');
-  if (!token) {
-    res.status(401).json({ error: 'missing bearer token' });
+  const user = apiKeys.get(req.get('authorization')?.replace(/^Bearer /, '') ?? '');
+  if (!user) {
+    res.status(401).json({ error: 'missing or unknown API key' });
     return;
   }
-  req.user = { kanaId: token };
+  req.user = user;
   next();
 }
 
@@ -59,9 +63,12 @@ app.post('/api/export', meter('exports', { delta: (_req, res) => res.locals.rows
   res.json({ exported: rows });
 });
 
-const server = app.listen(Number(process.env.PORT ?? 3000), (error) => {
-  if (error) throw error;
-  console.log(`listening on port ${(server.address() as AddressInfo).port}`);
+const server = createServer(app);
+// Listens once Kana has accepted the key; a wrong key stops here with KANA_UNAUTHENTICATED.
+kana.ready().then(() => {
+  server.listen(Number(process.env.PORT ?? 3000), () => {
+    console.log(`listening on port ${(server.address() as AddressInfo).port}`);
+  });
 });
 
 process.once('SIGTERM', async () => {

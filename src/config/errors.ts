@@ -72,7 +72,7 @@ export const logCodes = {
   internalError: 'KANA_METER_INTERNAL_ERROR',
   /** An unexpected error while capturing a finished request's usage (a bug, or a hook value nothing could read): logged, never thrown. */
   captureFailed: 'KANA_METER_CAPTURE_FAILED',
-  /** The HTTP layer refused to build a Kana call from the configuration (a header or URL it rejects): permanent, never retried. Logged once. */
+  /** Kana refuses the API key (wrong or revoked), or the HTTP layer refuses to build a Kana call from the configuration (a header or URL it rejects): permanent, never retried. Logged at error level at most once a minute while it lasts (`stats().configError`). */
   configError: 'KANA_METER_CONFIG_ERROR',
   /** The endpoint is plain `http://` to a host that is not loopback: the API key travels in cleartext. Logged once, at creation. */
   insecureEndpoint: 'KANA_METER_INSECURE_ENDPOINT',
@@ -82,6 +82,12 @@ export const logCodes = {
   spoolCompacted: 'KANA_METER_SPOOL_COMPACTED',
   /** Redis's `maxmemory-policy` may evict RedisStore's keys (allkeys-*, or volatile-*: every key has a TTL), which drops ledgers as a restart does; use noeviction. Logged once, at start. */
   storeEviction: 'KANA_METER_STORE_EVICTION',
+  /** An enforced request had no user id (or `userId` failed) and was refused with 401 (`anonymous: 'refuse'`). Logged once per kanaMeter(). */
+  refusedNoUser: 'KANA_METER_REFUSED_NO_USER',
+  /** Kana accepts the API key again after refusing it: `stats().configError` is cleared (an info line). */
+  keyAccepted: 'KANA_METER_KEY_ACCEPTED',
+  /** A request to a route that is only metered succeeded without a user id: nothing to bill it to (`stats().skippedNoUser`). Logged once per kanaMeter(). */
+  skippedNoUser: 'KANA_METER_SKIPPED_NO_USER',
 } as const;
 
 export type LogCode = (typeof logCodes)[keyof typeof logCodes];

@@ -84,6 +84,10 @@ export interface KanaMeterStats {
   storeLeases: number;
   /** Units reserved by this instance and not spent yet, over every lease it holds (a gauge). */
   storeLeasedUnits: number;
+  /** Enforced requests refused with 401 because `userId` gave no id or failed (`anonymous: 'refuse'`, the default). */
+  refusedNoUser: number;
+  /** While Kana refuses the API key: the KanaError code (`'KANA_UNAUTHENTICATED'`, or `'KANA_CONFIG_ERROR'` when the HTTP layer cannot send it); null otherwise (a gauge). */
+  configError: string | null;
 }
 
 /** Counters kept by the store itself (its stats()). */
@@ -101,6 +105,7 @@ export type Counter = Exclude<
   | 'storeAvailable'
   | 'storeLeases'
   | 'storeLeasedUnits'
+  | 'configError'
   | StoreCounter
 >;
 
@@ -135,5 +140,6 @@ export function createCounters(): Record<Counter, number> {
     idempotencyEvictions: 0,
     sharedAnswers: 0,
     storeFallbacks: 0,
+    refusedNoUser: 0,
   };
 }

@@ -75,7 +75,6 @@ export class DeliveryQueue {
   #overflowWarned = false;
   /** Causes of internal errors already logged. */
   readonly #internalErrorsLogged = new Set<string>();
-  #configErrorLogged = false;
   readonly #spool: Spool | undefined;
   readonly #writeAhead: boolean;
   /** The spool's snapshot holds usage: deliveries make it stale. */
@@ -624,13 +623,6 @@ export class DeliveryQueue {
 
   #fail(batch: Batch, error: KanaError): void {
     this.#settled(batch);
-    if (error.code === 'KANA_CONFIG_ERROR' && !this.#configErrorLogged) {
-      this.#configErrorLogged = true;
-      this.#logger.error(
-        { code: logCodes.configError, err: summarize(error) },
-        'kana-meter: the HTTP client refuses to build Kana calls from this configuration; usage fails until it is fixed',
-      );
-    }
     this.#logger.error(
       { code: logCodes.deliveryFailed, ...summarizeBatch(batch), err: summarize(error) },
       'kana-meter: usage could not be delivered to Kana',

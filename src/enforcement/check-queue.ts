@@ -11,6 +11,7 @@ import {
   type KanaClient,
   MAX_CHECKS_PER_DOCUMENT,
 } from '../kana/client.js';
+import { isKeyRefusal } from '../kana/key-status.js';
 import type { CheckBreaker } from './check-breaker.js';
 
 /**
@@ -152,7 +153,8 @@ export class CheckQueue {
       return;
     }
     // Kana answered the whole call with an error (a bad key, a rejected document): every check in it fails.
-    this.#logFailure(first, error, batch.length);
+    // A refused key is logged by KeyStatus, at most once a minute, not once per check.
+    if (!isKeyRefusal(error)) this.#logFailure(first, error, batch.length);
     for (const check of batch) this.#fail(check, error);
   }
 

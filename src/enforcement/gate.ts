@@ -6,6 +6,7 @@ import type { DecisionSource, EntitlementDecision, RefusedDecision } from '../co
 import { logCodes } from '../config/errors.js';
 import type { Counter } from '../config/stats.js';
 import { isPromise, toPromise } from '../config/thenable.js';
+import { isKeyRefusal } from '../kana/key-status.js';
 import type { MeteredFeature } from '../metering/metered-feature.js';
 import type { RequestUsage, RequestUsages } from '../metering/request-usage.js';
 import { where } from '../metering/routed-path.js';
@@ -15,6 +16,7 @@ import { decisionFrom, fallbackDecision } from './decisions.js';
 import type { Lookup } from './entitlement-lookup.js';
 import { sendRefusal, setRateLimitHeaders } from './entitlement-response.js';
 import type { Entitlement, EntitlementCache } from './entitlements.js';
+import { configErrorProblem, noUserProblem, sendProblem } from './gate-refusals.js';
 import './express-augmentation.js';
 import type { Taken } from './key-ledger.js';
 import type { Leases } from './leases.js';
@@ -24,7 +26,18 @@ import { setDecision } from './request-decision.js';
 export const SHADOW_LOG_INTERVAL_MS = 10_000;
 
 export interface GateOptions {
-  config: Pick<KanaMeterConfig, 'userId' | 'logger' | 'onDenied' | 'onKanaError' | 'rateLimitHeaders' | 'enforce'>;
+  config: Pick<
+    KanaMeterConfig,
+    | 'userId'
+    | 'logger'
+    | 'onDenied'
+    | 'onKanaError'
+    | 'rateLimitHeaders'
+    | 'enforce'
+    | 'idempotencyKey'
+    | 'anonymous'
+    | 'onConfigError'
+  >;
   counters: Record<Counter, number>;
   cache: EntitlementCache;
   /** The kanaMeter's own usage records: its `close` listener reads them. */
@@ -35,15 +48,27 @@ export interface GateOptions {
   lookUpMissed: (userId: string, featureId: string, delta: number) => Lookup | Promise<Lookup>;
   /** Logs and counts a `userId` that threw, rejected or gave a non-id. */
   userIdFailed: (req: Request, error: unknown) => void;
+  /** Whether Kana refuses the API key now (its code), else null. */
+  keyStatus: { readonly configError: string | null };
 }
 
 /**
  * Creates the gate kanaMeter() runs for enforced mapped routes and meter() for enforced routes.
  * A cache hit decides synchronously and calls next() in the same tick.
  */
-export function createGate({ config, counters, cache, usages, leases, lookUpMissed, userIdFailed }: GateOptions) {
+export function createGate({
+  config,
+  counters,
+  cache,
+  usages,
+  leases,
+  lookUpMissed,
+  userIdFailed,
+  keyStatus,
+}: GateOptions) {
   const { userId: getUserId, logger, onDenied, onKanaError, rateLimitHeaders, enforce } = config;
   let warnedNoUser = false;
+  const { anonymous, onConfigError } = config;
   let shadowLoggedAt = Number.NEGATIVE_INFINITY;
   let shadowNotLogged = 0;
 
@@ -112,7 +137,11 @@ export function createGate({ config, counters, cache, usages, leases, lookUpMiss
     userId: string | null | false,
   ): void {
     if (typeof userId !== 'string') {
-      // No user: not checked, and not billed either (nothing to bill it to).
+      // No user (or userId failed): nothing to check nor bill it to. Refused, unless told otherwise.
+      if (anonymous === 'refuse') {
+        refuseNoUser(req, res, next, feature, usage);
+        return;
+      }
       counters.unchecked++;
       if (userId === null && !warnedNoUser) {
         warnedNoUser = true;
@@ -135,6 +164,11 @@ export function createGate({ config, counters, cache, usages, leases, lookUpMiss
     usage: RequestUsage,
     userId: string,
   ): void {
+    // Kana refuses the key: nothing served now could be billed, whatever the cache says.
+    if (onConfigError === 'deny' && keyStatus.configError !== null) {
+      refuseConfigError(req, res, next, feature, usage, userId, undefined);
+      return;
+    }
     const entry = cache.fresh(userId, feature.featureId);
     if (entry !== undefined) {
       counters.cacheHits++;
@@ -158,6 +192,12 @@ export function createGate({ config, counters, cache, usages, leases, lookUpMiss
     userId: string,
     lookup: Lookup,
   ): void {
+    // A refused key is not an outage: onConfigError decides, not onKanaError nor a stale answer.
+    // (Only while this instance's key is refused: another instance's failure shared by the store may be older.)
+    if (isKeyRefusal(lookup.error) && keyStatus.configError !== null) {
+      refuseConfigError(req, res, next, feature, usage, userId, lookup.error);
+      return;
+    }
     if (lookup.entry === undefined) fallBack(req, res, next, feature, usage, userId, lookup.error);
     else take(req, res, next, feature, usage, lookup.entry, lookup.source, lookup.error);
   }
@@ -237,6 +277,64 @@ export function createGate({ config, counters, cache, usages, leases, lookUpMiss
     counters.allowed++;
     counters.failedOpen++;
     next();
+  }
+
+  /** No user on an enforced route, `anonymous: 'refuse'`: 401, the handler does not run; shadow mode serves it (unbilled) and counts it. */
+  function refuseNoUser(
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    feature: MeteredFeature,
+    usage: RequestUsage,
+  ): void {
+    const shadow = isShadow(feature);
+    if (!warnedNoUser) {
+      warnedNoUser = true;
+      logger.warn(
+        { code: logCodes.refusedNoUser, featureId: feature.featureId, shadow, ...where(req) },
+        shadow
+          ? 'kana-meter: shadow mode: an enforced request had no user id; enforcement would refuse it with 401 (it was served, unbilled). Authentication must run before kanaMeter()/meter() on enforced routes. Logged once.'
+          : "kana-meter: an enforced request had no user id, so it was refused with 401 (anonymous: 'refuse'). Authentication must run before kanaMeter()/meter() on enforced routes. Logged once.",
+      );
+    }
+    if (shadow) {
+      counters.unchecked++;
+      counters.shadowDenied++;
+      if (!usage.ended) next();
+      return;
+    }
+    usage.refused = true;
+    counters.refusedNoUser++;
+    if (!usage.ended) sendProblem(res, noUserProblem(feature.featureId));
+  }
+
+  /** Kana refuses the API key: `onConfigError` decides ('deny': 503, the handler does not run); shadow mode serves it. */
+  function refuseConfigError(
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    feature: MeteredFeature,
+    usage: RequestUsage,
+    userId: string,
+    error: unknown,
+  ): void {
+    if (usage.ended) return;
+    const policy = onConfigError === 'deny' ? 'deny' : 'allow';
+    setDecision(req, fallbackDecision(userId, feature.featureId, feature.checkDelta, policy, error));
+    if (policy === 'allow') {
+      counters.allowed++;
+      counters.failedOpen++;
+      next();
+      return;
+    }
+    if (isShadow(feature)) {
+      counters.shadowDenied++;
+      next();
+      return;
+    }
+    usage.refused = true;
+    counters.denied++;
+    sendProblem(res, configErrorProblem(feature.featureId));
   }
 
   function isShadow(feature: MeteredFeature): boolean {

@@ -127,6 +127,10 @@ const COUNTERS: Readonly<Record<Counter | StoreCounter, readonly [name: string, 
   storeCommands: ['store_commands_total', 'Commands sent to the store (Redis) over the network.'],
   storeFailures: ['store_failures_total', 'Store commands that failed or timed out.'],
   storeOutages: ['store_outages_total', 'Times the store went from available to unreachable.'],
+  refusedNoUser: [
+    'enforcement_refused_no_user_total',
+    "Enforced requests refused with 401 because userId gave no id or failed (anonymous: 'refuse').",
+  ],
 };
 
 type GaugeField = Exclude<keyof KanaMeterStats, Counter | StoreCounter>;
@@ -167,6 +171,11 @@ const GAUGES: Readonly<
     'store_leased_units',
     'Units reserved by this instance and not spent yet, over every lease it holds.',
     (stats) => stats.storeLeasedUnits,
+  ],
+  configError: [
+    'config_error',
+    '1 while Kana refuses the API key (stats().configError is set): usage cannot be billed and enforced requests get onConfigError; 0 otherwise.',
+    (stats) => (stats.configError === null ? 0 : 1),
   ],
 };
 
@@ -236,6 +245,8 @@ export function prometheusMetrics(options: PrometheusMetricsOptions = {}): KanaM
       registers,
       // Across cluster workers (prom-client's AggregatorRegistry): Kana is available only if every worker sees it.
       ...(AVAILABILITY_GAUGES.has(name) ? { aggregator: 'min' as const } : {}),
+      // And the key is refused if any worker sees it refused.
+      ...(name === 'config_error' ? { aggregator: 'max' as const } : {}),
       collect() {
         const current = read();
         if (current !== undefined) this.set(value(current));

@@ -28,6 +28,12 @@ const CREATE_USAGE_EVENT = `mutation createUsageEvent($input: CreateUsageEventIn
 // Kana's current reference name, { recorded, reason } result.
 const RECORD_USAGE = `mutation recordUsage($input: CreateUsageEventInput!) { recordUsage(input: $input) { recorded reason } }`;
 
+// The cheapest authenticated query: a few feature ids. Kana checks the key on every call (API.md §2).
+const VERIFY_KEY = 'query kanaMeterVerifyKey { features { id } }';
+
+/** Told the outcome of each Kana call for the key: undefined when Kana answered, the KanaError when it refused the key. */
+export type KeyListener = (refusal: KanaError | undefined) => void;
+
 /** Time limit of an entitlement check, in milliseconds: a check runs while a request waits. */
 export const DEFAULT_CHECK_TIMEOUT_MS = 2000;
 
@@ -117,6 +123,7 @@ export class KanaClient {
   readonly #graphql: GraphQLClient;
   /** Kept to recognise an error message that would reveal it. */
   readonly #apiKey: string;
+  readonly #keyListeners = new Set<KeyListener>();
 
   constructor(options: KanaClientOptions) {
     const { apiKey, endpoint, mutation, timeoutMs, fetch } = parseClientOptions(options);
@@ -150,6 +157,31 @@ export class KanaClient {
       throw classifyFailure({ kind: 'not-recorded' });
     }
     throw badResponse(data);
+  }
+
+  /**
+   * Verifies the API key with one cheap authenticated query (the feature ids). Resolves when Kana
+   * answered; throws a KanaError otherwise (`KANA_UNAUTHENTICATED` for a refused key).
+   */
+  async verifyKey(timeoutMs = this.timeoutMs): Promise<void> {
+    await this.request<unknown>(VERIFY_KEY, {}, undefined, timeoutMs);
+  }
+
+  /** Calls `listener` after every call: undefined when Kana answered, the KanaError when it refused the key. Returns the unsubscribe. */
+  watchKey(listener: KeyListener): () => void {
+    const own = (refusal: KanaError | undefined) => listener(refusal);
+    this.#keyListeners.add(own);
+    return () => this.#keyListeners.delete(own);
+  }
+
+  #tellKey(refusal: KanaError | undefined): void {
+    for (const listener of this.#keyListeners) {
+      try {
+        listener(refusal);
+      } catch {
+        // A listener is kana-meter's own bookkeeping: it must never fail the call.
+      }
+    }
   }
 
   /**
@@ -237,12 +269,18 @@ export class KanaClient {
       if (signal?.aborted) throw signal.reason;
       const data = await this.#graphql.request<T>({ document, variables, signal: call.signal });
       if (data === null || typeof data !== 'object') throw badResponse(data);
+      this.#tellKey(undefined);
       return answered(data);
     } catch (error) {
       if (error instanceof KanaError) throw error;
       const fields = partial?.(error);
-      if (fields !== undefined) return fields;
-      throw classifyFailure(describeFailure(error, call.signal, signal, this.#apiKey));
+      if (fields !== undefined) {
+        this.#tellKey(undefined);
+        return fields;
+      }
+      const failure = classifyFailure(describeFailure(error, call.signal, signal, this.#apiKey));
+      if (failure.code === 'KANA_UNAUTHENTICATED' || failure.code === 'KANA_CONFIG_ERROR') this.#tellKey(failure);
+      throw failure;
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);

@@ -157,6 +157,29 @@ describe('kana-emulator', () => {
     expect((await cli.exited).code).toBe(0);
   });
 
+  it("keeps an app's key across restarts with --api-key: kana.ready() resolves against each run, and refuses another run's key", async () => {
+    const { kanaMeter } = await import('../../src/index.js');
+    const quiet = { warn() {}, error() {}, info() {}, debug() {} };
+    const apiKey = 'prv_test_quickstart';
+    for (let run = 0; run < 2; run++) {
+      const cli = spawnCli(['-p', '0', '--api-key', apiKey]);
+      const { url } = printed(await cli.ready);
+      const kana = kanaMeter({ apiKey, endpoint: url, userId: () => undefined, logger: quiet });
+      await expect(kana.ready()).resolves.toBeUndefined();
+      await kana.close();
+      cli.child.kill('SIGTERM');
+      expect((await cli.exited).code).toBe(0);
+    }
+    // Without --api-key, each start makes a new key: the last run's is refused, loudly.
+    const cli = spawnCli(['-p', '0']);
+    const { url } = printed(await cli.ready);
+    const stale = kanaMeter({ apiKey, endpoint: url, userId: () => undefined, logger: quiet });
+    await expect(stale.ready()).rejects.toMatchObject({ code: 'KANA_UNAUTHENTICATED' });
+    await stale.close();
+    cli.child.kill('SIGTERM');
+    expect((await cli.exited).code).toBe(0);
+  });
+
   it('listens on port 4000 by default', async () => {
     const cli = spawnCli([]);
     const { url } = printed(await cli.ready);

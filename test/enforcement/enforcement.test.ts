@@ -473,8 +473,8 @@ describe('where the gate runs and what it checks', () => {
     expect(env.emulator.usage('u4', 'api-calls')).toBe(0);
   });
 
-  it('does not check nor bill an enforced request without a user id, and warns once', async () => {
-    const { kana, sink } = enforced({ routes: { 'GET /api/calls': 'api-calls' } });
+  it("with anonymous: 'allow', does not check nor bill an enforced request without a user id, and warns once", async () => {
+    const { kana, sink } = enforced({ routes: { 'GET /api/calls': 'api-calls' }, anonymous: 'allow' });
     const app = meteredApp(createExpress, kana, (app) => app.get('/api/calls', (_req, res) => res.json({})));
 
     await request(app).get('/api/calls').expect(200);

@@ -240,8 +240,8 @@ describe('the exposition', () => {
           : 'gauge';
       expect(String(metric.type)).toBe(expected);
     }
-    expect(metrics.filter((metric) => String(metric.type) === 'counter')).toHaveLength(32);
-    expect(metrics.filter((metric) => String(metric.type) === 'gauge')).toHaveLength(9);
+    expect(metrics.filter((metric) => String(metric.type) === 'counter')).toHaveLength(33);
+    expect(metrics.filter((metric) => String(metric.type) === 'gauge')).toHaveLength(10);
   });
 
   it('reads stats() once per scrape, so every value comes from the same instant', async () => {
@@ -370,12 +370,13 @@ describe("the observability guide's stats() table", () => {
 
     // Feed prometheusMetrics() a stats() whose every field has its own value, and read each row's metric.
     const values = Object.fromEntries(fields.map((field, i) => [field, i + 1])) as Record<string, number>;
-    const booleans = new Set<string>(['kanaAvailable', 'checksAvailable', 'storeAvailable']);
+    const booleans = new Set<string>(['kanaAvailable', 'checksAvailable', 'storeAvailable', 'configError']);
     const fake = {
       ...values,
       kanaAvailable: false,
       checksAvailable: false,
       storeAvailable: false,
+      configError: null,
     } as unknown as KanaMeterStats;
     const register = new Registry();
     prometheusMetrics({ register }).bind(() => fake);

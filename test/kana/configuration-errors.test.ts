@@ -119,10 +119,12 @@ describe('a configuration error found at run time', () => {
     });
     const kana = env.track(kanaMeter(options));
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/r', (_req, res) => res.json({})));
-    await request(app).get('/r').set('x-user', 'u1').expect(200); // onKanaError: 'allow'
-    expect(sink.withCode(logCodes.checkFailed)).toEqual([
-      expect.objectContaining({ err: expect.objectContaining({ code: 'KANA_CONFIG_ERROR' }) }),
+    // Issue 16: a configuration error is not an outage: onConfigError ('deny') decides, not onKanaError ('allow').
+    await request(app).get('/r').set('x-user', 'u1').expect(503);
+    expect(sink.withCode(logCodes.configError)).toEqual([
+      expect.objectContaining({ level: 50, err: expect.objectContaining({ code: 'KANA_CONFIG_ERROR' }) }),
     ]);
+    expect(kana.stats().configError).toBe('KANA_CONFIG_ERROR');
     expect(sink.raw.join('\n')).not.toContain(env.emulator.apiKey.slice('prv_test_'.length));
   });
 });

@@ -36,7 +36,12 @@ function setup(overrides: Partial<KanaMeterOptions>, delta?: (req: never) => unk
       res.json({});
     }),
   );
-  return { kana, sink, hit: (user = 'u1') => request(app).get('/r').set('x-user', user).expect(200), ran: () => ran };
+  return {
+    kana,
+    sink,
+    hit: (user = 'u1', status = 200) => request(app).get('/r').set('x-user', user).expect(status),
+    ran: () => ran,
+  };
 }
 
 /** A thenable whose `then` throws when called. */
@@ -153,12 +158,13 @@ describe(`user ids longer than ${MAX_USER_ID_LENGTH} characters`, () => {
     expect(() => kana.record(tooLong, 'reports')).not.toThrow(/bbbb/);
   });
 
-  it('on an enforced route: not checked and not billed, like a request without a user; the handler runs', async () => {
+  // Issue 16: a userId that fails is refused like a request without a user (anonymous: 'refuse', the default).
+  it('on an enforced route: refused with 401 like a request without a user; the handler does not run', async () => {
     const { kana, hit, ran } = setup({ enforce: true });
-    await hit(tooLong);
+    await hit(tooLong, 401);
     await kana.flush();
-    expect(ran()).toBe(1);
-    expect(kana.stats()).toMatchObject({ unchecked: 1, checks: 0, userIdErrors: 1, captured: 0 });
+    expect(ran()).toBe(0);
+    expect(kana.stats()).toMatchObject({ refusedNoUser: 1, unchecked: 0, checks: 0, userIdErrors: 1, captured: 0 });
     expect(env.emulator.requests()).toEqual([]);
   });
 });
@@ -167,12 +173,12 @@ describe('on an enforced route (the gate reads userId before the handler)', () =
   it.each([
     ['whose then throws', throwingThen],
     ['whose then cannot be read', throwingThenGetter],
-  ])('a userId thenable %s: the request goes on, unchecked and unbilled', async (_name, userId) => {
+  ])('a userId thenable %s: refused with 401 (anonymous: refuse), unchecked and unbilled', async (_name, userId) => {
     const { kana, hit, ran } = setup({ enforce: true, userId: userId as never });
-    await hit();
+    await hit('u1', 401);
     await kana.flush();
-    expect(ran()).toBe(1);
-    expect(kana.stats()).toMatchObject({ unchecked: 1, userIdErrors: 1, captured: 0 });
+    expect(ran()).toBe(0);
+    expect(kana.stats()).toMatchObject({ refusedNoUser: 1, unchecked: 0, userIdErrors: 1, captured: 0 });
   });
 
   it('a userId thenable that calls back twice runs the handler once', async () => {

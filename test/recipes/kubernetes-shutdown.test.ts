@@ -3,7 +3,7 @@
 import { request } from 'node:http';
 import { beforeEach, expect, it } from 'vitest';
 import { useEmulator } from '../helpers/emulator.js';
-import { call, seedPlan, startRecipe } from './run-recipe.js';
+import { authAs, call, seedPlan, startRecipe } from './run-recipe.js';
 
 const env = useEmulator();
 
@@ -15,7 +15,7 @@ function slowUpload(url: string) {
   const req = request(`${url}/api/search`, {
     method: 'POST',
     agent: false,
-    headers: { 'content-type': 'application/json', 'content-length': body.length, 'x-user-id': 'u1' },
+    headers: { 'content-type': 'application/json', 'content-length': body.length, ...authAs('u1') },
   });
   const status = new Promise<number>((resolve, reject) => {
     req.once('response', (response) => {

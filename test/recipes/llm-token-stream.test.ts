@@ -3,7 +3,7 @@
 import { request } from 'node:http';
 import { beforeEach, expect, it } from 'vitest';
 import { useEmulator } from '../helpers/emulator.js';
-import { call, seedPlan, startRecipe } from './run-recipe.js';
+import { authAs, call, seedPlan, startRecipe } from './run-recipe.js';
 
 const env = useEmulator();
 
@@ -45,7 +45,7 @@ it('bills the tokens streamed, an abandoned stream for the tokens sent, and refu
   const complete = (body: unknown) =>
     fetch(`${recipe.url}/v1/completions`, {
       method: 'POST',
-      headers: { 'x-user-id': 'u1', 'content-type': 'application/json' },
+      headers: { ...authAs('u1'), 'content-type': 'application/json' },
       body: JSON.stringify(body),
     });
 

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { beforeAll, expect, it, vi } from 'vitest';
 import type { EmulatorSeed } from '../../src/emulator/index.js';
 import { markdownCodeBlocks } from '../docs/markdown-blocks.js';
+import { runTypeScript } from '../helpers/child-process.js';
 import { useEmulator } from '../helpers/emulator.js';
 import { call, seedPlan, startRecipe } from './run-recipe.js';
 
@@ -86,4 +87,29 @@ it('on SIGTERM with 20 searches in flight: each is answered 2xx and billed befor
     code: 0,
     stderr: '',
   });
+});
+
+it('gets the user from authentication: without a known API key a search is refused with 401, whatever header names a user', async () => {
+  env.emulator.reset();
+  env.emulator.seed(JSON.parse(quickStart.seed) as EmulatorSeed);
+  const recipe = await startRecipe('quickstart.ts', env.emulator);
+  const attempts: Record<string, string>[] = [{}, { 'x-user-id': 'u1' }, { authorization: 'Bearer u1' }];
+  for (const headers of attempts) {
+    const response = await fetch(`${recipe.url}/api/search`, { method: 'POST', headers });
+    expect(response.status).toBe(401);
+    expect(response.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  }
+  expect(await recipe.stop()).toMatchObject({ code: 0, stderr: '' });
+  expect(env.emulator.usage('u1', 'api-calls')).toBe(0);
+});
+
+it('with a wrong KANA_API_KEY, stops before listening with an error that names the refused key', async () => {
+  const app = runTypeScript('example-app/recipes/quickstart.ts', {
+    env: { KANA_API_KEY: 'prv_test_NotTheEmulatorsKey', KANA_ENDPOINT: env.emulator.url, PORT: '0' },
+  });
+  const exited = await app.exited;
+  expect(exited.code).not.toBe(0);
+  expect(exited.stderr).toMatch(/KANA_UNAUTHENTICATED|Kana refused the API key/);
+  expect(exited.stderr).not.toContain('NotTheEmulatorsKey');
+  expect(app.stdout()).not.toMatch(/listening on port/);
 });

@@ -34,11 +34,16 @@ export async function startRecipe(
   };
 }
 
-/** `fetch` as the recipes' clients call them: the user in `x-user-id`, JSON bodies. */
+/** The header a recipe's authentication knows `userId` by: its demo API key (`demo-key-u1` for u1). */
+export function authAs(userId: string): { authorization: string } {
+  return { authorization: `Bearer demo-key-${userId}` };
+}
+
+/** `fetch` as the recipes' clients call them: authenticated as `userId` by its API key, JSON bodies. */
 export function call(url: string, userId: string, body?: unknown, method = body === undefined ? 'GET' : 'POST') {
   return fetch(url, {
     method,
-    headers: { 'x-user-id': userId, 'content-type': 'application/json' },
+    headers: { ...authAs(userId), 'content-type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
 }

@@ -6,7 +6,7 @@ import { beforeEach, expect, it } from 'vitest';
 import { readCompilerOptions } from '../../scripts/compiler-options.js';
 import { root } from '../helpers/child-process.js';
 import { useEmulator } from '../helpers/emulator.js';
-import { seedPlan, startRecipe } from './run-recipe.js';
+import { authAs, seedPlan, startRecipe } from './run-recipe.js';
 
 const env = useEmulator();
 
@@ -17,7 +17,7 @@ it('bills the user authentication found, refuses past the plan with its onDenied
   const post = (path: string, body: unknown, token?: string) =>
     fetch(recipe.url + path, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      headers: { 'content-type': 'application/json', ...(token ? authAs(token) : {}) },
       body: JSON.stringify(body),
     });
 
