@@ -20,7 +20,7 @@ function abandonCompletion(url: string, maxTokens: number, after: number): Promi
   return new Promise((resolve, reject) => {
     const req = request(`${url}/v1/completions`, {
       method: 'POST',
-      headers: { 'x-user-id': 'u1', 'content-type': 'application/json' },
+      headers: { ...authAs('u1'), 'content-type': 'application/json' },
     });
     req.on('error', (error: NodeJS.ErrnoException) => {
       if (error.code !== 'ECONNRESET') reject(error);
