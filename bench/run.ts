@@ -12,10 +12,18 @@ import { type RedisServer, startRedisServer } from '../test/helpers/redis.js';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
-const ALL_VARIANTS = ['bare', 'noop', 'metered', 'enforced', 'rate-limit-redis', 'enforced-redis'] as const;
+const ALL_VARIANTS = [
+  'bare',
+  'noop',
+  'metered',
+  'enforced',
+  'rate-limit-redis',
+  'enforced-redis',
+  'metered-audit',
+] as const;
 type Variant = (typeof ALL_VARIANTS)[number];
 const REDIS_VARIANTS: readonly Variant[] = ['rate-limit-redis', 'enforced-redis'];
-const KANA_VARIANTS: readonly Variant[] = ['metered', 'enforced', 'enforced-redis'];
+const KANA_VARIANTS: readonly Variant[] = ['metered', 'enforced', 'enforced-redis', 'metered-audit'];
 const chosen = process.env.BENCH_VARIANTS?.split(',').map((name) => name.trim());
 const unknown = chosen?.filter((name) => !(ALL_VARIANTS as readonly string[]).includes(name));
 if (unknown?.length)

@@ -2,7 +2,10 @@
 // enforced, rate-limited by express-rate-limit + rate-limit-redis, or enforced with kanaMeter + RedisStore.
 // Driven by bench/run.ts over IPC: it reports its port, its CPU time, and flushes on request.
 
+import { mkdtempSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import express, { type RequestHandler } from 'express';
 import { rateLimit } from 'express-rate-limit';
 import { type KanaMeter, type KanaMeterOptions, kanaMeter } from 'kana-meter';
@@ -22,7 +25,7 @@ async function connectRedis() {
 
 let kana: KanaMeter | undefined;
 let rateLimiter: RequestHandler | undefined;
-if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-redis') {
+if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-redis' || variant === 'metered-audit') {
   const options: KanaMeterOptions = {
     apiKey,
     endpoint,
@@ -30,7 +33,7 @@ if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-red
     routes: { 'GET /api/items/:id': 'api-calls' },
     // 'enforced': every request is checked first (a warm cache after the first one per user), and takes a
     // unit of a large but finite allowance: from a lease on it (in this process, or reserved in Redis).
-    enforce: variant !== 'metered',
+    enforce: variant !== 'metered' && variant !== 'metered-audit',
     logger: { error: console.error, warn: console.error, info() {}, debug() {} },
   };
   if (variant === 'enforced-redis') {
@@ -41,6 +44,9 @@ if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-red
       prefix: 'bench-kana:',
     });
   }
+  // 'metered-audit': metered, with the audit trail on (a line per request, written in batches).
+  if (variant === 'metered-audit')
+    options.audit = { path: join(mkdtempSync(join(tmpdir(), 'bench-audit-')), 'audit.jsonl') };
   kana = kanaMeter(options);
 } else if (variant === 'rate-limit-redis') {
   // The ecosystem's standard for shared state: one Redis round trip (EVALSHA) per request.

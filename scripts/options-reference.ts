@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { Registry } from 'prom-client';
 import ts from 'typescript';
 import {
+  type AuditOptions,
   type CloseOptions,
   type FeatureOptions,
   type IdempotencyKeyOptions,
@@ -130,6 +131,7 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
       metrics: 'prometheus',
       fetch: 'fetch',
       store: 'redis://localhost:6379',
+      audit: './usage.audit.jsonl',
     } satisfies BadValues<KanaMeterOptions>,
     shown: (name, value) => properties({ [name]: value }),
     attempt: (name, value) => attemptKanaMeter({ [name]: value }),
@@ -149,6 +151,13 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
     ttlMs: '24h',
     maxKeys: 0,
   } satisfies BadValues<IdempotencyKeyOptions>),
+  nestedGroup(
+    'audit',
+    'AuditOptions',
+    'audit',
+    { path: '', maxBytes: '64MiB', maxFiles: 0 } satisfies BadValues<AuditOptions>,
+    { path: './usage.audit.jsonl' },
+  ),
   {
     title: 'meter(feature, options) and route map entries',
     entry: 'kana-meter',

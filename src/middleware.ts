@@ -2,6 +2,7 @@
 
 import type { ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { AuditTrail } from './audit/audit-trail.js';
 import type { EntitlementDecision } from './config/decision.js';
 import { logCodes } from './config/errors.js';
 import { guardObserveKanaCall } from './config/metrics.js';
@@ -87,6 +88,8 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   store.bind({ logger });
   const observeKanaCall = config.metrics && guardObserveKanaCall(config.metrics, counters, config.logger);
   const queue = new DeliveryQueue(client, config, counters, observeKanaCall);
+  const audit = config.audit && new AuditTrail(config.audit, { logger, counters });
+  if (audit) queue.onOutcome((outcome) => audit.delivery(outcome));
   const enforcement = createEnforcement({ config, client, store, counters, queue, observeKanaCall });
   const { entitlements, leases, lookup } = enforcement;
   const idempotencyWindow: IdempotencyWindow | undefined =
@@ -257,11 +260,11 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   function billOnce(req: Request, userId: string, featureId: string, delta: number, late: boolean): void {
     const key = idempotencyWindow && idempotencyKeyOf(req, config.idempotencyKey?.header as string);
     if (key === undefined) {
-      enqueue(userId, featureId, delta, late);
+      enqueue(userId, featureId, delta, late, req);
       return;
     }
     const bill = (first: boolean) => {
-      if (first) enqueue(userId, featureId, delta, late);
+      if (first) enqueue(userId, featureId, delta, late, req);
       else counters.idempotentReplays++;
     };
     const claiming = onWindowAnswer(
@@ -283,13 +286,19 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   }
 
   /** Queues the event, or reports it when its response finished after close() began. */
-  function enqueue(userId: string, featureId: string, delta: number, late: boolean): void {
+  function enqueue(userId: string, featureId: string, delta: number, late: boolean, req?: Request): void {
+    if (audit) auditCaptured(audit, userId, featureId, delta, req);
     if (late) {
       queue.rejectClosed(userId, featureId, delta);
       return;
     }
     queue.enqueue(userId, featureId, delta);
     enforcement.countUsage(userId, featureId, delta);
+  }
+
+  function auditCaptured(trail: AuditTrail, userId: string, featureId: string, delta: number, req?: Request): void {
+    if (req === undefined) trail.capturedOutsideRequest(userId, featureId, delta, 'record');
+    else trail.capturedFromRequest(req, usages.get(req), userId, featureId, delta);
   }
 
   function enqueueChecked(req: Request, userId: string, feature: MeteredFeature, delta: unknown, late: boolean): void {
@@ -399,6 +408,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     async flush() {
       await settleAsyncCaptures();
       await queue.flush();
+      await audit?.flush();
     },
     close(closeOptions?: CloseOptions) {
       const timeoutMs = parseCloseOptions(closeOptions);
@@ -411,6 +421,8 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
         await queue.close({ timeoutMs: Math.max(0, timeoutMs - (Date.now() - started)) });
         // Last: the totals include what the queue confirmed while closing; every block goes back.
         await raceTimeout(enforcement.close(), Math.max(0, timeoutMs - (Date.now() - started)));
+        // After the queue: its outcomes at close (delivered, spooled, failed) are in the trail.
+        await audit?.close();
       })();
       return closing;
     },

@@ -1,6 +1,7 @@
 // kanaMeter() options: their public types, defaults and validation into one frozen config.
 
 import type { NextFunction, Request, Response } from 'express';
+import { type AuditOptions, parseAudit } from './audit/audit-options.js';
 import type { EnforceMode, KanaErrorPolicy, RefusedDecision } from './config/decision.js';
 import type { KanaError } from './config/errors.js';
 import { type KanaLogger, parseLogger } from './config/logger.js';
@@ -333,6 +334,16 @@ export interface KanaMeterOptions {
    * @example (url, init) => fetch(url, { ...init, keepalive: true })
    */
   fetch?: typeof fetch;
+  /**
+   * An append-only JSON Lines audit trail: one line per billed request (who, what, how much,
+   * which request) and one per delivery outcome (which Kana call carried it, or whether it failed
+   * or was spooled), so `kana-meter reconcile` can compare it with Kana. Written in batches off the
+   * request path, rotated by size; a write that fails is logged once and counted in
+   * `stats().auditErrors`, never thrown. See docs/audit.md.
+   * @default undefined (no audit trail)
+   * @example { path: '/var/log/my-api/usage.audit.jsonl' }
+   */
+  audit?: AuditOptions;
 }
 
 /** The validated, frozen form of KanaMeterOptions. Nothing here is parsed again per request. */
@@ -363,6 +374,7 @@ export interface KanaMeterConfig {
   readonly rateLimitHeaders: boolean;
   /** The user's store; undefined: kanaMeter() makes a MemoryStore. */
   readonly store: KanaMeterStore | undefined;
+  readonly audit: Readonly<Required<AuditOptions>> | undefined;
 }
 
 const KNOWN_OPTIONS = new Set([
@@ -395,6 +407,7 @@ const KNOWN_OPTIONS = new Set([
   'maxEntitlements',
   'rateLimitHeaders',
   'store',
+  'audit',
 ]);
 const CLIENT_OPTIONS = ['apiKey', 'endpoint', 'mutation', 'timeoutMs', 'fetch'] as const;
 const RETRY_OPTIONS = new Set(['retries', 'minTimeout', 'maxTimeout', 'factor', 'randomize']);
@@ -447,6 +460,7 @@ export function parseOptions(options: KanaMeterOptions): KanaMeterConfig {
     maxEntitlements: checkInteger('maxEntitlements', options.maxEntitlements, 10_000, 1),
     rateLimitHeaders: checkBoolean('rateLimitHeaders', options.rateLimitHeaders, true),
     store: parseStore(options.store),
+    audit: parseAudit(options.audit),
   });
 }
 

@@ -80,6 +80,8 @@ export const logCodes = {
   spoolLockRecovered: 'KANA_METER_SPOOL_LOCK_RECOVERED',
   /** The spill file was rewritten with its records merged per key, because it had grown large. */
   spoolCompacted: 'KANA_METER_SPOOL_COMPACTED',
+  /** The audit trail could not be written (a full disk, an unwritable file): its lines are lost, counted in `auditErrors`. Logged once until writes work again. */
+  auditFailed: 'KANA_METER_AUDIT_FAILED',
 } as const;
 
 export type LogCode = (typeof logCodes)[keyof typeof logCodes];

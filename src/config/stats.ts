@@ -84,6 +84,8 @@ export interface KanaMeterStats {
   storeLeases: number;
   /** Units reserved by this instance and not spent yet, over every lease it holds (a gauge). */
   storeLeasedUnits: number;
+  /** Audit trail lines that could not be written (a full disk, an unwritable file, a disk too slow); requests and delivery went on. */
+  auditErrors: number;
 }
 
 /** Counters kept by the store itself (its stats()). */
@@ -135,5 +137,6 @@ export function createCounters(): Record<Counter, number> {
     idempotencyEvictions: 0,
     sharedAnswers: 0,
     storeFallbacks: 0,
+    auditErrors: 0,
   };
 }

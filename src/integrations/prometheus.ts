@@ -127,6 +127,7 @@ const COUNTERS: Readonly<Record<Counter | StoreCounter, readonly [name: string, 
   storeCommands: ['store_commands_total', 'Commands sent to the store (Redis) over the network.'],
   storeFailures: ['store_failures_total', 'Store commands that failed or timed out.'],
   storeOutages: ['store_outages_total', 'Times the store went from available to unreachable.'],
+  auditErrors: ['audit_errors_total', 'Audit trail lines that could not be written (full disk, unwritable file).'],
 };
 
 type GaugeField = Exclude<keyof KanaMeterStats, Counter | StoreCounter>;
