@@ -468,6 +468,13 @@ export class KanaStore {
     this.appendUsage(userId, featureId, { at: this.now(), delta: used, action: 'SET' });
   }
 
+  /** Adds `delta` (negative to remove units) to the current period's usage without logging a usage call. */
+  adjustUsage(userId: string, featureId: string, delta: number): void {
+    this.getUser(userId);
+    this.getFeature(featureId);
+    this.appendUsage(userId, featureId, { at: this.now(), delta, action: 'ADD' });
+  }
+
   usageCalls(): readonly UsageCall[] {
     return this.calls.map((call) => ({ ...call }));
   }
