@@ -286,8 +286,9 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   }
 
   /** Queues the event, or reports it when its response finished after close() began. */
-  function enqueue(userId: string, featureId: string, delta: number, late: boolean, req?: Request): void {
-    if (audit) auditCaptured(audit, userId, featureId, delta, req);
+  /** `from`: the request whose response captured it; undefined for record(); 'hold' for a hold's commit(). */
+  function enqueue(userId: string, featureId: string, delta: number, late: boolean, from?: Request | 'hold'): void {
+    if (audit) auditCaptured(audit, userId, featureId, delta, from);
     if (late) {
       queue.rejectClosed(userId, featureId, delta);
       return;
@@ -296,9 +297,16 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     enforcement.countUsage(userId, featureId, delta);
   }
 
-  function auditCaptured(trail: AuditTrail, userId: string, featureId: string, delta: number, req?: Request): void {
-    if (req === undefined) trail.capturedOutsideRequest(userId, featureId, delta, 'record');
-    else trail.capturedFromRequest(req, usages.get(req), userId, featureId, delta);
+  /** Writes the usage line of the audit trail: source `http`, `record` or `hold`. */
+  function auditCaptured(
+    trail: AuditTrail,
+    userId: string,
+    featureId: string,
+    delta: number,
+    from: Request | 'hold' | undefined,
+  ): void {
+    if (from === undefined || from === 'hold') trail.capturedOutsideRequest(userId, featureId, delta, from ?? 'record');
+    else trail.capturedFromRequest(from, usages.get(from), userId, featureId, delta);
   }
 
   function enqueueChecked(req: Request, userId: string, feature: MeteredFeature, delta: unknown, late: boolean): void {

@@ -21,6 +21,8 @@ export const AUDIT_WRITE_INTERVAL_MS = 100;
 const WRITE_BATCH_LINES = 1024;
 /** Lines buffered while the disk is slow; beyond it new lines are counted in auditErrors, not kept. */
 const MAX_BUFFERED_LINES = 100_000;
+/** Distinct feature ids, routes and methods whose JSON is kept. */
+const MAX_QUOTED = 1000;
 
 /** A usage line as captured: formatted later, off the request path. */
 interface UsageEntry {
@@ -73,6 +75,7 @@ export class AuditTrail {
   readonly #instanceJson: string;
   #isoMs = Number.NaN;
   #isoText = '';
+  readonly #quotes = new Map<string, string>();
 
   constructor(options: Readonly<Required<AuditOptions>>, dependencies: AuditTrailDependencies) {
     this.#file = new AuditFile(options);
@@ -189,6 +192,17 @@ export class AuditTrail {
     }
   }
 
+  /** JSON of a string that repeats (feature ids, routes, methods): kept, at most MAX_QUOTED of them. */
+  #quoted(text: string): string {
+    let json = this.#quotes.get(text);
+    if (json === undefined) {
+      if (this.#quotes.size >= MAX_QUOTED) this.#quotes.clear();
+      json = JSON.stringify(text);
+      this.#quotes.set(text, json);
+    }
+    return json;
+  }
+
   /** The ISO time of `ms`; lines of one batch mostly share their millisecond. */
   #iso(ms: number): string {
     if (ms !== this.#isoMs) {
@@ -211,10 +225,10 @@ export class AuditTrail {
       entry.requestId === undefined
         ? JSON.stringify(`${this.instance}#r${entry.seq}`)
         : JSON.stringify(entry.requestId);
-    const method = entry.method === undefined ? '' : `,"method":${JSON.stringify(entry.method)}`;
-    const route = entry.route === undefined ? '' : `,"route":${JSON.stringify(entry.route)}`;
+    const method = entry.method === undefined ? '' : `,"method":${this.#quoted(entry.method)}`;
+    const route = entry.route === undefined ? '' : `,"route":${this.#quoted(entry.route)}`;
     const status = entry.status === undefined ? '' : `,"status":${entry.status}`;
-    return `{"type":"usage","at":"${at}","requestId":${requestId},"userId":${JSON.stringify(entry.userId)},"featureId":${JSON.stringify(entry.featureId)},"delta":${entry.delta}${method}${route}${status},"source":"${entry.source}","instance":${this.#instanceJson}}`;
+    return `{"type":"usage","at":"${at}","requestId":${requestId},"userId":${JSON.stringify(entry.userId)},"featureId":${this.#quoted(entry.featureId)},"delta":${entry.delta}${method}${route}${status},"source":"${entry.source}","instance":${this.#instanceJson}}`;
   }
 
   /** Lines not written: counted every time, logged once per episode (until a write works again). */
