@@ -27,7 +27,7 @@ export default defineConfig([
       options.sourcesContent = true;
     },
     // tsup builds the two configs at once: this clean must spare the CLI's output.
-    clean: ['!emulator/cli.js', '!emulator/cli.js.map'],
+    clean: ['!emulator/cli.js', '!emulator/cli.js.map', '!cli.js', '!cli.js.map'],
     target: 'node20',
     splitting: false,
     // import.meta.url in the CommonJS build (the emulator locates schema.graphql with it).
@@ -50,9 +50,9 @@ export default defineConfig([
     onSuccess: 'cp src/emulator/schema.graphql dist/emulator/schema.graphql',
   },
   {
-    // `kana-emulator` (package.json "bin"): one ESM file with a shebang, which tsup makes executable.
+    // `kana-emulator` and `kana-meter` (package.json "bin"): one ESM file each with a shebang, which tsup makes executable.
     // It finds schema.graphql beside itself, in dist/emulator/, like the emulator bundle does.
-    entry: { 'emulator/cli': 'src/emulator/cli.ts' },
+    entry: { 'emulator/cli': 'src/emulator/cli.ts', cli: 'src/reconcile/cli.ts' },
     format: ['esm'],
     dts: false,
     sourcemap: true,

@@ -1,7 +1,10 @@
 // One benchmark variant's Express 5 app: bare, a no-op middleware, metered, enforced (in process or over Redis),
-// express-rate-limit (memory store, or rate-limit-redis), or enforced with idempotencyKey on. Shared by the HTTP bench (server.ts) and the
+// express-rate-limit (memory store, or rate-limit-redis), enforced with idempotencyKey on, or metered with the audit trail. Shared by the HTTP bench (server.ts) and the
 // in-process one (in-process.ts), so both measure the same app.
 
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import express, { type Express, type RequestHandler } from 'express';
 import { rateLimit } from 'express-rate-limit';
 import { type KanaMeter, type KanaMeterOptions, kanaMeter } from 'kana-meter';
@@ -19,6 +22,7 @@ export const ALL_VARIANTS = [
   'enforced-redis',
   'idempotency-on',
   'idempotent-keyed',
+  'metered-audit',
 ] as const;
 export type Variant = (typeof ALL_VARIANTS)[number];
 /** Variants that need a Redis server. */
@@ -30,6 +34,7 @@ export const KANA_VARIANTS: readonly Variant[] = [
   'enforced-redis',
   'idempotency-on',
   'idempotent-keyed',
+  'metered-audit',
 ];
 /** Each request carries a new Idempotency-Key: the whole first-request path (fingerprint, claim, capture, store). */
 export const KEYED_VARIANTS: readonly Variant[] = ['idempotent-keyed'];
@@ -75,7 +80,8 @@ export async function buildVariantApp(variant: Variant, environment: VariantEnvi
   let limiter: RequestHandler | undefined;
   let redis: Awaited<ReturnType<typeof connectRedis>> | undefined;
   const idempotent = variant === 'idempotency-on' || variant === 'idempotent-keyed';
-  if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-redis' || idempotent) {
+  const metered = variant === 'metered' || variant === 'metered-audit';
+  if (metered || variant === 'enforced' || variant === 'enforced-redis' || idempotent) {
     const options: KanaMeterOptions = {
       apiKey: environment.apiKey,
       endpoint: environment.endpoint,
@@ -83,10 +89,14 @@ export async function buildVariantApp(variant: Variant, environment: VariantEnvi
       routes: { 'GET /api/items/:id': 'api-calls' },
       // 'enforced': every request is checked first (a warm cache after the first one per user), and takes a
       // unit of a large but finite allowance: from a lease on it (in this process, or reserved in Redis).
-      enforce: variant !== 'metered',
+      enforce: !metered,
       logger: { error: console.error, warn: console.error, info() {}, debug() {} },
       // 'idempotency-on': enforced, the option on, requests without a key; 'idempotent-keyed': each with a new key.
       ...(idempotent && { idempotencyKey: true }),
+      // 'metered-audit': metered, with the audit trail on (a line per request, written in batches).
+      ...(variant === 'metered-audit' && {
+        audit: { path: join(mkdtempSync(join(tmpdir(), 'bench-audit-')), 'audit.jsonl') },
+      }),
     };
     if (variant === 'enforced-redis') {
       const client = await connectRedis(variant, environment.redisUrl);

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { Registry } from 'prom-client';
 import ts from 'typescript';
 import {
+  type AuditOptions,
   type CloseOptions,
   type FeatureOptions,
   type IdempotencyKeyOptions,
@@ -133,6 +134,7 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
       store: 'redis://localhost:6379',
       anonymous: 'deny',
       onConfigError: 'fail',
+      audit: './usage.audit.jsonl',
     } satisfies BadValues<KanaMeterOptions>,
     shown: (name, value) => properties({ [name]: value }),
     attempt: (name, value) => attemptKanaMeter({ [name]: value }),
@@ -153,6 +155,13 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
     maxKeys: 0,
     maxBytes: '64MB',
   } satisfies BadValues<IdempotencyKeyOptions>),
+  nestedGroup(
+    'audit',
+    'AuditOptions',
+    'audit',
+    { path: '', maxBytes: '64MiB', maxFiles: 0 } satisfies BadValues<AuditOptions>,
+    { path: './usage.audit.jsonl' },
+  ),
   {
     title: 'meter(feature, options) and route map entries',
     entry: 'kana-meter',

@@ -3,6 +3,7 @@
 // Types `req.kana` on Express's Request for every consumer of the package.
 import './enforcement/express-augmentation.js';
 
+export type { AuditOptions } from './audit/audit-options.js';
 export type {
   DecisionReason,
   DecisionSource,
@@ -16,6 +17,7 @@ export type { KanaLogger } from './config/logger.js';
 export type { KanaCall, KanaCallOperation, KanaCallOutcome, KanaMeterMetrics } from './config/metrics.js';
 export type { KanaMeterStats } from './config/stats.js';
 export type { CloseOptions } from './delivery/queue.js';
+export type { SinkFailure, UsageBatch, UsageSink } from './delivery/usage-sink.js';
 export type {
   CheckOptions,
   CheckOutcome,

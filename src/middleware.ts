@@ -2,6 +2,7 @@
 
 import type { ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { AuditTrail } from './audit/audit-trail.js';
 import type { EntitlementDecision } from './config/decision.js';
 import { logCodes } from './config/errors.js';
 import { guardObserveKanaCall } from './config/metrics.js';
@@ -113,6 +114,8 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   // Told of every Kana call's outcome for the key: stats().configError, ready(), the per-minute error line.
   const keyStatus = new KeyStatus({ client, logger, onConfigError: config.onConfigError });
   const queue = new DeliveryQueue(client, config, counters, observeKanaCall);
+  const audit = config.audit && new AuditTrail(config.audit, { logger, counters });
+  if (audit) queue.onOutcome((outcome) => audit.delivery(outcome));
   const enforcement = createEnforcement({ config, client, store, counters, queue, observeKanaCall });
   const { entitlements, leases, lookup } = enforcement;
   // Off: undefined, and the request path only tests it.
@@ -330,7 +333,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
 
   function captureFeature(req: Request, res: Response, userId: string, feature: MeteredFeature, late: boolean): void {
     if (typeof feature.delta === 'number') {
-      enqueue(userId, feature.featureId, feature.delta, late);
+      enqueue(userId, feature.featureId, feature.delta, late, req);
       return;
     }
     let delta: unknown;
@@ -353,7 +356,9 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   }
 
   /** Queues the event, or reports it when its response finished after close() began. */
-  function enqueue(userId: string, featureId: string, delta: number, late: boolean): void {
+  /** `from`: the request whose response captured it; undefined for record(); 'hold' for a hold's commit(). */
+  function enqueue(userId: string, featureId: string, delta: number, late: boolean, from?: Request | 'hold'): void {
+    if (audit) auditCaptured(audit, userId, featureId, delta, from);
     if (late) {
       queue.rejectClosed(userId, featureId, delta);
       return;
@@ -362,9 +367,21 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     enforcement.countUsage(userId, featureId, delta);
   }
 
+  /** Writes the usage line of the audit trail: source `http`, `record` or `hold`. */
+  function auditCaptured(
+    trail: AuditTrail,
+    userId: string,
+    featureId: string,
+    delta: number,
+    from: Request | 'hold' | undefined,
+  ): void {
+    if (from === undefined || from === 'hold') trail.capturedOutsideRequest(userId, featureId, delta, from ?? 'record');
+    else trail.capturedFromRequest(from, usages.get(from), userId, featureId, delta);
+  }
+
   function enqueueChecked(req: Request, userId: string, feature: MeteredFeature, delta: unknown, late: boolean): void {
     if (isValidDelta(delta)) {
-      enqueue(userId, feature.featureId, delta, late);
+      enqueue(userId, feature.featureId, delta, late, req);
       return;
     }
     // Nothing was used (an empty export, a completion of no tokens): nothing to bill, nothing wrong.
@@ -474,6 +491,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     async flush() {
       await settleAsyncCaptures();
       await queue.flush();
+      await audit?.flush();
     },
     close(closeOptions?: CloseOptions) {
       const timeoutMs = parseCloseOptions(closeOptions);
@@ -487,6 +505,8 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
         await queue.close({ timeoutMs: Math.max(0, timeoutMs - (Date.now() - started)) });
         // Last: the totals include what the queue confirmed while closing; every block goes back.
         await raceTimeout(enforcement.close(), Math.max(0, timeoutMs - (Date.now() - started)));
+        // After the queue: its outcomes at close (delivered, spooled, failed) are in the trail.
+        await audit?.close();
       })();
       return closing;
     },

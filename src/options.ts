@@ -1,6 +1,7 @@
 // kanaMeter() options: their public types, defaults and validation into one frozen config.
 
 import type { NextFunction, Request, Response } from 'express';
+import { type AuditOptions, parseAudit } from './audit/audit-options.js';
 import type { EnforceMode, KanaErrorPolicy, RefusedDecision } from './config/decision.js';
 import type { KanaError } from './config/errors.js';
 import { type KanaLogger, parseLogger } from './config/logger.js';
@@ -371,6 +372,16 @@ export interface KanaMeterOptions {
    * @example (url, init) => fetch(url, { ...init, keepalive: true })
    */
   fetch?: typeof fetch;
+  /**
+   * An append-only JSON Lines audit trail: one line per billed request (who, what, how much,
+   * which request) and one per delivery outcome (which Kana call carried it, or whether it failed
+   * or was spooled), so `kana-meter reconcile` can compare it with Kana. Written in batches off the
+   * request path, rotated by size; a write that fails is logged once and counted in
+   * `stats().auditErrors`, never thrown. See docs/audit.md.
+   * @default undefined (no audit trail)
+   * @example { path: '/var/log/my-api/usage.audit.jsonl' }
+   */
+  audit?: AuditOptions;
 }
 
 /** The validated, frozen form of KanaMeterOptions. Nothing here is parsed again per request. */
@@ -403,6 +414,7 @@ export interface KanaMeterConfig {
   readonly store: KanaMeterStore | undefined;
   readonly anonymous: AnonymousPolicy;
   readonly onConfigError: KanaErrorPolicy;
+  readonly audit: Readonly<Required<AuditOptions>> | undefined;
 }
 
 const KNOWN_OPTIONS = new Set([
@@ -437,6 +449,7 @@ const KNOWN_OPTIONS = new Set([
   'store',
   'anonymous',
   'onConfigError',
+  'audit',
 ]);
 const CLIENT_OPTIONS = ['apiKey', 'endpoint', 'mutation', 'timeoutMs', 'fetch'] as const;
 const RETRY_OPTIONS = new Set(['retries', 'minTimeout', 'maxTimeout', 'factor', 'randomize']);
@@ -491,6 +504,7 @@ export function parseOptions(options: KanaMeterOptions): KanaMeterConfig {
     store: parseStore(options.store),
     anonymous: checkOneOf('anonymous', options.anonymous, ['refuse', 'allow'] as const, 'refuse'),
     onConfigError: checkOneOf('onConfigError', options.onConfigError, ['deny', 'allow'] as const, 'deny'),
+    audit: parseAudit(options.audit),
   });
 }
 

@@ -388,6 +388,11 @@ describe('the packed tarball: types, package checks, the kana-emulator bin', () 
     expect(stdout).toMatch(/^Usage: kana-emulator \[options\]/);
   });
 
+  it('installs the kana-meter bin: npx kana-meter reconcile --help', async () => {
+    const { stdout } = await run('npx', ['kana-meter', 'reconcile', '--help'], { cwd: project });
+    expect(stdout).toMatch(/^Usage: kana-meter reconcile --audit <file\|folder>/);
+  });
+
   it('runs the kana-emulator bin with a seed file, serves GraphQL with the printed key, and stops on SIGTERM', async () => {
     await copyFile(join(root, 'example-app/seed.json'), join(project, 'seed.json'));
     const child = spawn(join(project, 'node_modules/.bin/kana-emulator'), ['--port', '0', '--seed', 'seed.json'], {

@@ -88,6 +88,8 @@ export const logCodes = {
   keyAccepted: 'KANA_METER_KEY_ACCEPTED',
   /** A request to a route that is only metered succeeded without a user id: nothing to bill it to (`stats().skippedNoUser`). Logged once per kanaMeter(). */
   skippedNoUser: 'KANA_METER_SKIPPED_NO_USER',
+  /** The audit trail could not be written (a full disk, an unwritable file): its lines are lost, counted in `auditErrors`. Logged once until writes work again. */
+  auditFailed: 'KANA_METER_AUDIT_FAILED',
 } as const;
 
 export type LogCode = (typeof logCodes)[keyof typeof logCodes];

@@ -88,6 +88,8 @@ export interface KanaMeterStats {
   refusedNoUser: number;
   /** While Kana refuses the API key: the KanaError code (`'KANA_UNAUTHENTICATED'`, or `'KANA_CONFIG_ERROR'` when the HTTP layer cannot send it); null otherwise (a gauge). */
   configError: string | null;
+  /** Audit trail lines that could not be written (a full disk, an unwritable file, a disk too slow); requests and delivery went on. */
+  auditErrors: number;
 }
 
 /** Counters kept by the store itself (its stats()). */
@@ -141,5 +143,6 @@ export function createCounters(): Record<Counter, number> {
     sharedAnswers: 0,
     storeFallbacks: 0,
     refusedNoUser: 0,
+    auditErrors: 0,
   };
 }

@@ -7,11 +7,12 @@ import type { KanaLogger } from '../config/logger.js';
 import { type ObserveKanaCall, timeKanaCall } from '../config/metrics.js';
 import type { Counter } from '../config/stats.js';
 import { keepAliveUntil, raceTimeout, sleep } from '../config/timers.js';
-import type { KanaClient } from '../kana/client.js';
 import type { KanaMeterConfig, UndeliveredUsage } from '../options.js';
+import type { DeliveryOutcome, DeliveryOutcomeListener } from './delivery-outcome.js';
 import { type Batch, PendingUsage } from './pending-usage.js';
 import { Spool, type SpoolRecord, type TakenBack } from './spool.js';
 import type { SpoolFileSystem } from './spool-files.js';
+import type { SinkFailure, UsageSink } from './usage-sink.js';
 
 export const DEFAULT_CLOSE_TIMEOUT_MS = 10_000;
 /** Distinct internal error causes remembered, so each is logged once. */
@@ -59,7 +60,7 @@ interface Outage {
 }
 
 export class DeliveryQueue {
-  readonly #client: KanaClient;
+  readonly #sink: UsageSink;
   readonly #config: DeliveryConfig;
   readonly #logger: KanaLogger;
   readonly #counters: Record<Counter, number>;
@@ -95,15 +96,19 @@ export class DeliveryQueue {
   readonly #shutdown = new AbortController();
   /** Told of usage the queue stops waiting for (see onUsageSettled). */
   #usageSettled: UsageSettledListener | undefined;
+  /** Told what became of usage (see onOutcome); undefined without an audit trail. */
+  #outcome: DeliveryOutcomeListener | undefined;
+  /** Delivery calls started so far: each outcome names the call that carried it. */
+  #callCount = 0;
 
   constructor(
-    client: KanaClient,
+    sink: UsageSink,
     config: DeliveryConfig,
     counters: Record<Counter, number>,
     observeKanaCall?: ObserveKanaCall,
     internals: DeliveryInternals = {},
   ) {
-    this.#client = client;
+    this.#sink = sink;
     this.#config = config;
     this.#logger = config.logger;
     this.#counters = counters;
@@ -172,6 +177,7 @@ export class DeliveryQueue {
     this.#counters.captured++;
     const usage = { userId, featureId, delta, events: 1, firstCapturedAt: new Date() };
     const error = new KanaError('KANA_CLOSED', 'usage was captured after close()', { retryable: false });
+    this.#tell({ outcome: 'failed', userId, featureId, delta, events: 1, reason: error.code });
     this.#logger.error(
       { code: logCodes.capturedAfterClose, userId, featureId, delta },
       'kana-meter: usage captured after close() was not sent',
@@ -237,6 +243,15 @@ export class DeliveryQueue {
    */
   onUsageSettled(listener: UsageSettledListener): void {
     this.#usageSettled = listener;
+  }
+
+  /** Registers the one listener told what became of each batch: delivered by which call, failed for good, or spooled. */
+  onOutcome(listener: DeliveryOutcomeListener): void {
+    this.#outcome = listener;
+  }
+
+  #tell(outcome: DeliveryOutcome): void {
+    this.#outcome?.(outcome);
   }
 
   #settled(usage: { userId: string; featureId: string; delta: number }): void {
@@ -329,7 +344,9 @@ export class DeliveryQueue {
     const signal = this.#shutdown.signal;
     const usage = { userId: batch.userId, featureId: batch.featureId, delta: batch.delta };
     const observe = this.#observeKanaCall;
-    const attempt = () => this.#client.recordUsage(usage, signal);
+    const sink = this.#sink;
+    const attempt = () => sink.deliver(usage, signal);
+    const call = ++this.#callCount;
     try {
       await pRetry(
         () => {
@@ -344,13 +361,19 @@ export class DeliveryQueue {
           signal,
           unref: true,
           shouldRetry: async ({ error, retriesLeft }) => {
-            if (!(error instanceof KanaError) || !error.retryable || this.#outage) return false;
+            const failure = sink.classify(error);
+            if (!failure?.retryable || this.#outage) return false;
             this.#counters.retries++;
             this.#logger.debug(
-              { code: logCodes.deliveryRetry, ...where(batch), err: summarize(error), retriesLeft },
+              {
+                code: logCodes.deliveryRetry,
+                ...where(batch),
+                err: summarize(asKanaError(error, failure)),
+                retriesLeft,
+              },
               'kana-meter: Kana call failed, retrying',
             );
-            if (error.retryAfterMs) await sleep(error.retryAfterMs, signal);
+            if (failure.retryAfterMs) await sleep(failure.retryAfterMs, signal);
             return true;
           },
         },
@@ -358,14 +381,16 @@ export class DeliveryQueue {
       this.#usage.settle(batch);
       this.#settled(batch);
       this.#counters.delivered += batch.events;
+      this.#tell({ outcome: 'delivered', call, ...summarizeBatch(batch) });
       if (this.#spoolHoldsUsage) this.#spoolStale = true;
       this.#endOutage();
     } catch (caught) {
       // At close()'s deadline the batch stays outbound: close() takes it with the rest.
       if (signal.aborted) return;
-      // Not from Kana nor the network (those are KanaErrors): a bug of ours. The usage is kept and
+      // Not a failure the sink recognises (Kana's: a KanaError): a bug of ours. The usage is kept and
       // sending backs off as for a transient failure; it is never reported undeliverable for it.
-      const error = caught instanceof KanaError ? caught : this.#internalError(caught);
+      const failure = sink.classify(caught);
+      const error = failure === undefined ? this.#internalError(caught) : asKanaError(caught, failure);
       if (error === undefined || error.retryable) {
         // Retries ran out on a transient error: keep the usage, pause, and probe until Kana is back.
         this.#usage.requeue(batch);
@@ -375,6 +400,7 @@ export class DeliveryQueue {
       }
       // Kana answered, and retrying cannot help: this usage fails for good.
       this.#usage.settle(batch);
+      this.#tell({ outcome: 'failed', call, ...summarizeBatch(batch), reason: error.code });
       this.#fail(batch, error);
       this.#endOutage();
     } finally {
@@ -482,11 +508,13 @@ export class DeliveryQueue {
     };
     if (this.#spool && this.#appendToSpool(usage, true)) {
       this.#counters.spilled++;
+      this.#tell({ ...summarizeBatch(usage), outcome: 'spooled', reason: 'spilled' });
       warnOnce('kana-meter: maxPendingKeys reached; usage for new keys goes to the spool until the queue drains');
       return;
     }
     this.#counters.dropped++;
     this.#settled(usage);
+    this.#tell({ ...summarizeBatch(usage), outcome: 'failed', reason: 'dropped' });
     warnOnce(
       this.#spool
         ? 'kana-meter: maxPendingKeys reached and the spool could not take it: usage for new keys is dropped (see onDrop)'
@@ -613,6 +641,7 @@ export class DeliveryQueue {
       this.#spoolFailed(error, 'spilled usage may not all be on disk');
       spilledBytes = 0;
     }
+    for (const batch of kept) this.#tell({ outcome: 'spooled', ...summarizeBatch(batch), reason: 'close' });
     if (kept.length > 0 || spilledBytes > 0) {
       this.#logger.warn(
         { code: logCodes.spooledAtClose, path: spool.path, undelivered: kept.map(summarizeBatch), spilledBytes },
@@ -643,6 +672,7 @@ export class DeliveryQueue {
     );
     for (const batch of left) {
       this.#settled(batch);
+      this.#tell({ outcome: 'failed', ...summarizeBatch(batch), reason: error.code });
       this.#reportFailure(toUndelivered(batch), batch.events, error);
     }
   }
@@ -681,8 +711,23 @@ function where(batch: Batch): { userId: string; featureId: string } {
   return { userId: batch.userId, featureId: batch.featureId };
 }
 
-function summarizeBatch(batch: Batch): { userId: string; featureId: string; delta: number; events: number } {
+function summarizeBatch(batch: Pick<Batch, 'userId' | 'featureId' | 'delta' | 'events'>): {
+  userId: string;
+  featureId: string;
+  delta: number;
+  events: number;
+} {
   return { userId: batch.userId, featureId: batch.featureId, delta: batch.delta, events: batch.events };
+}
+
+/** A sink's failure as the KanaError that logs and onDeliveryFailure expect (Kana's client throws them already). */
+function asKanaError(error: unknown, failure: SinkFailure): KanaError {
+  if (error instanceof KanaError) return error;
+  return new KanaError(
+    failure.retryable ? 'KANA_SERVER_ERROR' : 'KANA_REJECTED',
+    error instanceof Error ? error.message : String(error),
+    { retryable: failure.retryable, retryAfterMs: failure.retryAfterMs, cause: error },
+  );
 }
 
 /** What a log line says of a KanaError: code, message, status; never the request. */

@@ -122,8 +122,114 @@ const SCRIPT = `
     return row;
   }
 
+  var SVG_NS = 'http://www.w3.org/2000/svg';
+  var COLOURS = ['#2463eb', '#cf222e', '#1a7f37', '#b7791f', '#8250df', '#0a7ea4', '#bf3989', '#57606a'];
+  var filterEl = document.getElementById('user-filter');
+  var feedBody = document.querySelector('#feed tbody');
+  var chartEl = document.getElementById('chart');
+  var lastState = null;
+
+  function svg(tag, attrs) {
+    var node = document.createElementNS(SVG_NS, tag);
+    Object.keys(attrs || {}).forEach(function (name) { node.setAttribute(name, String(attrs[name])); });
+    return node;
+  }
+
+  function clock(iso) { return iso.slice(11, 19); }
+
+  function renderFilter(state) {
+    var ids = state.users.map(function (user) { return user.id; });
+    var shown = Array.prototype.slice.call(filterEl.options, 1).map(function (option) { return option.value; });
+    if (ids.join('|') === shown.join('|')) return;
+    var current = filterEl.value;
+    var options = [el('option', { value: '' }, 'All users')].concat(ids.map(function (id) {
+      return el('option', { value: id }, id);
+    }));
+    filterEl.replaceChildren.apply(filterEl, options);
+    filterEl.value = ids.indexOf(current) >= 0 ? current : '';
+  }
+
+  function renderFeed(state, userId) {
+    var rows = state.activity.filter(function (entry) { return !userId || entry.userId === userId; }).map(function (entry) {
+      return el('tr', { class: 'event ' + entry.kind + ' ' + entry.outcome, 'data-user': entry.userId },
+        el('td', { class: 'time' }, clock(entry.at)),
+        el('td', null, entry.kind),
+        el('td', null, entry.userId),
+        el('td', null, entry.featureId),
+        el('td', { class: 'numbers' }, entry.outcome === 'set' ? '= ' + num(entry.delta) : num(entry.delta)),
+        el('td', { class: 'outcome' }, entry.outcome));
+    });
+    if (rows.length === 0) rows.push(el('tr', null, el('td', { colspan: 6, class: 'muted' }, 'No usage or checks yet.')));
+    feedBody.replaceChildren.apply(feedBody, rows);
+  }
+
+  // Cumulative usage per feature over time, one line each, from the usage calls (SET restarts a total).
+  function renderChart(state, userId) {
+    var calls = state.usage.filter(function (call) { return !userId || call.userId === userId; });
+    if (calls.length === 0) {
+      chartEl.replaceChildren(el('p', { class: 'muted' }, 'No usage recorded yet.'));
+      return;
+    }
+    var features = [];
+    var series = {};
+    var totals = {};
+    calls.forEach(function (call) {
+      var t = Date.parse(call.at);
+      if (!series[call.featureId]) { series[call.featureId] = []; features.push(call.featureId); }
+      var key = call.userId + ' ' + call.featureId;
+      var before = totals[key] || 0;
+      totals[key] = call.action === 'SET' ? call.delta : before + call.delta;
+      var list = series[call.featureId];
+      var last = list.length ? list[list.length - 1].v : 0;
+      list.push({ t: t, v: last + totals[key] - before });
+    });
+    var t0 = Date.parse(calls[0].at);
+    var t1 = Math.max(Date.parse(calls[calls.length - 1].at), t0 + 1000);
+    var top = 1;
+    features.forEach(function (f) { series[f].forEach(function (p) { if (p.v > top) top = p.v; }); });
+    var W = 600, H = 160, PAD = 28;
+    var chart = svg('svg', { viewBox: '0 0 ' + W + ' ' + H, role: 'img', class: 'chart',
+      'aria-label': 'Usage over time per feature' + (userId ? ' for ' + userId : '') });
+    chart.append(svg('line', { x1: PAD, y1: H - PAD, x2: W - 4, y2: H - PAD, class: 'axis' }));
+    chart.append(svg('line', { x1: PAD, y1: 4, x2: PAD, y2: H - PAD, class: 'axis' }));
+    var topLabel = svg('text', { x: PAD - 4, y: 12, 'text-anchor': 'end', class: 'tick' });
+    topLabel.textContent = num(top);
+    chart.append(topLabel);
+    var start = svg('text', { x: PAD, y: H - 8, class: 'tick' });
+    start.textContent = clock(calls[0].at);
+    var end = svg('text', { x: W - 4, y: H - 8, 'text-anchor': 'end', class: 'tick' });
+    end.textContent = clock(calls[calls.length - 1].at);
+    chart.append(start, end);
+    var legend = el('ul', { class: 'legend' });
+    features.forEach(function (f, i) {
+      var colour = COLOURS[i % COLOURS.length];
+      var points = [];
+      var last = 0;
+      series[f].forEach(function (p) {
+        var x = PAD + ((p.t - t0) / (t1 - t0)) * (W - PAD - 4);
+        var y = function (v) { return H - PAD - (v / top) * (H - PAD - 8); };
+        points.push(x.toFixed(1) + ',' + y(last).toFixed(1), x.toFixed(1) + ',' + y(p.v).toFixed(1));
+        last = p.v;
+      });
+      chart.append(svg('polyline', { points: points.join(' '), fill: 'none', stroke: colour, 'stroke-width': 2,
+        'data-feature': f, 'data-total': last }));
+      var swatch = el('span', { class: 'swatch' });
+      swatch.style.background = colour;
+      legend.append(el('li', { 'data-feature': f }, swatch, f + ': ' + num(last)));
+    });
+    chartEl.replaceChildren(chart, legend);
+  }
+
+  filterEl.addEventListener('change', function () { if (lastState) render(lastState); });
+
   function render(state) {
-    var sections = state.users.map(function (user, i) {
+    lastState = state;
+    renderFilter(state);
+    var userId = filterEl.value;
+    renderFeed(state, userId);
+    renderChart(state, userId);
+    var users = state.users.filter(function (user) { return !userId || user.id === userId; });
+    var sections = users.map(function (user, i) {
       var headingId = 'user-' + i;
       var heading = el('h2', { id: headingId }, user.name || user.id);
       if (user.name) heading.append(el('span', { class: 'user-id' }, user.id));
@@ -245,6 +351,18 @@ ul { list-style: none; margin: 0; padding: 0; }
 .bar.over .fill { background: var(--over); }
 .bar.unlimited { background: repeating-linear-gradient(45deg, var(--track) 0 .4rem, transparent .4rem .8rem); }
 .detail, .muted, .empty { margin: 0; font-size: .85rem; color: var(--muted); }
+#billed { margin: 1rem 0; padding: 1rem; background: var(--card); border: 1px solid var(--line); border-radius: 6px; }
+.toolbar { margin: 0 0 .5rem; }
+select { font: inherit; padding: .2rem .4rem; }
+.chart { width: 100%; max-height: 12rem; }
+.chart .axis { stroke: var(--line); }
+.chart .tick { fill: var(--muted); font-size: 11px; }
+.legend { display: flex; flex-wrap: wrap; gap: .25rem 1rem; font-size: .85rem; }
+.swatch { display: inline-block; width: .8rem; height: .8rem; margin-right: .3rem; border-radius: 2px; vertical-align: middle; }
+#feed { width: 100%; border-collapse: collapse; font-size: .85rem; font-variant-numeric: tabular-nums; }
+#feed th, #feed td { padding: .15rem .4rem; text-align: left; border-bottom: 1px solid var(--line); }
+#feed .denied .outcome { color: var(--over); }
+#feed .allowed .outcome, #feed .recorded .outcome { color: var(--ok); }
 `;
 
 function sha256(text: string): string {
@@ -286,6 +404,13 @@ export const DASHBOARD_HTML = `<!doctype html>
 <button type="submit">Show usage</button>
 <p id="key-error" role="alert"></p>
 </form>
+<section id="billed" aria-label="What was billed">
+<p class="toolbar"><label for="user-filter">User</label> <select id="user-filter"><option value="">All users</option></select></p>
+<h3>Usage over time</h3>
+<div id="chart"></div>
+<h3>Live feed</h3>
+<table id="feed"><thead><tr><th>time (UTC)</th><th>kind</th><th>user</th><th>feature</th><th>delta</th><th>outcome</th></tr></thead><tbody></tbody></table>
+</section>
 <main id="users"></main>
 <script>${SCRIPT}</script>
 </body>

@@ -41,7 +41,24 @@ export interface DashboardState {
       periodEnd: string | null;
     }[];
   }[];
+  /** The newest usage events and checks, newest first: the live feed. */
+  activity: {
+    at: string;
+    kind: 'usage' | 'check';
+    userId: string;
+    featureId: string;
+    delta: number;
+    /** usage: `recorded` (ADD) or `set` (SET); check: `allowed` or `denied`. */
+    outcome: 'recorded' | 'set' | 'allowed' | 'denied';
+  }[];
+  /** The newest usage calls, oldest first, for the usage-over-time chart. */
+  usage: { at: string; userId: string; featureId: string; delta: number; action: 'ADD' | 'SET' }[];
 }
+
+/** Entries in the live feed. */
+export const FEED_LENGTH = 50;
+/** Usage calls the chart is drawn from. */
+export const CHART_CALLS = 2000;
 
 export interface DashboardOptions {
   store: KanaStore;
@@ -90,7 +107,41 @@ export function dashboardState(store: KanaStore): DashboardState {
         periodEnd: row.period === null ? null : new Date(row.period.end).toISOString(),
       })),
     })),
+    activity: activityOf(store),
+    usage: store.recentUsageCalls(CHART_CALLS).map((call) => ({
+      at: new Date(call.at).toISOString(),
+      userId: call.userId,
+      featureId: call.featureId,
+      delta: call.delta,
+      action: call.action,
+    })),
   };
+}
+
+/** The feed: the newest usage calls and checks merged, newest first. */
+function activityOf(store: KanaStore): DashboardState['activity'] {
+  const usage = store.recentUsageCalls(FEED_LENGTH).map((call) => ({
+    at: call.at,
+    kind: 'usage' as const,
+    userId: call.userId,
+    featureId: call.featureId,
+    delta: call.delta,
+    outcome: call.action === 'SET' ? ('set' as const) : ('recorded' as const),
+  }));
+  const checks = store.recentChecks(FEED_LENGTH).map((check) => ({
+    at: check.at,
+    kind: 'check' as const,
+    userId: check.userId,
+    featureId: check.featureId,
+    delta: check.delta,
+    outcome: check.access ? ('allowed' as const) : ('denied' as const),
+  }));
+  // Newest first; at equal times, the later one (by arrival, usage then checks) first.
+  return [...usage, ...checks]
+    .map((entry, index) => ({ entry, index }))
+    .sort((a, b) => b.entry.at - a.entry.at || b.index - a.index)
+    .slice(0, FEED_LENGTH)
+    .map(({ entry }) => ({ ...entry, at: new Date(entry.at).toISOString() }));
 }
 
 function send(

@@ -60,6 +60,12 @@ export interface KanaEmulator {
    * so that a typo in a test fails instead of reading 0.
    */
   usage(userId: string, featureId: string): number;
+  /**
+   * Changes the user's usage of a feature by `delta` units (negative removes some), as an edit of
+   * Kana's ledger from outside the API would: not logged as a usage call. For tests of drift.
+   * @example emulator.adjustUsage('u1', 'reports', -1)
+   */
+  adjustUsage(userId: string, featureId: string, delta: number): void;
   /** Every usage mutation applied, in order. */
   usageCalls(): readonly UsageCall[];
   /**
@@ -134,6 +140,10 @@ export async function startKanaEmulator(options: KanaEmulatorOptions = {}): Prom
     port,
     seed: (seed) => applySeed(store, seed, now()),
     usage: (userId, featureId) => store.currentUsage(userId, featureId),
+    adjustUsage: (userId, featureId, delta) => {
+      if (!Number.isInteger(delta)) throw new TypeError(`adjustUsage: delta must be an integer, got ${String(delta)}`);
+      store.adjustUsage(userId, featureId, delta);
+    },
     usageCalls: () => store.usageCalls(),
     requests: () => log.entries().map((entry) => ({ ...entry, fieldNames: [...entry.fieldNames] })),
     failNext: (fault, failOptions) => faults.add(fault, failOptions),

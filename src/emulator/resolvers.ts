@@ -81,8 +81,12 @@ const rootResolvers: ResolverMap = {
   Query: {
     feature: (_root, args: { id: string }, { store }) => store.getFeature(args.id),
     features: (_root, _args, { store }) => store.listFeatures(),
-    canUseFeature: (_root, args: { userId: string; featureId: string; delta?: number | null }, { store }) =>
-      store.entitlement(args.userId, args.featureId, args.delta ?? 1),
+    canUseFeature: (_root, args: { userId: string; featureId: string; delta?: number | null }, { store }) => {
+      const delta = args.delta ?? 1;
+      const answer = store.entitlement(args.userId, args.featureId, delta);
+      store.noteCheck({ userId: args.userId, featureId: args.featureId, delta, access: answer.access });
+      return answer;
+    },
     showUsage: (_root, args: { userId: string; featureId: string }, { store }) =>
       store.showUsage(args.userId, args.featureId),
     package: (_root, args: { id: string }, { store }) => store.getPackage(args.id),

@@ -149,6 +149,19 @@ export interface UsageCall {
   at: number;
 }
 
+/** One canUseFeature answered, as the dashboard's feed shows it. */
+export interface CheckRecord {
+  userId: string;
+  featureId: string;
+  delta: number;
+  access: boolean;
+  /** Epoch milliseconds from the emulator's clock. */
+  at: number;
+}
+
+/** Checks kept for the dashboard's feed: the newest. */
+const MAX_CHECKS_KEPT = 200;
+
 export interface NewUser {
   id: string;
   name?: string | null;
@@ -212,6 +225,7 @@ export class KanaStore {
   /** userId -> featureId -> ledger */
   private readonly usage = new Map<string, Map<string, UsageLedger>>();
   private readonly calls: UsageCall[] = [];
+  private readonly checks: CheckRecord[] = [];
   private nextSubscriptionId = 1;
 
   constructor(private readonly now: () => number) {}
@@ -223,6 +237,7 @@ export class KanaStore {
     this.subscriptions.clear();
     this.usage.clear();
     this.calls.length = 0;
+    this.checks.length = 0;
     this.nextSubscriptionId = 1;
   }
 
@@ -466,6 +481,29 @@ export class KanaStore {
     this.getUser(userId);
     this.getFeature(featureId);
     this.appendUsage(userId, featureId, { at: this.now(), delta: used, action: 'SET' });
+  }
+
+  /** Notes a canUseFeature answered (the dashboard's feed); the newest MAX_CHECKS_KEPT are kept. */
+  noteCheck(check: Omit<CheckRecord, 'at'>): void {
+    this.checks.push({ ...check, at: this.now() });
+    if (this.checks.length > MAX_CHECKS_KEPT) this.checks.splice(0, this.checks.length - MAX_CHECKS_KEPT);
+  }
+
+  /** The newest `limit` checks, oldest first. */
+  recentChecks(limit: number): readonly CheckRecord[] {
+    return this.checks.slice(-limit);
+  }
+
+  /** The newest `limit` usage calls, oldest first (not copied: read only). */
+  recentUsageCalls(limit: number): readonly UsageCall[] {
+    return this.calls.slice(-limit);
+  }
+
+  /** Adds `delta` (negative to remove units) to the current period's usage without logging a usage call. */
+  adjustUsage(userId: string, featureId: string, delta: number): void {
+    this.getUser(userId);
+    this.getFeature(featureId);
+    this.appendUsage(userId, featureId, { at: this.now(), delta, action: 'ADD' });
   }
 
   usageCalls(): readonly UsageCall[] {

@@ -131,6 +131,7 @@ const COUNTERS: Readonly<Record<Counter | StoreCounter, readonly [name: string, 
     'enforcement_refused_no_user_total',
     "Enforced requests refused with 401 because userId gave no id or failed (anonymous: 'refuse').",
   ],
+  auditErrors: ['audit_errors_total', 'Audit trail lines that could not be written (full disk, unwritable file).'],
 };
 
 type GaugeField = Exclude<keyof KanaMeterStats, Counter | StoreCounter>;

@@ -3,6 +3,7 @@
 import { ClientError, GraphQLClient } from 'graphql-request';
 import { KanaError } from '../config/errors.js';
 import { checkApiKey, checkEndpoint, checkInteger, checkOneOf, optionError } from '../config/option-checks.js';
+import type { SinkFailure, UsageBatch, UsageSink } from '../delivery/usage-sink.js';
 import {
   type CheckResults,
   checkDocument,
@@ -116,7 +117,7 @@ export function parseClientOptions(options: KanaClientOptions): ClientSettings {
  * Calls Kana's admin GraphQL API. Each method makes one attempt (checkEntitlement a second one
  * without the period when showUsage fails) and throws a KanaError on failure.
  */
-export class KanaClient {
+export class KanaClient implements UsageSink {
   readonly endpoint: string;
   readonly mutation: UsageMutation;
   readonly timeoutMs: number;
@@ -157,6 +158,17 @@ export class KanaClient {
       throw classifyFailure({ kind: 'not-recorded' });
     }
     throw badResponse(data);
+  }
+
+  /** The UsageSink side: one recordUsage call per attempt. */
+  deliver(batch: UsageBatch, signal: AbortSignal): Promise<void> {
+    return this.recordUsage(batch, signal);
+  }
+
+  /** The UsageSink side: a KanaError says from the retry table; anything else is a bug of ours. */
+  classify(error: unknown): SinkFailure | undefined {
+    if (!(error instanceof KanaError)) return undefined;
+    return { retryable: error.retryable, retryAfterMs: error.retryAfterMs };
   }
 
   /**

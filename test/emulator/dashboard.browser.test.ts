@@ -1,9 +1,9 @@
 // The dashboard in a real browser (Debian's headless Chromium): bars follow usage recorded through the API.
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type EmulatorSeed, type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
-import { CREATE_USAGE_EVENT, post } from './graphql-client.js';
+import { CAN_USE_FEATURE, CREATE_USAGE_EVENT, post } from './graphql-client.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const hasChromium = existsSync(CHROMIUM);
@@ -141,6 +141,61 @@ describe.skipIf(!hasChromium)(
         await emulator.setOffline(false);
       }
       await expect.poll(() => status.textContent(), { timeout: 5000 }).toBe('Live: refreshing every second.');
+    });
+
+    it('shows what was billed: a live feed of usage and checks, usage over time per feature, filtered by user', async () => {
+      emulator.seed({ users: [{ id: 'u2', name: 'Grace' }], subscriptions: [{ userId: 'u2', packageId: 'pro' }] });
+      await page.setViewportSize({ width: 900, height: 900 });
+      await page.goto(emulator.dashboardUrl);
+      await expect.poll(() => page.locator('#feed tbody').textContent()).toBe('No usage or checks yet.');
+
+      await recordUsage(emulator, 'u1', 'api-calls', 3);
+      await recordUsage(emulator, 'u2', 'reports', 2);
+      await recordUsage(emulator, 'u1', 'api-calls', 4);
+      const check = await post(emulator, CAN_USE_FEATURE, { userId: 'u1', featureId: 'api-calls', delta: 500 });
+      expect((check.data as { canUseFeature: { access: boolean } }).canUseFeature.access).toBe(false);
+
+      // The feed, newest first: time, kind, user, feature, delta, outcome.
+      const rows = page.locator('#feed tbody tr');
+      await expect.poll(() => rows.count(), { timeout: 5000 }).toBe(4);
+      const cells = await rows.evaluateAll((trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+      expect(cells.map((row) => row.slice(1))).toEqual([
+        ['check', 'u1', 'api-calls', '500', 'denied'],
+        ['usage', 'u1', 'api-calls', '4', 'recorded'],
+        ['usage', 'u2', 'reports', '2', 'recorded'],
+        ['usage', 'u1', 'api-calls', '3', 'recorded'],
+      ]);
+      expect(cells[0]?.[0]).toMatch(/^\d\d:\d\d:\d\d$/);
+
+      // The chart: one line per feature, ending at its total.
+      const chart = page.getByRole('img', { name: 'Usage over time per feature' });
+      await chart.waitFor();
+      const totals = () =>
+        page
+          .locator('#chart polyline')
+          .evaluateAll((lines) =>
+            lines.map((line) => [line.getAttribute('data-feature'), line.getAttribute('data-total')]),
+          );
+      expect(await totals()).toEqual([
+        ['api-calls', '7'],
+        ['reports', '2'],
+      ]);
+      mkdirSync('docs/images', { recursive: true });
+      await page.screenshot({ path: 'docs/images/dashboard-billed.png', fullPage: true });
+      expect(statSync('docs/images/dashboard-billed.png').size).toBeGreaterThan(10_000);
+
+      // Filtered by user: the feed, the chart and the user list show that user only.
+      await page.getByLabel('User').selectOption('u2');
+      await expect.poll(() => rows.count()).toBe(1);
+      expect(await rows.first().getAttribute('data-user')).toBe('u2');
+      expect(await totals()).toEqual([['reports', '2']]);
+      await page.getByRole('img', { name: 'Usage over time per feature for u2' }).waitFor();
+      expect(await page.getByRole('heading', { level: 2 }).allTextContents()).toEqual(['Graceu2']);
+      // It stays filtered as new usage comes in.
+      await recordUsage(emulator, 'u1', 'reports', 1);
+      await recordUsage(emulator, 'u2', 'reports', 5);
+      await expect.poll(() => rows.count(), { timeout: 5000 }).toBe(2);
+      expect(await totals()).toEqual([['reports', '7']]);
     });
 
     it('asks for the API key when the emulator listens beyond loopback', async () => {

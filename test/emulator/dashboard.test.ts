@@ -2,7 +2,7 @@
 import { request } from 'node:http';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type EmulatorSeed, type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
-import { CREATE_USAGE_EVENT, post } from './graphql-client.js';
+import { CAN_USE_FEATURE, CREATE_USAGE_EVENT, post } from './graphql-client.js';
 
 const T0 = Date.parse('2026-03-10T12:00:00.000Z');
 let clock = T0;
@@ -149,6 +149,22 @@ describe('GET /dashboard.json', () => {
     }
     const [ada] = (await dashboardJson()).users;
     expect(ada.features[0]).toMatchObject({ id: 'api-calls', used: 500, budget: 500, access: false });
+  });
+
+  it('has a feed of the last usage events and checks, newest first, and the usage calls for the chart', async () => {
+    await post(emulator, CREATE_USAGE_EVENT, { input: { userId: 'u1', featureId: 'api-calls', delta: 7 } });
+    await post(emulator, CAN_USE_FEATURE, { userId: 'u1', featureId: 'api-calls', delta: 1000 });
+    emulator.adjustUsage('u1', 'api-calls', -2);
+    const state = await dashboardJson();
+    const at = new Date(T0).toISOString();
+    expect(state.activity).toEqual([
+      { at, kind: 'check', userId: 'u1', featureId: 'api-calls', delta: 1000, outcome: 'denied' },
+      { at, kind: 'usage', userId: 'u1', featureId: 'api-calls', delta: 7, outcome: 'recorded' },
+    ]);
+    expect(state.usage).toEqual([{ at, userId: 'u1', featureId: 'api-calls', delta: 7, action: 'ADD' }]);
+    // adjustUsage edits the ledger without a usage call.
+    expect(state.users[0].features[0]).toMatchObject({ id: 'api-calls', used: 5 });
+    expect(emulator.usageCalls()).toHaveLength(1);
   });
 
   it('moves to the next period when the clock passes periodEnd', async () => {
