@@ -12,6 +12,7 @@ import { raceTimeout } from './config/timers.js';
 import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './delivery/queue.js';
 import { createEnforcement } from './enforcement/enforcement.js';
 import { createGate, releaseHolds } from './enforcement/gate.js';
+import { storeTimeoutOf, withStoreTimeLimit } from './enforcement/store-time-limit.js';
 import { KanaClient } from './kana/client.js';
 import { type IdempotencyWindow, idempotencyKeyOf, onWindowAnswer, windowKey } from './metering/idempotency-window.js';
 import { isValidDelta, type MeteredFeature } from './metering/metered-feature.js';
@@ -82,9 +83,11 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     );
   }
   const counters = createCounters();
-  const store = config.store ?? new MemoryStore();
+  const givenStore = config.store ?? new MemoryStore();
   // A store already bound to another kanaMeter() throws here, before anything is started.
-  store.bind({ logger });
+  givenStore.bind({ logger });
+  // Every call to a store across the network gets a time limit (MemoryStore answers at once).
+  const store = givenStore instanceof MemoryStore ? givenStore : withStoreTimeLimit(givenStore, { logger, counters });
   const observeKanaCall = config.metrics && guardObserveKanaCall(config.metrics, counters, config.logger);
   const queue = new DeliveryQueue(client, config, counters, observeKanaCall);
   const enforcement = createEnforcement({ config, client, store, counters, queue, observeKanaCall });
@@ -109,6 +112,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     lookUpMissed: (userId, featureId, delta) => lookup.missed(userId, featureId, delta),
     idempotencyWindow,
     userIdFailed,
+    gateTimeoutMs: 2 * config.checkTimeoutMs + storeTimeoutOf(givenStore),
   });
   /** Captures whose userId or delta is still being awaited; flush() and close() wait for them. */
   const asyncCaptures = new Set<Promise<void>>();

@@ -80,6 +80,10 @@ export const logCodes = {
   spoolLockRecovered: 'KANA_METER_SPOOL_LOCK_RECOVERED',
   /** The spill file was rewritten with its records merged per key, because it had grown large. */
   spoolCompacted: 'KANA_METER_SPOOL_COMPACTED',
+  /** An enforced request was not decided within the gate's bound (a hook, the store or a bug kept it waiting): `onKanaError` decided it. */
+  gateTimeout: 'KANA_METER_GATE_TIMEOUT',
+  /** A store call did not settle within its time limit: requests are decided per instance until the store answers again. Logged once per stall. */
+  storeTimeout: 'KANA_METER_STORE_TIMEOUT',
 } as const;
 
 export type LogCode = (typeof logCodes)[keyof typeof logCodes];

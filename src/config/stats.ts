@@ -84,6 +84,10 @@ export interface KanaMeterStats {
   storeLeases: number;
   /** Units reserved by this instance and not spent yet, over every lease it holds (a gauge). */
   storeLeasedUnits: number;
+  /** Enforced requests not decided within the gate's bound (see docs/enforcement.md): `onKanaError` decided them. */
+  gateTimeouts: number;
+  /** Store calls that did not settle within their time limit (the store's `timeoutMs`, else 1000 ms). */
+  storeTimeouts: number;
 }
 
 /** Counters kept by the store itself (its stats()). */
@@ -135,5 +139,7 @@ export function createCounters(): Record<Counter, number> {
     idempotencyEvictions: 0,
     sharedAnswers: 0,
     storeFallbacks: 0,
+    gateTimeouts: 0,
+    storeTimeouts: 0,
   };
 }

@@ -251,7 +251,8 @@ export class Leases {
     ledger.waiting = [];
     const left: Taker[] = [];
     for (const taker of waiting) {
-      const taken = ledger.busy ? undefined : this.#takeNow(entry, taker.delta, taker.hold);
+      // While the store cannot answer, every waiter is decided here now, not after the probe one of them starts.
+      const taken = ledger.busy && this.#store.available ? undefined : this.#takeNow(entry, taker.delta, taker.hold);
       if (taken === undefined) left.push(taker);
       else this.#decide(taker, taken);
     }

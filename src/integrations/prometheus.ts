@@ -127,6 +127,11 @@ const COUNTERS: Readonly<Record<Counter | StoreCounter, readonly [name: string, 
   storeCommands: ['store_commands_total', 'Commands sent to the store (Redis) over the network.'],
   storeFailures: ['store_failures_total', 'Store commands that failed or timed out.'],
   storeOutages: ['store_outages_total', 'Times the store went from available to unreachable.'],
+  gateTimeouts: [
+    'enforcement_gate_timeouts_total',
+    "Enforced requests not decided within the gate's bound: onKanaError decided them.",
+  ],
+  storeTimeouts: ['store_timeouts_total', 'Store calls that did not settle within their time limit.'],
 };
 
 type GaugeField = Exclude<keyof KanaMeterStats, Counter | StoreCounter>;

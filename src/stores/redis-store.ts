@@ -136,6 +136,11 @@ export class RedisStore implements KanaMeterStore {
     });
   }
 
+  /** The time limit of one command (the `timeoutMs` option): kanaMeter bounds its waits on this store by it. */
+  get timeoutMs(): number {
+    return this.#timeoutMs;
+  }
+
   get available(): boolean {
     return this.#commands?.available ?? true;
   }
