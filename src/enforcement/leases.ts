@@ -444,5 +444,10 @@ function whenAnswered<T>(
     result.then((value) => then(value, false), failed).catch(failed);
     return;
   }
-  then(result, true);
+  try {
+    then(result, true);
+  } catch (error) {
+    // An answer `then` cannot read (a custom store's bad value): a failure, as when it comes later.
+    failed(error);
+  }
 }
