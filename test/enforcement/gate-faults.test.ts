@@ -140,7 +140,7 @@ interface Row {
   /** What misbehaves. */
   readonly fault: string;
   /** What today's code (before this change) did with it. */
-  readonly before: 'hangs' | 'crashes' | 'serves refused' | 'answers';
+  readonly before: 'hangs' | 'crashes' | 'serves refused' | 'throws into Express (500)' | 'answers';
   readonly options?: Partial<KanaMeterOptions>;
   readonly store?: FaultyStore;
   readonly kana?: Fault;
@@ -214,7 +214,7 @@ const rows: Row[] = [
   ...(['throw', 'reject', 'hang'] as const).flatMap((how): Row[] =>
     [undefined, asyncUser].map((userId) => ({
       fault: `idempotencyWindow.has ${how === 'hang' ? 'never settles' : `${how}s`}${userId ? ' (async userId)' : ''}`,
-      before: how === 'hang' ? 'hangs' : how === 'throw' && userId ? 'hangs' : 'answers',
+      before: how === 'hang' ? 'hangs' : how === 'throw' ? (userId ? 'hangs' : 'throws into Express (500)') : 'answers',
       options: userId ? { userId } : {},
       store: new FaultyStore({}, { method: 'has', how }),
       idempotencyKey: true,
@@ -317,7 +317,9 @@ describe('every await of the gate misbehaves: every request is answered in time,
       // The handler ran exactly for the requests served, and never past the allowance.
       expect(handled).toBe(results.filter((result) => result.status === 200).length);
       if (row.gateFails) expect(sink.withCode(logCodes.gateFailed).length).toBeGreaterThan(0);
-      else if (row.statuses.includes(429) && row.user === undefined) expect(handled).toBeLessThanOrEqual(3);
+      // With a working store (a store failing decides per instance: how close that stays to the allowance is the store's concern).
+      else if (row.store === undefined && row.statuses.includes(429) && row.user === undefined)
+        expect(handled).toBeLessThanOrEqual(3);
       if (row.fault.startsWith('onDenied') && row.fault !== 'onDenied sends nothing' && !row.fault.endsWith('async')) {
         expect(sink.withCode(logCodes.hookFailed).length).toBeGreaterThan(0);
         expect(kana.stats().hookErrors).toBeGreaterThan(0);
