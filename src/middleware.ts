@@ -112,7 +112,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     lookUpMissed: (userId, featureId, delta) => lookup.missed(userId, featureId, delta),
     idempotencyWindow,
     userIdFailed,
-    gateTimeoutMs: 2 * config.checkTimeoutMs + storeTimeoutOf(givenStore),
+    gateTimeoutMs: 3 * config.checkTimeoutMs + storeTimeoutOf(givenStore),
   });
   /** Captures whose userId or delta is still being awaited; flush() and close() wait for them. */
   const asyncCaptures = new Set<Promise<void>>();

@@ -53,7 +53,7 @@ export interface GateOptions {
   userIdFailed: (req: Request, error: unknown) => void;
   /**
    * The bound on a gate's wait, from its first wait on: past it, `onKanaError` decides the request
-   * (2 x checkTimeoutMs + the store's timeoutMs; see docs/enforcement.md).
+   * (3 x checkTimeoutMs + the store's timeoutMs; see docs/enforcement.md).
    */
   gateTimeoutMs: number;
 }

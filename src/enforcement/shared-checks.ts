@@ -9,7 +9,7 @@ import type { Answered } from './entitlements.js';
 /** First pause between two polls of another instance's check, doubled up to POLL_MAX_MS. */
 export const POLL_FIRST_MS = 5;
 export const POLL_MAX_MS = 50;
-/** The check lock outlives one check's time limit by this: past it, the holder counts as gone (dead, or too slow) and another instance checks. */
+/** The check lock outlives a check's time limits by this: past it, the holder counts as gone (dead, or too slow) and another instance checks. */
 export const LOCK_MARGIN_MS = 100;
 
 export interface SharedChecksOptions {
@@ -18,7 +18,7 @@ export interface SharedChecksOptions {
   instance: string;
   /** Asks Kana itself (the check queue: batching, the breaker, the time limit). */
   ask: (query: EntitlementQuery, probe: boolean) => Promise<EntitlementAnswer>;
-  /** The time limit of one check: how long the lock is held at most (plus a margin), after which a waiting instance takes the check over. */
+  /** The time limit of one check: the lock is held at most twice that (a slot, then the call) and a margin, after which a waiting instance takes the check over. */
   checkTimeoutMs: number;
   /** How long an answer is fresh (entitlementTtl). */
   ttl: number;
@@ -41,9 +41,9 @@ export class SharedChecks {
     const { store, checkTimeoutMs } = this.#options;
     if (probe || !store.available) return this.#askAlone(query, probe);
     const key: StoreKey = { userId: query.userId, featureId: query.featureId };
-    // Long enough for the holder's lock to end and for one take-over check: a holder that died costs
-    // a wait of at most one lock, then this instance (or another) checks; never onKanaError while Kana answers.
-    const deadline = Date.now() + 2 * (checkTimeoutMs + LOCK_MARGIN_MS);
+    // Long enough for the holder's lock to end and for another instance's take-over check: a holder that
+    // died costs a wait of at most one lock, then this instance (or another) checks; never onKanaError while Kana answers.
+    const deadline = Date.now() + 3 * checkTimeoutMs + 2 * LOCK_MARGIN_MS;
     let pause = POLL_FIRST_MS;
     for (;;) {
       let ticket: CheckTicket;
@@ -67,7 +67,7 @@ export class SharedChecks {
           if (left <= 0) {
             throw new KanaError(
               'KANA_TIMEOUT',
-              `other instances' checks did not answer within ${2 * (checkTimeoutMs + LOCK_MARGIN_MS)} ms`,
+              `other instances' checks did not answer within ${3 * checkTimeoutMs + 2 * LOCK_MARGIN_MS} ms`,
               {
                 retryable: true,
               },
@@ -82,9 +82,9 @@ export class SharedChecks {
 
   #beginCheck(key: StoreKey): Promise<CheckTicket> {
     const { store, instance, checkTimeoutMs } = this.#options;
-    // One check's time limit and a margin: an instance that dies holding the lock keeps the others waiting no longer.
-    // A check that also waited for a slot may outlive it: its answer then decides here, and is not stored (the epoch fence).
-    return Promise.resolve(store.beginCheck(key, { instance, lockMs: checkTimeoutMs + LOCK_MARGIN_MS }));
+    // A check may wait checkTimeoutMs for a slot, then take as long: the lock outlives both. An instance that dies
+    // holding it keeps the others waiting no longer; a shorter lock would make slow (not dead) holders' checks twice.
+    return Promise.resolve(store.beginCheck(key, { instance, lockMs: 2 * checkTimeoutMs + LOCK_MARGIN_MS }));
   }
 
   /** This instance holds the lock: ask Kana, then store the answer (or the failure) for every instance. */

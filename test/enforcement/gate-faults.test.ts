@@ -1,6 +1,6 @@
 // Fault injection at every await of the gate: the userId hook, the store (a custom store wrapping MemoryStore), the idempotency
 // window, the Kana check (emulator faults) and onDenied throw, reject or never settle, in sync and async variants. Every request
-// is answered within the gate's bound (2 x checkTimeoutMs + the store's timeoutMs, plus checkTimeoutMs for onDenied), its
+// is answered within the gate's bound (3 x checkTimeoutMs + the store's timeoutMs, plus checkTimeoutMs for onDenied), its
 // handler runs only when allowed, and nothing reaches the process as an unhandled rejection or exception.
 
 import type { Request, Response } from 'express';
@@ -21,13 +21,14 @@ import { useEmulator } from '../helpers/emulator.js';
 const createExpress = expressVersions[0][1];
 const CHECK_TIMEOUT_MS = 300;
 const STORE_TIMEOUT_MS = 200;
-/** The documented bound: 2 x checkTimeoutMs + the store's timeoutMs, plus checkTimeoutMs for an async onDenied. */
-const BOUND_MS = 2 * CHECK_TIMEOUT_MS + STORE_TIMEOUT_MS + CHECK_TIMEOUT_MS;
+/** The documented bound: 3 x checkTimeoutMs + the store's timeoutMs, plus checkTimeoutMs for an async onDenied. */
+const BOUND_MS = 3 * CHECK_TIMEOUT_MS + STORE_TIMEOUT_MS + CHECK_TIMEOUT_MS;
 /** Slack for a loaded 2-core machine; a request that hangs is cut off by the client well past it. */
 const SLACK_MS = 1200;
 const CLIENT_TIMEOUT_MS = 5000;
 
-type Misbehaviour = 'throw' | 'reject' | 'hang' | 'null' | 'null-async';
+/** `slow`: answers, 30 ms short of the store's time limit. */
+type Misbehaviour = 'throw' | 'reject' | 'hang' | 'null' | 'null-async' | 'slow';
 type StoreMethod = 'reserve' | 'settle' | 'beginCheck' | 'storeAnswer';
 
 /** What a misbehaving hook or method does instead of answering. */
@@ -43,17 +44,19 @@ function misbehave(how: Misbehaviour, what: string): unknown {
       return null;
     case 'null-async':
       return Promise.resolve(null);
+    case 'slow':
+      throw new Error('slow is an answer, given by the store');
   }
 }
 
 /** A custom store: MemoryStore's semantics, answering asynchronously (as a networked store does), with faults per method. */
 class FaultyStore implements KanaMeterStore {
-  readonly timeoutMs = STORE_TIMEOUT_MS;
   readonly #inner = new MemoryStore();
 
   constructor(
     readonly faults: Partial<Record<StoreMethod, Misbehaviour>>,
     readonly windowFault: { method: string; how: Misbehaviour } | undefined = undefined,
+    readonly timeoutMs = STORE_TIMEOUT_MS,
   ) {}
 
   get available(): boolean {
@@ -66,6 +69,7 @@ class FaultyStore implements KanaMeterStore {
 
   #call<T>(method: StoreMethod, answer: () => T): unknown {
     const fault = this.faults[method];
+    if (fault === 'slow') return sleep(this.timeoutMs - 30).then(answer);
     if (fault !== undefined) return misbehave(fault, `store.${method}`);
     return Promise.resolve().then(answer);
   }
@@ -91,11 +95,15 @@ class FaultyStore implements KanaMeterStore {
   idempotencyWindow(options: Parameters<MemoryStore['idempotencyWindow']>[0]) {
     const window = this.#inner.idempotencyWindow(options);
     const fault = this.windowFault;
+    const slowMs = this.timeoutMs - 30;
     // Every method of the window is MemoryStore's, except the faulted one.
     return new Proxy(window, {
       get(target, property) {
         const value = Reflect.get(target, property, target) as unknown;
         if (typeof value !== 'function') return value;
+        if (fault?.how === 'slow' && property === fault.method)
+          return (...args: unknown[]) =>
+            sleep(slowMs).then(() => (value as (...a: unknown[]) => unknown).apply(target, args));
         if (fault !== undefined && property === fault.method)
           return () => misbehave(fault.how, `idempotencyWindow.${fault.method}`);
         return (...args: unknown[]) =>
@@ -336,8 +344,9 @@ describe('the gate answers each request exactly once', () => {
   ] as const)(
     'each wait within its own limit, together past the bound: the deadline decides (onKanaError: %s), the late answer changes nothing',
     async (onKanaError, status, handlerRuns) => {
-      // 250 ms userId + 200 ms window (times out) + 200 ms beginCheck (times out) + 400 ms Kana > 800 ms.
-      env.emulator.failNext({ delayMs: 400 }, { operation: 'canUseFeature', times: Number.POSITIVE_INFINITY });
+      // A store 30 ms short of its 400 ms limit at each call: 250 ms userId + 370 ms window + 370 ms beginCheck
+      // + 100 ms Kana + 370 ms storeAnswer + 370 ms reserve > 3 x 300 + 400 ms.
+      env.emulator.failNext({ delayMs: 100 }, { operation: 'canUseFeature', times: Number.POSITIVE_INFINITY });
       const { options, sink } = meterOptions(env.emulator, {
         enforce: true,
         routes: { 'GET /api/calls': 'api-calls' },
@@ -345,7 +354,11 @@ describe('the gate answers each request exactly once', () => {
         onKanaError,
         idempotencyKey: true,
         userId: (req) => sleep(250).then(() => req.get('x-user')),
-        store: new FaultyStore({ beginCheck: 'hang' }, { method: 'has', how: 'hang' }),
+        store: new FaultyStore(
+          { beginCheck: 'slow', storeAnswer: 'slow', reserve: 'slow' },
+          { method: 'has', how: 'slow' },
+          400,
+        ),
       });
       const kana = env.trackTest(kanaMeter(options));
       let handled = 0;
@@ -365,7 +378,7 @@ describe('the gate answers each request exactly once', () => {
       // Kana's late answer arrives meanwhile, and is not acted on.
       await sleep(600);
       expect(response.status).toBe(status);
-      expect(ms).toBeLessThan(2 * CHECK_TIMEOUT_MS + STORE_TIMEOUT_MS + (handlerRuns ? 300 : 0) + SLACK_MS);
+      expect(ms).toBeLessThan(3 * CHECK_TIMEOUT_MS + 400 + (handlerRuns ? 300 : 0) + SLACK_MS);
       expect(handled).toBe(handlerRuns);
       expect(sink.withCode(logCodes.gateTimeout)).toHaveLength(1);
       expect(kana.stats()).toMatchObject({ gateTimeouts: 1, allowed: handlerRuns, denied: 1 - handlerRuns });
