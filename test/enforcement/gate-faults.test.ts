@@ -386,3 +386,23 @@ describe('the gate answers each request exactly once', () => {
     },
   );
 });
+
+describe('onDenied(req, res, decision)', () => {
+  it('an async onDenied that answers after an await is the answer: no default refusal, no error', async () => {
+    const { options } = meterOptions(env.emulator, {
+      enforce: true,
+      routes: { 'GET /api/calls': 'api-calls' },
+      onDenied: async (_req, res, decision) => {
+        await sleep(50);
+        res.status(402).json({ upgrade: decision.featureId, status: decision.status });
+      },
+    });
+    const kana = env.trackTest(kanaMeter(options));
+    const app = meteredApp(createExpress, kana, (app) => app.get('/api/calls', (_req, res) => res.json({})));
+    const response = await request(app).get('/api/calls').set('x-user', 'spent').timeout(CLIENT_TIMEOUT_MS);
+    expect(response.status).toBe(402);
+    expect(response.body).toEqual({ upgrade: 'api-calls', status: 429 });
+    expect(kana.stats()).toMatchObject({ hookErrors: 0, denied: 1 });
+    expect(crashes).toEqual([]);
+  });
+});
