@@ -14,6 +14,7 @@ import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './de
 import { fallbackDecision } from './enforcement/decisions.js';
 import { createEnforcement } from './enforcement/enforcement.js';
 import { createGate, releaseHolds } from './enforcement/gate.js';
+import { storeTimeoutOf, withStoreTimeLimit } from './enforcement/store-time-limit.js';
 import { KanaClient } from './kana/client.js';
 import { DEFAULT_READY_TIMEOUT_MS, KeyStatus } from './kana/key-status.js';
 import { createIdempotentReplay } from './metering/idempotent-replay.js';
@@ -107,9 +108,11 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     );
   }
   const counters = createCounters();
-  const store = config.store ?? new MemoryStore();
+  const givenStore = config.store ?? new MemoryStore();
   // A store already bound to another kanaMeter() throws here, before anything is started.
-  store.bind({ logger });
+  givenStore.bind({ logger });
+  // Every call to a store across the network gets a time limit (MemoryStore answers at once).
+  const store = givenStore instanceof MemoryStore ? givenStore : withStoreTimeLimit(givenStore, { logger, counters });
   const observeKanaCall = config.metrics && guardObserveKanaCall(config.metrics, counters, config.logger);
   // Told of every Kana call's outcome for the key: stats().configError, ready(), the per-minute error line.
   const keyStatus = new KeyStatus({ client, logger, onConfigError: config.onConfigError });
@@ -147,6 +150,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     lookUpMissed: (userId, featureId, delta) => lookup.missed(userId, featureId, delta),
     userIdFailed,
     keyStatus,
+    gateTimeoutMs: 3 * config.checkTimeoutMs + storeTimeoutOf(givenStore),
   });
   /** Captures whose userId or delta is still being awaited; flush() and close() wait for them. */
   const asyncCaptures = new Set<Promise<void>>();

@@ -1,6 +1,6 @@
 // kanaMeter() options: their public types, defaults and validation into one frozen config.
 
-import type { NextFunction, Request, Response } from 'express';
+import type { Request, Response } from 'express';
 import { type AuditOptions, parseAudit } from './audit/audit-options.js';
 import type { EnforceMode, KanaErrorPolicy, RefusedDecision } from './config/decision.js';
 import type { KanaError } from './config/errors.js';
@@ -118,8 +118,8 @@ export interface IdempotencyKeyOptions {
   maxBytes?: number;
 }
 
-/** Replaces the response to a refused request; see `onDenied`. */
-export type DeniedHandler = (req: Request, res: Response, next: NextFunction, decision: RefusedDecision) => void;
+/** Replaces the response to a refused request; see `onDenied`. It gets no `next`: a refused request never reaches its handler. */
+export type DeniedHandler = (req: Request, res: Response, decision: RefusedDecision) => void | Promise<void>;
 
 export type { KanaErrorPolicy };
 
@@ -246,10 +246,14 @@ export interface KanaMeterOptions {
   enforce?: EnforceMode;
   /**
    * Replaces the default problem+json response of a refused request (402, 429, or 503 with
-   * `onKanaError: 'deny'`). The handler does not run and the request is not billed, whatever this
-   * sends. Errors it throws are logged and the default response is sent.
+   * `onKanaError: 'deny'`). It is called as `onDenied(req, res, decision)`, without `next`: the
+   * handler does not run and the request is not billed, whatever this sends. It may be async:
+   * once it returns (or its promise settles), if it sent no headers, the default response is sent.
+   * If it throws, rejects, or takes longer than `checkTimeoutMs`, that is logged
+   * (`KANA_METER_HOOK_FAILED`), counted in `stats().hookErrors`, and the default response is sent
+   * if nothing was sent yet.
    * @default sends application/problem+json (RFC 9457) with the status of `decision.status`
-   * @example (req, res, next, decision) => res.status(decision.status).json({ upgrade: `/pricing?feature=${decision.featureId}` })
+   * @example (req, res, decision) => res.status(decision.status).json({ upgrade: `/pricing?feature=${decision.featureId}` })
    */
   onDenied?: DeniedHandler;
   /**

@@ -38,7 +38,7 @@ const options = {
   userId: (req) => req.user?.kanaId, // req is Express's Request: a typo here is a compile error
   routes: { 'POST /api/search': { feature: 'api-calls', enforce: true } },
   // decision.status is 402 | 429 | 503, decision.resetAt a Date or null.
-  onDenied: (_req, res, _next, decision) => {
+  onDenied: (_req, res, decision) => {
     res.status(decision.status).json({ error: decision.reason, resetsAt: decision.resetAt?.toISOString() ?? null });
   },
   // error.code is a KanaErrorCode: 'KANA_UNAUTHENTICATED', 'KANA_REJECTED', ...

@@ -90,6 +90,10 @@ export const logCodes = {
   skippedNoUser: 'KANA_METER_SKIPPED_NO_USER',
   /** The audit trail could not be written (a full disk, an unwritable file): its lines are lost, counted in `auditErrors`. Logged once until writes work again. */
   auditFailed: 'KANA_METER_AUDIT_FAILED',
+  /** An enforced request was not decided within the gate's bound (a hook, the store or a bug kept it waiting): `onKanaError` decided it. */
+  gateTimeout: 'KANA_METER_GATE_TIMEOUT',
+  /** A store call did not settle within its time limit: requests are decided per instance until the store answers again. Logged once per stall. */
+  storeTimeout: 'KANA_METER_STORE_TIMEOUT',
 } as const;
 
 export type LogCode = (typeof logCodes)[keyof typeof logCodes];

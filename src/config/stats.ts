@@ -90,6 +90,10 @@ export interface KanaMeterStats {
   configError: string | null;
   /** Audit trail lines that could not be written (a full disk, an unwritable file, a disk too slow); requests and delivery went on. */
   auditErrors: number;
+  /** Enforced requests not decided within the gate's bound (see docs/enforcement.md): `onKanaError` decided them. */
+  gateTimeouts: number;
+  /** Store calls that did not settle within their time limit (the store's `timeoutMs`, else 1000 ms). */
+  storeTimeouts: number;
 }
 
 /** Counters kept by the store itself (its stats()). */
@@ -144,5 +148,7 @@ export function createCounters(): Record<Counter, number> {
     storeFallbacks: 0,
     refusedNoUser: 0,
     auditErrors: 0,
+    gateTimeouts: 0,
+    storeTimeouts: 0,
   };
 }

@@ -2,8 +2,8 @@
 
 import type { ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
-import type { DecisionSource, EntitlementDecision, RefusedDecision } from '../config/decision.js';
-import { logCodes } from '../config/errors.js';
+import type { DecisionSource, EntitlementDecision } from '../config/decision.js';
+import { KanaError, logCodes } from '../config/errors.js';
 import type { Counter } from '../config/stats.js';
 import { isPromise, toPromise } from '../config/thenable.js';
 import { isKeyRefusal } from '../kana/key-status.js';
@@ -13,14 +13,17 @@ import { where } from '../metering/routed-path.js';
 import { toKanaUserId } from '../metering/user-id.js';
 import type { KanaMeterConfig } from '../options.js';
 import { decisionFrom, fallbackDecision } from './decisions.js';
+import { createDeniedResponse } from './denied-response.js';
 import type { Lookup } from './entitlement-lookup.js';
-import { sendRefusal, setRateLimitHeaders } from './entitlement-response.js';
+import { setRateLimitHeaders } from './entitlement-response.js';
 import type { Entitlement, EntitlementCache } from './entitlements.js';
 import { configErrorProblem, noUserProblem, sendProblem } from './gate-refusals.js';
 import './express-augmentation.js';
+import { armDeadline, isDecided, settleStep, stepFor } from './gate-step.js';
 import type { Taken } from './key-ledger.js';
 import type { Leases } from './leases.js';
 import { setDecision } from './request-decision.js';
+import { withTimeLimit } from './time-limit.js';
 
 /** In shadow mode, at most one log line of would-be refusals per this interval (every one is counted). */
 export const SHADOW_LOG_INTERVAL_MS = 10_000;
@@ -37,6 +40,7 @@ export interface GateOptions {
     | 'idempotencyKey'
     | 'anonymous'
     | 'onConfigError'
+    | 'checkTimeoutMs'
   >;
   counters: Record<Counter, number>;
   cache: EntitlementCache;
@@ -50,6 +54,11 @@ export interface GateOptions {
   userIdFailed: (req: Request, error: unknown) => void;
   /** Whether Kana refuses the API key now (its code), else null. */
   keyStatus: { readonly configError: string | null };
+  /**
+   * The bound on a gate's wait, from its first wait on: past it, `onKanaError` decides the request
+   * (3 x checkTimeoutMs + the store's timeoutMs; see docs/enforcement.md).
+   */
+  gateTimeoutMs: number;
 }
 
 /**
@@ -65,8 +74,10 @@ export function createGate({
   lookUpMissed,
   userIdFailed,
   keyStatus,
+  gateTimeoutMs,
 }: GateOptions) {
-  const { userId: getUserId, logger, onDenied, onKanaError, rateLimitHeaders, enforce } = config;
+  const { userId: getUserId, logger, onDenied, onKanaError, rateLimitHeaders, enforce, checkTimeoutMs } = config;
+  const answerDenied = createDeniedResponse({ onDenied, logger, counters, limitMs: checkTimeoutMs });
   let warnedNoUser = false;
   const { anonymous, onConfigError } = config;
   let shadowLoggedAt = Number.NEGATIVE_INFINITY;
@@ -87,6 +98,17 @@ export function createGate({
     } else {
       usage.checked.push(feature.featureId);
     }
+    // From here on `next` runs at most once, and a request the gate waits for is decided within gateTimeoutMs.
+    const step = stepFor(next);
+    try {
+      enter(req, res, step, feature, usage);
+    } catch (error) {
+      gateFailed(req, res, step, feature, usage, error);
+    }
+  }
+
+  /** Reads the request's user (once per request), then checks it. */
+  function enter(req: Request, res: Response, next: NextFunction, feature: MeteredFeature, usage: RequestUsage): void {
     if (usage.userId !== undefined) {
       checkFor(req, res, next, feature, usage, usage.userId);
       return;
@@ -102,8 +124,10 @@ export function createGate({
       return;
     }
     if (isPromise(raw)) {
+      armDeadline(next, gateTimeoutMs, () => timedOut(req, res, next, feature, usage));
       // Adopted as a promise: a thenable whose `then` throws or calls back twice is a rejection, or ignored.
-      toPromise(raw)
+      // One that never settles is a failure after checkTimeoutMs.
+      withTimeLimit(toPromise(raw), checkTimeoutMs, 'the userId hook')
         .then(
           (value) => checkFor(req, res, next, feature, usage, readUserId(req, usage, value)),
           (error: unknown) => {
@@ -112,7 +136,7 @@ export function createGate({
             checkFor(req, res, next, feature, usage, false);
           },
         )
-        .catch(gateFailed);
+        .catch((error: unknown) => gateFailed(req, res, next, feature, usage, error));
       return;
     }
     checkFor(req, res, next, feature, usage, readUserId(req, usage, raw));
@@ -177,7 +201,10 @@ export function createGate({
     }
     const found = lookUpMissed(userId, feature.featureId, feature.checkDelta);
     if (isPromise(found)) {
-      found.then((lookup) => settle(req, res, next, feature, usage, userId, lookup)).catch(gateFailed);
+      armDeadline(next, gateTimeoutMs, () => timedOut(req, res, next, feature, usage));
+      found
+        .then((lookup) => settle(req, res, next, feature, usage, userId, lookup))
+        .catch((error: unknown) => gateFailed(req, res, next, feature, usage, error));
     } else {
       settle(req, res, next, feature, usage, userId, found);
     }
@@ -213,11 +240,14 @@ export function createGate({
     source: DecisionSource,
     error: unknown,
   ): void {
-    // The client left while Kana was being asked: nothing to hold, nobody to answer.
-    if (usage.ended) return;
+    // The client left while Kana was being asked (nothing to hold, nobody to answer), or the deadline decided.
+    if (usage.ended || isDecided(next)) return;
     const taken = leases.take(entry, feature.checkDelta, true);
     if (isPromise(taken)) {
-      taken.then((units) => decide(req, res, next, feature, usage, entry, source, error, units)).catch(gateFailed);
+      armDeadline(next, gateTimeoutMs, () => timedOut(req, res, next, feature, usage));
+      taken
+        .then((units) => decide(req, res, next, feature, usage, entry, source, error, units))
+        .catch((failure: unknown) => gateFailed(req, res, next, feature, usage, failure));
     } else {
       decide(req, res, next, feature, usage, entry, source, error, taken);
     }
@@ -234,8 +264,8 @@ export function createGate({
     error: unknown,
     taken: Taken,
   ): void {
-    if (usage.ended) {
-      // It ended while the store was asked: its units go back at once.
+    if (usage.ended || isDecided(next)) {
+      // It ended (or the deadline decided it) while the store was asked: its units go back at once.
       entry.held -= taken.held;
       return;
     }
@@ -267,7 +297,7 @@ export function createGate({
     userId: string,
     error: unknown,
   ): void {
-    if (usage.ended) return;
+    if (usage.ended || isDecided(next)) return;
     const decision = fallbackDecision(userId, feature.featureId, feature.checkDelta, onKanaError, error);
     setDecision(req, decision);
     if (!decision.allowed) {
@@ -287,6 +317,7 @@ export function createGate({
     feature: MeteredFeature,
     usage: RequestUsage,
   ): void {
+    if (usage.ended || isDecided(next)) return;
     const shadow = isShadow(feature);
     if (!warnedNoUser) {
       warnedNoUser = true;
@@ -300,12 +331,13 @@ export function createGate({
     if (shadow) {
       counters.unchecked++;
       counters.shadowDenied++;
-      if (!usage.ended) next();
+      next();
       return;
     }
     usage.refused = true;
     counters.refusedNoUser++;
-    if (!usage.ended) sendProblem(res, noUserProblem(feature.featureId));
+    settleStep(next);
+    sendProblem(res, noUserProblem(feature.featureId));
   }
 
   /** Kana refuses the API key: `onConfigError` decides ('deny': 503, the handler does not run); shadow mode serves it. */
@@ -318,7 +350,7 @@ export function createGate({
     userId: string,
     error: unknown,
   ): void {
-    if (usage.ended) return;
+    if (usage.ended || isDecided(next)) return;
     const policy = onConfigError === 'deny' ? 'deny' : 'allow';
     setDecision(req, fallbackDecision(userId, feature.featureId, feature.checkDelta, policy, error));
     if (policy === 'allow') {
@@ -334,6 +366,7 @@ export function createGate({
     }
     usage.refused = true;
     counters.denied++;
+    settleStep(next);
     sendProblem(res, configErrorProblem(feature.featureId));
   }
 
@@ -358,19 +391,9 @@ export function createGate({
     }
     usage.refused = true;
     counters.denied++;
-    if (onDenied !== undefined) {
-      try {
-        onDenied(req, res, next, decision as RefusedDecision);
-        return;
-      } catch (error) {
-        counters.hookErrors++;
-        logger.error(
-          { code: logCodes.hookFailed, hook: 'onDenied', featureId: decision.featureId, err: error, ...where(req) },
-          'kana-meter: onDenied threw; the default refusal was sent',
-        );
-      }
-    }
-    sendRefusal(res, decision, entry);
+    // Refused, whatever onDenied does: it gets no `next`, and the deadline has nothing left to decide.
+    settleStep(next);
+    answerDenied(req, res, decision, entry);
   }
 
   /** Counts a would-be refusal; logs the first, then at most one line per SHADOW_LOG_INTERVAL_MS. */
@@ -410,11 +433,77 @@ export function createGate({
     if (usage.holds !== undefined) releaseHolds(usage);
   }
 
-  function gateFailed(error: unknown): void {
+  /**
+   * Something in the gate threw or rejected (a hook's or a store's bad value, a bug): logged, and the
+   * request, if not decided yet, gets the `onKanaError` decision (next(), or 503 problem+json).
+   */
+  function gateFailed(
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    feature: MeteredFeature,
+    usage: RequestUsage,
+    error: unknown,
+  ): void {
     try {
-      logger.error({ code: logCodes.gateFailed, err: error }, 'kana-meter: unexpected error in the entitlement gate');
+      logger.error(
+        { code: logCodes.gateFailed, err: error, featureId: feature.featureId, ...where(req) },
+        'kana-meter: unexpected error in the entitlement gate; onKanaError decided the request',
+      );
     } catch {
       // A logger that throws cannot be told; nothing is thrown from here either.
+    }
+    decideWithoutAnswer(req, res, next, feature, usage, error);
+  }
+
+  /** The gate's deadline passed with the request still waiting (a hook, the store, or Kana past its limits). */
+  function timedOut(
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    feature: MeteredFeature,
+    usage: RequestUsage,
+  ): void {
+    if (isDecided(next) || usage.ended || res.headersSent) return;
+    counters.gateTimeouts++;
+    const error = new KanaError('KANA_TIMEOUT', `the request was not decided within ${gateTimeoutMs} ms`, {
+      retryable: true,
+    });
+    try {
+      logger.error(
+        { code: logCodes.gateTimeout, featureId: feature.featureId, gateTimeoutMs, ...where(req) },
+        `kana-meter: an enforced request was not decided within ${gateTimeoutMs} ms; onKanaError decided it`,
+      );
+    } catch {
+      // A logger that throws cannot be told.
+    }
+    decideWithoutAnswer(req, res, next, feature, usage, error);
+  }
+
+  /** `onKanaError` decides a request nothing else could, exactly once (never after next() or a response). */
+  function decideWithoutAnswer(
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    feature: MeteredFeature,
+    usage: RequestUsage,
+    error: unknown,
+  ): void {
+    if (isDecided(next) || usage.ended || res.headersSent) return;
+    try {
+      fallBack(req, res, next, feature, usage, typeof usage.userId === 'string' ? usage.userId : '', error);
+    } catch (failure) {
+      try {
+        logger.error({ code: logCodes.gateFailed, err: failure }, 'kana-meter: the fallback decision failed');
+      } catch {
+        // Nothing more to tell.
+      }
+      // Last resort: the request is answered.
+      if (!isDecided(next) && !res.headersSent) {
+        settleStep(next);
+        res.statusCode = 503;
+        res.end();
+      }
     }
   }
 

@@ -246,7 +246,8 @@ export class Leases {
     ledger.waiting = [];
     const left: Taker[] = [];
     for (const taker of waiting) {
-      const taken = ledger.busy ? undefined : this.#takeNow(entry, taker.delta, taker.hold);
+      // While the store cannot answer, every waiter is decided here now, not after the probe one of them starts.
+      const taken = ledger.busy && this.#store.available ? undefined : this.#takeNow(entry, taker.delta, taker.hold);
       if (taken === undefined) left.push(taker);
       else this.#decide(taker, taken);
     }
@@ -452,5 +453,10 @@ function whenAnswered<T>(
     result.then((value) => then(value, false), failed).catch(failed);
     return;
   }
-  then(result, true);
+  try {
+    then(result, true);
+  } catch (error) {
+    // An answer `then` cannot read (a custom store's bad value): a failure, as when it comes later.
+    failed(error);
+  }
 }

@@ -9,6 +9,8 @@ import type { Answered } from './entitlements.js';
 /** First pause between two polls of another instance's check, doubled up to POLL_MAX_MS. */
 export const POLL_FIRST_MS = 5;
 export const POLL_MAX_MS = 50;
+/** The check lock outlives a check's time limits by this: past it, the holder counts as gone (dead, or too slow) and another instance checks. */
+export const LOCK_MARGIN_MS = 100;
 
 export interface SharedChecksOptions {
   store: KanaMeterStore;
@@ -16,7 +18,7 @@ export interface SharedChecksOptions {
   instance: string;
   /** Asks Kana itself (the check queue: batching, the breaker, the time limit). */
   ask: (query: EntitlementQuery, probe: boolean) => Promise<EntitlementAnswer>;
-  /** The time limit of one check: how long the lock is held at most (twice: a slot, then the call), and how long a request waits for another instance's. */
+  /** The time limit of one check: the lock is held at most twice that (a slot, then the call) and a margin, after which a waiting instance takes the check over. */
   checkTimeoutMs: number;
   /** How long an answer is fresh (entitlementTtl). */
   ttl: number;
@@ -39,7 +41,9 @@ export class SharedChecks {
     const { store, checkTimeoutMs } = this.#options;
     if (probe || !store.available) return this.#askAlone(query, probe);
     const key: StoreKey = { userId: query.userId, featureId: query.featureId };
-    const deadline = Date.now() + checkTimeoutMs;
+    // Long enough for the holder's lock to end and for another instance's take-over check: a holder that
+    // died costs a wait of at most one lock, then this instance (or another) checks; never onKanaError while Kana answers.
+    const deadline = Date.now() + 3 * checkTimeoutMs + 2 * LOCK_MARGIN_MS;
     let pause = POLL_FIRST_MS;
     for (;;) {
       let ticket: CheckTicket;
@@ -61,9 +65,13 @@ export class SharedChecks {
         case 'wait': {
           const left = deadline - Date.now();
           if (left <= 0) {
-            throw new KanaError('KANA_TIMEOUT', `another instance's check did not answer within ${checkTimeoutMs} ms`, {
-              retryable: true,
-            });
+            throw new KanaError(
+              'KANA_TIMEOUT',
+              `other instances' checks did not answer within ${3 * checkTimeoutMs + 2 * LOCK_MARGIN_MS} ms`,
+              {
+                retryable: true,
+              },
+            );
           }
           await pauseFor(Math.min(pause, ticket.waitMs, left));
           pause = Math.min(pause * 2, POLL_MAX_MS);
@@ -74,8 +82,9 @@ export class SharedChecks {
 
   #beginCheck(key: StoreKey): Promise<CheckTicket> {
     const { store, instance, checkTimeoutMs } = this.#options;
-    // A check may wait checkTimeoutMs for a slot, then take as long: the lock outlives both.
-    return Promise.resolve(store.beginCheck(key, { instance, lockMs: 2 * checkTimeoutMs + 100 }));
+    // A check may wait checkTimeoutMs for a slot, then take as long: the lock outlives both. An instance that dies
+    // holding it keeps the others waiting no longer; a shorter lock would make slow (not dead) holders' checks twice.
+    return Promise.resolve(store.beginCheck(key, { instance, lockMs: 2 * checkTimeoutMs + LOCK_MARGIN_MS }));
   }
 
   /** This instance holds the lock: ask Kana, then store the answer (or the failure) for every instance. */

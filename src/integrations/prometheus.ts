@@ -132,6 +132,11 @@ const COUNTERS: Readonly<Record<Counter | StoreCounter, readonly [name: string, 
     "Enforced requests refused with 401 because userId gave no id or failed (anonymous: 'refuse').",
   ],
   auditErrors: ['audit_errors_total', 'Audit trail lines that could not be written (full disk, unwritable file).'],
+  gateTimeouts: [
+    'enforcement_gate_timeouts_total',
+    "Enforced requests not decided within the gate's bound: onKanaError decided them.",
+  ],
+  storeTimeouts: ['store_timeouts_total', 'Store calls that did not settle within their time limit.'],
 };
 
 type GaugeField = Exclude<keyof KanaMeterStats, Counter | StoreCounter>;

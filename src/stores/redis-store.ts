@@ -143,6 +143,11 @@ export class RedisStore implements KanaMeterStore {
     void checkEvictionPolicy({ sendCommand: this.#sendCommand, timeoutMs: this.#timeoutMs, logger: context.logger });
   }
 
+  /** The time limit of one command (the `timeoutMs` option): kanaMeter bounds its waits on this store by it. */
+  get timeoutMs(): number {
+    return this.#timeoutMs;
+  }
+
   get available(): boolean {
     return this.#commands?.available ?? true;
   }

@@ -203,4 +203,10 @@ export interface KanaMeterStore {
   idempotencyWindow(options: IdempotencyWindowOptions): IdempotencyWindow;
   /** Counters and state for `kana.stats()`. */
   stats(): StoreStats;
+  /**
+   * The time limit of one call, in ms, if the store bounds its calls itself (RedisStore's
+   * `timeoutMs`). kanaMeter gives every call that returns a promise this limit (plus 100 ms), else
+   * 1000 ms: a call past it is a failure, and the store counts as unavailable until a call settles.
+   */
+  readonly timeoutMs?: number;
 }

@@ -331,7 +331,7 @@ describe.each(expressVersions)('%s', (_name, createExpress) => {
     const { kana } = enforced({
       routes: { 'GET /api/premium': 'premium' },
       isSuccess: () => true, // would bill anything that finishes
-      onDenied: (_req, res, _next, decision) => {
+      onDenied: (_req, res, decision) => {
         decisions.push(decision);
         res.status(200).json({ upgrade: `/pricing?feature=${decision.featureId}` });
       },

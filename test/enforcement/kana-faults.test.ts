@@ -44,7 +44,7 @@ function enforcedApp(overrides: Partial<KanaMeterOptions> = {}) {
   const { options, sink } = meterOptions(env.emulator, {
     enforce: true,
     routes: { 'GET /api/calls': 'api-calls' },
-    onDenied: (_req, res, _next, decision) => {
+    onDenied: (_req, res, decision) => {
       refused.push(decision);
       res.status(decision.status).json({ refused: decision.status, source: decision.source });
     },

@@ -240,7 +240,7 @@ describe('the exposition', () => {
           : 'gauge';
       expect(String(metric.type)).toBe(expected);
     }
-    expect(metrics.filter((metric) => String(metric.type) === 'counter')).toHaveLength(34);
+    expect(metrics.filter((metric) => String(metric.type) === 'counter')).toHaveLength(36);
     expect(metrics.filter((metric) => String(metric.type) === 'gauge')).toHaveLength(10);
   });
 
