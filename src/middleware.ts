@@ -7,6 +7,7 @@ import { logCodes } from './config/errors.js';
 import { guardObserveKanaCall } from './config/metrics.js';
 import { checkInteger, describeValue, isCleartextRemote, optionError } from './config/option-checks.js';
 import { createCounters, type KanaMeterStats } from './config/stats.js';
+import { resolveTelemetry, withTracedLogger } from './config/telemetry.js';
 import { isPromise, toPromise } from './config/thenable.js';
 import { raceTimeout } from './config/timers.js';
 import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './delivery/queue.js';
@@ -72,7 +73,7 @@ function parseCloseOptions(closeOptions: CloseOptions | undefined): number {
  * @example app.use(kanaMeter({ apiKey: process.env.KANA_API_KEY, userId: (req) => req.user?.kanaId }))
  */
 export function kanaMeter(options: KanaMeterOptions): KanaMeter {
-  const config = parseOptions(options);
+  const config = withTracedLogger(parseOptions(options));
   const { matchRoute, logger, isSuccess, userId: getUserId, enforce } = config;
   const client = config.client instanceof KanaClient ? config.client : new KanaClient(config.client);
   if (isCleartextRemote(client.endpoint)) {
@@ -87,7 +88,17 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   store.bind({ logger });
   const observeKanaCall = config.metrics && guardObserveKanaCall(config.metrics, counters, config.logger);
   const queue = new DeliveryQueue(client, config, counters, observeKanaCall);
-  const enforcement = createEnforcement({ config, client, store, counters, queue, observeKanaCall });
+  const telemetry = resolveTelemetry(config.metrics, counters, logger);
+  queue.instrument(telemetry);
+  const enforcement = createEnforcement({
+    config,
+    client,
+    store,
+    counters,
+    queue,
+    observeKanaCall,
+    tracing: telemetry.tracing,
+  });
   const { entitlements, leases, lookup } = enforcement;
   const idempotencyWindow: IdempotencyWindow | undefined =
     config.idempotencyKey &&
@@ -109,6 +120,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     lookUpMissed: (userId, featureId, delta) => lookup.missed(userId, featureId, delta),
     idempotencyWindow,
     userIdFailed,
+    telemetry,
   });
   /** Captures whose userId or delta is still being awaited; flush() and close() wait for them. */
   const asyncCaptures = new Set<Promise<void>>();

@@ -5,6 +5,7 @@ import type { NextFunction, Request, Response } from 'express';
 import type { DecisionSource, EntitlementDecision, RefusedDecision } from '../config/decision.js';
 import { logCodes } from '../config/errors.js';
 import type { Counter } from '../config/stats.js';
+import { NO_TELEMETRY, type Telemetry, traceLookup } from '../config/telemetry.js';
 import { isPromise, toPromise } from '../config/thenable.js';
 import { type IdempotencyWindow, idempotencyKeyOf, onWindowAnswer, windowKey } from '../metering/idempotency-window.js';
 import type { MeteredFeature } from '../metering/metered-feature.js';
@@ -41,6 +42,8 @@ export interface GateOptions {
   idempotencyWindow: IdempotencyWindow | undefined;
   /** Logs and counts a `userId` that threw, rejected or gave a non-id. */
   userIdFailed: (req: Request, error: unknown) => void;
+  /** Told of each decision; traces the wait for a check. @default none */
+  telemetry?: Pick<Telemetry, 'observeDecision' | 'tracing'>;
 }
 
 /**
@@ -56,7 +59,9 @@ export function createGate({
   lookUpMissed,
   idempotencyWindow,
   userIdFailed,
+  telemetry = NO_TELEMETRY,
 }: GateOptions) {
+  const { observeDecision, tracing } = telemetry;
   const { userId: getUserId, logger, onDenied, onKanaError, rateLimitHeaders, enforce } = config;
   const idempotencyHeader = config.idempotencyKey?.header;
   let warnedNoUser = false;
@@ -169,7 +174,12 @@ export function createGate({
       take(req, res, next, feature, usage, entry, 'cache', undefined);
       return;
     }
-    const found = lookUpMissed(userId, feature.featureId, feature.checkDelta);
+    // Traced: the wait is a span of the request's trace, and the Kana call a child of it.
+    const wait = tracing?.startCheckWait(feature.featureId);
+    const found =
+      wait === undefined
+        ? lookUpMissed(userId, feature.featureId, feature.checkDelta)
+        : traceLookup(wait, () => lookUpMissed(userId, feature.featureId, feature.checkDelta));
     if (isPromise(found)) {
       found.then((lookup) => settle(req, res, next, feature, usage, userId, lookup)).catch(gateFailed);
     } else {
@@ -232,6 +242,7 @@ export function createGate({
     const decision = decisionFrom(entry, delta, source, error, taken);
     setDecision(req, decision);
     const shadow = isShadow(feature);
+    observeDecision?.(decision, shadow);
     if (!decision.allowed) {
       refuse(req, res, next, usage, decision, entry, shadow);
       return;
@@ -258,6 +269,7 @@ export function createGate({
     if (usage.ended) return;
     const decision = fallbackDecision(userId, feature.featureId, feature.checkDelta, onKanaError, error);
     setDecision(req, decision);
+    observeDecision?.(decision, isShadow(feature));
     if (!decision.allowed) {
       refuse(req, res, next, usage, decision, undefined, isShadow(feature));
       return;
@@ -278,10 +290,14 @@ export function createGate({
   ): void {
     if (usage.ended) return;
     const entry = cache.stale(userId, feature.featureId);
-    setDecision(
-      req,
-      replayDecision(userId, feature.featureId, entry, entry === undefined ? null : leases.usedNow(entry)),
+    const decision = replayDecision(
+      userId,
+      feature.featureId,
+      entry,
+      entry === undefined ? null : leases.usedNow(entry),
     );
+    setDecision(req, decision);
+    observeDecision?.(decision, isShadow(feature));
     counters.allowed++;
     next();
   }
