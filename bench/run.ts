@@ -1,5 +1,6 @@
-// npm run bench: autocannon against the same Express 5 app (bare, a no-op middleware, metered, enforced, and over
-// Redis: express-rate-limit + rate-limit-redis, kanaMeter + RedisStore): interleaved rounds, medians, ratios.
+// npm run bench: autocannon against the same Express 5 app (bare, a no-op middleware, metered, enforced, over
+// Redis: express-rate-limit + rate-limit-redis, kanaMeter + RedisStore; and metered with openTelemetry(), without
+// an SDK and with one): interleaved rounds, medians, ratios.
 // Env: BENCH_ROUNDS (default 5), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS (default 32),
 // BENCH_VARIANTS (a comma-separated subset; bare always runs), REDIS_URL (else its own redis-server on a free port).
 
@@ -12,10 +13,19 @@ import { type RedisServer, startRedisServer } from '../test/helpers/redis.js';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
-const ALL_VARIANTS = ['bare', 'noop', 'metered', 'enforced', 'rate-limit-redis', 'enforced-redis'] as const;
+const ALL_VARIANTS = [
+  'bare',
+  'noop',
+  'metered',
+  'enforced',
+  'rate-limit-redis',
+  'enforced-redis',
+  'metered-otel',
+  'metered-otel-sdk',
+] as const;
 type Variant = (typeof ALL_VARIANTS)[number];
 const REDIS_VARIANTS: readonly Variant[] = ['rate-limit-redis', 'enforced-redis'];
-const KANA_VARIANTS: readonly Variant[] = ['metered', 'enforced', 'enforced-redis'];
+const KANA_VARIANTS: readonly Variant[] = ['metered', 'enforced', 'enforced-redis', 'metered-otel', 'metered-otel-sdk'];
 const chosen = process.env.BENCH_VARIANTS?.split(',').map((name) => name.trim());
 const unknown = chosen?.filter((name) => !(ALL_VARIANTS as readonly string[]).includes(name));
 if (unknown?.length)

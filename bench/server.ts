@@ -1,11 +1,22 @@
 // One benchmark variant in its own process: the same tiny Express 5 app, bare, with a no-op middleware, metered,
-// enforced, rate-limited by express-rate-limit + rate-limit-redis, or enforced with kanaMeter + RedisStore.
+// enforced, rate-limited by express-rate-limit + rate-limit-redis, or enforced with kanaMeter + RedisStore; metered with
+// openTelemetry() and no SDK (the API's no-ops), or with the SDK registered and in-memory exporters.
 // Driven by bench/run.ts over IPC: it reports its port, its CPU time, and flushes on request.
 
 import type { AddressInfo } from 'node:net';
+import { context, metrics, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import {
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+} from '@opentelemetry/sdk-metrics';
+import { BasicTracerProvider, BatchSpanProcessor, InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import express, { type RequestHandler } from 'express';
 import { rateLimit } from 'express-rate-limit';
 import { type KanaMeter, type KanaMeterOptions, kanaMeter } from 'kana-meter';
+import { openTelemetry } from 'kana-meter/opentelemetry';
 import { RedisStore } from 'kana-meter/redis';
 import { RedisStore as RateLimitRedisStore } from 'rate-limit-redis';
 import { createClient } from 'redis';
@@ -22,7 +33,26 @@ async function connectRedis() {
 
 let kana: KanaMeter | undefined;
 let rateLimiter: RequestHandler | undefined;
-if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-redis') {
+if (variant === 'metered-otel-sdk') {
+  // A real SDK, registered globally as the Node SDK does (with its async context manager); exported to memory.
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  const reader = new PeriodicExportingMetricReader({
+    exporter: new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE),
+    exportIntervalMillis: 1000,
+  });
+  metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
+  trace.setGlobalTracerProvider(
+    new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(new InMemorySpanExporter())] }),
+  );
+}
+
+if (
+  variant === 'metered' ||
+  variant === 'enforced' ||
+  variant === 'enforced-redis' ||
+  variant === 'metered-otel' ||
+  variant === 'metered-otel-sdk'
+) {
   const options: KanaMeterOptions = {
     apiKey,
     endpoint,
@@ -30,7 +60,7 @@ if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-red
     routes: { 'GET /api/items/:id': 'api-calls' },
     // 'enforced': every request is checked first (a warm cache after the first one per user), and takes a
     // unit of a large but finite allowance: from a lease on it (in this process, or reserved in Redis).
-    enforce: variant !== 'metered',
+    enforce: variant === 'enforced' || variant === 'enforced-redis',
     logger: { error: console.error, warn: console.error, info() {}, debug() {} },
   };
   if (variant === 'enforced-redis') {
@@ -41,6 +71,7 @@ if (variant === 'metered' || variant === 'enforced' || variant === 'enforced-red
       prefix: 'bench-kana:',
     });
   }
+  if (variant === 'metered-otel' || variant === 'metered-otel-sdk') options.metrics = openTelemetry();
   kana = kanaMeter(options);
 } else if (variant === 'rate-limit-redis') {
   // The ecosystem's standard for shared state: one Redis round trip (EVALSHA) per request.

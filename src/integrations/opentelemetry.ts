@@ -40,13 +40,13 @@ export type { KanaMeterTracing } from '../config/telemetry.js';
 export interface OpenTelemetryOptions {
   /**
    * Where the metrics go. Read once, when kanaMeter() is created: start your SDK before.
-   * @default the global MeterProvider (`metrics.getMeterProvider()`), no-op until an SDK registers one
+   * @default the global MeterProvider (a no-op until an SDK registers one)
    * @example new MeterProvider({ readers: [reader] })
    */
   meterProvider?: MeterProvider;
   /**
    * Where the spans go.
-   * @default the global TracerProvider (`trace.getTracerProvider()`), no-op until an SDK registers one
+   * @default the global TracerProvider (a no-op until an SDK registers one)
    * @example new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] })
    */
   tracerProvider?: TracerProvider;
