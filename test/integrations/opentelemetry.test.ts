@@ -219,7 +219,7 @@ describe('openTelemetry() with an SDK', () => {
 
   it('traces a retried call as one span per attempt: the 503 an error, the retry its resend', async () => {
     const telemetry = sdk();
-    const { kana, hit } = setup(telemetry);
+    const { kana, hit, sink } = setup(telemetry);
     env.emulator.failNext({ status: 503 }, { operation: 'createUsageEvent' });
     await hit();
     await kana.flush();
@@ -240,6 +240,9 @@ describe('openTelemetry() with an SDK', () => {
     expect(attempts[1]?.attributes).toMatchObject({ 'kana_meter.attempt': 2, 'http.request.resend_count': 1 });
     expect(delivery?.status.code).toBe(SpanStatusCode.UNSET);
     expect(delivery?.attributes['kana_meter.delivery.outcome']).toBe('ok');
+    // The retry's log line leads to the delivery's trace, not to a request's.
+    const [retry] = sink.withCode(logCodes.deliveryRetry);
+    expect(retry?.trace_id).toBe(delivery?.spanContext().traceId);
 
     const collected = await telemetry.collect();
     const failedAttempts = pointValue(collected, 'kana_meter.kana.call.duration', {
