@@ -91,7 +91,8 @@ export class CheckQueue {
     }
     if (!probe) counters.checks++;
     return new Promise((resolve, reject) => {
-      const context = this.#options.tracing?.currentContext();
+      // The breaker's probe belongs to no request: its call is a trace of its own.
+      const context = probe ? undefined : this.#options.tracing?.currentContext();
       const check: WaitingCheck = { query, resolve, reject, since: this.#now(), rounds: 0, probe, context };
       if (probe) {
         void this.#send([check]);

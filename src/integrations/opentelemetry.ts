@@ -244,7 +244,20 @@ export function openTelemetry(options: OpenTelemetryOptions = {}): KanaMeterMetr
   const decisionAttributes = new Map<string, Attributes[]>();
   /** Attribute sets of the duration histogram, one per (operation, outcome). */
   const callAttributes = new Map<string, Attributes>();
-  const pendingLinks = new Map<string, PendingLinks>();
+  /** By feature, then user: no key string is built per capture. */
+  const pendingLinks = new Map<string, Map<string, PendingLinks>>();
+  let linkedKeys = 0;
+
+  /** Takes (removes) the trace contexts kept for a key. */
+  function takeLinks(userId: string, featureId: string): PendingLinks | undefined {
+    const byUser = pendingLinks.get(featureId);
+    const links = byUser?.get(userId);
+    if (links !== undefined) {
+      (byUser as Map<string, PendingLinks>).delete(userId);
+      linkedKeys--;
+    }
+    return links;
+  }
   let durations: ReturnType<Meter['createHistogram']> | undefined;
 
   function unitTally(userId: string, featureId: string): UnitTally {
@@ -265,13 +278,19 @@ export function openTelemetry(options: OpenTelemetryOptions = {}): KanaMeterMetr
     const span = trace.getSpan(context.active());
     if (span === undefined) return;
     const spanContext = span.spanContext();
-    if ((spanContext.traceFlags & TraceFlags.SAMPLED) === 0 || !isSpanContextValid(spanContext)) return;
-    const key = `${userId}\u0000${featureId}`;
-    let links = pendingLinks.get(key);
+    // Sampled only: a link to a trace nobody records leads nowhere. (A sampled context is a valid one.)
+    if ((spanContext.traceFlags & TraceFlags.SAMPLED) === 0) return;
+    let byUser = pendingLinks.get(featureId);
+    if (byUser === undefined) {
+      byUser = new Map();
+      pendingLinks.set(featureId, byUser);
+    }
+    let links = byUser.get(userId);
     if (links === undefined) {
-      if (pendingLinks.size >= MAX_LINKED_KEYS) return;
+      if (linkedKeys >= MAX_LINKED_KEYS) return;
       links = { contexts: [], count: 0 };
-      pendingLinks.set(key, links);
+      byUser.set(userId, links);
+      linkedKeys++;
     }
     links.count++;
     if (links.contexts.length < MAX_LINKS) links.contexts.push(spanContext);
@@ -334,9 +353,7 @@ export function openTelemetry(options: OpenTelemetryOptions = {}): KanaMeterMetr
     currentContext: () => context.active(),
 
     startDelivery(userId, featureId, unitCount, probe): DeliverySpan | undefined {
-      const key = `${userId}\u0000${featureId}`;
-      const links = pendingLinks.get(key);
-      if (links !== undefined) pendingLinks.delete(key);
+      const links = takeLinks(userId, featureId);
       const attributes: Attributes = {
         [ATTR.feature]: featureId,
         'kana_meter.usage.units': unitCount,
@@ -461,7 +478,7 @@ export function openTelemetry(options: OpenTelemetryOptions = {}): KanaMeterMetr
         const why = reason ?? 'unknown';
         byReason.set(why, (byReason.get(why) ?? 0) + count);
         // Usage that will not be delivered: no batch will link its requests.
-        pendingLinks.delete(`${userId}\u0000${featureId}`);
+        takeLinks(userId, featureId);
       }
     },
 
