@@ -196,6 +196,28 @@ describe('openTelemetry() with an SDK', () => {
     });
   });
 
+  it('links a batch to at most 32 requests, and counts them all', () => {
+    const telemetry = sdk();
+    const metrics = openTelemetry({ tracerProvider: telemetry.tracerProvider });
+    const requests = Array.from({ length: 40 }, (_, i) => telemetry.tracer.startSpan(`GET /r/${i}`));
+    for (const span of requests) {
+      context.with(trace.setSpan(context.active(), span), () =>
+        metrics.observeUsage?.('captured', 'u1', 'reports', 1, undefined),
+      );
+    }
+    // Captured outside any request: nothing to link.
+    metrics.observeUsage?.('captured', 'u1', 'reports', 1, undefined);
+    metrics.tracing?.startDelivery('u1', 'reports', 41, false)?.end('ok', undefined);
+    // The next batch of the key starts afresh.
+    metrics.tracing?.startDelivery('u1', 'reports', 1, false)?.end('ok', undefined);
+    const [first, second] = telemetry.spans();
+    expect(first?.links.map((link) => link.context.spanId)).toEqual(
+      requests.slice(0, 32).map((span) => span.spanContext().spanId),
+    );
+    expect(first?.attributes['kana_meter.delivery.linked_requests']).toBe(40);
+    expect(second?.links).toEqual([]);
+  });
+
   it('puts the user id on the unit counters and delivery spans only when asked to (recordUserId)', async () => {
     const telemetry = sdk();
     const { options } = meterOptions(env.emulator, {
