@@ -1,4 +1,4 @@
-// Build: ESM + CommonJS bundles with declarations for the main entry, the emulator, the Prometheus integration and RedisStore; the CLI as ESM.
+// Build: ESM + CommonJS bundles with declarations for the main entry, the emulator, the Prometheus and OpenTelemetry integrations and RedisStore; the CLI as ESM.
 import { defineConfig } from 'tsup';
 
 /**
@@ -18,6 +18,8 @@ export default defineConfig([
       prometheus: 'src/integrations/prometheus.ts',
       // kana-meter/redis: RedisStore over the user's own client (no Redis client is a dependency).
       redis: 'src/stores/redis-store.ts',
+      // kana-meter/opentelemetry: the only entry that imports @opentelemetry/api (an optional peer, left external).
+      opentelemetry: 'src/integrations/opentelemetry.ts',
     },
     format: ['esm', 'cjs'],
     dts: true,

@@ -20,6 +20,10 @@ export default defineConfig({
         find: /^kana-meter\/redis$/,
         replacement: fileURLToPath(new URL('./src/stores/redis-store.ts', import.meta.url)),
       },
+      {
+        find: /^kana-meter\/opentelemetry$/,
+        replacement: fileURLToPath(new URL('./src/integrations/opentelemetry.ts', import.meta.url)),
+      },
     ],
   },
   test: {

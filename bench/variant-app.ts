@@ -1,13 +1,23 @@
 // One benchmark variant's Express 5 app: bare, a no-op middleware, metered, enforced (in process or over Redis),
-// express-rate-limit (memory store, or rate-limit-redis), enforced with idempotencyKey on, or metered with the audit trail. Shared by the HTTP bench (server.ts) and the
+// express-rate-limit (memory store, or rate-limit-redis), enforced with idempotencyKey on, or metered with the audit trail or OpenTelemetry. Shared by the HTTP bench (server.ts) and the
 // in-process one (in-process.ts), so both measure the same app.
 
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { context, metrics, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import {
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+} from '@opentelemetry/sdk-metrics';
+import { BasicTracerProvider, BatchSpanProcessor, InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import express, { type Express, type RequestHandler } from 'express';
 import { rateLimit } from 'express-rate-limit';
 import { type KanaMeter, type KanaMeterOptions, kanaMeter } from 'kana-meter';
+import { openTelemetry } from 'kana-meter/opentelemetry';
 import { RedisStore } from 'kana-meter/redis';
 import { RedisStore as RateLimitRedisStore } from 'rate-limit-redis';
 import { createClient } from 'redis';
@@ -23,6 +33,8 @@ export const ALL_VARIANTS = [
   'idempotency-on',
   'idempotent-keyed',
   'metered-audit',
+  'metered-otel',
+  'metered-otel-sdk',
 ] as const;
 export type Variant = (typeof ALL_VARIANTS)[number];
 /** Variants that need a Redis server. */
@@ -35,7 +47,11 @@ export const KANA_VARIANTS: readonly Variant[] = [
   'idempotency-on',
   'idempotent-keyed',
   'metered-audit',
+  'metered-otel',
+  'metered-otel-sdk',
 ];
+/** Registers a real OpenTelemetry SDK globally: only in a process of its own (the HTTP bench's server). */
+export const GLOBAL_SDK_VARIANTS: readonly Variant[] = ['metered-otel-sdk'];
 /** Each request carries a new Idempotency-Key: the whole first-request path (fingerprint, claim, capture, store). */
 export const KEYED_VARIANTS: readonly Variant[] = ['idempotent-keyed'];
 /** The route every variant serves, and the users the load spreads over (each has a plan in bench/kana-server.ts). */
@@ -75,12 +91,27 @@ async function connectRedis(variant: Variant, redisUrl: string | undefined) {
   return client;
 }
 
+/** A real SDK, registered globally as the Node SDK does (with its async context manager); exported to memory. */
+function registerInMemorySdk(): void {
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  const reader = new PeriodicExportingMetricReader({
+    exporter: new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE),
+    exportIntervalMillis: 1000,
+  });
+  metrics.setGlobalMeterProvider(new MeterProvider({ readers: [reader] }));
+  trace.setGlobalTracerProvider(
+    new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(new InMemorySpanExporter())] }),
+  );
+}
+
 export async function buildVariantApp(variant: Variant, environment: VariantEnvironment): Promise<VariantApp> {
   let kana: KanaMeter | undefined;
   let limiter: RequestHandler | undefined;
   let redis: Awaited<ReturnType<typeof connectRedis>> | undefined;
   const idempotent = variant === 'idempotency-on' || variant === 'idempotent-keyed';
-  const metered = variant === 'metered' || variant === 'metered-audit';
+  const otel = variant === 'metered-otel' || variant === 'metered-otel-sdk';
+  if (variant === 'metered-otel-sdk') registerInMemorySdk();
+  const metered = variant === 'metered' || variant === 'metered-audit' || otel;
   if (metered || variant === 'enforced' || variant === 'enforced-redis' || idempotent) {
     const options: KanaMeterOptions = {
       apiKey: environment.apiKey,
@@ -97,6 +128,8 @@ export async function buildVariantApp(variant: Variant, environment: VariantEnvi
       ...(variant === 'metered-audit' && {
         audit: { path: join(mkdtempSync(join(tmpdir(), 'bench-audit-')), 'audit.jsonl') },
       }),
+      // 'metered-otel': openTelemetry() with no provider registered (the API's no-op); '-sdk': a real SDK.
+      ...(otel && { metrics: openTelemetry() }),
     };
     if (variant === 'enforced-redis') {
       const client = await connectRedis(variant, environment.redisUrl);

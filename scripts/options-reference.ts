@@ -18,6 +18,7 @@ import {
   type RetryOptions,
   type SpoolOptions,
 } from '../src/index.js';
+import { type OpenTelemetryOptions, openTelemetry } from '../src/integrations/opentelemetry.js';
 import { type PrometheusMetricsOptions, prometheusMetrics } from '../src/integrations/prometheus.js';
 import { MemoryStore, type MemoryStoreOptions } from '../src/stores/memory-store.js';
 import { RedisStore, type RedisStoreOptions } from '../src/stores/redis-store.js';
@@ -242,6 +243,20 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
     } satisfies BadValues<MemoryStoreOptions>,
     shown: (name, value) => `new MemoryStore(${literal({ [name]: value })})`,
     attempt: (name, value) => attempt(() => new MemoryStore({ [name]: value })),
+  },
+  {
+    title: 'openTelemetry(options)',
+    entry: 'kana-meter/opentelemetry',
+    typeName: 'OpenTelemetryOptions',
+    prefix: '',
+    summaryName: (name) => `openTelemetry({ ${name} })`,
+    badValues: {
+      meterProvider: 'global',
+      tracerProvider: { tracer: 'kana-meter' },
+      recordUserId: 'yes',
+    } satisfies BadValues<OpenTelemetryOptions>,
+    shown: (name, value) => `openTelemetry(${literal({ [name]: value })})`,
+    attempt: (name, value) => attempt(() => openTelemetry({ [name]: value })),
   },
 ];
 

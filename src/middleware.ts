@@ -8,6 +8,7 @@ import { logCodes } from './config/errors.js';
 import { guardObserveKanaCall } from './config/metrics.js';
 import { checkInteger, describeValue, isCleartextRemote, optionError } from './config/option-checks.js';
 import { createCounters, type KanaMeterStats } from './config/stats.js';
+import { resolveTelemetry, withTracedLogger } from './config/telemetry.js';
 import { isPromise, toPromise } from './config/thenable.js';
 import { raceTimeout } from './config/timers.js';
 import { type CloseOptions, DEFAULT_CLOSE_TIMEOUT_MS, DeliveryQueue } from './delivery/queue.js';
@@ -98,7 +99,7 @@ function parseCloseOptions(closeOptions: CloseOptions | undefined): number {
  * @example app.use(kanaMeter({ apiKey: process.env.KANA_API_KEY, userId: (req) => req.user?.kanaId }))
  */
 export function kanaMeter(options: KanaMeterOptions): KanaMeter {
-  const config = parseOptions(options);
+  const config = withTracedLogger(parseOptions(options));
   const { matchRoute, logger, isSuccess, userId: getUserId, enforce } = config;
   const client = config.client instanceof KanaClient ? config.client : new KanaClient(config.client);
   if (isCleartextRemote(client.endpoint)) {
@@ -119,7 +120,17 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   const queue = new DeliveryQueue(client, config, counters, observeKanaCall);
   const audit = config.audit && new AuditTrail(config.audit, { logger, counters });
   if (audit) queue.onOutcome((outcome) => audit.delivery(outcome));
-  const enforcement = createEnforcement({ config, client, store, counters, queue, observeKanaCall });
+  const telemetry = resolveTelemetry(config.metrics, counters, logger);
+  queue.instrument(telemetry);
+  const enforcement = createEnforcement({
+    config,
+    client,
+    store,
+    counters,
+    queue,
+    observeKanaCall,
+    tracing: telemetry.tracing,
+  });
   const { entitlements, leases, lookup } = enforcement;
   // Off: undefined, and the request path only tests it.
   const replay =
@@ -151,6 +162,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     userIdFailed,
     keyStatus,
     gateTimeoutMs: 3 * config.checkTimeoutMs + storeTimeoutOf(givenStore),
+    telemetry,
   });
   /** Captures whose userId or delta is still being awaited; flush() and close() wait for them. */
   const asyncCaptures = new Set<Promise<void>>();

@@ -1,7 +1,8 @@
 // The published artefact: npm pack, install the tarball in a fresh project; every way an app loads it (ESM, CommonJS, TypeScript
 // compiled to either, Express 4 and 5, bundled by esbuild) delivers real usage, each consumer in its own process against an
-// emulator; type-checks TS consumers; the main entry without prom-client (an optional peer), kana-meter/prometheus with it;
-// kana-meter/redis from ESM (node-redis) and CommonJS (ioredis) against a real redis-server.
+// emulator; type-checks TS consumers; the main entry without prom-client nor @opentelemetry/api (optional peers), kana-meter/prometheus with it;
+// kana-meter/redis from ESM (node-redis) and CommonJS (ioredis) against a real redis-server; kana-meter/opentelemetry
+// (its optional peer @opentelemetry/api installed with the SDK) from ESM and CommonJS.
 
 import { type ExecFileOptions, execFile, spawn } from 'node:child_process';
 import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -71,7 +72,21 @@ beforeAll(async () => {
   }
   // prom-client is an optional peer: npm did not install it. Try the package without it, then add it.
   withoutPromClient = JSON.parse((await run('node', ['without-prom-client.mjs'], { cwd: project })).stdout);
-  await run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', 'prom-client@15'], { cwd: project });
+  await run(
+    'npm',
+    [
+      'install',
+      '--no-audit',
+      '--no-fund',
+      '--prefer-offline',
+      'prom-client@15',
+      // The OpenTelemetry API (an optional peer) and the SDK a user brings.
+      '@opentelemetry/api@~1.9.0',
+      '@opentelemetry/sdk-metrics@^2.12.0',
+      '@opentelemetry/sdk-trace-base@^2.12.0',
+    ],
+    { cwd: project },
+  );
 }, 180_000);
 
 afterAll(async () => {
@@ -97,6 +112,10 @@ describe('the packed tarball', () => {
         'dist/redis.cjs',
         'dist/redis.d.ts',
         'dist/redis.d.cts',
+        'dist/opentelemetry.js',
+        'dist/opentelemetry.cjs',
+        'dist/opentelemetry.d.ts',
+        'dist/opentelemetry.d.cts',
         'README.md',
         'package.json',
       ]),
@@ -132,10 +151,14 @@ describe('the packed tarball', () => {
       cjs: 'function',
       prometheusEsm: { code: 'ERR_MODULE_NOT_FOUND', namesPromClient: true },
       prometheusCjs: { code: 'MODULE_NOT_FOUND', namesPromClient: true },
+      openTelemetryApi: { code: 'MODULE_NOT_FOUND', namesOpenTelemetry: true },
+      openTelemetryEsm: { code: 'ERR_MODULE_NOT_FOUND', namesOpenTelemetry: true },
+      openTelemetryCjs: { code: 'MODULE_NOT_FOUND', namesOpenTelemetry: true },
     });
     const installed = join(project, 'node_modules/kana-meter/dist');
     for (const bundle of ['index.js', 'index.cjs', 'emulator/index.js', 'emulator/index.cjs']) {
       expect(await readFile(join(installed, bundle), 'utf8')).not.toContain('prom-client');
+      expect(await readFile(join(installed, bundle), 'utf8')).not.toContain('@opentelemetry');
     }
   });
 });
@@ -259,6 +282,24 @@ describe('every way an app loads the packed tarball delivers its usage (one call
     const { printed } = await consume('prometheus-cjs', ['consumer-prometheus.cjs']);
     expect(printed).toEqual({ cjs: true, served: SERVED, delivered: String(SERVED), retries: '1', available: '1' });
     expect(billedTo('prometheus-cjs')).toEqual(BILLED);
+  });
+
+  it('kana-meter/opentelemetry, imported as ESM, reports the units delivered and one span per attempt', async () => {
+    const { printed } = await consume('opentelemetry-esm', ['consumer-opentelemetry.mjs']);
+    expect(printed).toEqual({
+      esm: true,
+      served: SERVED,
+      units: BILLED,
+      retries: 1,
+      attempts: [503, 'ok', 'ok'],
+    });
+    expect(billedTo('opentelemetry-esm')).toEqual(BILLED);
+  });
+
+  it("kana-meter/opentelemetry, required as CommonJS, on the SDK's global providers", async () => {
+    const { printed } = await consume('opentelemetry-cjs', ['consumer-opentelemetry.cjs']);
+    expect(printed).toEqual({ cjs: true, served: SERVED, delivered: SERVED, available: 1, deliveries: true });
+    expect(billedTo('opentelemetry-cjs')).toEqual(BILLED);
   });
 
   it('kana-meter/emulator, imported as ESM, records what the app sent', async () => {

@@ -4,6 +4,7 @@ import { KanaError, type KanaErrorCode, logCodes } from './errors.js';
 import type { KanaLogger } from './logger.js';
 import { optionError } from './option-checks.js';
 import type { Counter, KanaMeterStats } from './stats.js';
+import type { KanaCallSpan, KanaMeterTracing, ObserveDecision, ObserveUsage } from './telemetry.js';
 import { isPromise } from './thenable.js';
 
 /** Which kind of Kana call: a usage mutation (deliveries, retries and outage probes) or an entitlement check. */
@@ -41,6 +42,15 @@ export interface KanaMeterMetrics {
    * counted in `stats().hookErrors`, never passed on to delivery or a request.
    */
   observeKanaCall(call: KanaCall): void;
+  /**
+   * Optional: told of usage units per (user, feature) as they are captured (once per billed
+   * request: keep it cheap), delivered, failed or dropped. Guarded like `observeKanaCall`.
+   */
+  observeUsage?: ObserveUsage;
+  /** Optional: told of each enforced request's decision (once per request: keep it cheap). Guarded like `observeKanaCall`. */
+  observeDecision?: ObserveDecision;
+  /** Optional, experimental: spans for Kana calls, check waits and delivery batches (see `openTelemetry()`). */
+  tracing?: KanaMeterTracing;
 }
 
 /** kana-meter's own view of `observeKanaCall`: positional, and never throws. */
@@ -96,21 +106,28 @@ export function guardObserveKanaCall(
   };
 }
 
-/** Makes one Kana call and reports how long it took and how it ended; the call's own result or error passes through. */
+/**
+ * Makes one Kana call and reports how long it took and how it ended (to `observe`, and to `span`
+ * when the call is traced); the call's own result or error passes through.
+ */
 export function timeKanaCall<T>(
-  observe: ObserveKanaCall,
+  observe: ObserveKanaCall | undefined,
   operation: KanaCallOperation,
   call: () => Promise<T>,
+  span?: KanaCallSpan,
 ): Promise<T> {
   const started = performance.now();
-  return call().then(
+  return (span === undefined ? call() : span.run(call)).then(
     (value) => {
-      observe(operation, performance.now() - started, 'ok');
+      observe?.(operation, performance.now() - started, 'ok');
+      span?.end('ok', undefined, undefined);
       return value;
     },
     (error: unknown) => {
       // The client throws KanaErrors only; anything else is a bug of ours.
-      observe(operation, performance.now() - started, error instanceof KanaError ? error.code : logCodes.internalError);
+      const outcome = error instanceof KanaError ? error.code : logCodes.internalError;
+      observe?.(operation, performance.now() - started, outcome);
+      span?.end(outcome, error instanceof KanaError ? error.status : undefined, error);
       throw error;
     },
   );

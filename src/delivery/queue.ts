@@ -4,8 +4,15 @@ import { setMaxListeners } from 'node:events';
 import pRetry from 'p-retry';
 import { KanaError, logCodes, SpoolError } from '../config/errors.js';
 import type { KanaLogger } from '../config/logger.js';
-import { type ObserveKanaCall, timeKanaCall } from '../config/metrics.js';
+import { type KanaCallOutcome, type ObserveKanaCall, timeKanaCall } from '../config/metrics.js';
 import type { Counter } from '../config/stats.js';
+import {
+  type DeliverySpan,
+  failedCall,
+  type KanaCallDescription,
+  type ObserveUsage,
+  type Telemetry,
+} from '../config/telemetry.js';
 import { keepAliveUntil, raceTimeout, sleep } from '../config/timers.js';
 import type { KanaMeterConfig, UndeliveredUsage } from '../options.js';
 import type { DeliveryOutcome, DeliveryOutcomeListener } from './delivery-outcome.js';
@@ -100,6 +107,10 @@ export class DeliveryQueue {
   #outcome: DeliveryOutcomeListener | undefined;
   /** Delivery calls started so far: each outcome names the call that carried it. */
   #callCount = 0;
+  /** Told of units captured, delivered, failed and dropped; undefined unless the `metrics` integration wants them. */
+  #observeUsage: ObserveUsage | undefined;
+  /** Traces delivery batches and their attempts; undefined unless the `metrics` integration traces. */
+  #tracing: Telemetry['tracing'];
 
   constructor(
     sink: UsageSink,
@@ -161,6 +172,7 @@ export class DeliveryQueue {
       return;
     }
     this.#counters.captured++;
+    this.#observeUsage?.('captured', userId, featureId, delta, undefined);
     // The hot path: a merge into an existing batch is one Map lookup and two additions.
     const added = this.#usage.add(userId, featureId, delta, 1, undefined, this.#config.maxPendingKeys - this.#reserved);
     if (added === 'full') {
@@ -175,6 +187,7 @@ export class DeliveryQueue {
   /** Reports an event captured after close() began: it cannot be sent any more. */
   rejectClosed(userId: string, featureId: string, delta: number): void {
     this.#counters.captured++;
+    this.#observeUsage?.('captured', userId, featureId, delta, undefined);
     const usage = { userId, featureId, delta, events: 1, firstCapturedAt: new Date() };
     const error = new KanaError('KANA_CLOSED', 'usage was captured after close()', { retryable: false });
     this.#tell({ outcome: 'failed', userId, featureId, delta, events: 1, reason: error.code });
@@ -252,6 +265,12 @@ export class DeliveryQueue {
 
   #tell(outcome: DeliveryOutcome): void {
     this.#outcome?.(outcome);
+  }
+
+  /** The `metrics` integration's usage and tracing hooks (kanaMeter() sets them once, before any usage). */
+  instrument(telemetry: Telemetry): void {
+    this.#observeUsage = telemetry.observeUsage;
+    this.#tracing = telemetry.tracing;
   }
 
   #settled(usage: { userId: string; featureId: string; delta: number }): void {
@@ -332,14 +351,18 @@ export class DeliveryQueue {
   }
 
   #start(batch: Batch, probe: boolean): void {
-    const call = this.#send(batch, probe).finally(() => {
+    // Traced: the batch's span is the context of its attempts and of the log lines its sending writes.
+    const span = this.#tracing?.startDelivery(batch.userId, batch.featureId, batch.delta, probe);
+    const sent =
+      span === undefined ? this.#send(batch, probe, undefined) : span.run(() => this.#send(batch, probe, span));
+    const call = sent.finally(() => {
       this.#calls.delete(call);
       this.#dispatch();
     });
     this.#calls.add(call);
   }
 
-  async #send(batch: Batch, probe: boolean): Promise<void> {
+  async #send(batch: Batch, probe: boolean, span: DeliverySpan | undefined): Promise<void> {
     const { retry } = this.#config;
     const signal = this.#shutdown.signal;
     const usage = { userId: batch.userId, featureId: batch.featureId, delta: batch.delta };
@@ -347,12 +370,15 @@ export class DeliveryQueue {
     const sink = this.#sink;
     const attempt = () => sink.deliver(usage, signal);
     const call = ++this.#callCount;
+    let ended: [outcome: KanaCallOutcome | 'requeued', error: unknown] = ['ok', undefined];
     try {
       await pRetry(
-        () => {
+        (attemptNumber) => {
           this.#counters.calls++;
           // Each attempt is timed on its own: p-retry's backoff waits are not Kana's latency.
-          return observe === undefined ? attempt() : timeKanaCall(observe, 'usage', attempt);
+          return observe === undefined && span === undefined
+            ? attempt()
+            : timeKanaCall(observe, 'usage', attempt, span?.attempt(this.#describeAttempt(attemptNumber)));
         },
         {
           ...retry,
@@ -382,9 +408,11 @@ export class DeliveryQueue {
       this.#settled(batch);
       this.#counters.delivered += batch.events;
       this.#tell({ outcome: 'delivered', call, ...summarizeBatch(batch) });
+      this.#observeUsage?.('delivered', batch.userId, batch.featureId, batch.delta, undefined);
       if (this.#spoolHoldsUsage) this.#spoolStale = true;
       this.#endOutage();
     } catch (caught) {
+      ended = [failedCall(caught).outcome, caught];
       // At close()'s deadline the batch stays outbound: close() takes it with the rest.
       if (signal.aborted) return;
       // Not a failure the sink recognises (Kana's: a KanaError): a bug of ours. The usage is kept and
@@ -394,6 +422,7 @@ export class DeliveryQueue {
       if (error === undefined || error.retryable) {
         // Retries ran out on a transient error: keep the usage, pause, and probe until Kana is back.
         this.#usage.requeue(batch);
+        ended[0] = 'requeued';
         if (probe) this.#probeFailed(error);
         else this.#startOutage(error);
         return;
@@ -404,8 +433,15 @@ export class DeliveryQueue {
       this.#fail(batch, error);
       this.#endOutage();
     } finally {
+      span?.end(ended[0], ended[1]);
       this.#schedule();
     }
+  }
+
+  /** A usage call attempt, as its span describes it. */
+  #describeAttempt(attempt: number): KanaCallDescription {
+    const sink = this.#sink;
+    return { operation: 'usage', name: sink.mutation ?? 'deliver', endpoint: sink.endpoint ?? '', attempt };
   }
 
   /** Counts an internal error, and logs it with its stack the first time this cause is seen. */
@@ -513,6 +549,7 @@ export class DeliveryQueue {
       return;
     }
     this.#counters.dropped++;
+    this.#observeUsage?.('dropped', usage.userId, usage.featureId, usage.delta, logCodes.queueFull);
     this.#settled(usage);
     this.#tell({ ...summarizeBatch(usage), outcome: 'failed', reason: 'dropped' });
     warnOnce(
@@ -679,6 +716,7 @@ export class DeliveryQueue {
 
   #reportFailure(usage: UndeliveredUsage, events: number, error: KanaError): void {
     this.#counters.failed += events;
+    this.#observeUsage?.('failed', usage.userId, usage.featureId, usage.delta, error.code);
     const hook = this.#config.onDeliveryFailure;
     if (hook) this.#callHook('onDeliveryFailure', () => hook(usage, error));
   }

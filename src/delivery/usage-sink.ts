@@ -27,4 +27,8 @@ export interface UsageSink {
    * is kept, counted in `internalErrors`, and sending backs off as for a transient failure).
    */
   classify(error: unknown): SinkFailure | undefined;
+  /** What a delivery call is named (Kana's: its mutation), for traces. */
+  readonly mutation?: string;
+  /** Where deliveries go (Kana's: its GraphQL endpoint), for traces. */
+  readonly endpoint?: string;
 }

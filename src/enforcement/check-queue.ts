@@ -4,6 +4,7 @@ import { KanaError, logCodes, summarizeKanaError } from '../config/errors.js';
 import type { KanaLogger } from '../config/logger.js';
 import { type ObserveKanaCall, timeKanaCall } from '../config/metrics.js';
 import type { Counter } from '../config/stats.js';
+import type { KanaMeterTracing } from '../config/telemetry.js';
 import {
   type CheckResults,
   type EntitlementAnswer,
@@ -35,6 +36,8 @@ interface WaitingCheck {
   rounds: number;
   /** The breaker's probe: not a request's check, so not counted in `checks` nor `checkErrors`. */
   readonly probe: boolean;
+  /** The trace context it was asked in (the request's wait for it), when traced. */
+  readonly context: unknown;
 }
 
 export interface CheckQueueOptions {
@@ -50,6 +53,8 @@ export interface CheckQueueOptions {
   onKanaError: 'allow' | 'deny';
   /** Told the duration and outcome of each call; when undefined, calls are not timed. */
   observeKanaCall: ObserveKanaCall | undefined;
+  /** Traces each call, a child of the first check it carries; undefined: not traced. */
+  tracing?: KanaMeterTracing | undefined;
   /** The clock. @default Date.now */
   now?: () => number;
 }
@@ -87,7 +92,9 @@ export class CheckQueue {
     }
     if (!probe) counters.checks++;
     return new Promise((resolve, reject) => {
-      const check: WaitingCheck = { query, resolve, reject, since: this.#now(), rounds: 0, probe };
+      // The breaker's probe belongs to no request: its call is a trace of its own.
+      const context = probe ? undefined : this.#options.tracing?.currentContext();
+      const check: WaitingCheck = { query, resolve, reject, since: this.#now(), rounds: 0, probe, context };
       if (probe) {
         void this.#send([check]);
         return;
@@ -116,7 +123,7 @@ export class CheckQueue {
   }
 
   async #send(batch: WaitingCheck[]): Promise<void> {
-    const { client, breaker, checkTimeoutMs, observeKanaCall, counters } = this.#options;
+    const { client, breaker, checkTimeoutMs, observeKanaCall, counters, tracing } = this.#options;
     this.#inFlight++;
     counters.checkCalls++;
     const period = this.#now() >= this.#periodPausedUntil;
@@ -125,10 +132,13 @@ export class CheckQueue {
       return check.query;
     });
     const call = () => client.checkEntitlements(queries, { timeoutMs: checkTimeoutMs, period });
+    const span = tracing && traceCheckCall(tracing, client.endpoint, batch);
     try {
       let results: CheckResults;
       try {
-        results = await (observeKanaCall === undefined ? call() : timeKanaCall(observeKanaCall, 'check', call));
+        results = await (observeKanaCall === undefined && span === undefined
+          ? call()
+          : timeKanaCall(observeKanaCall, 'check', call, span));
       } catch (error) {
         this.#callFailed(batch, error);
         return;
@@ -219,6 +229,22 @@ export class CheckQueue {
     if (!check.probe) this.#options.counters.checkErrors++;
     check.reject(error);
   }
+}
+
+/** A span for one check call: a child of its first check's context, linked to the others'. */
+function traceCheckCall(tracing: KanaMeterTracing, endpoint: string, batch: readonly WaitingCheck[]) {
+  const [first] = batch as [WaitingCheck, ...WaitingCheck[]];
+  return tracing.startKanaCall(
+    {
+      operation: 'check',
+      name: batch.length === 1 ? 'checkEntitlement' : 'checkEntitlements',
+      endpoint,
+      attempt: first.rounds,
+      checks: batch.length,
+    },
+    first.context,
+    batch.length === 1 ? [] : batch.slice(1).map((check) => check.context),
+  );
 }
 
 function slotTimeout(checkTimeoutMs: number): KanaError {

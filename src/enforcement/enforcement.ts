@@ -4,6 +4,7 @@
 import type { EntitlementDecision } from '../config/decision.js';
 import type { ObserveKanaCall } from '../config/metrics.js';
 import type { Counter } from '../config/stats.js';
+import type { KanaMeterTracing } from '../config/telemetry.js';
 import type { DeliveryQueue } from '../delivery/queue.js';
 import type { KanaClient } from '../kana/client.js';
 import type { KanaMeterConfig } from '../options.js';
@@ -34,9 +35,19 @@ export interface EnforcementOptions {
   /** Usage not yet delivered counts against the allowance; usage it settles leaves the fleet's count. */
   queue: DeliveryQueue;
   observeKanaCall: ObserveKanaCall | undefined;
+  /** Traces check calls. @default none */
+  tracing?: KanaMeterTracing | undefined;
 }
 
-export function createEnforcement({ config, client, store, counters, queue, observeKanaCall }: EnforcementOptions) {
+export function createEnforcement({
+  config,
+  client,
+  store,
+  counters,
+  queue,
+  observeKanaCall,
+  tracing,
+}: EnforcementOptions) {
   const { logger } = config;
   const breaker: CheckBreaker = new CheckBreaker({
     backoff: config.retry,
@@ -54,6 +65,7 @@ export function createEnforcement({ config, client, store, counters, queue, obse
     logger,
     onKanaError: config.onKanaError,
     observeKanaCall,
+    tracing,
   });
   const leases = new Leases({
     store,

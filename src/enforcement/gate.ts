@@ -5,6 +5,7 @@ import type { NextFunction, Request, Response } from 'express';
 import type { DecisionSource, EntitlementDecision } from '../config/decision.js';
 import { KanaError, logCodes } from '../config/errors.js';
 import type { Counter } from '../config/stats.js';
+import { NO_TELEMETRY, type Telemetry, traceLookup } from '../config/telemetry.js';
 import { isPromise, toPromise } from '../config/thenable.js';
 import { isKeyRefusal } from '../kana/key-status.js';
 import type { MeteredFeature } from '../metering/metered-feature.js';
@@ -59,6 +60,8 @@ export interface GateOptions {
    * (3 x checkTimeoutMs + the store's timeoutMs; see docs/enforcement.md).
    */
   gateTimeoutMs: number;
+  /** Told of each decision; traces the wait for a check. @default none */
+  telemetry?: Pick<Telemetry, 'observeDecision' | 'tracing'>;
 }
 
 /**
@@ -75,7 +78,9 @@ export function createGate({
   userIdFailed,
   keyStatus,
   gateTimeoutMs,
+  telemetry = NO_TELEMETRY,
 }: GateOptions) {
+  const { observeDecision, tracing } = telemetry;
   const { userId: getUserId, logger, onDenied, onKanaError, rateLimitHeaders, enforce, checkTimeoutMs } = config;
   const answerDenied = createDeniedResponse({ onDenied, logger, counters, limitMs: checkTimeoutMs });
   let warnedNoUser = false;
@@ -199,7 +204,12 @@ export function createGate({
       take(req, res, next, feature, usage, entry, 'cache', undefined);
       return;
     }
-    const found = lookUpMissed(userId, feature.featureId, feature.checkDelta);
+    // Traced: the wait is a span of the request's trace, and the Kana call a child of it.
+    const wait = tracing?.startCheckWait(feature.featureId);
+    const found =
+      wait === undefined
+        ? lookUpMissed(userId, feature.featureId, feature.checkDelta)
+        : traceLookup(wait, () => lookUpMissed(userId, feature.featureId, feature.checkDelta));
     if (isPromise(found)) {
       armDeadline(next, gateTimeoutMs, () => timedOut(req, res, next, feature, usage));
       found
@@ -274,6 +284,7 @@ export function createGate({
     const decision = decisionFrom(entry, delta, source, error, taken);
     setDecision(req, decision);
     const shadow = isShadow(feature);
+    observeDecision?.(decision, shadow);
     if (!decision.allowed) {
       refuse(req, res, next, usage, decision, entry, shadow);
       return;
@@ -300,6 +311,7 @@ export function createGate({
     if (usage.ended || isDecided(next)) return;
     const decision = fallbackDecision(userId, feature.featureId, feature.checkDelta, onKanaError, error);
     setDecision(req, decision);
+    observeDecision?.(decision, isShadow(feature));
     if (!decision.allowed) {
       refuse(req, res, next, usage, decision, undefined, isShadow(feature));
       return;

@@ -2,6 +2,7 @@
 import express = require('express');
 import kanaMeterModule = require('kana-meter');
 import emulatorModule = require('kana-meter/emulator');
+import openTelemetryModule = require('kana-meter/opentelemetry');
 import prometheusModule = require('kana-meter/prometheus');
 import redisModule = require('kana-meter/redis');
 
@@ -12,6 +13,7 @@ const kana = kanaMeterModule.kanaMeter({
   metrics: prometheusModule.prometheusMetrics({ prefix: 'api_kana_' }),
   store: new redisModule.RedisStore({ sendCommand: (command: string, ...args: string[]) => [command, ...args] }),
 });
+kanaMeterModule.kanaMeter({ apiKey: 'prv_test_x', userId: () => 'u1', metrics: openTelemetryModule.openTelemetry() });
 const app = express();
 app.get('/docs/:id', kanaMeterModule.meter('docs'), (req, res) => {
   const remaining: number | null | undefined = req.kana?.remaining;

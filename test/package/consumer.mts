@@ -1,4 +1,5 @@
 // Type-checked against the installed tarball (NodeNext and Bundler, @types/express 4 and 5): an ESM consumer.
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import express, { type Request, type Response } from 'express';
 import {
   type EntitlementDecision,
@@ -9,6 +10,7 @@ import {
   meter,
 } from 'kana-meter';
 import { type KanaEmulator, startKanaEmulator } from 'kana-meter/emulator';
+import { type OpenTelemetryOptions, openTelemetry } from 'kana-meter/opentelemetry';
 import { type PrometheusMetricsOptions, prometheusMetrics } from 'kana-meter/prometheus';
 import { RedisStore, type RedisStoreOptions } from 'kana-meter/redis';
 import { Registry } from 'prom-client';
@@ -26,6 +28,11 @@ const prometheusOptions: PrometheusMetricsOptions = {
 const kana = kanaMeter({ ...options, metrics: prometheusMetrics(prometheusOptions) });
 // @ts-expect-error: metrics is a KanaMeterMetrics (bind, observeKanaCall), not a registry
 kanaMeter({ ...options, metrics: new Registry() });
+// The OpenTelemetry SDK's providers are the API's.
+const openTelemetryOptions: OpenTelemetryOptions = { meterProvider: new MeterProvider(), recordUserId: false };
+kanaMeter({ ...options, metrics: openTelemetry(openTelemetryOptions) });
+// @ts-expect-error: recordUserId is true or false
+openTelemetry({ recordUserId: 'yes' });
 const app = express();
 app.use(kana);
 app.get('/r', meter('reports', { delta: (_req, res) => Number(res.locals.rows) }), (_req, res) => {
