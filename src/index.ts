@@ -16,6 +16,7 @@ export type { KanaLogger } from './config/logger.js';
 export type { KanaCall, KanaCallOperation, KanaCallOutcome, KanaMeterMetrics } from './config/metrics.js';
 export type { KanaMeterStats } from './config/stats.js';
 export type { CloseOptions } from './delivery/queue.js';
+export type { UsageHold } from './enforcement/usage-hold.js';
 export type {
   CheckOptions,
   CheckOutcome,

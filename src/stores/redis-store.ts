@@ -22,6 +22,7 @@ import type {
   StoreKey,
   StoreStats,
 } from './store.js';
+import { rebuildMs } from './store.js';
 
 export type { SendCommand } from './redis-commands.js';
 
@@ -154,6 +155,8 @@ export class RedisStore implements KanaMeterStore {
       this.#maxBlock,
       this.#leaseMs,
       this.#retainMs,
+      request.lastEpoch ?? 0,
+      rebuildMs(this.#leaseMs),
     ]);
     return leaseState(reply, 'reserve');
   }
