@@ -9,11 +9,13 @@ import { type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.j
 import type { KanaMeterStats } from '../../src/index.js';
 import { type RedisServer, redisSkipReason, startRedisServer } from '../helpers/redis.js';
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 const LEASE_MS = 1500;
 const FIXTURE = fileURLToPath(new URL('../fixtures/fleet-instance.ts', import.meta.url));
 
 /** Budgets of api-calls per user. */
-const PLANS: Record<string, number> = { worker: 30, jobs: 5, burst: 1000, flush: 20 };
+const PLANS: Record<string, number> = { worker: 30, jobs: 5, burst: 1000, flush: 20, rebuilt: 20 };
 
 interface Instance {
   readonly child: ChildProcess;
@@ -77,11 +79,12 @@ describe.skipIf(redisSkipReason)('one allowance across processes sharing one Red
 
   const count = (statuses: number[], status: number) => statuses.filter((one) => one === status).length;
 
-  /** Requests in turn until one is refused; the statuses. */
+  /** Requests in turn until each instance has refused one in a row (none has units left); the statuses. */
   async function untilRefused(instances: Instance[], user: string): Promise<number[]> {
     const statuses: number[] = [];
-    for (let i = 0; statuses.at(-1) !== 429; i++)
-      statuses.push(await hit(instances[i % instances.length] as Instance, user));
+    const done = () =>
+      statuses.length >= instances.length && statuses.slice(-instances.length).every((one) => one === 429);
+    for (let i = 0; !done(); i++) statuses.push(await hit(instances[i % instances.length] as Instance, user));
     return statuses;
   }
 
@@ -119,7 +122,7 @@ describe.skipIf(redisSkipReason)('one allowance across processes sharing one Red
       spawnInstance('node-redis'),
     ]);
     await ask(worker as Instance, { type: 'record', user: 'worker', times: 20 }, 'recorded');
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await sleep(300);
     const statuses: number[] = [];
     for (let i = 0; i < 30; i++) statuses.push(await hit(api as Instance, 'worker'));
     // 9 would be a unit parked at a block boundary; 11 or more, an overshoot.
@@ -145,37 +148,77 @@ describe.skipIf(redisSkipReason)('one allowance across processes sharing one Red
     expect(emulator.usage('jobs', 'api-calls')).toBe(5);
   });
 
-  it('maxBlock caps what one instance reserves, bursts included: SIGKILLed after a burst of 200, it locks away at most 64', async () => {
-    const fleet = await spawnFleet();
+  it('maxBlock caps what one instance reserves, bursts included: SIGKILLed in a burst of 200, it locks away at most 64', async () => {
+    // A long lease: what c locked away is measured before it ends.
+    const fleet = await spawnFleet({ LEASE_MS: '60000' });
     const [a, b, c] = fleet as [Instance, Instance, Instance];
-    const burst = await Promise.all(Array.from({ length: 200 }, () => hit(c, 'burst')));
-    expect(count(burst, 200)).toBe(200);
-    // c reports what it spent within a settle interval, then dies with whatever it still has reserved.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    let holding = 0;
+    c.child.on('message', (message: { type: string; count: number }) => {
+      if (message.type === 'holding') holding = message.count;
+    });
+    // 200 requests at once whose handlers never end: each holds its unit until c dies. Past maxBlock (64)
+    // held, the others wait for units to come free (at most a second), then are refused.
+    const burst = Array.from({ length: 200 }, () => hit(c, 'burst', '/hold').catch(() => 0));
+    const answered = await Promise.all(burst.map((one) => Promise.race([one, sleep(5000).then(() => -1)])));
+    expect(holding).toBeGreaterThan(0);
+    expect(holding).toBeLessThanOrEqual(64);
+    expect(count(answered, 429)).toBe(200 - holding);
     c.child.kill('SIGKILL');
     await c.exited;
     const statuses = await untilRefused([a, b], 'burst');
-    // Before c's lease ends, the others pass all but what c locked away.
-    const locked = 1000 - 200 - count(statuses, 200);
-    expect(locked).toBeGreaterThanOrEqual(0);
+    // Before c's lease ends, the others pass all but what c locked away: its holds and its block.
+    const locked = 1000 - count(statuses, 200);
+    expect(locked).toBeGreaterThanOrEqual(holding);
     expect(locked).toBeLessThanOrEqual(64);
   });
 
-  it('FLUSHALL mid-traffic never passes more than the budget: 12 of 20 used, flushed, then 60 requests', async () => {
+  it('FLUSHALL mid-traffic never passes more than the budget: 12 of 20 used, 8 in flight, flushed, then 60 requests', async () => {
     const fleet = await spawnFleet();
+    let holding = 0;
+    for (const instance of fleet) {
+      instance.child.on('message', (message: { type: string }) => {
+        if (message.type === 'holding') holding++;
+      });
+    }
     const statuses: number[] = [];
     for (let i = 0; i < 12; i++) statuses.push(await hit(fleet[i % 3] as Instance, 'flush'));
     expect(count(statuses, 200)).toBe(12);
+    // 8 more units held by requests in flight: the whole allowance is taken.
+    let refused = 0;
+    const inFlight = Array.from({ length: 8 }, (_, i) =>
+      hit(fleet[i % 3] as Instance, 'flush', '/hold').then((status) => {
+        if (status !== 200) refused++;
+        return status;
+      }),
+    );
+    // (One may be refused early: another instance still has the unit in its block.)
+    while (holding + refused < 8) await sleep(20);
     await redis.command('FLUSHALL');
-    for (let i = 0; i < 60; i++) statuses.push(await hit(fleet[i % 3] as Instance, 'flush'));
+    statuses.push(...(await Promise.all(Array.from({ length: 60 }, (_, i) => hit(fleet[i % 3] as Instance, 'flush')))));
+    await Promise.all(fleet.map((instance) => ask(instance, { type: 'release' }, 'released')));
+    statuses.push(...(await Promise.all(inFlight)));
     expect(count(statuses, 200)).toBeLessThanOrEqual(20);
-    // Once the instances have reported (a lease, at most 2 s), the rest of the allowance passes again, and no more.
-    await new Promise((resolve) => setTimeout(resolve, 2500));
-    const after = await untilRefused(fleet, 'flush');
-    statuses.push(...after);
+    // Once the instances have reported (at most 2 s), nothing more passes either: the allowance is used up.
+    await sleep(2500);
+    statuses.push(...(await untilRefused(fleet, 'flush')));
     expect(count(statuses, 200)).toBeLessThanOrEqual(20);
     await flushAll(fleet);
-    expect(emulator.usage('flush', 'api-calls')).toBeLessThanOrEqual(20);
-    expect(count(statuses, 200)).toBe(emulator.usage('flush', 'api-calls'));
+    expect(emulator.usage('flush', 'api-calls')).toBe(count(statuses, 200));
+  });
+
+  it('after FLUSHALL the rest of an allowance passes again once the instances have reported: 12 of 20 used, then exactly 8', async () => {
+    const fleet = await spawnFleet();
+    const statuses: number[] = [];
+    for (let i = 0; i < 12; i++) statuses.push(await hit(fleet[i % 3] as Instance, 'rebuilt'));
+    await redis.command('FLUSHALL');
+    statuses.push(
+      ...(await Promise.all(Array.from({ length: 30 }, (_, i) => hit(fleet[i % 3] as Instance, 'rebuilt')))),
+    );
+    expect(count(statuses, 200)).toBeLessThanOrEqual(20);
+    await sleep(2500);
+    statuses.push(...(await untilRefused(fleet, 'rebuilt')));
+    expect(count(statuses, 200)).toBe(20);
+    await flushAll(fleet);
+    expect(emulator.usage('rebuilt', 'api-calls')).toBe(20);
   });
 });
