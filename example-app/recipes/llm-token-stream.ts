@@ -4,7 +4,7 @@
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
-import { kanaMeter, meter } from 'kana-meter';
+import { kanaMeter } from 'kana-meter';
 
 const kana = kanaMeter({
   apiKey: process.env.KANA_API_KEY,
@@ -16,13 +16,22 @@ const app = express();
 app.use(express.json());
 app.use(kana);
 
-// meter() reads the delta once the response has finished: the tokens streamed. enforce refuses a user
-// whose allowance is used up before generating anything (checked as 1 token: a stream may end past it).
-// A stream the client abandons never finishes: generation stops, and nothing is billed.
-const billTokens = meter('llm-tokens', { delta: (_req, res) => res.locals.tokens, enforce: true });
-
-app.post('/v1/completions', billTokens, async (req, res) => {
+// kana.hold() keeps max_tokens aside before generating: streams running at once, on every instance
+// sharing the store, can never take more than the allowance together. A user who may not use that many
+// is refused before anything is generated. commit() bills the tokens streamed; the rest comes back.
+// A stream the client abandons never finishes: generation stops, and release() bills nothing.
+app.post('/v1/completions', async (req, res) => {
   const { prompt = '', max_tokens: maxTokens = 256 } = req.body ?? {};
+  const userId = req.get('x-user-id');
+  if (!userId) {
+    res.status(401).json({ error: 'unauthenticated' });
+    return;
+  }
+  const hold = await kana.hold(userId, 'llm-tokens', Number(maxTokens));
+  if (!hold.allowed) {
+    res.status(hold.decision.status ?? 429).json(hold.decision);
+    return;
+  }
   const clientLeft = new AbortController();
   res.on('close', () => clientLeft.abort());
   res.setHeader('content-type', 'text/event-stream');
@@ -31,8 +40,11 @@ app.post('/v1/completions', billTokens, async (req, res) => {
     res.write(`data: ${JSON.stringify({ token })}\n\n`);
     tokens++;
   }
-  if (clientLeft.signal.aborted) return;
-  res.locals.tokens = tokens;
+  if (clientLeft.signal.aborted) {
+    hold.release();
+    return;
+  }
+  hold.commit(tokens);
   res.end('data: [DONE]\n\n');
 });
 

@@ -1,4 +1,4 @@
-// example-app/recipes/llm-token-stream.ts in its own process: a streamed completion billed by the tokens it streamed, an abandoned stream not at all, a user past the allowance refused before generating.
+// example-app/recipes/llm-token-stream.ts in its own process: max_tokens held with kana.hold(), the tokens streamed committed, an abandoned stream released, a completion that may go past the allowance refused before generating.
 
 import { beforeEach, expect, it } from 'vitest';
 import { useEmulator } from '../helpers/emulator.js';
@@ -6,7 +6,7 @@ import { call, seedPlan, startRecipe } from './run-recipe.js';
 
 const env = useEmulator();
 
-beforeEach(() => seedPlan(env.emulator, { 'llm-tokens': 10 }));
+beforeEach(() => seedPlan(env.emulator, { 'llm-tokens': 20 }));
 
 /** The tokens of a server-sent event stream, read to its end. */
 async function tokensOf(response: Response): Promise<string[]> {
@@ -14,7 +14,7 @@ async function tokensOf(response: Response): Promise<string[]> {
   return events.map((event) => (JSON.parse(event.slice('data: '.length)) as { token: string }).token);
 }
 
-it('bills the tokens streamed, not an abandoned stream, and refuses a user past the allowance before generating', async () => {
+it('holds max_tokens before generating, bills the tokens streamed, not an abandoned stream, and refuses a completion that may go past the allowance', async () => {
   const recipe = await startRecipe('llm-token-stream.ts', env.emulator);
   const complete = (body: unknown, signal?: AbortSignal) =>
     fetch(`${recipe.url}/v1/completions`, {
@@ -24,21 +24,22 @@ it('bills the tokens streamed, not an abandoned stream, and refuses a user past 
       signal,
     });
 
-  // A long completion the client abandons after its first token: the stream never finishes.
+  // A completion (8 tokens held) the client abandons after its first token: the stream never finishes.
   const leaving = new AbortController();
-  const abandoned = await complete({ prompt: 'tell me everything', max_tokens: 1000 }, leaving.signal);
+  const abandoned = await complete({ prompt: 'tell me everything', max_tokens: 8 }, leaving.signal);
   await abandoned.body?.getReader().read();
   leaving.abort();
 
   const first = await complete({ prompt: 'hello there', max_tokens: 7 });
   expect(first.headers.get('content-type')).toMatch(/^text\/event-stream/);
   expect(await tokensOf(first)).toEqual(['You', 'asked:', 'hello', 'there', 'You', 'asked:', 'hello']);
-  // 7 of 10 used: allowed (checked as 1 token), and this stream ends past the allowance, at 12.
   expect(await tokensOf(await complete({ prompt: 'again', max_tokens: 5 }))).toHaveLength(5);
-  const refused = await call(`${recipe.url}/v1/completions`, 'u1', { prompt: 'more', max_tokens: 5 });
+  // 12 of 20 used: 10 more tokens could go past the allowance, refused before generating.
+  const refused = await call(`${recipe.url}/v1/completions`, 'u1', { prompt: 'more', max_tokens: 10 });
   expect(refused.status).toBe(429);
-  expect(await refused.json()).toMatchObject({ featureId: 'llm-tokens', used: 12, budget: 10 });
+  expect(await refused.json()).toMatchObject({ featureId: 'llm-tokens', used: 12, budget: 20 });
+  expect(await tokensOf(await complete({ prompt: 'last', max_tokens: 8 }))).toHaveLength(8);
 
   expect(await recipe.stop()).toMatchObject({ code: 0, stderr: '' });
-  expect(env.emulator.usage('u1', 'llm-tokens')).toBe(12);
+  expect(env.emulator.usage('u1', 'llm-tokens')).toBe(20);
 });
