@@ -31,8 +31,9 @@ export interface MemoryStoreOptions {
    */
   leaseMs?: number;
   /**
-   * Most units reserved at once from an allowance far from used up (the blocks shrink to one unit
-   * at the end). In one process they only spare work.
+   * Most units reserved and not spent at once per key, requests in flight and holds included (the
+   * blocks shrink to one unit at the end; a burst past it waits, at most a second, for units to be
+   * spent). In one process they only spare work.
    * @default 64
    * @example 256
    */
