@@ -18,6 +18,7 @@ export type { KanaCall, KanaCallOperation, KanaCallOutcome, KanaMeterMetrics } f
 export type { KanaMeterStats } from './config/stats.js';
 export type { CloseOptions } from './delivery/queue.js';
 export type { SinkFailure, UsageBatch, UsageSink } from './delivery/usage-sink.js';
+export type { UsageHold } from './enforcement/usage-hold.js';
 export type {
   CheckOptions,
   CheckOutcome,

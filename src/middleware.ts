@@ -16,6 +16,7 @@ import { fallbackDecision } from './enforcement/decisions.js';
 import { createEnforcement } from './enforcement/enforcement.js';
 import { createGate, releaseHolds } from './enforcement/gate.js';
 import { storeTimeoutOf, withStoreTimeLimit } from './enforcement/store-time-limit.js';
+import { createUsageHold, type UsageHold } from './enforcement/usage-hold.js';
 import { KanaClient } from './kana/client.js';
 import { DEFAULT_READY_TIMEOUT_MS, KeyStatus } from './kana/key-status.js';
 import { createIdempotentReplay } from './metering/idempotent-replay.js';
@@ -54,6 +55,18 @@ export interface KanaMeter extends RequestHandler {
    * @example if (!(await kana.check(user.id, 'messages')).allowed) socket.close(4029, 'quota')
    */
   check(userId: string | number, featureId: string, delta?: number): Promise<EntitlementDecision>;
+  /**
+   * Holds `units` of the feature for work billed once done (a queue job, a streamed LLM answer):
+   * decided as check() decides, but the units count against the allowance on every instance sharing
+   * the store until the hold's `commit(unitsUsed)` bills what was used (fewer or more) or `release()`
+   * bills nothing. A hold whose process dies ends with the store's lease (RedisStore `leaseMs`).
+   * Use check() to look without holding, record() for usage already done.
+   * Never rejects for a Kana failure; rejects with a TypeError for a bad argument.
+   * @example
+   * const hold = await kana.hold(job.userId, 'exports', job.rows);
+   * if (hold.allowed) hold.commit(await runExport(job));
+   */
+  hold(userId: string | number, featureId: string, units?: number): Promise<UsageHold>;
   /** Sends all waiting usage now; resolves when every event captured so far is delivered or reported undelivered. */
   flush(): Promise<void>;
   /** Stops intake, flushes within `timeoutMs`, releases every timer and socket. Idempotent. */
@@ -503,6 +516,15 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       // As for enforced requests: while Kana refuses the key, onConfigError decides.
       if (keyStatus.configError === null || config.onConfigError === 'allow') return decision;
       return fallbackDecision(usage.userId, usage.featureId, usage.delta, 'deny', keyStatus.refusal);
+    },
+    async hold(userId: string | number, featureId: string, units = 1) {
+      const usage = parseUsageArguments('hold', userId, featureId, units);
+      const { decision, entry, held } = await enforcement.hold(usage.userId, usage.featureId, usage.delta);
+      return createUsageHold(
+        decision,
+        () => enforcement.unhold(entry, held),
+        (used) => enqueue(usage.userId, usage.featureId, used, closed, 'hold'),
+      );
     },
     async flush() {
       await settleAsyncCaptures();

@@ -5,7 +5,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
-import { kanaMeter, meter } from 'kana-meter';
+import { kanaMeter } from 'kana-meter';
 
 const kana = kanaMeter({
   apiKey: process.env.KANA_API_KEY,
@@ -25,26 +25,33 @@ app.use(express.json());
 app.use(authenticate);
 app.use(kana);
 
-// meter() reads the delta once the response has finished: the tokens streamed. enforce refuses a user
-// whose allowance is used up before generating anything (checked as 1 token: a stream may end past it).
-// billAborted: a stream the client abandons is billed too, for the tokens sent before it left (generation stops).
-const billTokens = meter('llm-tokens', {
-  delta: (_req, res) => res.locals.tokensSent,
-  billAborted: true,
-  enforce: true,
-});
-
-app.post('/v1/completions', billTokens, async (req, res) => {
+// kana.hold() keeps max_tokens aside before generating: streams running at once, on every instance
+// sharing the store, can never take more than the allowance together. A user who may not use that many
+// is refused before anything is generated. commit() bills the tokens the client was sent, when the
+// stream ends or when the client abandons it (generation stops there); the rest of the hold comes back.
+app.post('/v1/completions', async (req, res) => {
   const { prompt = '', max_tokens: maxTokens = 256 } = req.body ?? {};
+  const userId = res.locals.userId as string | undefined;
+  if (!userId) {
+    res.status(401).json({ error: 'unauthenticated' });
+    return;
+  }
+  const hold = await kana.hold(userId, 'llm-tokens', Number(maxTokens));
+  if (!hold.allowed) {
+    res.status(hold.decision.status ?? 429).json(hold.decision);
+    return;
+  }
   const clientLeft = new AbortController();
   res.on('close', () => clientLeft.abort());
   res.setHeader('content-type', 'text/event-stream');
-  res.locals.tokensSent = 0; // read on finish, or when the client leaves
+  let tokensSent = 0;
   for await (const token of streamCompletion(String(prompt), Number(maxTokens), clientLeft.signal)) {
     if (clientLeft.signal.aborted) break; // not sent, not billed
     res.write(`data: ${JSON.stringify({ token })}\n\n`);
-    res.locals.tokensSent++;
+    tokensSent++;
   }
+  // Finished or abandoned: the tokens sent were generated and delivered, and are billed (0 bills nothing).
+  hold.commit(tokensSent);
   if (clientLeft.signal.aborted) return;
   res.end('data: [DONE]\n\n');
 });

@@ -1,4 +1,4 @@
-// A queue worker: checks the plan with kana.check() before a job, bills it with kana.record() once done.
+// A queue worker: holds the job's units with kana.hold() before it runs, commits the units it used once done.
 // Jobs come as JSON lines on stdin, a stand-in for your queue; with BullMQ the loop body goes in
 // new Worker('exports', async (job) => { ... }). Stops at the end of input or on SIGTERM, after close().
 // Run: KANA_API_KEY=prv_... node --import tsx queue-worker.ts < jobs.jsonl (KANA_ENDPOINT=... for `npx kana-emulator`).
@@ -29,15 +29,21 @@ process.once('SIGTERM', () => jobs.close()); // finish the job in hand, take no 
 
 for await (const line of jobs) {
   const job = JSON.parse(line) as ExportJob;
-  // The same cache and rules as enforced requests, including what this worker recorded and Kana has not seen yet.
-  const decision = await kana.check(job.userId, 'exports', job.rows);
-  if (!decision.allowed) {
-    console.log(`job ${job.id}: refused (${decision.reason})`);
+  // The same cache and rules as enforced requests. The rows stay held, on every worker and API instance
+  // sharing the store, until the job commits or releases them: jobs running at once cannot all pass on
+  // the last units. (check() only looks; record() alone bills usage already done.)
+  const hold = await kana.hold(job.userId, 'exports', job.rows);
+  if (!hold.allowed) {
+    console.log(`job ${job.id}: refused (${hold.decision.reason})`);
     continue;
   }
-  const rows = await runExport(job);
-  // Queued, coalesced and retried like the middleware's usage; record() throws for a delta of 0.
-  if (rows > 0) kana.record(job.userId, 'exports', rows);
-  console.log(`job ${job.id}: ${rows} rows exported`);
+  try {
+    const rows = await runExport(job);
+    // Bills the rows exported (queued, coalesced and retried like the middleware's usage); the rest comes back.
+    hold.commit(rows);
+    console.log(`job ${job.id}: ${rows} rows exported`);
+  } finally {
+    hold.release(); // a job that threw bills nothing; after commit(), this does nothing
+  }
 }
 await kana.close(); // delivers the usage still waiting

@@ -13,7 +13,7 @@ import { CheckBreaker } from './check-breaker.js';
 import { CheckQueue } from './check-queue.js';
 import { decisionFrom, fallbackDecision } from './decisions.js';
 import { EntitlementLookup } from './entitlement-lookup.js';
-import { EntitlementCache } from './entitlements.js';
+import { type Entitlement, EntitlementCache } from './entitlements.js';
 import { Leases } from './leases.js';
 import { answeredFrom, SharedChecks } from './shared-checks.js';
 
@@ -72,6 +72,11 @@ export function createEnforcement({
     counters,
     logger,
     adoptAnswer: (entry, answer) => entitlements.adopt(entry, answeredFrom(answer)),
+    // The store lost the answer: asked again as a cache miss would (Kana behind the breaker, or another instance's).
+    recheck: async (entry) => {
+      const found = await lookup.missed(entry.userId, entry.featureId, 1);
+      if (found.source !== 'kana') throw found.error;
+    },
   });
   const sharedChecks = new SharedChecks({
     store,
@@ -113,6 +118,38 @@ export function createEnforcement({
       // Looks without holding: units a reservation brings stay in this instance's block.
       const taken = await leases.take(found.entry, delta, false);
       return decisionFrom(found.entry, delta, found.source, found.error, taken);
+    },
+
+    /**
+     * kana.hold(): the decision check() would give, with the units held (`held`) until `unhold`, on
+     * every instance sharing the store; nothing held when refused, or without an answer (fallback).
+     */
+    async hold(
+      userId: string,
+      featureId: string,
+      delta: number,
+    ): Promise<{ decision: EntitlementDecision; entry: Entitlement | undefined; held: number }> {
+      const found = await lookup.find(userId, featureId, delta);
+      if (found.entry === undefined) {
+        return {
+          decision: fallbackDecision(userId, featureId, delta, config.onKanaError, found.error),
+          entry: undefined,
+          held: 0,
+        };
+      }
+      const taken = await leases.take(found.entry, delta, true);
+      return {
+        decision: decisionFrom(found.entry, delta, found.source, found.error, taken),
+        entry: found.entry,
+        held: taken.held,
+      };
+    },
+
+    /** A hold ended: its units come back (what it used comes back as captured usage, in the same tick). */
+    unhold(entry: Entitlement | undefined, held: number): void {
+      if (entry === undefined || held === 0) return;
+      entry.held -= held;
+      leases.changed(entry);
     },
 
     gauges() {

@@ -160,18 +160,32 @@ export class EntitlementCache {
       },
       (error: unknown) => {
         target.loading = undefined;
-        if (!target.loaded && target.held === 0 && this.#entries.get(key) === target) this.#entries.delete(key);
+        // Kept while its ledger has usage the store was told of: its confirmations must reach the store too.
+        if (!target.loaded && target.held === 0 && target.ledger.spent === 0 && this.#entries.get(key) === target) {
+          this.#entries.delete(key);
+        }
         throw error;
       },
     );
     return target.loading;
   }
 
-  /** Counts units this process just captured for delivery against the cached allowance; the entry, if there is one. */
-  countUsage(userId: string, featureId: string, delta: number): Entitlement | undefined {
-    if (this.#entries.size === 0) return undefined;
-    const entry = this.#entries.get(entryKey(userId, featureId));
-    if (entry === undefined) return undefined;
+  /**
+   * Counts units this process just captured for delivery (already in the queue) against the cached
+   * allowance. A key without an entry gets one, not answered yet: its ledger reports the usage to the
+   * store, so that every instance counts it before Kana does (record() in a worker, unenforced routes).
+   */
+  countUsage(userId: string, featureId: string, delta: number): Entitlement {
+    const key = entryKey(userId, featureId);
+    let entry = this.#entries.get(key);
+    if (entry === undefined) {
+      if (this.#entries.size >= this.#options.maxEntries) this.#evictOne();
+      // The queue has the units already: they are spent, and not confirmed.
+      const ledger = new KeyLedger(this.#options.ledgerId?.() ?? '', this.#options.undelivered(userId, featureId));
+      entry = new Entitlement(key, userId, featureId, ledger);
+      this.#entries.set(key, entry);
+      return entry;
+    }
     entry.local += delta;
     entry.sinceFetch += delta;
     entry.ledger.spent += delta;

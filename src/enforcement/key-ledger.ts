@@ -11,6 +11,10 @@ export interface Taker {
   /** Set when decided; `settle` is called then if the taker waited. */
   taken: Taken | undefined;
   settle: ((taken: Taken) => void) | undefined;
+  /** Asked Kana again once already because the store had no answer this recent: not again. */
+  rechecked?: boolean;
+  /** clock() when it first waited for units of this instance's block to come free (maxBlock reached). */
+  cappedAt?: number;
 }
 
 /** What taking units for a request decided. */
@@ -57,6 +61,12 @@ export class KeyLedger {
   immediate = false;
   /** Requests waiting for the reservation after the one in flight. */
   waiting: Taker[] = [];
+  /** Requests waiting for units reserved here to be spent or given back (maxBlock reached): tried again each settle interval. */
+  capped: Taker[] = [];
+  /** The highest answer epoch units were granted under: a store with an older answer lost the ledger. */
+  lastEpoch = 0;
+  /** clock() of the store's last answer to a report or reservation. */
+  reportedAt = 0;
   /** Evicted from the cache: its record was forgotten in the store. */
   retired = false;
   /** What the store last said about the allowance: this instance's share of it while the store cannot answer. */

@@ -6,7 +6,14 @@ import { logCodes } from '../config/errors.js';
 import type { KanaLogger } from '../config/logger.js';
 import type { Counter } from '../config/stats.js';
 import { isPromise } from '../config/thenable.js';
-import type { KanaMeterStore, LeaseState, LedgerTotals, SettleRequest, StoredAnswer } from '../stores/store.js';
+import {
+  type KanaMeterStore,
+  type LeaseState,
+  type LedgerTotals,
+  type SettleRequest,
+  type StoredAnswer,
+  UNCONFIRMED_REPORT_MS,
+} from '../stores/store.js';
 import { type Entitlement, verdict } from './entitlements.js';
 import type { KeyLedger, Taken, Taker } from './key-ledger.js';
 import { FleetSize, fitsShare, outageBase } from './outage-share.js';
@@ -15,6 +22,8 @@ import { FleetSize, fitsShare, outageBase } from './outage-share.js';
 export const SETTLE_INTERVAL_MS = 100;
 /** A block not touched for this long, with nothing held, goes back to the store for the others. */
 export const IDLE_MS = 1000;
+/** Longest a request waits for units of this instance's block to come free once it has `maxBlock` reserved; then refused. */
+export const CAP_WAIT_MS = 1000;
 
 export interface LeasesOptions {
   store: KanaMeterStore;
@@ -22,6 +31,8 @@ export interface LeasesOptions {
   logger: KanaLogger;
   /** Takes a newer answer the store gave with a reservation (another instance asked Kana). */
   adoptAnswer: (entry: Entitlement, answer: StoredAnswer) => void;
+  /** Asks for the key's answer again (the store had none this recent: it lost it); resolves once the entry has it. */
+  recheck?: (entry: Entitlement) => Promise<unknown>;
   /** A monotonic clock in ms. @default performance.now */
   clock?: () => number;
 }
@@ -113,10 +124,18 @@ export class Leases {
    */
   changed(entry: Entitlement | undefined): void {
     if (entry === undefined || entry.ledger.retired) return;
+    const ledger = entry.ledger;
+    // Units may have come free (a hold ended, held units spent): requests waiting on maxBlock try again.
+    if (ledger.capped.length > 0 && !ledger.busy) this.#retryCapped(entry);
+    // Usage before any answer (record() in a worker, a route metered and not enforced): reported within
+    // a settle interval all the same, so that every instance counts it before it reserves.
+    if (!entry.loaded) {
+      this.#activate(entry);
+      return;
+    }
     // No allowance to lease (unlimited, overage, BINARY): nothing to report; the totals go with
     // the first reservation if the plan becomes limited.
     if (!leasable(entry)) return;
-    const ledger = entry.ledger;
     const urgent = availableIn(entry) < 0 || (ledger.lastGrant === 1 && ledger.leased);
     if (urgent && !ledger.busy && !this.#closed && this.#store.available) this.#settle(entry, 'keep');
     else this.#activate(entry);
@@ -129,6 +148,7 @@ export class Leases {
   retire(entry: Entitlement): void {
     entry.ledger.retired = true;
     this.#active.delete(entry);
+    this.#decideCapped(entry);
     whenAnswered(
       () => this.#store.settle(entry, this.#settleRequest(entry, 'forget', 0)),
       () => {},
@@ -153,6 +173,7 @@ export class Leases {
     this.#closed = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    for (const entry of this.#active) this.#decideCapped(entry);
     const last = [...this.#active].map(
       (entry) =>
         new Promise<void>((resolve) => {
@@ -191,8 +212,9 @@ export class Leases {
     const totals = ledger.totals(entry.held);
     const sentAt = this.#clock();
     ledger.busy = true;
+    const { lastEpoch } = ledger;
     whenAnswered(
-      () => this.#store.reserve(entry, { instance: ledger.id, totals, epoch: entry.epoch, want, need }),
+      () => this.#store.reserve(entry, { instance: ledger.id, totals, epoch: entry.epoch, want, need, lastEpoch }),
       (state, immediate) => {
         ledger.immediate = immediate;
         ledger.busy = false;
@@ -216,15 +238,65 @@ export class Leases {
 
   /** Decides the requests a reservation was for, from the block it left. */
   #serve(entry: Entitlement, takers: Taker[], state: LeaseState): void {
+    const recheck: Taker[] = [];
     for (const taker of takers) {
       if (state.status === 'allow' || state.status === 'not-in-plan') {
         this.#decide(taker, unleased(entry, taker.delta, taker.hold));
       } else if (state.status === 'check') {
-        this.#decide(taker, this.#decideHere(entry, taker.delta, taker.hold));
+        // The store has no answer this recent (it lost its state): never decided here alone, which
+        // would pass what every instance thinks is left; the answer is asked for again, then the store.
+        if (taker.rechecked || this.#options.recheck === undefined) {
+          this.#decide(taker, { outcome: 'limit-reached', used: entry.effectiveUsed(), held: 0 });
+        } else recheck.push(taker);
       } else {
-        this.#decide(taker, this.#fromBlock(entry, taker.delta, taker.hold));
+        const taken = this.#fromBlock(entry, taker.delta, taker.hold);
+        if (taken.outcome === 'allowed' || state.remaining < taker.delta || !this.#capWait(entry, taker)) {
+          this.#decide(taker, taken);
+        }
       }
     }
+    if (recheck.length > 0) this.#recheck(entry, recheck);
+  }
+
+  /**
+   * The store had units left but this instance has `maxBlock` reserved and not spent (its block and
+   * its holds): the request waits for some to be spent or given back, at most CAP_WAIT_MS.
+   */
+  #capWait(entry: Entitlement, taker: Taker): boolean {
+    const now = this.#clock();
+    taker.cappedAt ??= now;
+    if (now - taker.cappedAt >= CAP_WAIT_MS) return false;
+    entry.ledger.capped.push(taker);
+    this.#activate(entry);
+    return true;
+  }
+
+  /** Requests waiting on maxBlock when the store will not be asked for this entry again: decided here. */
+  #decideCapped(entry: Entitlement): void {
+    for (const taker of entry.ledger.capped.splice(0)) {
+      this.#decide(taker, this.#decideHere(entry, taker.delta, taker.hold));
+    }
+  }
+
+  /** Requests waiting on maxBlock: from the block if they fit now, else one more reservation. */
+  #retryCapped(entry: Entitlement): void {
+    const ledger = entry.ledger;
+    ledger.waiting.push(...ledger.capped.splice(0));
+    this.#next(entry);
+  }
+
+  /** Asks for the answer again, then the store again, for requests the store could not decide from an answer it lost. */
+  #recheck(entry: Entitlement, takers: Taker[]): void {
+    for (const taker of takers) taker.rechecked = true;
+    entry.expiresAt = 0;
+    const again = () => {
+      entry.ledger.waiting.push(...takers);
+      this.#next(entry);
+    };
+    (this.#options.recheck as (entry: Entitlement) => Promise<unknown>)(entry).then(again, () => {
+      // Kana cannot be asked either: decided per instance, as without a store.
+      for (const taker of takers) this.#decide(taker, this.#decideHere(entry, taker.delta, taker.hold));
+    });
   }
 
   /** After a reservation: units from the block if it has them, else refused (the store had too few left). */
@@ -291,6 +363,7 @@ export class Leases {
       this.#options.adoptAnswer(entry, answer);
     }
     const before = ledger.granted - ledger.returned;
+    ledger.reportedAt = this.#clock();
     ledger.granted = state.granted;
     ledger.returned = Math.max(ledger.returned, state.returned);
     ledger.remoteLeft = state.remaining;
@@ -302,6 +375,7 @@ export class Leases {
     if (ledger.leased) ledger.leaseMs = state.leaseMs;
     if (state.status === 'granted') {
       ledger.blockEpoch = entry.epoch;
+      ledger.lastEpoch = Math.max(ledger.lastEpoch, entry.epoch);
       ledger.lastGrant = Math.max(1, ledger.granted - ledger.returned - before);
     } else if (state.status === 'check') {
       // The store has no answer this recent (it lost it): ask again on the next request.
@@ -341,11 +415,18 @@ export class Leases {
     for (const entry of this.#active) {
       const ledger = entry.ledger;
       if (ledger.busy) continue;
+      if (ledger.capped.length > 0) {
+        this.#retryCapped(entry);
+        if (ledger.busy) continue;
+      }
       const idle = entry.held === 0 && now - ledger.lastTakeAt >= IDLE_MS;
       const renew = ledger.leased && ledger.blockUntil - now < ledger.leaseMs / 2;
-      const mode = ledger.leased && idle ? 'release' : ledger.dirty || renew ? 'keep' : undefined;
+      // Usage Kana has not confirmed is reported again now and then: a store that lost it learns it again.
+      const unconfirmed = ledger.spent > ledger.confirmed && (!entry.loaded || leasable(entry));
+      const remind = unconfirmed && now - ledger.reportedAt >= UNCONFIRMED_REPORT_MS;
+      const mode = ledger.leased && idle ? 'release' : ledger.dirty || renew || remind ? 'keep' : undefined;
       if (mode === undefined) {
-        if (!ledger.leased) this.#active.delete(entry);
+        if (!ledger.leased && !unconfirmed && ledger.capped.length === 0) this.#active.delete(entry);
       } else if (calls > 0) {
         calls--;
         this.#settle(entry, mode);

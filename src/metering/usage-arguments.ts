@@ -12,7 +12,7 @@ export interface UsageArguments {
 }
 
 export function parseUsageArguments(
-  method: 'record' | 'check',
+  method: 'record' | 'check' | 'hold',
   userId: unknown,
   featureId: unknown,
   delta: unknown,

@@ -4,6 +4,7 @@
 //   a_ep a_access a_cons a_used a_budget (-1: unlimited) a_over a_ps a_pe a_exp a_conf   Kana's shared answer
 //   c_epoch (checks begun) c_id c_exp c_conf c_err                                        the fleet's check lock
 //   out (sum owed) conf (sum confirmed) live (leases) l_min (next sweep)                  totals kept by the scripts
+//   rb (found lost: no grants until then; absent if never)
 //   g:<id> rt:<id> sp:<id> cf:<id> h:<id>  l:<id> (lease end)  t:<id> (forgotten after)   per instance
 // owed(id) = max(g - rt, sp + h) - cf; effective used = a_used + out + conf - a_conf, where a_conf is
 // `conf` when the answer's check began: usage confirmed before it is in a_used, usage confirmed since is not.
@@ -73,8 +74,11 @@ local function answer()
 end
 local function state(status, id, withAnswer)
   local lease = redis.call('HGET', K, 'l:' .. id)
-  local reply = { status, num('g:' .. id), num('rt:' .. id), lease and math.max(0, tonumber(lease) - now) or 0,
-    num('a_budget') - effective(), num('live') }
+  local left = num('a_budget') - effective()
+  -- While the ledger is rebuilt nothing is granted: nothing remains to take.
+  if num('rb') > now then left = math.min(0, left) end
+  local reply = { status, num('g:' .. id), num('rt:' .. id), lease and math.max(0, tonumber(lease) - now) or 0, left,
+    num('live') }
   if withAnswer then
     for _, value in ipairs(answer()) do table.insert(reply, value) end
   end
@@ -83,11 +87,14 @@ end
 `;
 
 /**
- * ARGV: id, epoch, spent, returned, confirmed, held, want, need, maxBlock, leaseMs, retainMs.
+ * ARGV: id, epoch, spent, returned, confirmed, held, want, need, maxBlock, leaseMs, retainMs, lastEpoch, rebuildMs.
  * Reply: status, granted, returned, leaseMs, remaining, leases[, answer (9 fields) when newer than `epoch`].
  * Grants `u` usable units: the claim max(g - rt, sp + h) grows by exactly u, so spending past a
- * grant is covered first. u = min(remaining, max(want, min(maxBlock, remaining / (2 * (leases + 1))))):
- * big blocks far from the limit, smaller as it nears, single units at the very end.
+ * grant is covered first. u = min(remaining, max(want, min(maxBlock, remaining / (2 * (leases + 1)))), room):
+ * big blocks far from the limit, smaller as it nears, single units at the very end; room keeps the
+ * claim less what was spent (block and holds) within maxBlock (one bigger request may have its own units
+ * when nothing else is reserved). An instance granted units under a newer answer than the hash has (lastEpoch)
+ * means the ledger was lost (FLUSHALL, a restart): nothing is granted for rebuildMs while the instances report.
  */
 export const reserveScript = defineLuaScript(
   'reserve',
@@ -98,6 +105,13 @@ local leaseMs, retainMs = tonumber(ARGV[10]), tonumber(ARGV[11])
 sweep()
 report(id, tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), retainMs)
 local current, reply = num('a_ep'), nil
+local lastEpoch = tonumber(ARGV[12] or '0')
+if lastEpoch > current and num('rb') == 0 then
+  local rebuilt = now + tonumber(ARGV[13])
+  redis.call('HSET', K, 'rb', rebuilt, 'c_epoch', math.max(num('c_epoch'), lastEpoch))
+  -- An answer taken meanwhile is asked again once every instance has reported.
+  if current > 0 and num('a_exp') > rebuilt then redis.call('HSET', K, 'a_exp', rebuilt) end
+end
 if current == 0 or current < epoch then
   reply = state('check', id, false)
 else
@@ -108,12 +122,15 @@ else
     reply = state('allow', id, newer)
   else
     local remaining = num('a_budget') - effective()
-    if remaining < need then
+    local claim = math.max(num('g:' .. id) - num('rt:' .. id), num('sp:' .. id) + num('h:' .. id))
+    local unspent = claim - num('sp:' .. id)
+    local room = maxBlock - unspent
+    if unspent <= 0 then room = math.max(maxBlock, need) end
+    local share = math.floor(remaining / (2 * (num('live') + 1)))
+    local usable = math.min(remaining, math.max(want, math.min(maxBlock, share)), room)
+    if remaining < need or usable < need or num('rb') > now then
       reply = state('limit', id, newer)
     else
-      local share = math.floor(remaining / (2 * (num('live') + 1)))
-      local usable = math.min(remaining, math.max(want, math.min(maxBlock, share)))
-      local claim = math.max(num('g:' .. id) - num('rt:' .. id), num('sp:' .. id) + num('h:' .. id))
       local before = owed(id)
       redis.call('HSET', K, 'g:' .. id, claim + usable + num('rt:' .. id))
       redis.call('HINCRBY', K, 'out', owed(id) - before)
@@ -192,6 +209,8 @@ elseif ARGV[3] ~= '' then
 else
   local expiry, periodEnd = now + tonumber(ARGV[11]), tonumber(ARGV[10])
   if periodEnd > now and periodEnd < expiry then expiry = periodEnd end
+  -- While the ledger is rebuilt, the answer is asked again once every instance has reported.
+  if num('rb') > now and num('rb') < expiry then expiry = num('rb') end
   redis.call('HSET', K, 'a_ep', ARGV[2], 'a_access', ARGV[4], 'a_cons', ARGV[5], 'a_used', ARGV[6], 'a_budget', ARGV[7],
     'a_over', ARGV[8], 'a_ps', ARGV[9], 'a_pe', ARGV[10], 'a_exp', expiry, 'a_conf', num('c_conf'))
   redis.call('HDEL', K, 'c_id', 'c_exp', 'c_conf', 'c_err')

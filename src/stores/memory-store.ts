@@ -19,6 +19,7 @@ import type {
   StoreKey,
   StoreStats,
 } from './store.js';
+import { rebuildMs } from './store.js';
 
 /** Options of the default store; none is needed (it serves one kanaMeter() in one process). */
 export interface MemoryStoreOptions {
@@ -30,8 +31,9 @@ export interface MemoryStoreOptions {
    */
   leaseMs?: number;
   /**
-   * Most units reserved at once from an allowance far from used up (the blocks shrink to one unit
-   * at the end). In one process they only spare work.
+   * Most units reserved and not spent at once per key, requests in flight and holds included (the
+   * blocks shrink to one unit at the end; a burst past it waits, at most a second, for units to be
+   * spent). In one process they only spare work.
    * @default 64
    * @example 256
    */
@@ -74,6 +76,8 @@ interface KeyRecord {
   live: number;
   /** The earliest lease end or forget time: no sweep before it. */
   nextSweep: number;
+  /** Found lost (an instance was granted units under a newer answer): no grants until then; 0 if never. */
+  rebuildUntil: number;
   readonly instances: Map<string, InstanceRecord>;
   writtenAt: number;
 }
@@ -132,14 +136,27 @@ export class MemoryStore implements KanaMeterStore {
     this.#sweep(record, now);
     const self = this.#report(record, request.instance, request.totals, now);
     const { answer } = record;
+    // Units were granted under a newer answer than this record has: it lost the ledger. Rebuilt from
+    // the instances' reports before anything is granted again; later checks get newer epochs.
+    if ((request.lastEpoch ?? 0) > (answer?.epoch ?? 0) && record.rebuildUntil === 0) {
+      record.rebuildUntil = now + rebuildMs(this.#leaseMs);
+      record.checks = Math.max(record.checks, request.lastEpoch ?? 0);
+      // An answer taken meanwhile is asked again once every instance has reported.
+      if (answer !== undefined && answer.expiresAt > record.rebuildUntil) answer.expiresAt = record.rebuildUntil;
+    }
     if (answer === undefined || answer.epoch < request.epoch) return this.#state(record, 'check', self, now, false);
     const newer = answer.epoch > request.epoch;
     if (!answer.consumable) return this.#state(record, answer.access ? 'allow' : 'not-in-plan', self, now, newer);
     if (answer.budget === null || answer.overageEnabled) return this.#state(record, 'allow', self, now, newer);
     const remaining = answer.budget - effective(record);
-    if (remaining < request.need) return this.#state(record, 'limit', self, now, newer);
+    if (remaining < request.need || record.rebuildUntil > now) return this.#state(record, 'limit', self, now, newer);
     const share = Math.floor(remaining / (2 * (record.live + 1)));
-    const usable = Math.min(remaining, Math.max(request.want, Math.min(this.#maxBlock, share)));
+    const usable = Math.min(
+      remaining,
+      Math.max(request.want, Math.min(this.#maxBlock, share)),
+      blockRoom(self, this.#maxBlock, request.need),
+    );
+    if (usable < request.need) return this.#state(record, 'limit', self, now, newer);
     const before = owed(self);
     self.granted = claim(self) + usable + self.returned;
     record.out += owed(self) - before;
@@ -199,6 +216,8 @@ export class MemoryStore implements KanaMeterStore {
     if (outcome.periodEnd !== null && outcome.periodEnd > now && outcome.periodEnd < expiresAt) {
       expiresAt = outcome.periodEnd;
     }
+    // While the ledger is rebuilt, the answer is asked again once every instance has reported.
+    if (record.rebuildUntil > now && record.rebuildUntil < expiresAt) expiresAt = record.rebuildUntil;
     const { ttlMs: _ttl, ...fields } = outcome;
     record.answer = { ...fields, epoch: request.epoch, expiresAt, conf: lock.conf };
     record.lock = undefined;
@@ -226,6 +245,7 @@ export class MemoryStore implements KanaMeterStore {
         conf: 0,
         live: 0,
         nextSweep: 0,
+        rebuildUntil: 0,
         instances: new Map(),
         writtenAt: now,
       };
@@ -311,7 +331,8 @@ export class MemoryStore implements KanaMeterStore {
       granted: self?.granted ?? 0,
       returned: self?.returned ?? 0,
       leaseMs: self === undefined || self.leaseEnd === 0 ? 0 : Math.max(0, self.leaseEnd - now),
-      remaining: budget - effective(record),
+      // While the ledger is rebuilt nothing is granted: nothing remains to take.
+      remaining: record.rebuildUntil > now ? Math.min(0, budget - effective(record)) : budget - effective(record),
       answer: withAnswer && record.answer !== undefined ? shared(record.answer, now) : undefined,
       leases: record.live,
     };
@@ -326,6 +347,15 @@ function recordKey(key: StoreKey): string {
 
 function claim(self: InstanceRecord): number {
   return Math.max(self.granted - self.returned, self.spent + self.held);
+}
+
+/**
+ * Units a grant may add without the instance's claim less its spending (its block and its holds)
+ * going past maxBlock; with nothing reserved and unspent, one request bigger than that gets its own.
+ */
+function blockRoom(self: InstanceRecord, maxBlock: number, need: number): number {
+  const unspent = claim(self) - self.spent;
+  return unspent <= 0 ? Math.max(maxBlock, need) : maxBlock - unspent;
 }
 
 function owed(self: InstanceRecord): number {

@@ -23,6 +23,7 @@ import type {
   StoreKey,
   StoreStats,
 } from './store.js';
+import { rebuildMs } from './store.js';
 
 export { firstKey } from './first-key.js';
 export type { SendCommand } from './redis-commands.js';
@@ -61,9 +62,12 @@ export interface RedisStoreOptions {
    */
   leaseMs?: number;
   /**
-   * Most units granted to an instance in one reservation while the allowance is far from used up
-   * (blocks shrink as it runs low, down to one unit at the very end). Larger means fewer Redis
-   * round trips, and more units an instance that dies locks away until its lease ends.
+   * Most units an instance may have reserved and not spent per key, its requests in flight and
+   * holds included: the size of a block while the allowance is far from used up (blocks shrink as
+   * it runs low, down to one unit at the very end), and the most an instance that dies locks away
+   * until its lease ends. A burst past it waits (at most a second) for units to be spent; one
+   * request bigger than it gets its own units when nothing else is reserved. Larger means fewer
+   * Redis round trips, and more locked away by a dead instance.
    * @default 64
    * @example 256
    */
@@ -166,6 +170,8 @@ export class RedisStore implements KanaMeterStore {
       this.#maxBlock,
       this.#leaseMs,
       this.#retainMs,
+      request.lastEpoch ?? 0,
+      rebuildMs(this.#leaseMs),
     ]);
     return leaseState(reply, 'reserve');
   }

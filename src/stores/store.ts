@@ -61,6 +61,24 @@ export interface ReserveRequest {
   readonly want: number;
   /** Fewest units worth granting: with fewer left, the answer is `limit`. */
   readonly need: number;
+  /**
+   * The highest answer epoch this record was ever granted units under (0: none). A store whose answer
+   * is older than that has lost the ledger (Redis flushed, or restarted empty): it grants nothing for
+   * {@link rebuildMs} while the instances report what they still hold or have not confirmed. Absent: 0.
+   */
+  readonly lastEpoch?: number;
+}
+
+/** Instances with usage Kana has not confirmed yet report their totals at least this often (a store that lost them learns them again). */
+export const UNCONFIRMED_REPORT_MS = 1000;
+
+/**
+ * How long a store that lost a ledger grants nothing for the key: every block granted before the loss
+ * has ended by then (leases last `leaseMs`), and every instance has reported its holds and its usage
+ * Kana has not confirmed (renewals at half a lease, {@link UNCONFIRMED_REPORT_MS}).
+ */
+export function rebuildMs(leaseMs: number): number {
+  return Math.max(leaseMs, 2 * UNCONFIRMED_REPORT_MS);
 }
 
 /** Reports an instance's totals; `release` gives back its unspent units, `forget` also drops its record. */
@@ -79,7 +97,9 @@ export interface SettleRequest {
 /** The store's answer to `reserve` or `settle`. */
 export interface LeaseState {
   /**
-   * `granted`: units were added to the instance's grant. `limit`: fewer than `need` units are left.
+   * `granted`: units were added to the instance's grant. `limit`: fewer than `need` units are left
+   * (`remaining` says so), or this instance already has `maxBlock` units reserved and not spent
+   * (`remaining` is at least `need` then: ask again once some are spent or given back).
    * `allow` / `not-in-plan`: the answer has no allowance to lease (unlimited, overage, BINARY, or
    * not in the plan). `check`: the store has no answer as recent as the request's (ask Kana).
    * `settled`: the reply to `settle`.
@@ -181,7 +201,11 @@ export interface StoreContext {
  *
  * Owed by an instance: `max(granted - returned, spent + held) - confirmed`. Effective used =
  * answer's used + everything owed + units confirmed since the answer's check began. A grant is made
- * only if it fits under the budget, so the fleet never passes more than the allowance.
+ * only if it fits under the budget, so the fleet never passes more than the allowance; and only
+ * while the instance's claim less what it spent stays within `maxBlock` (one request bigger than
+ * that may have its own units when nothing else is reserved), so that an instance that dies locks
+ * away at most `maxBlock` units per key. A store that finds it lost a ledger (see
+ * `ReserveRequest.lastEpoch`) grants nothing for `rebuildMs(leaseMs)`, reporting `remaining: 0`.
  */
 export interface KanaMeterStore {
   /** Called once by kanaMeter() at creation. A store serves one kanaMeter(): binding it twice throws a TypeError. */

@@ -1,4 +1,4 @@
-// example-app/recipes/llm-token-stream.ts in its own process: a streamed completion billed by the tokens it streamed, an abandoned stream by the tokens sent before the client left, a user past the allowance refused before generating.
+// example-app/recipes/llm-token-stream.ts in its own process: max_tokens held with kana.hold(), the tokens streamed committed, an abandoned stream billed for the tokens sent before the client left, a completion that may go past the allowance refused before generating.
 
 import { request } from 'node:http';
 import { beforeEach, expect, it } from 'vitest';
@@ -7,7 +7,7 @@ import { authAs, call, seedPlan, startRecipe } from './run-recipe.js';
 
 const env = useEmulator();
 
-beforeEach(() => seedPlan(env.emulator, { 'llm-tokens': 55 }));
+beforeEach(() => seedPlan(env.emulator, { 'llm-tokens': 60 }));
 
 /** The tokens of a server-sent event stream, read to its end. */
 async function tokensOf(response: Response): Promise<string[]> {
@@ -40,7 +40,7 @@ function abandonCompletion(url: string, maxTokens: number, after: number): Promi
   });
 }
 
-it('bills the tokens streamed, an abandoned stream for the tokens sent, and refuses a user past the allowance before generating', async () => {
+it('holds max_tokens before generating, bills the tokens streamed, an abandoned stream for the tokens sent, and refuses a completion that may go past the allowance', async () => {
   const recipe = await startRecipe('llm-token-stream.ts', env.emulator);
   const complete = (body: unknown) =>
     fetch(`${recipe.url}/v1/completions`, {
@@ -55,9 +55,10 @@ it('bills the tokens streamed, an abandoned stream for the tokens sent, and refu
   const first = await complete({ prompt: 'hello there', max_tokens: 7 });
   expect(first.headers.get('content-type')).toMatch(/^text\/event-stream/);
   expect(await tokensOf(first)).toEqual(['You', 'asked:', 'hello', 'there', 'You', 'asked:', 'hello']);
-  // 45 + 7 of 55 used: allowed (checked as 1 token), and this stream ends past the allowance.
+  // 45 + 7 of 60 used: a hold of 5 fits.
   expect(await tokensOf(await complete({ prompt: 'again', max_tokens: 5 }))).toHaveLength(5);
-  const refused = await call(`${recipe.url}/v1/completions`, 'u1', { prompt: 'more', max_tokens: 5 });
+  // 57 of 60 used: 10 more tokens could go past the allowance, refused before generating.
+  const refused = await call(`${recipe.url}/v1/completions`, 'u1', { prompt: 'more', max_tokens: 10 });
   expect(refused.status).toBe(429);
   const { used } = (await refused.json()) as { used: number };
 

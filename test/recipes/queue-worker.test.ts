@@ -1,4 +1,4 @@
-// example-app/recipes/queue-worker.ts in its own process: jobs checked with kana.check(), billed with kana.record(), delivered by close() when the input ends or on SIGTERM.
+// example-app/recipes/queue-worker.ts in its own process: jobs held with kana.hold(), committed once done, delivered by close() when the input ends or on SIGTERM.
 
 import { beforeEach, expect, it } from 'vitest';
 import { runTypeScript } from '../helpers/child-process.js';
@@ -15,10 +15,10 @@ const startWorker = () =>
   });
 const job = (id: string, userId: string, rows: number) => `${JSON.stringify({ id, userId, rows })}\n`;
 
-it('bills each job it runs with record(), refuses those the plan does not allow, and delivers at the end of input', async () => {
+it("holds each job's units, commits them once done, refuses those the plan does not allow, and delivers at the end of input", async () => {
   const worker = startWorker();
   worker.child.stdin?.write(job('1', 'u1', 250) + job('2', 'u1', 100) + job('3', 'u2', 10));
-  // 350 of 1000 recorded, not yet in Kana: check() counts them, so 900 more is refused.
+  // 350 of 1000 committed, not yet in Kana: hold() counts them, so 900 more is refused.
   worker.child.stdin?.end(job('4', 'u1', 900) + job('5', 'u1', 650));
 
   const exited = await worker.exited;

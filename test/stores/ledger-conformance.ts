@@ -372,6 +372,57 @@ export function describeLedger(name: string, setup: (options: HarnessOptions) =>
       expect(ahead.status).toBe('check');
     });
 
+    it('maxBlock caps what one instance has reserved and not spent, holds included; one bigger request has its own units', async () => {
+      await use({ maxBlock: 8 });
+      await answer(limited(0, 1000));
+      const a = new Instance('a', store, key);
+      // A burst of 100 waiting requests asks for 100: it gets 8.
+      expect((await a.reserve(100, 1)).status).toBe('granted');
+      expect(a.available).toBe(8);
+      a.held = 8; // all in flight
+      const capped = await a.reserve(1, 1);
+      expect(capped.status).toBe('limit');
+      expect(capped.remaining).toBeGreaterThanOrEqual(1); // not the allowance: this instance's cap
+      a.held = 0;
+      a.spent = 8; // they ended: spent, so units may be reserved again
+      expect((await a.reserve(100, 1)).status).toBe('granted');
+      expect(a.available).toBe(8);
+      // With nothing reserved and unspent, one request of 20 gets its 20, and no more.
+      const b = new Instance('b', store, key);
+      expect((await b.reserve(20, 20)).status).toBe('granted');
+      expect(b.available).toBe(20);
+      expect((await b.reserve(1, 1)).status).toBe('limit');
+    });
+
+    it('a lost ledger (an instance was granted units under a newer answer) grants nothing until the instances have reported', async () => {
+      await use({ leaseMs: 300 });
+      await answer(limited(0, 10), key, 60_000);
+      const a = new Instance('a', store, key);
+      a.spent = 3; // it still has 3 units Kana has not confirmed, from before the loss
+      const lost = await store.reserve(key, {
+        instance: 'a',
+        totals: a.totals,
+        epoch: 1,
+        want: 1,
+        need: 1,
+        lastEpoch: 7,
+      });
+      expect(lost).toMatchObject({ status: 'limit', remaining: 0 });
+      const b = new Instance('b', store, key);
+      expect(await b.request()).toBe(false);
+      // The answer taken meanwhile is asked again once the rebuild ends; new checks get newer epochs.
+      const ticket = await store.beginCheck(key, { instance: 'b', lockMs: 5000 });
+      expect(ticket.status).toBe('fresh');
+      expect((ticket as { answer: StoredAnswer }).answer.ttlMs).toBeLessThanOrEqual(2000);
+      await harness.advance(2000);
+      let passed = 0;
+      while (await b.request()) passed++;
+      expect(passed).toBe(10 - 3);
+      const next = await store.beginCheck(key, { instance: 'b', lockMs: 5000 });
+      expect(next).toMatchObject({ status: 'check' });
+      expect((next as { epoch: number }).epoch).toBeGreaterThan(7);
+    });
+
     describe('edge cases', () => {
       it('allowance reached exactly: the last unit is granted, then refused', async () => {
         await answer(limited(29, 30));
