@@ -218,16 +218,15 @@ const rows: Row[] = [
     store: new FaultyStore({ reserve: 'null-async' }),
     statuses: [200, 429, 503],
   },
-  // The idempotency window, with a sync and an async userId.
+  // The idempotency window (asked before the gate, for a request with a key), with a sync and an async userId.
   ...(['throw', 'reject', 'hang'] as const).flatMap((how): Row[] =>
     [undefined, asyncUser].map((userId) => ({
-      fault: `idempotencyWindow.has ${how === 'hang' ? 'never settles' : `${how}s`}${userId ? ' (async userId)' : ''}`,
+      fault: `idempotencyWindow.begin ${how === 'hang' ? 'never settles' : `${how}s`}${userId ? ' (async userId)' : ''}`,
       before: how === 'hang' ? 'hangs' : how === 'throw' ? (userId ? 'hangs' : 'throws into Express (500)') : 'answers',
       options: userId ? { userId } : {},
-      store: new FaultyStore({}, { method: 'has', how }),
+      store: new FaultyStore({}, { method: 'begin', how }),
       idempotencyKey: true,
       statuses: [200, 429],
-      gateFails: how === 'throw',
     })),
   ),
   // The Kana check.
@@ -344,7 +343,7 @@ describe('the gate answers each request exactly once', () => {
   ] as const)(
     'each wait within its own limit, together past the bound: the deadline decides (onKanaError: %s), the late answer changes nothing',
     async (onKanaError, status, handlerRuns) => {
-      // A store 30 ms short of its 400 ms limit at each call: 250 ms userId + 370 ms window + 370 ms beginCheck
+      // A store 30 ms short of its 400 ms limit at each call: 250 ms userId + 370 ms beginCheck
       // + 100 ms Kana + 370 ms storeAnswer + 370 ms reserve > 3 x 300 + 400 ms.
       env.emulator.failNext({ delayMs: 100 }, { operation: 'canUseFeature', times: Number.POSITIVE_INFINITY });
       const { options, sink } = meterOptions(env.emulator, {
@@ -352,13 +351,8 @@ describe('the gate answers each request exactly once', () => {
         routes: { 'GET /api/calls': 'api-calls' },
         checkTimeoutMs: CHECK_TIMEOUT_MS,
         onKanaError,
-        idempotencyKey: true,
         userId: (req) => sleep(250).then(() => req.get('x-user')),
-        store: new FaultyStore(
-          { beginCheck: 'slow', storeAnswer: 'slow', reserve: 'slow' },
-          { method: 'has', how: 'slow' },
-          400,
-        ),
+        store: new FaultyStore({ beginCheck: 'slow', storeAnswer: 'slow', reserve: 'slow' }, undefined, 400),
       });
       const kana = env.trackTest(kanaMeter(options));
       let handled = 0;
@@ -372,7 +366,6 @@ describe('the gate answers each request exactly once', () => {
       const response = await request(app)
         .get('/api/calls')
         .set('x-user', 'u')
-        .set('Idempotency-Key', 'once')
         .timeout(CLIENT_TIMEOUT_MS);
       const ms = performance.now() - started;
       // Kana's late answer arrives meanwhile, and is not acted on.

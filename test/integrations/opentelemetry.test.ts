@@ -354,8 +354,8 @@ describe('openTelemetry() with an SDK', () => {
     expect(collected.get('kana_meter.enforcement.decisions')?.unit).toBe('{request}');
 
     // A log line written in a request carries that request's trace id.
-    await hit('/search', 200, '');
-    const [noUser] = sink.withCode(logCodes.uncheckedNoUser);
+    await hit('/search', 401, '');
+    const [noUser] = sink.withCode(logCodes.refusedNoUser);
     const last = telemetry.spans().filter((span) => span.kind === SpanKind.SERVER)[3];
     expect(noUser?.trace_id).toBe(last?.spanContext().traceId);
     expect(noUser?.span_id).toBe(last?.spanContext().spanId);
@@ -385,12 +385,12 @@ describe('openTelemetry() with no SDK registered (the API defaults)', () => {
     env.emulator.failNext({ status: 503 }, { operation: 'createUsageEvent' });
     await hit();
     await hit('/search');
-    await hit('/search', 200, '');
+    await hit('/search', 401, '');
     await kana.flush();
     expect(kana.stats()).toMatchObject({ delivered: 2, retries: 1, allowed: 1, hookErrors: 0, internalErrors: 0 });
     expect(env.emulator.usage('u1', 'reports')).toBe(1);
     const lines = sink.lines();
-    expect(lines.some((line) => line.code === logCodes.uncheckedNoUser)).toBe(true);
+    expect(lines.some((line) => line.code === logCodes.refusedNoUser)).toBe(true);
     expect(lines.filter((line) => 'trace_id' in line)).toEqual([]);
   });
 
