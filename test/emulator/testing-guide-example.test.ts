@@ -40,8 +40,8 @@ async function startApp() {
     get: (path: string) => fetch(`http://127.0.0.1:${port}${path}`, { headers: { 'x-user-id': 'u1' } }),
     flush: () => metering.flush(),
     close: async () => {
-      await metering.close();
-      server.close();
+      await new Promise((done) => server.close(done)); // the requests in flight finish first
+      await metering.close(); // then their usage is delivered
     },
   };
 }
