@@ -2,6 +2,7 @@
 
 import { setMaxListeners } from 'node:events';
 import pRetry from 'p-retry';
+import { backoffDelay } from '../config/backoff.js';
 import { KanaError, logCodes, SpoolError } from '../config/errors.js';
 import type { KanaLogger } from '../config/logger.js';
 import { type KanaCallOutcome, type ObserveKanaCall, timeKanaCall } from '../config/metrics.js';
@@ -503,9 +504,7 @@ export class DeliveryQueue {
     const outage = this.#outage as Outage;
     const { retry } = this.#config;
     // Back off from where p-retry stopped, up to retry.maxTimeout.
-    const base = retry.minTimeout * retry.factor ** (retry.retries + outage.failedProbes);
-    const jitter = retry.randomize ? 1 + Math.random() : 1;
-    outage.probeTimer = setTimeout(() => this.#probe(), Math.min(base * jitter, retry.maxTimeout));
+    outage.probeTimer = setTimeout(() => this.#probe(), backoffDelay(retry, retry.retries + outage.failedProbes));
     outage.probeTimer.unref();
   }
 
