@@ -84,19 +84,8 @@ export class DeliveryQueue {
   #overflowWarned = false;
   /** Causes of internal errors already logged. */
   readonly #internalErrorsLogged = new Set<string>();
+  /** Keeps its own state: what its snapshot holds beside memory, and the take-back round under way. */
   readonly #spool: Spool | undefined;
-  readonly #writeAhead: boolean;
-  /** The spool's snapshot holds usage: deliveries make it stale. */
-  #spoolHoldsUsage = false;
-  /** Keys kept free for a take-back round under way: new keys spill meanwhile, so memory stays within maxPendingKeys. */
-  #reserved = 0;
-  #takingBack: Promise<boolean> | undefined;
-  /** Rounds that brought spilled usage back into memory, so far. */
-  #roundsTakenBack = 0;
-  /** The snapshot holds usage Kana has since confirmed. */
-  #spoolStale = false;
-  /** Memory holds usage the snapshot lacks (only write-ahead keeps it current event by event). */
-  #spoolBehind = false;
   #closing: Promise<void> | undefined;
   /** Resolves close()'s wait early: Kana is down and the spool keeps what is left. */
   #giveUp: (() => void) | undefined;
@@ -125,7 +114,6 @@ export class DeliveryQueue {
     this.#logger = config.logger;
     this.#counters = counters;
     this.#observeKanaCall = observeKanaCall;
-    this.#writeAhead = config.spool?.writeAhead === true;
     // Each call in flight listens to it (p-retry, the client): more than 10 is normal, not a leak.
     setMaxListeners(0, this.#shutdown.signal);
     if (config.spool) {
@@ -138,12 +126,18 @@ export class DeliveryQueue {
   #openSpool(path: string, internals: DeliveryInternals): Spool {
     const { spool, opened } = Spool.open(path, {
       take: (record, earlierRun) => this.#take(record, earlierRun),
+      bringBack: (taken) => this.#bringBack(taken),
       held: () => this.#usage.snapshot(),
+      writeAhead: this.#config.spool?.writeAhead === true,
       maxSpillBytes: OPEN_SPILL_BYTES,
       compactKeys: this.#config.maxPendingKeys,
       compactBytes: internals.spoolCompactBytes,
       fs: internals.spoolFileSystem,
-      onError: (error) => this.#spoolFailed(error, 'the spill file stays as it was'),
+      onError: (error, during) =>
+        this.#spoolFailed(
+          error,
+          during === 'take-back' ? 'the spilled usage stays in the spill file' : 'the spill file stays as it was',
+        ),
       onCompacted: (compaction) =>
         this.#logger.info(
           { code: logCodes.spoolCompacted, ...compaction },
@@ -157,7 +151,6 @@ export class DeliveryQueue {
       );
     }
     if (opened.records > 0 || opened.spilledBytes > 0) {
-      this.#spoolHoldsUsage = opened.records > 0;
       this.#logger.info(
         { code: logCodes.spoolReplayed, path: spool.path, records: opened.records, spilledBytes: opened.spilledBytes },
         'kana-meter: sending usage kept in the spool by an earlier run',
@@ -175,13 +168,16 @@ export class DeliveryQueue {
     this.#counters.captured++;
     this.#observeUsage?.('captured', userId, featureId, delta, undefined);
     // The hot path: a merge into an existing batch is one Map lookup and two additions.
-    const added = this.#usage.add(userId, featureId, delta, 1, undefined, this.#config.maxPendingKeys - this.#reserved);
+    const spool = this.#spool;
+    const maxKeys =
+      spool === undefined ? this.#config.maxPendingKeys : this.#config.maxPendingKeys - spool.reservedKeys;
+    const added = this.#usage.add(userId, featureId, delta, 1, undefined, maxKeys);
     if (added === 'full') {
       this.#overflow({ userId, featureId, delta, events: 1, firstCapturedAt: Date.now() });
       return;
     }
-    if (this.#writeAhead) this.#appendToSpool({ userId, featureId, delta, events: 1, firstCapturedAt: Date.now() });
-    else if (this.#spool) this.#spoolBehind = true;
+    if (spool?.writeAhead) this.#appendToSpool({ userId, featureId, delta, events: 1, firstCapturedAt: Date.now() });
+    else spool?.markBehind();
     if (added === 'added') this.#schedule();
   }
 
@@ -210,7 +206,7 @@ export class DeliveryQueue {
 
   async #flushAll(): Promise<void> {
     for (;;) {
-      const roundsBefore = this.#roundsTakenBack;
+      const roundsBefore = this.#spool?.roundsTakenBack;
       const settled = this.#usage.settled();
       if (this.#outage?.probeTimer) {
         // Kana may be back already: probe now rather than at the end of the backoff.
@@ -222,11 +218,12 @@ export class DeliveryQueue {
       await settled;
       if (this.#shutdown.signal.aborted) return;
       // Spilled usage is part of what flush() waits for: a round under way, what one brought back meanwhile, the rest.
-      if (this.#takingBack) {
-        await this.#takingBack;
+      const takingBack = this.#spool?.takingBack;
+      if (takingBack) {
+        await takingBack;
         continue;
       }
-      if (this.#roundsTakenBack !== roundsBefore) continue;
+      if (this.#spool?.roundsTakenBack !== roundsBefore) continue;
       if (!this.#spool?.hasSpilled) return;
       if (!(await this.#takeBackSpilled())) return;
     }
@@ -308,7 +305,8 @@ export class DeliveryQueue {
   #schedule(soon = false): void {
     if (this.#timer || this.#outage) return;
     // Spilled usage comes back as the queue drains, without waiting for new traffic.
-    const takeBack = this.#spool?.hasSpilled === true && this.#takingBack === undefined && this.#hasRoomToSpare();
+    const spool = this.#spool;
+    const takeBack = spool?.hasSpilled === true && spool.takingBack === undefined && this.#hasRoomToSpare();
     if (this.#usage.pendingCount === 0 && !takeBack) return;
     if (soon && takeBack) {
       this.#timer = setTimeout(() => this.#tick(), 0);
@@ -410,7 +408,7 @@ export class DeliveryQueue {
       this.#counters.delivered += batch.events;
       this.#tell({ outcome: 'delivered', call, ...summarizeBatch(batch) });
       this.#observeUsage?.('delivered', batch.userId, batch.featureId, batch.delta, undefined);
-      if (this.#spoolHoldsUsage) this.#spoolStale = true;
+      this.#spool?.delivered();
       this.#endOutage();
     } catch (caught) {
       ended = [failedCall(caught).outcome, caught];
@@ -574,57 +572,32 @@ export class DeliveryQueue {
   #maintainSpool(roomToSpare: boolean): void {
     const spool = this.#spool;
     if (!spool) return;
-    if (roomToSpare && spool.hasSpilled && this.#takingBack === undefined) void this.#takeBackSpilled();
-    if (this.#spoolStale) this.#snapshotSpool();
+    if (roomToSpare && spool.hasSpilled && spool.takingBack === undefined) void this.#takeBackSpilled();
+    if (spool.stale) this.#snapshotSpool();
   }
 
   /**
    * Takes spilled usage back into memory: a round over the spill file (run by the spool between
    * turns of the event loop) brings back every record of as many keys as memory has room for,
-   * merged, and commits with a snapshot that holds them. True when something came back.
+   * merged, and commits with a snapshot that holds them (see #bringBack). True when something came back.
    */
   #takeBackSpilled(): Promise<boolean> {
-    this.#takingBack ??= this.#runTakeBack().finally(() => {
-      this.#takingBack = undefined;
-    });
-    return this.#takingBack;
+    return (this.#spool as Spool).takeBackSpilled(this.#config.maxPendingKeys - this.#usage.keyCount);
   }
 
-  async #runTakeBack(): Promise<boolean> {
-    const spool = this.#spool as Spool;
-    const capacity = this.#config.maxPendingKeys - this.#usage.keyCount;
-    if (capacity <= 0 || !spool.hasSpilled) return false;
-    this.#reserved = capacity;
-    let taken: TakenBack[];
-    try {
-      taken = await spool.takeBack(capacity);
-    } catch (error) {
-      this.#spoolFailed(error, 'the spilled usage stays in the spill file');
-      return false;
-    } finally {
-      this.#reserved = 0;
-    }
+  /** Usage a take-back round brought back: into memory (the spool kept room for it), then sent. */
+  #bringBack(taken: TakenBack[]): void {
     for (const { record, replayedEvents } of taken) {
       this.#usage.add(record.userId, record.featureId, record.delta, record.events, record.firstCapturedAt);
       this.#counters.replayed += replayedEvents;
     }
-    if (taken.length === 0) return false;
-    this.#roundsTakenBack++;
-    this.#spoolHoldsUsage = true;
     this.#schedule(true);
-    return true;
   }
 
   /** Rewrites the snapshot as what memory holds now, when it differs. */
   #snapshotSpool(): void {
-    const spool = this.#spool;
-    if (!spool || !(this.#spoolBehind || this.#spoolStale)) return;
     try {
-      const records = this.#usage.snapshot();
-      spool.snapshot(records);
-      this.#spoolHoldsUsage = records.length > 0;
-      this.#spoolStale = false;
-      this.#spoolBehind = false;
+      this.#spool?.refresh();
     } catch (error) {
       this.#spoolFailed(error, 'the usage stays in memory, and the previous snapshot on disk');
     }
@@ -633,10 +606,8 @@ export class DeliveryQueue {
   #appendToSpool(usage: SpoolRecord, spilled = false): boolean {
     try {
       this.#spool?.append(usage, spilled);
-      if (!spilled) this.#spoolHoldsUsage = true;
       return true;
     } catch (error) {
-      if (!spilled) this.#spoolBehind = true; // the next snapshot writes it
       this.#spoolFailed(
         error,
         spilled ? 'the usage is dropped (see onDrop)' : 'the usage stays in memory; the next snapshot writes it',

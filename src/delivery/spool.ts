@@ -43,6 +43,10 @@ export interface SpoolOpenOptions {
   take: TakeRecord;
   /** What memory holds: every snapshot the spool writes on its own (at open, at the end of a round) holds it. */
   held: () => Iterable<SpoolRecord>;
+  /** Write-ahead mode: each captured event is appended to the snapshot (the queue reads this back). @default false */
+  writeAhead?: boolean;
+  /** Takes into memory what a take-back round brought back (room was kept for it: see reservedKeys). */
+  bringBack?: (taken: TakenBack[]) => void;
   /** Most spill bytes read at open (the rest comes back in rounds). @default all that fits */
   maxSpillBytes?: number;
   /** Most keys merged at once when leftover spill records are rewritten. */
@@ -53,8 +57,8 @@ export interface SpoolOpenOptions {
   fs?: SpoolFileSystem;
   /** Told when a compaction ended: the spill file's path, and its size before and after, in bytes. */
   onCompacted?: (compaction: { path: string; before: number; after: number }) => void;
-  /** Told of a failure in the background (a compaction); the files stay as they were. */
-  onError?: (error: unknown) => void;
+  /** Told of a failure: in the background (a compaction, a rename after a commit), or of a take-back round (takeBackSpilled); the files stay as they were. */
+  onError?: (error: unknown, during: 'background' | 'take-back') => void;
 }
 
 /** What opening found, for the log. */
@@ -86,7 +90,8 @@ interface Round {
   /** Where the leftovers left by an earlier run end in the new file, once they are all written. */
   earlierEnd: number | undefined;
   timer: NodeJS.Immediate | undefined;
-  settle: (taken: TakenBack[] | Error) => void;
+  /** Told once how the round ended: what it took back, or why it failed. */
+  end: (taken: TakenBack[] | Error) => void;
 }
 
 export const DEFAULT_COMPACT_BYTES = 64 * 1024 * 1024;
@@ -110,6 +115,7 @@ const ROUND_STEP_BYTES = 1024 * 1024;
  */
 export class Spool {
   readonly path: string;
+  readonly writeAhead: boolean;
   readonly #spillPath: string;
   readonly #nextPath: string;
   readonly #fs: SpoolFileSystem;
@@ -133,9 +139,18 @@ export class Spool {
   #earlierRunEnd = 0;
   #compactAt: number;
   #round: Round | undefined;
+  readonly #bringBack: SpoolOpenOptions['bringBack'];
+  /** What the snapshot holds beside memory, so that it is rewritten only when it differs. */
+  readonly #freshness = { holdsUsage: false, stale: false, behind: false };
+  /** A take-back round the queue is waiting for, and the keys it keeps free in memory meanwhile. */
+  #takingBack: Promise<boolean> | undefined;
+  #reservedKeys = 0;
+  #roundsTakenBack = 0;
 
   private constructor(path: string, options: SpoolOpenOptions) {
     this.path = path;
+    this.writeAhead = options.writeAhead === true;
+    this.#bringBack = options.bringBack;
     this.#spillPath = `${path}.spill`;
     this.#nextPath = `${path}.spill.next`;
     this.#fs = options.fs ?? defaultFileSystem;
@@ -162,6 +177,7 @@ export class Spool {
     try {
       spool.#removeTemporaryFiles();
       const records = spool.#load(options);
+      spool.#freshness.holdsUsage = records > 0;
       return {
         spool,
         opened: { recoveredLock: spool.#lock.recovered, records, spilledBytes: spool.spilledBytes },
@@ -186,6 +202,20 @@ export class Spool {
    * SpoolError when it is not all on disk; what a failed write left is cut off first.
    */
   append(record: SpoolRecord, spilled: boolean): void {
+    if (spilled) {
+      this.#append(record, true);
+      return;
+    }
+    try {
+      this.#append(record, false);
+    } catch (error) {
+      this.#freshness.behind = true; // the next snapshot writes it
+      throw error;
+    }
+    this.#freshness.holdsUsage = true;
+  }
+
+  #append(record: SpoolRecord, spilled: boolean): void {
     const fd = spilled ? this.#spillFd : this.#snapshotFd;
     const path = spilled ? this.#spillPath : this.path;
     if (fd === undefined) {
@@ -217,9 +247,78 @@ export class Spool {
    * entirely taken back is replaced by an empty one; a large one starts compacting.
    */
   snapshot(records: Iterable<SpoolRecord>): void {
-    this.#writeSnapshot(records, { spill: this.#spillEpoch, taken: this.#spillTaken });
+    const written = this.#writeSnapshot(records, { spill: this.#spillEpoch, taken: this.#spillTaken });
     if (this.#spillTaken === this.#spillSize && this.#spillSize > this.#spillStart) this.#replaceWithEmptySpill();
     else this.#compactIfLarge();
+    this.#freshness.holdsUsage = written > 0;
+    this.#freshness.stale = false;
+    this.#freshness.behind = false;
+  }
+
+  /** Memory holds usage the snapshot lacks (only write-ahead keeps it current event by event). */
+  markBehind(): void {
+    this.#freshness.behind = true;
+  }
+
+  /** Usage was delivered: a snapshot that holds usage may now hold usage the sink has. */
+  delivered(): void {
+    if (this.#freshness.holdsUsage) this.#freshness.stale = true;
+  }
+
+  /** The snapshot holds usage that was delivered since it was written. */
+  get stale(): boolean {
+    return this.#freshness.stale;
+  }
+
+  /** Rewrites the snapshot as what memory holds now (`held`), when it differs. Throws as snapshot() does. */
+  refresh(): void {
+    if (this.#freshness.behind || this.#freshness.stale) this.snapshot(this.#held());
+  }
+
+  /** The take-back round under way (see takeBackSpilled), if any. */
+  get takingBack(): Promise<boolean> | undefined {
+    return this.#takingBack;
+  }
+
+  /** Keys memory keeps free for the take-back round under way: new keys spill meanwhile, so memory stays within maxPendingKeys. */
+  get reservedKeys(): number {
+    return this.#reservedKeys;
+  }
+
+  /** Take-back rounds that brought spilled usage back into memory, so far. */
+  get roundsTakenBack(): number {
+    return this.#roundsTakenBack;
+  }
+
+  /**
+   * Takes spilled usage back into memory, `capacity` keys at most: a round (see takeBack) whose
+   * records go to `bringBack` once a snapshot holds them. One at a time: while a round is under
+   * way, this returns it. Never rejects: a failure goes to `onError`. True when something came back.
+   */
+  takeBackSpilled(capacity: number): Promise<boolean> {
+    this.#takingBack ??= this.#runTakeBack(capacity).finally(() => {
+      this.#takingBack = undefined;
+    });
+    return this.#takingBack;
+  }
+
+  async #runTakeBack(capacity: number): Promise<boolean> {
+    if (capacity <= 0 || !this.hasSpilled) return false;
+    this.#reservedKeys = capacity;
+    let taken: TakenBack[];
+    try {
+      taken = await this.takeBack(capacity);
+    } catch (error) {
+      this.#onError?.(error, 'take-back');
+      return false;
+    } finally {
+      this.#reservedKeys = 0;
+    }
+    if (taken.length === 0) return false;
+    this.#roundsTakenBack++;
+    this.#freshness.holdsUsage = true;
+    this.#bringBack?.(taken);
+    return true;
   }
 
   /**
@@ -259,14 +358,16 @@ export class Spool {
     if (failure !== undefined) throw failure;
   }
 
-  #writeSnapshot(records: Iterable<SpoolRecord>, header: SnapshotHeader): void {
-    const { fd, size } = this.#writeFile(this.path, snapshotHeaderLine(header), records);
+  /** Writes the snapshot; returns how many records it holds. */
+  #writeSnapshot(records: Iterable<SpoolRecord>, header: SnapshotHeader): number {
+    const { fd, size, count } = this.#writeFile(this.path, snapshotHeaderLine(header), records);
     closeQuietly(this.#fs, this.#snapshotFd);
     this.#snapshotFd = fd;
     this.#snapshotSize = size;
+    return count;
   }
 
-  #startRound(capacity: number, settle: Round['settle']): boolean {
+  #startRound(capacity: number, end: Round['end']): boolean {
     if (this.#spillFd === undefined || !this.hasSpilled) return false;
     const leftovers = new SpillWriter(
       this.#fs,
@@ -281,7 +382,7 @@ export class Spool {
       position: this.#spillTaken,
       earlierEnd: this.#earlierRunEnd <= this.#spillTaken ? leftovers.mark() : undefined,
       timer: undefined,
-      settle,
+      end,
     };
     this.#round = round;
     this.#scheduleStep(round);
@@ -294,7 +395,7 @@ export class Spool {
         this.#step(round);
       } catch (error) {
         this.#cancelRound();
-        round.settle(error instanceof Error ? error : new Error(String(error)));
+        round.end(error instanceof Error ? error : new Error(String(error)));
       }
     });
     round.timer.unref();
@@ -363,13 +464,13 @@ export class Spool {
     try {
       renameDurably(this.#fs, this.#nextPath, this.#spillPath);
     } catch (error) {
-      this.#onError?.(error);
+      this.#onError?.(error, 'background');
     }
     if (round.capacity === 0) {
       this.#compactAt = Math.max(this.#compactBytes, 2 * written.size);
       this.#onCompacted?.({ path: this.#spillPath, before, after: written.size });
     }
-    round.settle(taken);
+    round.end(taken);
   }
 
   #cancelRound(): void {
@@ -378,7 +479,7 @@ export class Spool {
     this.#round = undefined;
     if (round.timer) clearImmediate(round.timer);
     round.leftovers.abort();
-    round.settle([]);
+    round.end([]);
   }
 
   /**
@@ -390,7 +491,7 @@ export class Spool {
     if (this.#round || this.#spillSize < this.#compactAt) return;
     this.#compactAt = Math.max(this.#compactBytes, 2 * this.#spillSize);
     this.#startRound(0, (result) => {
-      if (result instanceof Error) this.#onError?.(result);
+      if (result instanceof Error) this.#onError?.(result, 'background');
     });
   }
 
@@ -553,17 +654,25 @@ export class Spool {
   }
 
   /** Writes a whole file under a temporary name and renames it over `path`; returns its descriptor, kept open. */
-  #writeFile(path: string, header: string, records: Iterable<SpoolRecord>): { fd: number; size: number } {
+  #writeFile(
+    path: string,
+    header: string,
+    records: Iterable<SpoolRecord>,
+  ): { fd: number; size: number; count: number } {
     const temporary = temporaryPath(path);
     const fd = createExclusive(this.#fs, temporary);
     try {
       const writer = new ChunkedWriter(this.#fs, fd, temporary);
       writer.write(header);
-      for (const record of records) writer.write(recordLine(record));
+      let count = 0;
+      for (const record of records) {
+        writer.write(recordLine(record));
+        count++;
+      }
       writer.flush();
       syncFile(this.#fs, fd, temporary);
       renameDurably(this.#fs, temporary, path);
-      return { fd, size: writer.size };
+      return { fd, size: writer.size, count };
     } catch (error) {
       closeQuietly(this.#fs, fd);
       unlinkQuietly(this.#fs, temporary);
