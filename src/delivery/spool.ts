@@ -10,6 +10,7 @@ import {
   defaultFileSystem,
   endOfLastLine,
   isTemporaryOf,
+  type LinesRead,
   openExisting,
   readLines,
   renameDurably,
@@ -92,6 +93,19 @@ interface Round {
   timer: NodeJS.Immediate | undefined;
   /** Told once how the round ended: what it took back, or why it failed. */
   end: (taken: TakenBack[] | Error) => void;
+}
+
+/** The files the last run left, opened and checked, before their records are read. */
+interface FilesLeft {
+  /** The snapshot and its header; undefined when there is none. */
+  readonly snapshotFd: number | undefined;
+  readonly snapshot: (SnapshotHeader & { start: number }) | undefined;
+  /** The spill file (undefined when there is none, or once the spool has taken it over) and its header. */
+  spillFd: number | undefined;
+  readonly spill: { epoch: number; start: number } | undefined;
+  readonly spillSize: number;
+  /** Where the spill records the snapshot does not hold start. */
+  readonly spillFrom: number;
 }
 
 export const DEFAULT_COMPACT_BYTES = 64 * 1024 * 1024;
@@ -497,104 +511,155 @@ export class Spool {
 
   /** Reads the files left by the last run; returns the records taken into memory. */
   #load(options: SpoolOpenOptions): number {
-    const fs = this.#fs;
-    const snapshotFd = openExisting(fs, this.path, false);
-    let spillFd: number | undefined;
-    let overflow: SpillWriter | undefined;
-    let taken = 0;
+    const files = this.#openFilesLeft();
     try {
-      const header = snapshotFd === undefined ? undefined : this.#readHeader(snapshotFd, this.path);
-      const snapshotEpoch = header?.spill ?? 0;
-      this.#finishStagedSpill(snapshotEpoch);
-      spillFd = openExisting(fs, this.#spillPath, true);
-      let spill = spillFd === undefined ? undefined : this.#readHeader(spillFd, this.#spillPath);
-      if (spill?.start === 0) {
-        // An empty spill file: as if there were none.
-        closeQuietly(fs, spillFd);
-        spillFd = undefined;
-        spill = undefined;
+      const fromSnapshot = this.#takeSnapshot(files, options.take);
+      if (fromSnapshot.overflow) {
+        this.#restageSpill(files, fromSnapshot.overflow, options.held);
+        return fromSnapshot.taken;
       }
-      if (spill && spill.epoch < snapshotEpoch) {
-        throw new SpoolError(
-          'KANA_SPOOL_CORRUPT',
-          this.#spillPath,
-          `kana-meter: ${this.#spillPath} (epoch ${spill.epoch}) is older than the snapshot ${this.path}, which names epoch ${snapshotEpoch}: one of them was replaced by hand. Both were left untouched: restore the matching pair, or move them away.`,
-        );
-      }
-      this.#spillEpoch = spill?.epoch ?? snapshotEpoch;
-      const spillSize = spillFd === undefined ? 0 : fs.fstatSync(spillFd).size;
-      const spillFrom = spill
-        ? Math.min(spillSize, Math.max(spill.start, spill.epoch === snapshotEpoch ? (header?.taken ?? 0) : 0))
-        : 0;
-
-      // The snapshot first: all of it fits, unless maxPendingKeys shrank since it was written.
-      if (snapshotFd !== undefined && header) {
-        let number = 1;
-        readLines(fs, snapshotFd, this.path, header.start, (line, lineEnd) => {
-          const record = this.#parse(line, this.path, { line: ++number, lineEnd });
-          if (options.take(record, true)) taken++;
-          else {
-            overflow ??= new SpillWriter(fs, temporaryPath(this.#spillPath), this.#spillEpoch + 1, this.#compactKeys);
-            overflow.add(record);
-          }
-          return true;
-        });
-      }
-
-      if (overflow) {
-        // Memory is full: the spill file's records join the snapshot's overflow in a new spill
-        // file, staged as path.spill.next; the snapshot that no longer holds them names its
-        // epoch, and only then is it renamed into place (an open after a crash between finishes it).
-        const staged = overflow;
-        if (spillFd !== undefined) {
-          let number = spillFrom === spill?.start ? 1 : undefined;
-          readLines(fs, spillFd, this.#spillPath, spillFrom, (line, lineEnd) => {
-            if (number !== undefined) number++;
-            staged.add(this.#parse(line, this.#spillPath, { line: number, lineEnd }));
-            return true;
-          });
-        }
-        overflow = undefined;
-        const written = staged.finish(this.#nextPath);
-        this.#useSpill(written.fd, this.#spillEpoch + 1, written.start, written.size);
-        this.#earlierRunEnd = written.size;
-        this.#writeSnapshot(options.held(), { spill: this.#spillEpoch, taken: written.start });
-        renameDurably(fs, this.#nextPath, this.#spillPath);
-        return taken;
-      }
-
-      if (spillFd !== undefined && spill) {
-        let number = spillFrom === spill.start ? 1 : undefined;
-        const read = readLines(
-          fs,
-          spillFd,
-          this.#spillPath,
-          spillFrom,
-          (line, lineEnd) => {
-            if (number !== undefined) number++;
-            if (!options.take(this.#parse(line, this.#spillPath, { line: number, lineEnd }), true)) return false;
-            taken++;
-            return true;
-          },
-          { maxBytes: options.maxSpillBytes },
-        );
-        // A torn last append (a crash mid-write) is cut off before anything is appended after it.
-        const end = read.done ? read.next : endOfLastLine(fs, spillFd, this.#spillPath, spillSize);
-        if (end !== spillSize) truncateFile(fs, spillFd, this.#spillPath, end);
-        this.#useSpill(spillFd, spill.epoch, spill.start, end);
-        this.#spillTaken = read.next;
-        spillFd = undefined;
-      }
+      const taken = fromSnapshot.taken + this.#takeSpill(files, options);
       this.#earlierRunEnd = this.#spillSize;
       this.snapshot(options.held());
       // A new spool: its empty spill file.
       if (this.#spillFd === undefined) this.#replaceWithEmptySpill();
       return taken;
     } finally {
-      overflow?.abort();
+      closeQuietly(this.#fs, files.snapshotFd);
+      closeQuietly(this.#fs, files.spillFd);
+    }
+  }
+
+  /**
+   * Opens the snapshot and the spill file the last run left (finishing a rename a crash cut short),
+   * reads their headers and checks that they belong together. An empty spill file counts as none.
+   */
+  #openFilesLeft(): FilesLeft {
+    const fs = this.#fs;
+    const snapshotFd = openExisting(fs, this.path, false);
+    let spillFd: number | undefined;
+    try {
+      const snapshot = snapshotFd === undefined ? undefined : this.#readHeader(snapshotFd, this.path);
+      const snapshotEpoch = snapshot?.spill ?? 0;
+      this.#finishStagedSpill(snapshotEpoch);
+      spillFd = openExisting(fs, this.#spillPath, true);
+      let spill = spillFd === undefined ? undefined : this.#readHeader(spillFd, this.#spillPath);
+      if (spill?.start === 0) {
+        closeQuietly(fs, spillFd);
+        spillFd = undefined;
+        spill = undefined;
+      }
+      if (spill) this.#checkEpochs(spill.epoch, snapshotEpoch);
+      this.#spillEpoch = spill?.epoch ?? snapshotEpoch;
+      const spillSize = spillFd === undefined ? 0 : fs.fstatSync(spillFd).size;
+      // The spill records the snapshot does not hold already (it names how far it took them, in its epoch).
+      const spillFrom = spill
+        ? Math.min(spillSize, Math.max(spill.start, spill.epoch === snapshotEpoch ? (snapshot?.taken ?? 0) : 0))
+        : 0;
+      return { snapshotFd, snapshot, spillFd, spill, spillSize, spillFrom };
+    } catch (error) {
       closeQuietly(fs, snapshotFd);
       closeQuietly(fs, spillFd);
+      throw error;
     }
+  }
+
+  /** A spill file older than the snapshot's is not its pair: one was replaced by hand. */
+  #checkEpochs(spillEpoch: number, snapshotEpoch: number): void {
+    if (spillEpoch >= snapshotEpoch) return;
+    throw new SpoolError(
+      'KANA_SPOOL_CORRUPT',
+      this.#spillPath,
+      `kana-meter: ${this.#spillPath} (epoch ${spillEpoch}) is older than the snapshot ${this.path}, which names epoch ${snapshotEpoch}: one of them was replaced by hand. Both were left untouched: restore the matching pair, or move them away.`,
+    );
+  }
+
+  /**
+   * Takes the snapshot's records into memory: all of them fit, unless maxPendingKeys shrank since
+   * it was written; those that do not are merged into `overflow`, the next spill file.
+   */
+  #takeSnapshot(files: FilesLeft, take: TakeRecord): { taken: number; overflow: SpillWriter | undefined } {
+    const { snapshotFd, snapshot } = files;
+    const found: { taken: number; overflow: SpillWriter | undefined } = { taken: 0, overflow: undefined };
+    if (snapshotFd === undefined || !snapshot) return found;
+    let number = 1;
+    try {
+      readLines(this.#fs, snapshotFd, this.path, snapshot.start, (line, lineEnd) => {
+        const record = this.#parse(line, this.path, { line: ++number, lineEnd });
+        if (take(record, true)) found.taken++;
+        else {
+          found.overflow ??= new SpillWriter(
+            this.#fs,
+            temporaryPath(this.#spillPath),
+            this.#spillEpoch + 1,
+            this.#compactKeys,
+          );
+          found.overflow.add(record);
+        }
+        return true;
+      });
+    } catch (error) {
+      found.overflow?.abort();
+      throw error;
+    }
+    return found;
+  }
+
+  /**
+   * Memory is full: the spill file's records join the snapshot's overflow in a new spill file,
+   * staged as path.spill.next; the snapshot that no longer holds them names its epoch, and only
+   * then is it renamed into place (an open after a crash between finishes it).
+   */
+  #restageSpill(files: FilesLeft, staged: SpillWriter, held: () => Iterable<SpoolRecord>): void {
+    try {
+      if (files.spillFd !== undefined) {
+        this.#readSpill(files, files.spillFd, (record) => {
+          staged.add(record);
+          return true;
+        });
+      }
+    } catch (error) {
+      staged.abort();
+      throw error;
+    }
+    const written = staged.finish(this.#nextPath);
+    this.#useSpill(written.fd, this.#spillEpoch + 1, written.start, written.size);
+    this.#earlierRunEnd = written.size;
+    this.#writeSnapshot(held(), { spill: this.#spillEpoch, taken: written.start });
+    renameDurably(this.#fs, this.#nextPath, this.#spillPath);
+  }
+
+  /**
+   * Takes the spill file's records into memory from where the snapshot left off, as many as fit
+   * (and at most maxSpillBytes); the rest stays on disk. The spool keeps the file, for appends.
+   */
+  #takeSpill(files: FilesLeft, options: SpoolOpenOptions): number {
+    const { spillFd, spill, spillSize } = files;
+    if (spillFd === undefined || !spill) return 0;
+    let taken = 0;
+    const take = (record: SpoolRecord) => {
+      if (!options.take(record, true)) return false;
+      taken++;
+      return true;
+    };
+    const read = this.#readSpill(files, spillFd, take, options.maxSpillBytes);
+    // A torn last append (a crash mid-write) is cut off before anything is appended after it.
+    const end = read.done ? read.next : endOfLastLine(this.#fs, spillFd, this.#spillPath, spillSize);
+    if (end !== spillSize) truncateFile(this.#fs, spillFd, this.#spillPath, end);
+    this.#useSpill(spillFd, spill.epoch, spill.start, end);
+    this.#spillTaken = read.next;
+    files.spillFd = undefined; // the spool's now
+    return taken;
+  }
+
+  /** Reads the spill file's records from where the snapshot left off; a bad line is reported by its number when read from the start. */
+  #readSpill(files: FilesLeft, fd: number, onRecord: (record: SpoolRecord) => boolean, maxBytes?: number): LinesRead {
+    let number = files.spillFrom === files.spill?.start ? 1 : undefined;
+    const onLine = (line: string, lineEnd: number) => {
+      if (number !== undefined) number++;
+      return onRecord(this.#parse(line, this.#spillPath, { line: number, lineEnd }));
+    };
+    return readLines(this.#fs, fd, this.#spillPath, files.spillFrom, onLine, { maxBytes });
   }
 
   /**
