@@ -1,7 +1,7 @@
 // The delivery queue: sends coalesced usage with bounded concurrency and p-retry, rides out outages, spools, flushes and closes.
 
 import { setMaxListeners } from 'node:events';
-import pRetry from 'p-retry';
+import pRetry, { type Options as PRetryOptions } from 'p-retry';
 import { backoffDelay } from '../config/backoff.js';
 import { KanaError, logCodes, SpoolError } from '../config/errors.js';
 import type { KanaLogger } from '../config/logger.js';
@@ -207,7 +207,7 @@ export class DeliveryQueue {
   async #flushAll(): Promise<void> {
     for (;;) {
       const roundsBefore = this.#spool?.roundsTakenBack;
-      const settled = this.#usage.settled();
+      const done = this.#usage.whenDone();
       if (this.#outage?.probeTimer) {
         // Kana may be back already: probe now rather than at the end of the backoff.
         clearTimeout(this.#outage.probeTimer);
@@ -215,7 +215,7 @@ export class DeliveryQueue {
       } else {
         this.#tick();
       }
-      await settled;
+      await done;
       if (this.#shutdown.signal.aborted) return;
       // Spilled usage is part of what flush() waits for: a round under way, what one brought back meanwhile, the rest.
       const takingBack = this.#spool?.takingBack;
@@ -271,7 +271,8 @@ export class DeliveryQueue {
     this.#tracing = telemetry.tracing;
   }
 
-  #settled(usage: { userId: string; featureId: string; delta: number }): void {
+  /** Tells the onUsageSettled listener: delivered, failed for good, dropped, or undelivered at close(). */
+  #stopWaitingFor(usage: { userId: string; featureId: string; delta: number }): void {
     this.#usageSettled?.(usage.userId, usage.featureId, usage.delta);
   }
 
@@ -361,63 +362,19 @@ export class DeliveryQueue {
     this.#calls.add(call);
   }
 
+  /** Delivers one batch with p-retry (a probe makes one attempt); then it is delivered, kept for after the outage, or failed for good. */
   async #send(batch: Batch, probe: boolean, span: DeliverySpan | undefined): Promise<void> {
-    const { retry } = this.#config;
     const signal = this.#shutdown.signal;
-    const usage = { userId: batch.userId, featureId: batch.featureId, delta: batch.delta };
-    const observe = this.#observeKanaCall;
-    const sink = this.#sink;
-    const attempt = () => sink.deliver(usage, signal);
     const call = ++this.#callCount;
     let ended: [outcome: KanaCallOutcome | 'requeued', error: unknown] = ['ok', undefined];
     try {
-      await pRetry(
-        (attemptNumber) => {
-          this.#counters.calls++;
-          // Each attempt is timed on its own: p-retry's backoff waits are not Kana's latency.
-          return observe === undefined && span === undefined
-            ? attempt()
-            : timeKanaCall(observe, 'usage', attempt, span?.attempt(this.#describeAttempt(attemptNumber)));
-        },
-        {
-          ...retry,
-          // A probe is one attempt: the outage backoff spaces them out.
-          retries: probe ? 0 : retry.retries,
-          signal,
-          unref: true,
-          shouldRetry: async ({ error, retriesLeft }) => {
-            const failure = sink.classify(error);
-            if (!failure?.retryable || this.#outage) return false;
-            this.#counters.retries++;
-            this.#logger.debug(
-              {
-                code: logCodes.deliveryRetry,
-                ...where(batch),
-                err: summarize(asKanaError(error, failure)),
-                retriesLeft,
-              },
-              'kana-meter: Kana call failed, retrying',
-            );
-            if (failure.retryAfterMs) await sleep(failure.retryAfterMs, signal);
-            return true;
-          },
-        },
-      );
-      this.#usage.settle(batch);
-      this.#settled(batch);
-      this.#counters.delivered += batch.events;
-      this.#tell({ outcome: 'delivered', call, ...summarizeBatch(batch) });
-      this.#observeUsage?.('delivered', batch.userId, batch.featureId, batch.delta, undefined);
-      this.#spool?.delivered();
-      this.#endOutage();
+      await pRetry(this.#attempt(batch, span), this.#retryOptions(batch, probe));
+      this.#delivered(batch, call);
     } catch (caught) {
       ended = [failedCall(caught).outcome, caught];
       // At close()'s deadline the batch stays outbound: close() takes it with the rest.
       if (signal.aborted) return;
-      // Not a failure the sink recognises (Kana's: a KanaError): a bug of ours. The usage is kept and
-      // sending backs off as for a transient failure; it is never reported undeliverable for it.
-      const failure = sink.classify(caught);
-      const error = failure === undefined ? this.#internalError(caught) : asKanaError(caught, failure);
+      const error = this.#classify(caught);
       if (error === undefined || error.retryable) {
         // Retries ran out on a transient error: keep the usage, pause, and probe until Kana is back.
         this.#usage.requeue(batch);
@@ -427,7 +384,7 @@ export class DeliveryQueue {
         return;
       }
       // Kana answered, and retrying cannot help: this usage fails for good.
-      this.#usage.settle(batch);
+      this.#usage.retire(batch);
       this.#tell({ outcome: 'failed', call, ...summarizeBatch(batch), reason: error.code });
       this.#fail(batch, error);
       this.#endOutage();
@@ -435,6 +392,73 @@ export class DeliveryQueue {
       span?.end(ended[0], ended[1]);
       this.#schedule();
     }
+  }
+
+  /** What p-retry calls for each attempt: counted, and timed on its own when metrics or tracing want it. */
+  #attempt(batch: Batch, span: DeliverySpan | undefined): (attemptNumber: number) => Promise<void> {
+    const signal = this.#shutdown.signal;
+    const usage = { userId: batch.userId, featureId: batch.featureId, delta: batch.delta };
+    const observe = this.#observeKanaCall;
+    const sink = this.#sink;
+    const attempt = () => sink.deliver(usage, signal);
+    return (attemptNumber) => {
+      this.#counters.calls++;
+      // Each attempt is timed on its own: p-retry's backoff waits are not Kana's latency.
+      return observe === undefined && span === undefined
+        ? attempt()
+        : timeKanaCall(observe, 'usage', attempt, span?.attempt(this.#describeAttempt(attemptNumber)));
+    };
+  }
+
+  /** p-retry's options for one batch: `retry`; a probe is one attempt; no retry during an outage or after a permanent failure. */
+  #retryOptions(batch: Batch, probe: boolean): PRetryOptions {
+    const { retry } = this.#config;
+    const signal = this.#shutdown.signal;
+    const sink = this.#sink;
+    return {
+      ...retry,
+      // A probe is one attempt: the outage backoff spaces them out.
+      retries: probe ? 0 : retry.retries,
+      signal,
+      unref: true,
+      shouldRetry: async ({ error, retriesLeft }) => {
+        const failure = sink.classify(error);
+        if (!failure?.retryable || this.#outage) return false;
+        this.#counters.retries++;
+        this.#logger.debug(
+          {
+            code: logCodes.deliveryRetry,
+            ...where(batch),
+            err: summarize(asKanaError(error, failure)),
+            retriesLeft,
+          },
+          'kana-meter: Kana call failed, retrying',
+        );
+        if (failure.retryAfterMs) await sleep(failure.retryAfterMs, signal);
+        return true;
+      },
+    };
+  }
+
+  /** The sink accepted the batch. */
+  #delivered(batch: Batch, call: number): void {
+    this.#usage.retire(batch);
+    this.#stopWaitingFor(batch);
+    this.#counters.delivered += batch.events;
+    this.#tell({ outcome: 'delivered', call, ...summarizeBatch(batch) });
+    this.#observeUsage?.('delivered', batch.userId, batch.featureId, batch.delta, undefined);
+    this.#spool?.delivered();
+    this.#endOutage();
+  }
+
+  /**
+   * A failed call as the KanaError it is reported as. Not a failure the sink recognises (Kana's: a
+   * KanaError): a bug of ours, counted and logged, and undefined: the usage is kept and sending
+   * backs off as for a transient failure; it is never reported undeliverable for it.
+   */
+  #classify(caught: unknown): KanaError | undefined {
+    const failure = this.#sink.classify(caught);
+    return failure === undefined ? this.#internalError(caught) : asKanaError(caught, failure);
   }
 
   /** A usage call attempt, as its span describes it. */
@@ -547,7 +571,7 @@ export class DeliveryQueue {
     }
     this.#counters.dropped++;
     this.#observeUsage?.('dropped', usage.userId, usage.featureId, usage.delta, logCodes.queueFull);
-    this.#settled(usage);
+    this.#stopWaitingFor(usage);
     this.#tell({ ...summarizeBatch(usage), outcome: 'failed', reason: 'dropped' });
     warnOnce(
       this.#spool
@@ -658,7 +682,7 @@ export class DeliveryQueue {
   }
 
   #fail(batch: Batch, error: KanaError): void {
-    this.#settled(batch);
+    this.#stopWaitingFor(batch);
     this.#logger.error(
       { code: logCodes.deliveryFailed, ...summarizeBatch(batch), err: summarize(error) },
       'kana-meter: usage could not be delivered to Kana',
@@ -678,7 +702,7 @@ export class DeliveryQueue {
       `kana-meter: ${left.length} usage record(s) were not delivered before close()`,
     );
     for (const batch of left) {
-      this.#settled(batch);
+      this.#stopWaitingFor(batch);
       this.#tell({ outcome: 'failed', ...summarizeBatch(batch), reason: error.code });
       this.#reportFailure(toUndelivered(batch), batch.events, error);
     }
