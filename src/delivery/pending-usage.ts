@@ -106,10 +106,10 @@ export class PendingUsage {
     return taken;
   }
 
-  /** An outbound batch is settled: delivered, or failed for good. */
-  settle(batch: Batch): void {
+  /** An outbound batch is done with: delivered, or failed for good. */
+  retire(batch: Batch): void {
     this.#outbound.delete(batch.key);
-    this.#release(batch.generation);
+    this.#leaveGeneration(batch.generation);
   }
 
   /** An outbound batch goes back to pending, merged with newer usage for its key, and queued last. */
@@ -120,17 +120,17 @@ export class PendingUsage {
       this.#pending.delete(batch.key);
       batch.delta += newer.delta;
       batch.events += newer.events;
-      this.#release(newer.generation);
+      this.#leaveGeneration(newer.generation);
     }
     this.#pending.set(batch.key, batch);
   }
 
-  /** Removes and returns everything held, settled. */
+  /** Removes and returns everything held (no flush waits for it any more). */
   drain(): Batch[] {
     const all = [...this.#outbound.values(), ...this.#pending.values()];
     this.#outbound.clear();
     this.#pending.clear();
-    for (const batch of all) this.#release(batch.generation);
+    for (const batch of all) this.#leaveGeneration(batch.generation);
     return all;
   }
 
@@ -168,8 +168,8 @@ export class PendingUsage {
     return { pending, pendingKeys };
   }
 
-  /** Resolves once every batch held now (and usage merged into it later) is settled. */
-  settled(): Promise<void> {
+  /** Resolves once every batch held now (and usage merged into it later) is done with: delivered, failed or drained. */
+  whenDone(): Promise<void> {
     const generation = this.#generation;
     if (this.#liveUpTo(generation) === 0) return Promise.resolve();
     this.#generation++;
@@ -193,7 +193,8 @@ export class PendingUsage {
     return { key, userId, featureId, delta, events, firstCapturedAt, generation };
   }
 
-  #release(generation: number): void {
+  /** One batch of `generation` is gone: flush() waiters whose generations are all gone are resolved. */
+  #leaveGeneration(generation: number): void {
     const left = (this.#liveByGeneration.get(generation) ?? 1) - 1;
     if (left === 0) this.#liveByGeneration.delete(generation);
     else this.#liveByGeneration.set(generation, left);

@@ -1,7 +1,8 @@
 // The delivery queue: sends coalesced usage with bounded concurrency and p-retry, rides out outages, spools, flushes and closes.
 
 import { setMaxListeners } from 'node:events';
-import pRetry from 'p-retry';
+import pRetry, { type Options as PRetryOptions } from 'p-retry';
+import { backoffDelay } from '../config/backoff.js';
 import { KanaError, logCodes, SpoolError } from '../config/errors.js';
 import type { KanaLogger } from '../config/logger.js';
 import { type KanaCallOutcome, type ObserveKanaCall, timeKanaCall } from '../config/metrics.js';
@@ -83,19 +84,8 @@ export class DeliveryQueue {
   #overflowWarned = false;
   /** Causes of internal errors already logged. */
   readonly #internalErrorsLogged = new Set<string>();
+  /** Keeps its own state: what its snapshot holds beside memory, and the take-back round under way. */
   readonly #spool: Spool | undefined;
-  readonly #writeAhead: boolean;
-  /** The spool's snapshot holds usage: deliveries make it stale. */
-  #spoolHoldsUsage = false;
-  /** Keys kept free for a take-back round under way: new keys spill meanwhile, so memory stays within maxPendingKeys. */
-  #reserved = 0;
-  #takingBack: Promise<boolean> | undefined;
-  /** Rounds that brought spilled usage back into memory, so far. */
-  #roundsTakenBack = 0;
-  /** The snapshot holds usage Kana has since confirmed. */
-  #spoolStale = false;
-  /** Memory holds usage the snapshot lacks (only write-ahead keeps it current event by event). */
-  #spoolBehind = false;
   #closing: Promise<void> | undefined;
   /** Resolves close()'s wait early: Kana is down and the spool keeps what is left. */
   #giveUp: (() => void) | undefined;
@@ -124,7 +114,6 @@ export class DeliveryQueue {
     this.#logger = config.logger;
     this.#counters = counters;
     this.#observeKanaCall = observeKanaCall;
-    this.#writeAhead = config.spool?.writeAhead === true;
     // Each call in flight listens to it (p-retry, the client): more than 10 is normal, not a leak.
     setMaxListeners(0, this.#shutdown.signal);
     if (config.spool) {
@@ -137,12 +126,18 @@ export class DeliveryQueue {
   #openSpool(path: string, internals: DeliveryInternals): Spool {
     const { spool, opened } = Spool.open(path, {
       take: (record, earlierRun) => this.#take(record, earlierRun),
+      bringBack: (taken) => this.#bringBack(taken),
       held: () => this.#usage.snapshot(),
+      writeAhead: this.#config.spool?.writeAhead === true,
       maxSpillBytes: OPEN_SPILL_BYTES,
       compactKeys: this.#config.maxPendingKeys,
       compactBytes: internals.spoolCompactBytes,
       fs: internals.spoolFileSystem,
-      onError: (error) => this.#spoolFailed(error, 'the spill file stays as it was'),
+      onError: (error, during) =>
+        this.#spoolFailed(
+          error,
+          during === 'take-back' ? 'the spilled usage stays in the spill file' : 'the spill file stays as it was',
+        ),
       onCompacted: (compaction) =>
         this.#logger.info(
           { code: logCodes.spoolCompacted, ...compaction },
@@ -156,7 +151,6 @@ export class DeliveryQueue {
       );
     }
     if (opened.records > 0 || opened.spilledBytes > 0) {
-      this.#spoolHoldsUsage = opened.records > 0;
       this.#logger.info(
         { code: logCodes.spoolReplayed, path: spool.path, records: opened.records, spilledBytes: opened.spilledBytes },
         'kana-meter: sending usage kept in the spool by an earlier run',
@@ -174,13 +168,16 @@ export class DeliveryQueue {
     this.#counters.captured++;
     this.#observeUsage?.('captured', userId, featureId, delta, undefined);
     // The hot path: a merge into an existing batch is one Map lookup and two additions.
-    const added = this.#usage.add(userId, featureId, delta, 1, undefined, this.#config.maxPendingKeys - this.#reserved);
+    const spool = this.#spool;
+    const maxKeys =
+      spool === undefined ? this.#config.maxPendingKeys : this.#config.maxPendingKeys - spool.reservedKeys;
+    const added = this.#usage.add(userId, featureId, delta, 1, undefined, maxKeys);
     if (added === 'full') {
       this.#overflow({ userId, featureId, delta, events: 1, firstCapturedAt: Date.now() });
       return;
     }
-    if (this.#writeAhead) this.#appendToSpool({ userId, featureId, delta, events: 1, firstCapturedAt: Date.now() });
-    else if (this.#spool) this.#spoolBehind = true;
+    if (spool?.writeAhead) this.#appendToSpool({ userId, featureId, delta, events: 1, firstCapturedAt: Date.now() });
+    else spool?.markBehind();
     if (added === 'added') this.#schedule();
   }
 
@@ -209,8 +206,8 @@ export class DeliveryQueue {
 
   async #flushAll(): Promise<void> {
     for (;;) {
-      const roundsBefore = this.#roundsTakenBack;
-      const settled = this.#usage.settled();
+      const roundsBefore = this.#spool?.roundsTakenBack;
+      const done = this.#usage.whenDone();
       if (this.#outage?.probeTimer) {
         // Kana may be back already: probe now rather than at the end of the backoff.
         clearTimeout(this.#outage.probeTimer);
@@ -218,14 +215,15 @@ export class DeliveryQueue {
       } else {
         this.#tick();
       }
-      await settled;
+      await done;
       if (this.#shutdown.signal.aborted) return;
       // Spilled usage is part of what flush() waits for: a round under way, what one brought back meanwhile, the rest.
-      if (this.#takingBack) {
-        await this.#takingBack;
+      const takingBack = this.#spool?.takingBack;
+      if (takingBack) {
+        await takingBack;
         continue;
       }
-      if (this.#roundsTakenBack !== roundsBefore) continue;
+      if (this.#spool?.roundsTakenBack !== roundsBefore) continue;
       if (!this.#spool?.hasSpilled) return;
       if (!(await this.#takeBackSpilled())) return;
     }
@@ -273,7 +271,8 @@ export class DeliveryQueue {
     this.#tracing = telemetry.tracing;
   }
 
-  #settled(usage: { userId: string; featureId: string; delta: number }): void {
+  /** Tells the onUsageSettled listener: delivered, failed for good, dropped, or undelivered at close(). */
+  #stopWaitingFor(usage: { userId: string; featureId: string; delta: number }): void {
     this.#usageSettled?.(usage.userId, usage.featureId, usage.delta);
   }
 
@@ -307,7 +306,8 @@ export class DeliveryQueue {
   #schedule(soon = false): void {
     if (this.#timer || this.#outage) return;
     // Spilled usage comes back as the queue drains, without waiting for new traffic.
-    const takeBack = this.#spool?.hasSpilled === true && this.#takingBack === undefined && this.#hasRoomToSpare();
+    const spool = this.#spool;
+    const takeBack = spool?.hasSpilled === true && spool.takingBack === undefined && this.#hasRoomToSpare();
     if (this.#usage.pendingCount === 0 && !takeBack) return;
     if (soon && takeBack) {
       this.#timer = setTimeout(() => this.#tick(), 0);
@@ -362,63 +362,19 @@ export class DeliveryQueue {
     this.#calls.add(call);
   }
 
+  /** Delivers one batch with p-retry (a probe makes one attempt); then it is delivered, kept for after the outage, or failed for good. */
   async #send(batch: Batch, probe: boolean, span: DeliverySpan | undefined): Promise<void> {
-    const { retry } = this.#config;
     const signal = this.#shutdown.signal;
-    const usage = { userId: batch.userId, featureId: batch.featureId, delta: batch.delta };
-    const observe = this.#observeKanaCall;
-    const sink = this.#sink;
-    const attempt = () => sink.deliver(usage, signal);
     const call = ++this.#callCount;
     let ended: [outcome: KanaCallOutcome | 'requeued', error: unknown] = ['ok', undefined];
     try {
-      await pRetry(
-        (attemptNumber) => {
-          this.#counters.calls++;
-          // Each attempt is timed on its own: p-retry's backoff waits are not Kana's latency.
-          return observe === undefined && span === undefined
-            ? attempt()
-            : timeKanaCall(observe, 'usage', attempt, span?.attempt(this.#describeAttempt(attemptNumber)));
-        },
-        {
-          ...retry,
-          // A probe is one attempt: the outage backoff spaces them out.
-          retries: probe ? 0 : retry.retries,
-          signal,
-          unref: true,
-          shouldRetry: async ({ error, retriesLeft }) => {
-            const failure = sink.classify(error);
-            if (!failure?.retryable || this.#outage) return false;
-            this.#counters.retries++;
-            this.#logger.debug(
-              {
-                code: logCodes.deliveryRetry,
-                ...where(batch),
-                err: summarize(asKanaError(error, failure)),
-                retriesLeft,
-              },
-              'kana-meter: Kana call failed, retrying',
-            );
-            if (failure.retryAfterMs) await sleep(failure.retryAfterMs, signal);
-            return true;
-          },
-        },
-      );
-      this.#usage.settle(batch);
-      this.#settled(batch);
-      this.#counters.delivered += batch.events;
-      this.#tell({ outcome: 'delivered', call, ...summarizeBatch(batch) });
-      this.#observeUsage?.('delivered', batch.userId, batch.featureId, batch.delta, undefined);
-      if (this.#spoolHoldsUsage) this.#spoolStale = true;
-      this.#endOutage();
+      await pRetry(this.#attempt(batch, span), this.#retryOptions(batch, probe));
+      this.#delivered(batch, call);
     } catch (caught) {
       ended = [failedCall(caught).outcome, caught];
       // At close()'s deadline the batch stays outbound: close() takes it with the rest.
       if (signal.aborted) return;
-      // Not a failure the sink recognises (Kana's: a KanaError): a bug of ours. The usage is kept and
-      // sending backs off as for a transient failure; it is never reported undeliverable for it.
-      const failure = sink.classify(caught);
-      const error = failure === undefined ? this.#internalError(caught) : asKanaError(caught, failure);
+      const error = this.#classify(caught);
       if (error === undefined || error.retryable) {
         // Retries ran out on a transient error: keep the usage, pause, and probe until Kana is back.
         this.#usage.requeue(batch);
@@ -428,7 +384,7 @@ export class DeliveryQueue {
         return;
       }
       // Kana answered, and retrying cannot help: this usage fails for good.
-      this.#usage.settle(batch);
+      this.#usage.retire(batch);
       this.#tell({ outcome: 'failed', call, ...summarizeBatch(batch), reason: error.code });
       this.#fail(batch, error);
       this.#endOutage();
@@ -436,6 +392,73 @@ export class DeliveryQueue {
       span?.end(ended[0], ended[1]);
       this.#schedule();
     }
+  }
+
+  /** What p-retry calls for each attempt: counted, and timed on its own when metrics or tracing want it. */
+  #attempt(batch: Batch, span: DeliverySpan | undefined): (attemptNumber: number) => Promise<void> {
+    const signal = this.#shutdown.signal;
+    const usage = { userId: batch.userId, featureId: batch.featureId, delta: batch.delta };
+    const observe = this.#observeKanaCall;
+    const sink = this.#sink;
+    const attempt = () => sink.deliver(usage, signal);
+    return (attemptNumber) => {
+      this.#counters.calls++;
+      // Each attempt is timed on its own: p-retry's backoff waits are not Kana's latency.
+      return observe === undefined && span === undefined
+        ? attempt()
+        : timeKanaCall(observe, 'usage', attempt, span?.attempt(this.#describeAttempt(attemptNumber)));
+    };
+  }
+
+  /** p-retry's options for one batch: `retry`; a probe is one attempt; no retry during an outage or after a permanent failure. */
+  #retryOptions(batch: Batch, probe: boolean): PRetryOptions {
+    const { retry } = this.#config;
+    const signal = this.#shutdown.signal;
+    const sink = this.#sink;
+    return {
+      ...retry,
+      // A probe is one attempt: the outage backoff spaces them out.
+      retries: probe ? 0 : retry.retries,
+      signal,
+      unref: true,
+      shouldRetry: async ({ error, retriesLeft }) => {
+        const failure = sink.classify(error);
+        if (!failure?.retryable || this.#outage) return false;
+        this.#counters.retries++;
+        this.#logger.debug(
+          {
+            code: logCodes.deliveryRetry,
+            ...where(batch),
+            err: summarize(asKanaError(error, failure)),
+            retriesLeft,
+          },
+          'kana-meter: Kana call failed, retrying',
+        );
+        if (failure.retryAfterMs) await sleep(failure.retryAfterMs, signal);
+        return true;
+      },
+    };
+  }
+
+  /** The sink accepted the batch. */
+  #delivered(batch: Batch, call: number): void {
+    this.#usage.retire(batch);
+    this.#stopWaitingFor(batch);
+    this.#counters.delivered += batch.events;
+    this.#tell({ outcome: 'delivered', call, ...summarizeBatch(batch) });
+    this.#observeUsage?.('delivered', batch.userId, batch.featureId, batch.delta, undefined);
+    this.#spool?.delivered();
+    this.#endOutage();
+  }
+
+  /**
+   * A failed call as the KanaError it is reported as. Not a failure the sink recognises (Kana's: a
+   * KanaError): a bug of ours, counted and logged, and undefined: the usage is kept and sending
+   * backs off as for a transient failure; it is never reported undeliverable for it.
+   */
+  #classify(caught: unknown): KanaError | undefined {
+    const failure = this.#sink.classify(caught);
+    return failure === undefined ? this.#internalError(caught) : asKanaError(caught, failure);
   }
 
   /** A usage call attempt, as its span describes it. */
@@ -503,9 +526,7 @@ export class DeliveryQueue {
     const outage = this.#outage as Outage;
     const { retry } = this.#config;
     // Back off from where p-retry stopped, up to retry.maxTimeout.
-    const base = retry.minTimeout * retry.factor ** (retry.retries + outage.failedProbes);
-    const jitter = retry.randomize ? 1 + Math.random() : 1;
-    outage.probeTimer = setTimeout(() => this.#probe(), Math.min(base * jitter, retry.maxTimeout));
+    outage.probeTimer = setTimeout(() => this.#probe(), backoffDelay(retry, retry.retries + outage.failedProbes));
     outage.probeTimer.unref();
   }
 
@@ -550,7 +571,7 @@ export class DeliveryQueue {
     }
     this.#counters.dropped++;
     this.#observeUsage?.('dropped', usage.userId, usage.featureId, usage.delta, logCodes.queueFull);
-    this.#settled(usage);
+    this.#stopWaitingFor(usage);
     this.#tell({ ...summarizeBatch(usage), outcome: 'failed', reason: 'dropped' });
     warnOnce(
       this.#spool
@@ -575,57 +596,32 @@ export class DeliveryQueue {
   #maintainSpool(roomToSpare: boolean): void {
     const spool = this.#spool;
     if (!spool) return;
-    if (roomToSpare && spool.hasSpilled && this.#takingBack === undefined) void this.#takeBackSpilled();
-    if (this.#spoolStale) this.#snapshotSpool();
+    if (roomToSpare && spool.hasSpilled && spool.takingBack === undefined) void this.#takeBackSpilled();
+    if (spool.stale) this.#snapshotSpool();
   }
 
   /**
    * Takes spilled usage back into memory: a round over the spill file (run by the spool between
    * turns of the event loop) brings back every record of as many keys as memory has room for,
-   * merged, and commits with a snapshot that holds them. True when something came back.
+   * merged, and commits with a snapshot that holds them (see #bringBack). True when something came back.
    */
   #takeBackSpilled(): Promise<boolean> {
-    this.#takingBack ??= this.#runTakeBack().finally(() => {
-      this.#takingBack = undefined;
-    });
-    return this.#takingBack;
+    return (this.#spool as Spool).takeBackSpilled(this.#config.maxPendingKeys - this.#usage.keyCount);
   }
 
-  async #runTakeBack(): Promise<boolean> {
-    const spool = this.#spool as Spool;
-    const capacity = this.#config.maxPendingKeys - this.#usage.keyCount;
-    if (capacity <= 0 || !spool.hasSpilled) return false;
-    this.#reserved = capacity;
-    let taken: TakenBack[];
-    try {
-      taken = await spool.takeBack(capacity);
-    } catch (error) {
-      this.#spoolFailed(error, 'the spilled usage stays in the spill file');
-      return false;
-    } finally {
-      this.#reserved = 0;
-    }
+  /** Usage a take-back round brought back: into memory (the spool kept room for it), then sent. */
+  #bringBack(taken: TakenBack[]): void {
     for (const { record, replayedEvents } of taken) {
       this.#usage.add(record.userId, record.featureId, record.delta, record.events, record.firstCapturedAt);
       this.#counters.replayed += replayedEvents;
     }
-    if (taken.length === 0) return false;
-    this.#roundsTakenBack++;
-    this.#spoolHoldsUsage = true;
     this.#schedule(true);
-    return true;
   }
 
   /** Rewrites the snapshot as what memory holds now, when it differs. */
   #snapshotSpool(): void {
-    const spool = this.#spool;
-    if (!spool || !(this.#spoolBehind || this.#spoolStale)) return;
     try {
-      const records = this.#usage.snapshot();
-      spool.snapshot(records);
-      this.#spoolHoldsUsage = records.length > 0;
-      this.#spoolStale = false;
-      this.#spoolBehind = false;
+      this.#spool?.refresh();
     } catch (error) {
       this.#spoolFailed(error, 'the usage stays in memory, and the previous snapshot on disk');
     }
@@ -634,10 +630,8 @@ export class DeliveryQueue {
   #appendToSpool(usage: SpoolRecord, spilled = false): boolean {
     try {
       this.#spool?.append(usage, spilled);
-      if (!spilled) this.#spoolHoldsUsage = true;
       return true;
     } catch (error) {
-      if (!spilled) this.#spoolBehind = true; // the next snapshot writes it
       this.#spoolFailed(
         error,
         spilled ? 'the usage is dropped (see onDrop)' : 'the usage stays in memory; the next snapshot writes it',
@@ -688,7 +682,7 @@ export class DeliveryQueue {
   }
 
   #fail(batch: Batch, error: KanaError): void {
-    this.#settled(batch);
+    this.#stopWaitingFor(batch);
     this.#logger.error(
       { code: logCodes.deliveryFailed, ...summarizeBatch(batch), err: summarize(error) },
       'kana-meter: usage could not be delivered to Kana',
@@ -708,7 +702,7 @@ export class DeliveryQueue {
       `kana-meter: ${left.length} usage record(s) were not delivered before close()`,
     );
     for (const batch of left) {
-      this.#settled(batch);
+      this.#stopWaitingFor(batch);
       this.#tell({ outcome: 'failed', ...summarizeBatch(batch), reason: error.code });
       this.#reportFailure(toUndelivered(batch), batch.events, error);
     }

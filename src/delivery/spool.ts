@@ -10,6 +10,7 @@ import {
   defaultFileSystem,
   endOfLastLine,
   isTemporaryOf,
+  type LinesRead,
   openExisting,
   readLines,
   renameDurably,
@@ -43,6 +44,10 @@ export interface SpoolOpenOptions {
   take: TakeRecord;
   /** What memory holds: every snapshot the spool writes on its own (at open, at the end of a round) holds it. */
   held: () => Iterable<SpoolRecord>;
+  /** Write-ahead mode: each captured event is appended to the snapshot (the queue reads this back). @default false */
+  writeAhead?: boolean;
+  /** Takes into memory what a take-back round brought back (room was kept for it: see reservedKeys). */
+  bringBack?: (taken: TakenBack[]) => void;
   /** Most spill bytes read at open (the rest comes back in rounds). @default all that fits */
   maxSpillBytes?: number;
   /** Most keys merged at once when leftover spill records are rewritten. */
@@ -53,8 +58,8 @@ export interface SpoolOpenOptions {
   fs?: SpoolFileSystem;
   /** Told when a compaction ended: the spill file's path, and its size before and after, in bytes. */
   onCompacted?: (compaction: { path: string; before: number; after: number }) => void;
-  /** Told of a failure in the background (a compaction); the files stay as they were. */
-  onError?: (error: unknown) => void;
+  /** Told of a failure: in the background (a compaction, a rename after a commit), or of a take-back round (takeBackSpilled); the files stay as they were. */
+  onError?: (error: unknown, during: 'background' | 'take-back') => void;
 }
 
 /** What opening found, for the log. */
@@ -86,7 +91,21 @@ interface Round {
   /** Where the leftovers left by an earlier run end in the new file, once they are all written. */
   earlierEnd: number | undefined;
   timer: NodeJS.Immediate | undefined;
-  settle: (taken: TakenBack[] | Error) => void;
+  /** Told once how the round ended: what it took back, or why it failed. */
+  end: (taken: TakenBack[] | Error) => void;
+}
+
+/** The files the last run left, opened and checked, before their records are read. */
+interface FilesLeft {
+  /** The snapshot and its header; undefined when there is none. */
+  readonly snapshotFd: number | undefined;
+  readonly snapshot: (SnapshotHeader & { start: number }) | undefined;
+  /** The spill file (undefined when there is none, or once the spool has taken it over) and its header. */
+  spillFd: number | undefined;
+  readonly spill: { epoch: number; start: number } | undefined;
+  readonly spillSize: number;
+  /** Where the spill records the snapshot does not hold start. */
+  readonly spillFrom: number;
 }
 
 export const DEFAULT_COMPACT_BYTES = 64 * 1024 * 1024;
@@ -110,6 +129,7 @@ const ROUND_STEP_BYTES = 1024 * 1024;
  */
 export class Spool {
   readonly path: string;
+  readonly writeAhead: boolean;
   readonly #spillPath: string;
   readonly #nextPath: string;
   readonly #fs: SpoolFileSystem;
@@ -133,9 +153,18 @@ export class Spool {
   #earlierRunEnd = 0;
   #compactAt: number;
   #round: Round | undefined;
+  readonly #bringBack: SpoolOpenOptions['bringBack'];
+  /** What the snapshot holds beside memory, so that it is rewritten only when it differs. */
+  readonly #freshness = { holdsUsage: false, stale: false, behind: false };
+  /** A take-back round the queue is waiting for, and the keys it keeps free in memory meanwhile. */
+  #takingBack: Promise<boolean> | undefined;
+  #reservedKeys = 0;
+  #roundsTakenBack = 0;
 
   private constructor(path: string, options: SpoolOpenOptions) {
     this.path = path;
+    this.writeAhead = options.writeAhead === true;
+    this.#bringBack = options.bringBack;
     this.#spillPath = `${path}.spill`;
     this.#nextPath = `${path}.spill.next`;
     this.#fs = options.fs ?? defaultFileSystem;
@@ -162,6 +191,7 @@ export class Spool {
     try {
       spool.#removeTemporaryFiles();
       const records = spool.#load(options);
+      spool.#freshness.holdsUsage = records > 0;
       return {
         spool,
         opened: { recoveredLock: spool.#lock.recovered, records, spilledBytes: spool.spilledBytes },
@@ -186,6 +216,20 @@ export class Spool {
    * SpoolError when it is not all on disk; what a failed write left is cut off first.
    */
   append(record: SpoolRecord, spilled: boolean): void {
+    if (spilled) {
+      this.#append(record, true);
+      return;
+    }
+    try {
+      this.#append(record, false);
+    } catch (error) {
+      this.#freshness.behind = true; // the next snapshot writes it
+      throw error;
+    }
+    this.#freshness.holdsUsage = true;
+  }
+
+  #append(record: SpoolRecord, spilled: boolean): void {
     const fd = spilled ? this.#spillFd : this.#snapshotFd;
     const path = spilled ? this.#spillPath : this.path;
     if (fd === undefined) {
@@ -217,9 +261,78 @@ export class Spool {
    * entirely taken back is replaced by an empty one; a large one starts compacting.
    */
   snapshot(records: Iterable<SpoolRecord>): void {
-    this.#writeSnapshot(records, { spill: this.#spillEpoch, taken: this.#spillTaken });
+    const written = this.#writeSnapshot(records, { spill: this.#spillEpoch, taken: this.#spillTaken });
     if (this.#spillTaken === this.#spillSize && this.#spillSize > this.#spillStart) this.#replaceWithEmptySpill();
     else this.#compactIfLarge();
+    this.#freshness.holdsUsage = written > 0;
+    this.#freshness.stale = false;
+    this.#freshness.behind = false;
+  }
+
+  /** Memory holds usage the snapshot lacks (only write-ahead keeps it current event by event). */
+  markBehind(): void {
+    this.#freshness.behind = true;
+  }
+
+  /** Usage was delivered: a snapshot that holds usage may now hold usage the sink has. */
+  delivered(): void {
+    if (this.#freshness.holdsUsage) this.#freshness.stale = true;
+  }
+
+  /** The snapshot holds usage that was delivered since it was written. */
+  get stale(): boolean {
+    return this.#freshness.stale;
+  }
+
+  /** Rewrites the snapshot as what memory holds now (`held`), when it differs. Throws as snapshot() does. */
+  refresh(): void {
+    if (this.#freshness.behind || this.#freshness.stale) this.snapshot(this.#held());
+  }
+
+  /** The take-back round under way (see takeBackSpilled), if any. */
+  get takingBack(): Promise<boolean> | undefined {
+    return this.#takingBack;
+  }
+
+  /** Keys memory keeps free for the take-back round under way: new keys spill meanwhile, so memory stays within maxPendingKeys. */
+  get reservedKeys(): number {
+    return this.#reservedKeys;
+  }
+
+  /** Take-back rounds that brought spilled usage back into memory, so far. */
+  get roundsTakenBack(): number {
+    return this.#roundsTakenBack;
+  }
+
+  /**
+   * Takes spilled usage back into memory, `capacity` keys at most: a round (see takeBack) whose
+   * records go to `bringBack` once a snapshot holds them. One at a time: while a round is under
+   * way, this returns it. Never rejects: a failure goes to `onError`. True when something came back.
+   */
+  takeBackSpilled(capacity: number): Promise<boolean> {
+    this.#takingBack ??= this.#runTakeBack(capacity).finally(() => {
+      this.#takingBack = undefined;
+    });
+    return this.#takingBack;
+  }
+
+  async #runTakeBack(capacity: number): Promise<boolean> {
+    if (capacity <= 0 || !this.hasSpilled) return false;
+    this.#reservedKeys = capacity;
+    let taken: TakenBack[];
+    try {
+      taken = await this.takeBack(capacity);
+    } catch (error) {
+      this.#onError?.(error, 'take-back');
+      return false;
+    } finally {
+      this.#reservedKeys = 0;
+    }
+    if (taken.length === 0) return false;
+    this.#roundsTakenBack++;
+    this.#freshness.holdsUsage = true;
+    this.#bringBack?.(taken);
+    return true;
   }
 
   /**
@@ -259,14 +372,16 @@ export class Spool {
     if (failure !== undefined) throw failure;
   }
 
-  #writeSnapshot(records: Iterable<SpoolRecord>, header: SnapshotHeader): void {
-    const { fd, size } = this.#writeFile(this.path, snapshotHeaderLine(header), records);
+  /** Writes the snapshot; returns how many records it holds. */
+  #writeSnapshot(records: Iterable<SpoolRecord>, header: SnapshotHeader): number {
+    const { fd, size, count } = this.#writeFile(this.path, snapshotHeaderLine(header), records);
     closeQuietly(this.#fs, this.#snapshotFd);
     this.#snapshotFd = fd;
     this.#snapshotSize = size;
+    return count;
   }
 
-  #startRound(capacity: number, settle: Round['settle']): boolean {
+  #startRound(capacity: number, end: Round['end']): boolean {
     if (this.#spillFd === undefined || !this.hasSpilled) return false;
     const leftovers = new SpillWriter(
       this.#fs,
@@ -281,7 +396,7 @@ export class Spool {
       position: this.#spillTaken,
       earlierEnd: this.#earlierRunEnd <= this.#spillTaken ? leftovers.mark() : undefined,
       timer: undefined,
-      settle,
+      end,
     };
     this.#round = round;
     this.#scheduleStep(round);
@@ -294,7 +409,7 @@ export class Spool {
         this.#step(round);
       } catch (error) {
         this.#cancelRound();
-        round.settle(error instanceof Error ? error : new Error(String(error)));
+        round.end(error instanceof Error ? error : new Error(String(error)));
       }
     });
     round.timer.unref();
@@ -363,13 +478,13 @@ export class Spool {
     try {
       renameDurably(this.#fs, this.#nextPath, this.#spillPath);
     } catch (error) {
-      this.#onError?.(error);
+      this.#onError?.(error, 'background');
     }
     if (round.capacity === 0) {
       this.#compactAt = Math.max(this.#compactBytes, 2 * written.size);
       this.#onCompacted?.({ path: this.#spillPath, before, after: written.size });
     }
-    round.settle(taken);
+    round.end(taken);
   }
 
   #cancelRound(): void {
@@ -378,7 +493,7 @@ export class Spool {
     this.#round = undefined;
     if (round.timer) clearImmediate(round.timer);
     round.leftovers.abort();
-    round.settle([]);
+    round.end([]);
   }
 
   /**
@@ -390,110 +505,161 @@ export class Spool {
     if (this.#round || this.#spillSize < this.#compactAt) return;
     this.#compactAt = Math.max(this.#compactBytes, 2 * this.#spillSize);
     this.#startRound(0, (result) => {
-      if (result instanceof Error) this.#onError?.(result);
+      if (result instanceof Error) this.#onError?.(result, 'background');
     });
   }
 
   /** Reads the files left by the last run; returns the records taken into memory. */
   #load(options: SpoolOpenOptions): number {
-    const fs = this.#fs;
-    const snapshotFd = openExisting(fs, this.path, false);
-    let spillFd: number | undefined;
-    let overflow: SpillWriter | undefined;
-    let taken = 0;
+    const files = this.#openFilesLeft();
     try {
-      const header = snapshotFd === undefined ? undefined : this.#readHeader(snapshotFd, this.path);
-      const snapshotEpoch = header?.spill ?? 0;
-      this.#finishStagedSpill(snapshotEpoch);
-      spillFd = openExisting(fs, this.#spillPath, true);
-      let spill = spillFd === undefined ? undefined : this.#readHeader(spillFd, this.#spillPath);
-      if (spill?.start === 0) {
-        // An empty spill file: as if there were none.
-        closeQuietly(fs, spillFd);
-        spillFd = undefined;
-        spill = undefined;
+      const fromSnapshot = this.#takeSnapshot(files, options.take);
+      if (fromSnapshot.overflow) {
+        this.#restageSpill(files, fromSnapshot.overflow, options.held);
+        return fromSnapshot.taken;
       }
-      if (spill && spill.epoch < snapshotEpoch) {
-        throw new SpoolError(
-          'KANA_SPOOL_CORRUPT',
-          this.#spillPath,
-          `kana-meter: ${this.#spillPath} (epoch ${spill.epoch}) is older than the snapshot ${this.path}, which names epoch ${snapshotEpoch}: one of them was replaced by hand. Both were left untouched: restore the matching pair, or move them away.`,
-        );
-      }
-      this.#spillEpoch = spill?.epoch ?? snapshotEpoch;
-      const spillSize = spillFd === undefined ? 0 : fs.fstatSync(spillFd).size;
-      const spillFrom = spill
-        ? Math.min(spillSize, Math.max(spill.start, spill.epoch === snapshotEpoch ? (header?.taken ?? 0) : 0))
-        : 0;
-
-      // The snapshot first: all of it fits, unless maxPendingKeys shrank since it was written.
-      if (snapshotFd !== undefined && header) {
-        let number = 1;
-        readLines(fs, snapshotFd, this.path, header.start, (line, lineEnd) => {
-          const record = this.#parse(line, this.path, { line: ++number, lineEnd });
-          if (options.take(record, true)) taken++;
-          else {
-            overflow ??= new SpillWriter(fs, temporaryPath(this.#spillPath), this.#spillEpoch + 1, this.#compactKeys);
-            overflow.add(record);
-          }
-          return true;
-        });
-      }
-
-      if (overflow) {
-        // Memory is full: the spill file's records join the snapshot's overflow in a new spill
-        // file, staged as path.spill.next; the snapshot that no longer holds them names its
-        // epoch, and only then is it renamed into place (an open after a crash between finishes it).
-        const staged = overflow;
-        if (spillFd !== undefined) {
-          let number = spillFrom === spill?.start ? 1 : undefined;
-          readLines(fs, spillFd, this.#spillPath, spillFrom, (line, lineEnd) => {
-            if (number !== undefined) number++;
-            staged.add(this.#parse(line, this.#spillPath, { line: number, lineEnd }));
-            return true;
-          });
-        }
-        overflow = undefined;
-        const written = staged.finish(this.#nextPath);
-        this.#useSpill(written.fd, this.#spillEpoch + 1, written.start, written.size);
-        this.#earlierRunEnd = written.size;
-        this.#writeSnapshot(options.held(), { spill: this.#spillEpoch, taken: written.start });
-        renameDurably(fs, this.#nextPath, this.#spillPath);
-        return taken;
-      }
-
-      if (spillFd !== undefined && spill) {
-        let number = spillFrom === spill.start ? 1 : undefined;
-        const read = readLines(
-          fs,
-          spillFd,
-          this.#spillPath,
-          spillFrom,
-          (line, lineEnd) => {
-            if (number !== undefined) number++;
-            if (!options.take(this.#parse(line, this.#spillPath, { line: number, lineEnd }), true)) return false;
-            taken++;
-            return true;
-          },
-          { maxBytes: options.maxSpillBytes },
-        );
-        // A torn last append (a crash mid-write) is cut off before anything is appended after it.
-        const end = read.done ? read.next : endOfLastLine(fs, spillFd, this.#spillPath, spillSize);
-        if (end !== spillSize) truncateFile(fs, spillFd, this.#spillPath, end);
-        this.#useSpill(spillFd, spill.epoch, spill.start, end);
-        this.#spillTaken = read.next;
-        spillFd = undefined;
-      }
+      const taken = fromSnapshot.taken + this.#takeSpill(files, options);
       this.#earlierRunEnd = this.#spillSize;
       this.snapshot(options.held());
       // A new spool: its empty spill file.
       if (this.#spillFd === undefined) this.#replaceWithEmptySpill();
       return taken;
     } finally {
-      overflow?.abort();
+      closeQuietly(this.#fs, files.snapshotFd);
+      closeQuietly(this.#fs, files.spillFd);
+    }
+  }
+
+  /**
+   * Opens the snapshot and the spill file the last run left (finishing a rename a crash cut short),
+   * reads their headers and checks that they belong together. An empty spill file counts as none.
+   */
+  #openFilesLeft(): FilesLeft {
+    const fs = this.#fs;
+    const snapshotFd = openExisting(fs, this.path, false);
+    let spillFd: number | undefined;
+    try {
+      const snapshot = snapshotFd === undefined ? undefined : this.#readHeader(snapshotFd, this.path);
+      const snapshotEpoch = snapshot?.spill ?? 0;
+      this.#finishStagedSpill(snapshotEpoch);
+      spillFd = openExisting(fs, this.#spillPath, true);
+      let spill = spillFd === undefined ? undefined : this.#readHeader(spillFd, this.#spillPath);
+      if (spill?.start === 0) {
+        closeQuietly(fs, spillFd);
+        spillFd = undefined;
+        spill = undefined;
+      }
+      if (spill) this.#checkEpochs(spill.epoch, snapshotEpoch);
+      this.#spillEpoch = spill?.epoch ?? snapshotEpoch;
+      const spillSize = spillFd === undefined ? 0 : fs.fstatSync(spillFd).size;
+      // The spill records the snapshot does not hold already (it names how far it took them, in its epoch).
+      const spillFrom = spill
+        ? Math.min(spillSize, Math.max(spill.start, spill.epoch === snapshotEpoch ? (snapshot?.taken ?? 0) : 0))
+        : 0;
+      return { snapshotFd, snapshot, spillFd, spill, spillSize, spillFrom };
+    } catch (error) {
       closeQuietly(fs, snapshotFd);
       closeQuietly(fs, spillFd);
+      throw error;
     }
+  }
+
+  /** A spill file older than the snapshot's is not its pair: one was replaced by hand. */
+  #checkEpochs(spillEpoch: number, snapshotEpoch: number): void {
+    if (spillEpoch >= snapshotEpoch) return;
+    throw new SpoolError(
+      'KANA_SPOOL_CORRUPT',
+      this.#spillPath,
+      `kana-meter: ${this.#spillPath} (epoch ${spillEpoch}) is older than the snapshot ${this.path}, which names epoch ${snapshotEpoch}: one of them was replaced by hand. Both were left untouched: restore the matching pair, or move them away.`,
+    );
+  }
+
+  /**
+   * Takes the snapshot's records into memory: all of them fit, unless maxPendingKeys shrank since
+   * it was written; those that do not are merged into `overflow`, the next spill file.
+   */
+  #takeSnapshot(files: FilesLeft, take: TakeRecord): { taken: number; overflow: SpillWriter | undefined } {
+    const { snapshotFd, snapshot } = files;
+    const found: { taken: number; overflow: SpillWriter | undefined } = { taken: 0, overflow: undefined };
+    if (snapshotFd === undefined || !snapshot) return found;
+    let number = 1;
+    try {
+      readLines(this.#fs, snapshotFd, this.path, snapshot.start, (line, lineEnd) => {
+        const record = this.#parse(line, this.path, { line: ++number, lineEnd });
+        if (take(record, true)) found.taken++;
+        else {
+          found.overflow ??= new SpillWriter(
+            this.#fs,
+            temporaryPath(this.#spillPath),
+            this.#spillEpoch + 1,
+            this.#compactKeys,
+          );
+          found.overflow.add(record);
+        }
+        return true;
+      });
+    } catch (error) {
+      found.overflow?.abort();
+      throw error;
+    }
+    return found;
+  }
+
+  /**
+   * Memory is full: the spill file's records join the snapshot's overflow in a new spill file,
+   * staged as path.spill.next; the snapshot that no longer holds them names its epoch, and only
+   * then is it renamed into place (an open after a crash between finishes it).
+   */
+  #restageSpill(files: FilesLeft, staged: SpillWriter, held: () => Iterable<SpoolRecord>): void {
+    try {
+      if (files.spillFd !== undefined) {
+        this.#readSpill(files, files.spillFd, (record) => {
+          staged.add(record);
+          return true;
+        });
+      }
+    } catch (error) {
+      staged.abort();
+      throw error;
+    }
+    const written = staged.finish(this.#nextPath);
+    this.#useSpill(written.fd, this.#spillEpoch + 1, written.start, written.size);
+    this.#earlierRunEnd = written.size;
+    this.#writeSnapshot(held(), { spill: this.#spillEpoch, taken: written.start });
+    renameDurably(this.#fs, this.#nextPath, this.#spillPath);
+  }
+
+  /**
+   * Takes the spill file's records into memory from where the snapshot left off, as many as fit
+   * (and at most maxSpillBytes); the rest stays on disk. The spool keeps the file, for appends.
+   */
+  #takeSpill(files: FilesLeft, options: SpoolOpenOptions): number {
+    const { spillFd, spill, spillSize } = files;
+    if (spillFd === undefined || !spill) return 0;
+    let taken = 0;
+    const take = (record: SpoolRecord) => {
+      if (!options.take(record, true)) return false;
+      taken++;
+      return true;
+    };
+    const read = this.#readSpill(files, spillFd, take, options.maxSpillBytes);
+    // A torn last append (a crash mid-write) is cut off before anything is appended after it.
+    const end = read.done ? read.next : endOfLastLine(this.#fs, spillFd, this.#spillPath, spillSize);
+    if (end !== spillSize) truncateFile(this.#fs, spillFd, this.#spillPath, end);
+    this.#useSpill(spillFd, spill.epoch, spill.start, end);
+    this.#spillTaken = read.next;
+    files.spillFd = undefined; // the spool's now
+    return taken;
+  }
+
+  /** Reads the spill file's records from where the snapshot left off; a bad line is reported by its number when read from the start. */
+  #readSpill(files: FilesLeft, fd: number, onRecord: (record: SpoolRecord) => boolean, maxBytes?: number): LinesRead {
+    let number = files.spillFrom === files.spill?.start ? 1 : undefined;
+    const onLine = (line: string, lineEnd: number) => {
+      if (number !== undefined) number++;
+      return onRecord(this.#parse(line, this.#spillPath, { line: number, lineEnd }));
+    };
+    return readLines(this.#fs, fd, this.#spillPath, files.spillFrom, onLine, { maxBytes });
   }
 
   /**
@@ -553,17 +719,25 @@ export class Spool {
   }
 
   /** Writes a whole file under a temporary name and renames it over `path`; returns its descriptor, kept open. */
-  #writeFile(path: string, header: string, records: Iterable<SpoolRecord>): { fd: number; size: number } {
+  #writeFile(
+    path: string,
+    header: string,
+    records: Iterable<SpoolRecord>,
+  ): { fd: number; size: number; count: number } {
     const temporary = temporaryPath(path);
     const fd = createExclusive(this.#fs, temporary);
     try {
       const writer = new ChunkedWriter(this.#fs, fd, temporary);
       writer.write(header);
-      for (const record of records) writer.write(recordLine(record));
+      let count = 0;
+      for (const record of records) {
+        writer.write(recordLine(record));
+        count++;
+      }
       writer.flush();
       syncFile(this.#fs, fd, temporary);
       renameDurably(this.#fs, temporary, path);
-      return { fd, size: writer.size };
+      return { fd, size: writer.size, count };
     } catch (error) {
       closeQuietly(this.#fs, fd);
       unlinkQuietly(this.#fs, temporary);

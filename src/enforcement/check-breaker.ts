@@ -1,17 +1,13 @@
 // The breaker in front of entitlement checks: while Kana is unavailable, requests are decided at once, and one probe at a time, backing off, finds out whether it is back.
 
+import { type BackoffSettings, backoffDelay } from '../config/backoff.js';
 import { KanaError, logCodes, summarizeKanaError } from '../config/errors.js';
 import type { KanaLogger } from '../config/logger.js';
 import type { Counter } from '../config/stats.js';
 import type { EntitlementQuery } from '../kana/client.js';
 
 /** The delay between probes: `retry`'s backoff settings, as delivery's outage probes use them. */
-export interface ProbeBackoff {
-  readonly minTimeout: number;
-  readonly maxTimeout: number;
-  readonly factor: number;
-  readonly randomize: boolean;
-}
+export type ProbeBackoff = BackoffSettings;
 
 /** Shortest and longest wait between two probes, whatever `retry` or a `Retry-After` says. */
 export const MIN_PROBE_DELAY_MS = 50;
@@ -122,9 +118,8 @@ export class CheckBreaker {
   #scheduleProbe(): void {
     const open = this.#open as Open;
     if (this.#stopped) return;
-    const { minTimeout, maxTimeout, factor, randomize } = this.#options.backoff;
-    const backoff = minTimeout * factor ** open.failedProbes * (randomize ? 1 + Math.random() : 1);
-    const wanted = Math.max(Math.min(backoff, maxTimeout), open.error.retryAfterMs ?? 0, MIN_PROBE_DELAY_MS);
+    const backoff = backoffDelay(this.#options.backoff, open.failedProbes);
+    const wanted = Math.max(backoff, open.error.retryAfterMs ?? 0, MIN_PROBE_DELAY_MS);
     const delay = Math.min(wanted, MAX_PROBE_DELAY_MS);
     open.timer = setTimeout(() => this.#runProbe(open), delay);
     open.timer.unref();
