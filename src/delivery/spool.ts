@@ -261,10 +261,9 @@ export class Spool {
    * entirely taken back is replaced by an empty one; a large one starts compacting.
    */
   snapshot(records: Iterable<SpoolRecord>): void {
-    const written = this.#writeSnapshot(records, { spill: this.#spillEpoch, taken: this.#spillTaken });
+    this.#writeSnapshot(records, { spill: this.#spillEpoch, taken: this.#spillTaken });
     if (this.#spillTaken === this.#spillSize && this.#spillSize > this.#spillStart) this.#replaceWithEmptySpill();
     else this.#compactIfLarge();
-    this.#freshness.holdsUsage = written > 0;
     this.#freshness.stale = false;
     this.#freshness.behind = false;
   }
@@ -378,6 +377,9 @@ export class Spool {
     closeQuietly(this.#fs, this.#snapshotFd);
     this.#snapshotFd = fd;
     this.#snapshotSize = size;
+    // Whoever rewrote it (a snapshot, a round's commit, a compaction): usage delivered from now on
+    // must make it stale, or a crash would replay that usage at the next start.
+    this.#freshness.holdsUsage = count > 0;
     return count;
   }
 
