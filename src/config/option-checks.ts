@@ -17,6 +17,22 @@ export function optionError(name: string, value: unknown, expected: string): Typ
   return new TypeError(`kana-meter: option \`${name}\` must be ${expected}; got ${describeValue(value)}.`);
 }
 
+/**
+ * The one unknown-key check: throws on the first own key of `object` that is not in `known`, named
+ * `${prefix}${key}` (e.g. `retry.` gives `retry.foo`). `expected` defaults to listing the known keys.
+ */
+export function rejectUnknownKeys(prefix: string, object: object, known: ReadonlySet<string>, expected?: string): void {
+  for (const key of Object.keys(object)) {
+    if (!known.has(key)) {
+      throw optionError(
+        `${prefix}${key}`,
+        (object as Record<string, unknown>)[key],
+        expected ?? `absent (known: ${[...known].join(', ')})`,
+      );
+    }
+  }
+}
+
 export function checkFunction<T extends (...args: never[]) => unknown>(name: string, value: unknown): T | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'function') throw optionError(name, value, 'a function');

@@ -9,7 +9,7 @@ import {
   type Registry,
 } from 'prom-client';
 import type { KanaCall, KanaMeterMetrics } from '../config/metrics.js';
-import { optionError } from '../config/option-checks.js';
+import { optionError, rejectUnknownKeys } from '../config/option-checks.js';
 import type { Counter, KanaMeterStats, StoreCounter } from '../config/stats.js';
 
 export type { KanaCall, KanaMeterMetrics } from '../config/metrics.js';
@@ -292,15 +292,7 @@ function parsePrometheusOptions(options: PrometheusMetricsOptions): ParsedOption
   if (typeof options !== 'object' || options === null) {
     throw optionError('prometheusMetrics options', options, "an object such as { register, prefix: 'kana_meter_' }");
   }
-  for (const key of Object.keys(options)) {
-    if (!OPTIONS.has(key)) {
-      throw optionError(
-        `prometheusMetrics.${key}`,
-        (options as Record<string, unknown>)[key],
-        `absent (known: ${[...OPTIONS].join(', ')})`,
-      );
-    }
-  }
+  rejectUnknownKeys('prometheusMetrics.', options, OPTIONS);
   const { register = globalRegistry, prefix = DEFAULT_PREFIX, buckets = DEFAULT_BUCKETS } = options;
   const candidate = register as Partial<Registry> | null;
   if (

@@ -1,6 +1,6 @@
 // kana-meter/redis: RedisStore, the store several kanaMeter processes share, over the user's own Redis client (node-redis, ioredis, Valkey).
 
-import { checkInteger, optionError } from '../config/option-checks.js';
+import { checkInteger, optionError, rejectUnknownKeys } from '../config/option-checks.js';
 import type { IdempotencyWindow } from '../metering/idempotency-window.js';
 import { checkEvictionPolicy } from './eviction-policy.js';
 import { beginCheckScript, reserveScript, settleScript, storeAnswerScript } from './ledger-scripts.js';
@@ -106,15 +106,7 @@ export class RedisStore implements KanaMeterStore {
     if (typeof options !== 'object' || options === null) {
       throw optionError('RedisStore', options, 'an object such as { sendCommand }');
     }
-    for (const key of Object.keys(options)) {
-      if (!KNOWN_OPTIONS.has(key)) {
-        throw optionError(
-          `RedisStore.${key}`,
-          (options as unknown as Record<string, unknown>)[key],
-          `absent (known: ${[...KNOWN_OPTIONS].join(', ')})`,
-        );
-      }
-    }
+    rejectUnknownKeys('RedisStore.', options, KNOWN_OPTIONS);
     if (typeof options.sendCommand !== 'function') {
       throw optionError(
         'RedisStore.sendCommand',
