@@ -13,6 +13,7 @@ import {
   checkInteger,
   checkNumber,
   checkOneOf,
+  knownKeys,
   optionError,
   rejectUnknownKeys,
 } from './config/option-checks.js';
@@ -503,7 +504,13 @@ const CLIENT_OPTIONS = OPTION_NAMES.filter((name) => {
   const declaration: OptionDeclaration<OptionName> = OPTION_DECLARATIONS[name];
   return 'readBy' in declaration && declaration.readBy === 'client';
 });
-const RETRY_OPTIONS = new Set(['retries', 'minTimeout', 'maxTimeout', 'factor', 'randomize']);
+const RETRY_OPTIONS = knownKeys<RetryOptions>({
+  retries: true,
+  minTimeout: true,
+  maxTimeout: true,
+  factor: true,
+  randomize: true,
+});
 
 export function parseOptions(options: KanaMeterOptions): KanaMeterConfig {
   if (typeof options !== 'object' || options === null) {
@@ -550,7 +557,7 @@ function parseStore(value: unknown): KanaMeterStore | undefined {
   return value as KanaMeterStore;
 }
 
-const SPOOL_OPTIONS = new Set(['path', 'writeAhead']);
+const SPOOL_OPTIONS = knownKeys<SpoolOptions>({ path: true, writeAhead: true });
 
 function parseSpool(spool: SpoolOptions | undefined): Readonly<Required<SpoolOptions>> | undefined {
   if (spool === undefined) return undefined;
@@ -564,7 +571,12 @@ function parseSpool(spool: SpoolOptions | undefined): Readonly<Required<SpoolOpt
   return Object.freeze({ path: spool.path, writeAhead: checkBoolean('spool.writeAhead', spool.writeAhead, false) });
 }
 
-const IDEMPOTENCY_OPTIONS = new Set(['header', 'ttlMs', 'maxKeys', 'maxBytes']);
+const IDEMPOTENCY_OPTIONS = knownKeys<IdempotencyKeyOptions>({
+  header: true,
+  ttlMs: true,
+  maxKeys: true,
+  maxBytes: true,
+});
 /** A header name (RFC 9110 token). */
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 

@@ -1,6 +1,6 @@
 // The `audit` option: where the audit trail is written and how big it may grow, validated once.
 
-import { checkInteger, optionError, rejectUnknownKeys } from '../config/option-checks.js';
+import { checkInteger, knownKeys, optionError, rejectUnknownKeys } from '../config/option-checks.js';
 import { DEFAULT_AUDIT_MAX_BYTES, DEFAULT_AUDIT_MAX_FILES } from './audit-file.js';
 
 export interface AuditOptions {
@@ -27,7 +27,7 @@ export interface AuditOptions {
   maxFiles?: number;
 }
 
-const AUDIT_OPTIONS = new Set(['path', 'maxBytes', 'maxFiles']);
+const AUDIT_OPTIONS = knownKeys<AuditOptions>({ path: true, maxBytes: true, maxFiles: true });
 
 export function parseAudit(audit: AuditOptions | undefined): Readonly<Required<AuditOptions>> | undefined {
   if (audit === undefined) return undefined;

@@ -18,6 +18,15 @@ export function optionError(name: string, value: unknown, expected: string): Typ
 }
 
 /**
+ * The keys of an options type, as the set `rejectUnknownKeys` takes: the compiler wants every key
+ * of `T` listed, and no other, so the set cannot drift from the type. Listed order is kept (it is
+ * the order the error message lists them in).
+ */
+export function knownKeys<T>(keys: { readonly [K in keyof T]-?: true }): ReadonlySet<string> {
+  return new Set(Object.keys(keys));
+}
+
+/**
  * The one unknown-key check: throws on the first own key of `object` that is not in `known`, named
  * `${prefix}${key}` (e.g. `retry.` gives `retry.foo`). `expected` defaults to listing the known keys.
  */

@@ -9,7 +9,7 @@ import {
   type Registry,
 } from 'prom-client';
 import type { KanaCall, KanaMeterMetrics } from '../config/metrics.js';
-import { optionError, rejectUnknownKeys } from '../config/option-checks.js';
+import { knownKeys, optionError, rejectUnknownKeys } from '../config/option-checks.js';
 import type { Counter, KanaMeterStats, StoreCounter } from '../config/stats.js';
 
 export type { KanaCall, KanaMeterMetrics } from '../config/metrics.js';
@@ -193,7 +193,7 @@ const HISTOGRAM: readonly [name: string, help: string] = [
   "Duration of each Kana call attempt, by operation ('usage': deliveries, retries, probes; 'check': entitlement checks) and outcome ('ok' or the KanaError code).",
 ];
 
-const OPTIONS = new Set(['register', 'prefix', 'buckets']);
+const OPTIONS = knownKeys<PrometheusMetricsOptions>({ register: true, prefix: true, buckets: true });
 
 /**
  * A `metrics` integration for kanaMeter() backed by prom-client: counters and gauges that read

@@ -2,7 +2,14 @@
 
 import type { Request, Response } from 'express';
 import type { EnforceMode } from '../config/decision.js';
-import { checkBoolean, checkEnforce, checkFeatureId, optionError, rejectUnknownKeys } from '../config/option-checks.js';
+import {
+  checkBoolean,
+  checkEnforce,
+  checkFeatureId,
+  knownKeys,
+  optionError,
+  rejectUnknownKeys,
+} from '../config/option-checks.js';
 
 /** The largest delta Kana accepts: `delta` is a GraphQL Int (32-bit signed). */
 export const MAX_DELTA = 2_147_483_647;
@@ -60,7 +67,7 @@ export interface MeteredFeature {
   readonly source: string;
 }
 
-const FEATURE_OPTION_KEYS = new Set(['delta', 'enforce', 'billAborted']);
+const FEATURE_OPTION_KEYS = knownKeys<FeatureOptions>({ delta: true, enforce: true, billAborted: true });
 const FEATURE_OPTIONS_EXPECTED = `absent (known options: ${[...FEATURE_OPTION_KEYS].join(', ')})`;
 
 /** True for a delta Kana can take: an integer in 1..2147483647. */

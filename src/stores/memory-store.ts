@@ -1,6 +1,6 @@
 // MemoryStore: the default store, the ledger and the idempotency window in this process's memory, with RedisStore's semantics (its Lua scripts, in TypeScript).
 
-import { checkFunction, checkInteger, optionError, rejectUnknownKeys } from '../config/option-checks.js';
+import { checkFunction, checkInteger, knownKeys, optionError, rejectUnknownKeys } from '../config/option-checks.js';
 import type { IdempotencyWindow } from '../metering/idempotency-window.js';
 import { MemoryIdempotencyWindow } from '../metering/idempotency-window.js';
 import type {
@@ -331,7 +331,7 @@ export class MemoryStore implements KanaMeterStore {
   }
 }
 
-const KNOWN_OPTIONS = new Set(['leaseMs', 'maxBlock', 'retainMs', 'now']);
+const KNOWN_OPTIONS = knownKeys<MemoryStoreOptions>({ leaseMs: true, maxBlock: true, retainMs: true, now: true });
 
 function recordKey(key: StoreKey): string {
   return `${key.userId}\u0000${key.featureId}`;

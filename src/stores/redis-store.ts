@@ -1,6 +1,6 @@
 // kana-meter/redis: RedisStore, the store several kanaMeter processes share, over the user's own Redis client (node-redis, ioredis, Valkey).
 
-import { checkInteger, optionError, rejectUnknownKeys } from '../config/option-checks.js';
+import { checkInteger, knownKeys, optionError, rejectUnknownKeys } from '../config/option-checks.js';
 import type { IdempotencyWindow } from '../metering/idempotency-window.js';
 import { checkEvictionPolicy } from './eviction-policy.js';
 import { beginCheckScript, reserveScript, settleScript, storeAnswerScript } from './ledger-scripts.js';
@@ -263,7 +263,14 @@ function ledgerTag(key: StoreKey): string {
   return `{${encodeURIComponent(key.userId)}:${encodeURIComponent(key.featureId)}}`;
 }
 
-const KNOWN_OPTIONS = new Set(['sendCommand', 'prefix', 'timeoutMs', 'leaseMs', 'maxBlock', 'retainMs']);
+const KNOWN_OPTIONS = knownKeys<RedisStoreOptions>({
+  sendCommand: true,
+  prefix: true,
+  timeoutMs: true,
+  leaseMs: true,
+  maxBlock: true,
+  retainMs: true,
+});
 
 function leaseState(raw: RedisReply, command: string): LeaseState {
   const reply = readArray(raw, command, 6);
