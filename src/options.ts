@@ -13,6 +13,7 @@ import {
   checkInteger,
   checkNumber,
   checkOneOf,
+  hasMethods,
   knownKeys,
   optionError,
   rejectUnknownKeys,
@@ -541,13 +542,7 @@ const STORE_METHODS = ['bind', 'reserve', 'settle', 'beginCheck', 'storeAnswer',
 
 function parseStore(value: unknown): KanaMeterStore | undefined {
   if (value === undefined) return undefined;
-  const candidate = value as Partial<Record<(typeof STORE_METHODS)[number], unknown>> | null;
-  if (
-    typeof candidate !== 'object' ||
-    candidate === null ||
-    STORE_METHODS.some((method) => typeof candidate[method] !== 'function') ||
-    typeof (candidate as { available?: unknown }).available !== 'boolean'
-  ) {
+  if (!hasMethods(value, STORE_METHODS) || typeof (value as { available?: unknown }).available !== 'boolean') {
     throw optionError(
       'store',
       value,

@@ -42,6 +42,15 @@ export function rejectUnknownKeys(prefix: string, object: object, known: Readonl
   }
 }
 
+/** Whether `value` is an object with each of these methods: how a store, a metrics integration or a registry is recognised. */
+export function hasMethods(value: unknown, methods: readonly string[]): boolean {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    methods.every((method) => typeof (value as Record<string, unknown>)[method] === 'function')
+  );
+}
+
 export function checkFunction<T extends (...args: never[]) => unknown>(name: string, value: unknown): T | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'function') throw optionError(name, value, 'a function');

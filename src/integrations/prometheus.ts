@@ -9,7 +9,7 @@ import {
   type Registry,
 } from 'prom-client';
 import type { KanaCall, KanaMeterMetrics } from '../config/metrics.js';
-import { knownKeys, optionError, rejectUnknownKeys } from '../config/option-checks.js';
+import { hasMethods, knownKeys, optionError, rejectUnknownKeys } from '../config/option-checks.js';
 import type { Counter, KanaMeterStats, StoreCounter } from '../config/stats.js';
 
 export type { KanaCall, KanaMeterMetrics } from '../config/metrics.js';
@@ -294,13 +294,7 @@ function parsePrometheusOptions(options: PrometheusMetricsOptions): ParsedOption
   }
   rejectUnknownKeys('prometheusMetrics.', options, OPTIONS);
   const { register = globalRegistry, prefix = DEFAULT_PREFIX, buckets = DEFAULT_BUCKETS } = options;
-  const candidate = register as Partial<Registry> | null;
-  if (
-    typeof candidate !== 'object' ||
-    candidate === null ||
-    typeof candidate.registerMetric !== 'function' ||
-    typeof candidate.getSingleMetric !== 'function'
-  ) {
+  if (!hasMethods(register, ['registerMetric', 'getSingleMetric'])) {
     throw optionError('prometheusMetrics.register', register, 'a prom-client Registry, such as new Registry()');
   }
   if (typeof prefix !== 'string' || !/^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/.test(prefix)) {
