@@ -4,6 +4,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isDeepStrictEqual } from 'node:util';
 import { Registry } from 'prom-client';
 import ts from 'typescript';
 import {
@@ -20,6 +21,7 @@ import {
 } from '../src/index.js';
 import { type OpenTelemetryOptions, openTelemetry } from '../src/integrations/opentelemetry.js';
 import { type PrometheusMetricsOptions, prometheusMetrics } from '../src/integrations/prometheus.js';
+import { parseOptions } from '../src/options.js';
 import { MemoryStore, type MemoryStoreOptions } from '../src/stores/memory-store.js';
 import { RedisStore, type RedisStoreOptions } from '../src/stores/redis-store.js';
 import { entrySourceFile, readCompilerOptions } from './compiler-options.js';
@@ -44,6 +46,8 @@ interface OptionGroup {
   /** Other exported types whose TSDoc introduces the section, and which link to it where an option's type names them. */
   readonly seeAlso?: readonly string[];
   readonly badValues: Readonly<Record<string, unknown>>;
+  /** What the parser gives each option left out: a literal `@default` (`1000`, `'allow'`, `{ a: 1 }`) must equal it. */
+  readonly defaults?: () => Readonly<Record<string, unknown>>;
   /** The code a user writes with a bad value, as the docs show it; `attempt` makes that call (with what it requires besides). */
   readonly shown: (name: string, value: unknown) => string;
   /** Resolves with what the call throws, or undefined when it accepted the value. */
@@ -80,6 +84,7 @@ function nestedGroup(
   option: string,
   badValues: Readonly<Record<string, unknown>>,
   base: Record<string, unknown> = {},
+  defaults?: OptionGroup['defaults'],
 ): OptionGroup {
   const part = (name: string, value: unknown) => ({ [option]: { ...base, [name]: value } });
   return {
@@ -88,6 +93,7 @@ function nestedGroup(
     typeName,
     prefix: `${option}.`,
     badValues,
+    ...(defaults && { defaults }),
     shown: (name, value) => properties(part(name, value)),
     attempt: (name, value) => attemptKanaMeter(part(name, value)),
   };
@@ -137,16 +143,30 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
       onConfigError: 'fail',
       audit: './usage.audit.jsonl',
     } satisfies BadValues<KanaMeterOptions>,
+    defaults: () => {
+      // The client's options are parsed into its settings; those REQUIRED sets have no default to check.
+      const { client, ...config } = parseOptions(REQUIRED);
+      const parsed: Record<string, unknown> = { ...(client as object), ...config };
+      for (const name of Object.keys(REQUIRED)) delete parsed[name];
+      return parsed;
+    },
     shown: (name, value) => properties({ [name]: value }),
     attempt: (name, value) => attemptKanaMeter({ [name]: value }),
   },
-  nestedGroup('retry', 'RetryOptions', 'retry', {
-    retries: 1.5,
-    minTimeout: -100,
-    maxTimeout: 10,
-    factor: 0.5,
-    randomize: 'yes',
-  } satisfies BadValues<RetryOptions>),
+  nestedGroup(
+    'retry',
+    'RetryOptions',
+    'retry',
+    {
+      retries: 1.5,
+      minTimeout: -100,
+      maxTimeout: 10,
+      factor: 0.5,
+      randomize: 'yes',
+    } satisfies BadValues<RetryOptions>,
+    {},
+    () => parseOptions(REQUIRED).retry,
+  ),
   nestedGroup('spool', 'SpoolOptions', 'spool', { path: '', writeAhead: 'yes' } satisfies BadValues<SpoolOptions>, {
     path: './kana-usage.spool',
   }),
@@ -162,6 +182,7 @@ export const OPTION_GROUPS: readonly OptionGroup[] = [
     'audit',
     { path: '', maxBytes: '64MiB', maxFiles: 0 } satisfies BadValues<AuditOptions>,
     { path: './usage.audit.jsonl' },
+    () => parseOptions({ ...REQUIRED, audit: { path: './usage.audit.jsonl' } }).audit ?? {},
   ),
   {
     title: 'meter(feature, options) and route map entries',
@@ -361,6 +382,7 @@ export async function renderOptionsReference(): Promise<OptionsReference> {
   const sections: string[] = [];
   const summaryCells: [string, string][] = [];
   for (const [i, { group, description, options }] of groups.entries()) {
+    const defaults = group.defaults?.();
     const names = new Set(options.map((option) => option.name));
     const unknown = Object.keys(group.badValues).filter((name) => !names.has(name));
     if (unknown.length > 0)
@@ -382,6 +404,7 @@ export async function renderOptionsReference(): Promise<OptionsReference> {
       if (!option.description) gaps.push(`${where}: no description`);
       if (option.defaults.length === 0) gaps.push(`${where}: no @default`);
       if (option.examples.length === 0) gaps.push(`${where}: no @example`);
+      if (defaults && option.name in defaults) checkDefault(where, option.defaults, defaults[option.name]);
       if (!(option.name in group.badValues)) throw new Error(`${where} has no bad value in ${OPTION_GROUPS_FILE}`);
       const value = group.badValues[option.name];
       const error = await group.attempt(option.name, value);
@@ -479,6 +502,21 @@ function code(text: string): string {
   const fence = '`'.repeat(longest + 1);
   const pad = text.startsWith('`') || text.endsWith('`') ? ' ' : '';
   return `${fence}${pad}${text}${pad}${fence}`;
+}
+
+/** A `@default` the docs can check: a number, string, boolean, `undefined` or `{}` of those, and a `(comment)` after it. */
+const LITERAL = /^(-?[\d.]+|'[^']*'|true|false|undefined|\{[^()`]*\})(?: \(.*\))?$/;
+
+/** Throws when an option's literal `@default` is not the default the parser gives: the TSDoc must not drift from it. */
+export function checkDefault(where: string, texts: readonly string[], parsed: unknown): void {
+  for (const text of texts) {
+    const literal = LITERAL.exec(text)?.[1];
+    if (literal === undefined) continue;
+    const documented: unknown = new Function(`return (${literal});`)();
+    if (!isDeepStrictEqual(documented, parsed)) {
+      throw new Error(`${where}: @default ${text}, but parseOptions gives ${JSON.stringify(parsed)}`);
+    }
+  }
 }
 
 /** A default as code when it is an expression (`1000`, `pino({...})`), keeping a trailing `(comment)` as text. */

@@ -13,7 +13,10 @@ import {
   checkInteger,
   checkNumber,
   checkOneOf,
+  hasMethods,
+  knownKeys,
   optionError,
+  rejectUnknownKeys,
 } from './config/option-checks.js';
 import {
   type ClientSettings,
@@ -421,108 +424,125 @@ export interface KanaMeterConfig {
   readonly audit: Readonly<Required<AuditOptions>> | undefined;
 }
 
-const KNOWN_OPTIONS = new Set([
-  'apiKey',
-  'endpoint',
-  'client',
-  'userId',
-  'routes',
-  'isSuccess',
-  'mutation',
-  'timeoutMs',
-  'retry',
-  'flushInterval',
-  'concurrency',
-  'onDeliveryFailure',
-  'maxPendingKeys',
-  'spool',
-  'onDrop',
-  'logger',
-  'metrics',
-  'fetch',
-  'enforce',
-  'onDenied',
-  'onKanaError',
-  'staleIfError',
-  'checkConcurrency',
-  'idempotencyKey',
-  'checkTimeoutMs',
-  'entitlementTtl',
-  'maxEntitlements',
-  'rateLimitHeaders',
-  'store',
-  'anonymous',
-  'onConfigError',
-  'audit',
-]);
-const CLIENT_OPTIONS = ['apiKey', 'endpoint', 'mutation', 'timeoutMs', 'fetch'] as const;
-const RETRY_OPTIONS = new Set(['retries', 'minTimeout', 'maxTimeout', 'factor', 'randomize']);
+/**
+ * How one kanaMeter() option is read: `parse` validates it (a TypeError naming it) and gives its
+ * config field, the default when it is undefined. Options read together with another, as the
+ * client's are, say which option's `parse` reads them (`readBy`).
+ */
+type OptionDeclaration<K extends keyof KanaMeterOptions> =
+  | { readonly readBy: keyof KanaMeterOptions }
+  | (K extends keyof KanaMeterConfig
+      ? { readonly parse: (value: KanaMeterOptions[K], options: KanaMeterOptions) => KanaMeterConfig[K] }
+      : IntoDeclaration<K>);
+
+/** An option whose config field has another name (`routes` gives `matchRoute`). */
+type IntoDeclaration<K extends keyof KanaMeterOptions> = {
+  [C in keyof KanaMeterConfig]: {
+    readonly into: C;
+    readonly parse: (value: KanaMeterOptions[K], options: KanaMeterOptions) => KanaMeterConfig[C];
+  };
+}[keyof KanaMeterConfig];
+
+/**
+ * Every kanaMeter() option, declared once: its type and TSDoc are in KanaMeterOptions, its
+ * validation and default here (the compiler wants one entry per option). The known-keys check,
+ * parseOptions and docs/options.md come from this. Options are parsed in this order, so the first
+ * bad one is the one reported.
+ */
+const OPTION_DECLARATIONS = {
+  userId: { parse: parseUserId },
+  apiKey: { readBy: 'client' },
+  endpoint: { readBy: 'client' },
+  client: { parse: (_client, options) => parseClient(options) },
+  routes: { into: 'matchRoute', parse: (routes) => compileRoutes(routes) },
+  isSuccess: { parse: (value) => checkFunction<(req: Request, res: Response) => boolean>('isSuccess', value) },
+  mutation: { readBy: 'client' },
+  timeoutMs: { readBy: 'client' },
+  retry: { parse: parseRetry },
+  flushInterval: { parse: (value) => checkInteger('flushInterval', value, 1000, 0) },
+  concurrency: { parse: (value) => checkInteger('concurrency', value, 8, 1) },
+  onDeliveryFailure: {
+    parse: (value) => checkFunction<NonNullable<KanaMeterOptions['onDeliveryFailure']>>('onDeliveryFailure', value),
+  },
+  maxPendingKeys: { parse: (value) => checkInteger('maxPendingKeys', value, 50_000, 1) },
+  spool: { parse: parseSpool },
+  onDrop: { parse: (value) => checkFunction<NonNullable<KanaMeterOptions['onDrop']>>('onDrop', value) },
+  logger: { parse: parseLogger },
+  metrics: { parse: parseMetrics },
+  fetch: { readBy: 'client' },
+  enforce: { parse: (value) => checkEnforce('enforce', value, false) },
+  onDenied: { parse: (value) => checkFunction<DeniedHandler>('onDenied', value) },
+  onKanaError: { parse: (value) => checkOneOf('onKanaError', value, ['allow', 'deny'] as const, 'allow') },
+  staleIfError: { parse: (value) => checkInteger('staleIfError', value, 300_000, 0) },
+  checkConcurrency: { parse: (value) => checkInteger('checkConcurrency', value, 16, 1) },
+  idempotencyKey: { parse: parseIdempotencyKey },
+  checkTimeoutMs: { parse: (value) => checkInteger('checkTimeoutMs', value, DEFAULT_CHECK_TIMEOUT_MS, 1) },
+  entitlementTtl: { parse: (value) => checkInteger('entitlementTtl', value, 30_000, 0) },
+  maxEntitlements: { parse: (value) => checkInteger('maxEntitlements', value, 10_000, 1) },
+  rateLimitHeaders: { parse: (value) => checkBoolean('rateLimitHeaders', value, true) },
+  store: { parse: parseStore },
+  anonymous: { parse: (value) => checkOneOf('anonymous', value, ['refuse', 'allow'] as const, 'refuse') },
+  onConfigError: { parse: (value) => checkOneOf('onConfigError', value, ['deny', 'allow'] as const, 'deny') },
+  audit: { parse: parseAudit },
+} satisfies { readonly [K in keyof KanaMeterOptions]-?: OptionDeclaration<K> };
+
+/** The config fields the declarations give: a KanaMeterConfig field that none gives fails to compile below. */
+type ParsedField = {
+  [K in keyof KanaMeterOptions]-?: (typeof OPTION_DECLARATIONS)[K] extends { into: infer C }
+    ? C
+    : (typeof OPTION_DECLARATIONS)[K] extends { parse: unknown }
+      ? K
+      : never;
+}[keyof KanaMeterOptions];
+const EVERY_FIELD_PARSED: [Exclude<keyof KanaMeterConfig, ParsedField>] extends [never] ? true : never = true;
+void EVERY_FIELD_PARSED;
+
+type OptionName = keyof KanaMeterOptions;
+const OPTION_NAMES = Object.keys(OPTION_DECLARATIONS) as OptionName[];
+const KNOWN_OPTIONS: ReadonlySet<string> = new Set(OPTION_NAMES);
+/** The options `client` replaces, in declaration order (the first one given is named). */
+const CLIENT_OPTIONS = OPTION_NAMES.filter((name) => {
+  const declaration: OptionDeclaration<OptionName> = OPTION_DECLARATIONS[name];
+  return 'readBy' in declaration && declaration.readBy === 'client';
+});
+const RETRY_OPTIONS = knownKeys<RetryOptions>({
+  retries: true,
+  minTimeout: true,
+  maxTimeout: true,
+  factor: true,
+  randomize: true,
+});
 
 export function parseOptions(options: KanaMeterOptions): KanaMeterConfig {
   if (typeof options !== 'object' || options === null) {
     throw optionError('options', options, 'an object such as { apiKey, userId, routes }');
   }
-  for (const key of Object.keys(options)) {
-    if (!KNOWN_OPTIONS.has(key)) {
-      throw optionError(
-        key,
-        (options as unknown as Record<string, unknown>)[key],
-        `absent: it is not a kanaMeter option`,
-      );
-    }
+  rejectUnknownKeys('', options, KNOWN_OPTIONS, 'absent: it is not a kanaMeter option');
+  const config: Record<string, unknown> = {};
+  for (const name of OPTION_NAMES) {
+    const declaration = OPTION_DECLARATIONS[name] as
+      | { readonly readBy: OptionName }
+      | {
+          readonly into?: keyof KanaMeterConfig;
+          readonly parse: (value: unknown, options: KanaMeterOptions) => unknown;
+        };
+    if ('parse' in declaration) config[declaration.into ?? name] = declaration.parse(options[name], options);
   }
-  if (typeof options.userId !== 'function') {
-    throw optionError(
-      'userId',
-      options.userId,
-      'a function (req, res) => the Kana user id, e.g. (req) => req.user?.id',
-    );
+  return Object.freeze(config) as unknown as KanaMeterConfig;
+}
+
+function parseUserId(userId: KanaMeterOptions['userId']): KanaMeterOptions['userId'] {
+  if (typeof userId !== 'function') {
+    throw optionError('userId', userId, 'a function (req, res) => the Kana user id, e.g. (req) => req.user?.id');
   }
-  return Object.freeze({
-    client: parseClient(options),
-    userId: options.userId,
-    matchRoute: compileRoutes(options.routes),
-    isSuccess: checkFunction<(req: Request, res: Response) => boolean>('isSuccess', options.isSuccess),
-    retry: parseRetry(options.retry),
-    flushInterval: checkInteger('flushInterval', options.flushInterval, 1000, 0),
-    concurrency: checkInteger('concurrency', options.concurrency, 8, 1),
-    onDeliveryFailure: checkFunction<NonNullable<KanaMeterOptions['onDeliveryFailure']>>(
-      'onDeliveryFailure',
-      options.onDeliveryFailure,
-    ),
-    maxPendingKeys: checkInteger('maxPendingKeys', options.maxPendingKeys, 50_000, 1),
-    spool: parseSpool(options.spool),
-    onDrop: checkFunction<NonNullable<KanaMeterOptions['onDrop']>>('onDrop', options.onDrop),
-    logger: parseLogger(options.logger),
-    metrics: parseMetrics(options.metrics),
-    enforce: checkEnforce('enforce', options.enforce, false),
-    onDenied: checkFunction<DeniedHandler>('onDenied', options.onDenied),
-    onKanaError: checkOneOf('onKanaError', options.onKanaError, ['allow', 'deny'] as const, 'allow'),
-    staleIfError: checkInteger('staleIfError', options.staleIfError, 300_000, 0),
-    checkConcurrency: checkInteger('checkConcurrency', options.checkConcurrency, 16, 1),
-    idempotencyKey: parseIdempotencyKey(options.idempotencyKey),
-    checkTimeoutMs: checkInteger('checkTimeoutMs', options.checkTimeoutMs, DEFAULT_CHECK_TIMEOUT_MS, 1),
-    entitlementTtl: checkInteger('entitlementTtl', options.entitlementTtl, 30_000, 0),
-    maxEntitlements: checkInteger('maxEntitlements', options.maxEntitlements, 10_000, 1),
-    rateLimitHeaders: checkBoolean('rateLimitHeaders', options.rateLimitHeaders, true),
-    store: parseStore(options.store),
-    anonymous: checkOneOf('anonymous', options.anonymous, ['refuse', 'allow'] as const, 'refuse'),
-    onConfigError: checkOneOf('onConfigError', options.onConfigError, ['deny', 'allow'] as const, 'deny'),
-    audit: parseAudit(options.audit),
-  });
+  return userId;
 }
 
 const STORE_METHODS = ['bind', 'reserve', 'settle', 'beginCheck', 'storeAnswer', 'idempotencyWindow', 'stats'] as const;
 
 function parseStore(value: unknown): KanaMeterStore | undefined {
   if (value === undefined) return undefined;
-  const candidate = value as Partial<Record<(typeof STORE_METHODS)[number], unknown>> | null;
-  if (
-    typeof candidate !== 'object' ||
-    candidate === null ||
-    STORE_METHODS.some((method) => typeof candidate[method] !== 'function') ||
-    typeof (candidate as { available?: unknown }).available !== 'boolean'
-  ) {
+  if (!hasMethods(value, STORE_METHODS) || typeof (value as { available?: unknown }).available !== 'boolean') {
     throw optionError(
       'store',
       value,
@@ -532,27 +552,26 @@ function parseStore(value: unknown): KanaMeterStore | undefined {
   return value as KanaMeterStore;
 }
 
+const SPOOL_OPTIONS = knownKeys<SpoolOptions>({ path: true, writeAhead: true });
+
 function parseSpool(spool: SpoolOptions | undefined): Readonly<Required<SpoolOptions>> | undefined {
   if (spool === undefined) return undefined;
   if (typeof spool !== 'object' || spool === null) {
     throw optionError('spool', spool, "an object such as { path: './kana-usage.spool' }");
   }
-  for (const key of Object.keys(spool)) {
-    if (key !== 'path' && key !== 'writeAhead') {
-      throw optionError(
-        `spool.${key}`,
-        (spool as unknown as Record<string, unknown>)[key],
-        'absent (known: path, writeAhead)',
-      );
-    }
-  }
+  rejectUnknownKeys('spool.', spool, SPOOL_OPTIONS);
   if (typeof spool.path !== 'string' || spool.path.trim() === '') {
     throw optionError('spool.path', spool.path, 'a file path');
   }
   return Object.freeze({ path: spool.path, writeAhead: checkBoolean('spool.writeAhead', spool.writeAhead, false) });
 }
 
-const IDEMPOTENCY_OPTIONS = new Set(['header', 'ttlMs', 'maxKeys', 'maxBytes']);
+const IDEMPOTENCY_OPTIONS = knownKeys<IdempotencyKeyOptions>({
+  header: true,
+  ttlMs: true,
+  maxKeys: true,
+  maxBytes: true,
+});
 /** A header name (RFC 9110 token). */
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
@@ -566,15 +585,7 @@ function parseIdempotencyKey(
     throw optionError('idempotencyKey', value, expected);
   }
   const options: IdempotencyKeyOptions = value === true ? {} : value;
-  for (const key of Object.keys(options)) {
-    if (!IDEMPOTENCY_OPTIONS.has(key)) {
-      throw optionError(
-        `idempotencyKey.${key}`,
-        (options as Record<string, unknown>)[key],
-        `absent (known: ${[...IDEMPOTENCY_OPTIONS].join(', ')})`,
-      );
-    }
-  }
+  rejectUnknownKeys('idempotencyKey.', options, IDEMPOTENCY_OPTIONS);
   const header = options.header ?? 'Idempotency-Key';
   if (typeof header !== 'string' || !HEADER_NAME.test(header)) {
     throw optionError('idempotencyKey.header', header, "a header name such as 'Idempotency-Key'");
@@ -619,15 +630,7 @@ function parseRetry(retry: RetryOptions | undefined): Readonly<Required<RetryOpt
   if (retry !== undefined && (typeof retry !== 'object' || retry === null)) {
     throw optionError('retry', retry, 'an object such as { retries: 5, minTimeout: 100, maxTimeout: 10000 }');
   }
-  for (const key of Object.keys(retry ?? {})) {
-    if (!RETRY_OPTIONS.has(key)) {
-      throw optionError(
-        `retry.${key}`,
-        (retry as Record<string, unknown>)[key],
-        `absent (known: ${[...RETRY_OPTIONS].join(', ')})`,
-      );
-    }
-  }
+  rejectUnknownKeys('retry.', retry ?? {}, RETRY_OPTIONS);
   const minTimeout = checkNumber('retry.minTimeout', retry?.minTimeout, 100, 0);
   const maxTimeout = checkNumber('retry.maxTimeout', retry?.maxTimeout, 10_000, 0, true);
   if (maxTimeout < minTimeout) {

@@ -1,6 +1,6 @@
 // The `audit` option: where the audit trail is written and how big it may grow, validated once.
 
-import { checkInteger, optionError } from '../config/option-checks.js';
+import { checkInteger, knownKeys, optionError, rejectUnknownKeys } from '../config/option-checks.js';
 import { DEFAULT_AUDIT_MAX_BYTES, DEFAULT_AUDIT_MAX_FILES } from './audit-file.js';
 
 export interface AuditOptions {
@@ -27,22 +27,14 @@ export interface AuditOptions {
   maxFiles?: number;
 }
 
-const AUDIT_OPTIONS = new Set(['path', 'maxBytes', 'maxFiles']);
+const AUDIT_OPTIONS = knownKeys<AuditOptions>({ path: true, maxBytes: true, maxFiles: true });
 
 export function parseAudit(audit: AuditOptions | undefined): Readonly<Required<AuditOptions>> | undefined {
   if (audit === undefined) return undefined;
   if (typeof audit !== 'object' || audit === null || Array.isArray(audit)) {
     throw optionError('audit', audit, "an object such as { path: './usage.audit.jsonl' }");
   }
-  for (const key of Object.keys(audit)) {
-    if (!AUDIT_OPTIONS.has(key)) {
-      throw optionError(
-        `audit.${key}`,
-        (audit as unknown as Record<string, unknown>)[key],
-        `absent (known: ${[...AUDIT_OPTIONS].join(', ')})`,
-      );
-    }
-  }
+  rejectUnknownKeys('audit.', audit, AUDIT_OPTIONS);
   if (typeof audit.path !== 'string' || audit.path.trim() === '') {
     throw optionError('audit.path', audit.path, 'a file path');
   }

@@ -2,7 +2,7 @@
 
 import { KanaError, type KanaErrorCode, logCodes } from './errors.js';
 import type { KanaLogger } from './logger.js';
-import { optionError } from './option-checks.js';
+import { hasMethods, optionError } from './option-checks.js';
 import type { Counter, KanaMeterStats } from './stats.js';
 import type { KanaCallSpan, KanaMeterTracing, ObserveDecision, ObserveUsage } from './telemetry.js';
 import { isPromise } from './thenable.js';
@@ -58,20 +58,14 @@ export type ObserveKanaCall = (operation: KanaCallOperation, durationMs: number,
 
 export function parseMetrics(value: unknown): KanaMeterMetrics | undefined {
   if (value === undefined) return undefined;
-  const candidate = value as Partial<KanaMeterMetrics> | null;
-  if (
-    typeof candidate !== 'object' ||
-    candidate === null ||
-    typeof candidate.bind !== 'function' ||
-    typeof candidate.observeKanaCall !== 'function'
-  ) {
+  if (!hasMethods(value, ['bind', 'observeKanaCall'])) {
     throw optionError(
       'metrics',
       value,
       "an object with bind(stats) and observeKanaCall(call) methods, such as prometheusMetrics() from 'kana-meter/prometheus'",
     );
   }
-  return candidate as KanaMeterMetrics;
+  return value as KanaMeterMetrics;
 }
 
 /** Failures of one metrics object logged in full: the first, then one in LOG_EVERY (every one is counted). */

@@ -17,6 +17,40 @@ export function optionError(name: string, value: unknown, expected: string): Typ
   return new TypeError(`kana-meter: option \`${name}\` must be ${expected}; got ${describeValue(value)}.`);
 }
 
+/**
+ * The keys of an options type, as the set `rejectUnknownKeys` takes: the compiler wants every key
+ * of `T` listed, and no other, so the set cannot drift from the type. Listed order is kept (it is
+ * the order the error message lists them in).
+ */
+export function knownKeys<T>(keys: { readonly [K in keyof T]-?: true }): ReadonlySet<string> {
+  return new Set(Object.keys(keys));
+}
+
+/**
+ * The one unknown-key check: throws on the first own key of `object` that is not in `known`, named
+ * `${prefix}${key}` (e.g. `retry.` gives `retry.foo`). `expected` defaults to listing the known keys.
+ */
+export function rejectUnknownKeys(prefix: string, object: object, known: ReadonlySet<string>, expected?: string): void {
+  for (const key of Object.keys(object)) {
+    if (!known.has(key)) {
+      throw optionError(
+        `${prefix}${key}`,
+        (object as Record<string, unknown>)[key],
+        expected ?? `absent (known: ${[...known].join(', ')})`,
+      );
+    }
+  }
+}
+
+/** Whether `value` is an object with each of these methods: how a store, a metrics integration or a registry is recognised. */
+export function hasMethods(value: unknown, methods: readonly string[]): boolean {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    methods.every((method) => typeof (value as Record<string, unknown>)[method] === 'function')
+  );
+}
+
 export function checkFunction<T extends (...args: never[]) => unknown>(name: string, value: unknown): T | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'function') throw optionError(name, value, 'a function');

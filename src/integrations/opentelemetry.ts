@@ -23,7 +23,7 @@ import {
 import type { EntitlementDecision } from '../config/decision.js';
 import type { KanaLogger } from '../config/logger.js';
 import type { KanaCall, KanaCallOutcome, KanaMeterMetrics } from '../config/metrics.js';
-import { optionError } from '../config/option-checks.js';
+import { knownKeys, optionError, rejectUnknownKeys } from '../config/option-checks.js';
 import type { Counter, KanaMeterStats, StoreCounter } from '../config/stats.js';
 import type {
   CheckWaitSpan,
@@ -213,7 +213,7 @@ const ATTR = {
   callOutcome: 'kana_meter.call.outcome',
 } as const;
 
-const OPTIONS = new Set(['meterProvider', 'tracerProvider', 'recordUserId']);
+const OPTIONS = knownKeys<OpenTelemetryOptions>({ meterProvider: true, tracerProvider: true, recordUserId: true });
 
 /** Units of one (user, feature) key, or of one feature: what the unit counters report. */
 interface UnitTally {
@@ -616,15 +616,7 @@ function parseOpenTelemetryOptions(options: OpenTelemetryOptions): ParsedOptions
   if (typeof options !== 'object' || options === null) {
     throw optionError('openTelemetry options', options, 'an object such as { meterProvider, tracerProvider }');
   }
-  for (const key of Object.keys(options)) {
-    if (!OPTIONS.has(key)) {
-      throw optionError(
-        `openTelemetry.${key}`,
-        (options as Record<string, unknown>)[key],
-        `absent (known: ${[...OPTIONS].join(', ')})`,
-      );
-    }
-  }
+  rejectUnknownKeys('openTelemetry.', options, OPTIONS);
   const { meterProvider, tracerProvider, recordUserId = false } = options;
   if (meterProvider !== undefined && typeof (meterProvider as Partial<MeterProvider> | null)?.getMeter !== 'function') {
     throw optionError('openTelemetry.meterProvider', meterProvider, 'a MeterProvider (with getMeter), or undefined');

@@ -9,7 +9,7 @@ import {
   type Registry,
 } from 'prom-client';
 import type { KanaCall, KanaMeterMetrics } from '../config/metrics.js';
-import { optionError } from '../config/option-checks.js';
+import { hasMethods, knownKeys, optionError, rejectUnknownKeys } from '../config/option-checks.js';
 import type { Counter, KanaMeterStats, StoreCounter } from '../config/stats.js';
 
 export type { KanaCall, KanaMeterMetrics } from '../config/metrics.js';
@@ -193,7 +193,7 @@ const HISTOGRAM: readonly [name: string, help: string] = [
   "Duration of each Kana call attempt, by operation ('usage': deliveries, retries, probes; 'check': entitlement checks) and outcome ('ok' or the KanaError code).",
 ];
 
-const OPTIONS = new Set(['register', 'prefix', 'buckets']);
+const OPTIONS = knownKeys<PrometheusMetricsOptions>({ register: true, prefix: true, buckets: true });
 
 /**
  * A `metrics` integration for kanaMeter() backed by prom-client: counters and gauges that read
@@ -292,23 +292,9 @@ function parsePrometheusOptions(options: PrometheusMetricsOptions): ParsedOption
   if (typeof options !== 'object' || options === null) {
     throw optionError('prometheusMetrics options', options, "an object such as { register, prefix: 'kana_meter_' }");
   }
-  for (const key of Object.keys(options)) {
-    if (!OPTIONS.has(key)) {
-      throw optionError(
-        `prometheusMetrics.${key}`,
-        (options as Record<string, unknown>)[key],
-        `absent (known: ${[...OPTIONS].join(', ')})`,
-      );
-    }
-  }
+  rejectUnknownKeys('prometheusMetrics.', options, OPTIONS);
   const { register = globalRegistry, prefix = DEFAULT_PREFIX, buckets = DEFAULT_BUCKETS } = options;
-  const candidate = register as Partial<Registry> | null;
-  if (
-    typeof candidate !== 'object' ||
-    candidate === null ||
-    typeof candidate.registerMetric !== 'function' ||
-    typeof candidate.getSingleMetric !== 'function'
-  ) {
+  if (!hasMethods(register, ['registerMetric', 'getSingleMetric'])) {
     throw optionError('prometheusMetrics.register', register, 'a prom-client Registry, such as new Registry()');
   }
   if (typeof prefix !== 'string' || !/^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/.test(prefix)) {

@@ -2,7 +2,14 @@
 
 import type { Request, Response } from 'express';
 import type { EnforceMode } from '../config/decision.js';
-import { checkBoolean, checkEnforce, checkFeatureId, optionError } from '../config/option-checks.js';
+import {
+  checkBoolean,
+  checkEnforce,
+  checkFeatureId,
+  knownKeys,
+  optionError,
+  rejectUnknownKeys,
+} from '../config/option-checks.js';
 
 /** The largest delta Kana accepts: `delta` is a GraphQL Int (32-bit signed). */
 export const MAX_DELTA = 2_147_483_647;
@@ -60,7 +67,8 @@ export interface MeteredFeature {
   readonly source: string;
 }
 
-const FEATURE_OPTION_KEYS = new Set(['delta', 'enforce', 'billAborted']);
+const FEATURE_OPTION_KEYS = knownKeys<FeatureOptions>({ delta: true, enforce: true, billAborted: true });
+const FEATURE_OPTIONS_EXPECTED = `absent (known options: ${[...FEATURE_OPTION_KEYS].join(', ')})`;
 
 /** True for a delta Kana can take: an integer in 1..2147483647. */
 export function isValidDelta(delta: unknown): delta is number {
@@ -82,16 +90,7 @@ export function parseMeteredFeature(
   if (options !== undefined && (typeof options !== 'object' || options === null)) {
     throw optionError(`${name} options`, options, 'an object such as { delta: 2 }');
   }
-  for (const key of Object.keys(options ?? {})) {
-    if (!FEATURE_OPTION_KEYS.has(key)) {
-      const known = [...FEATURE_OPTION_KEYS].join(', ');
-      throw optionError(
-        `${name}.${key}`,
-        (options as Record<string, unknown>)[key],
-        `absent (known options: ${known})`,
-      );
-    }
-  }
+  rejectUnknownKeys(`${name}.`, options ?? {}, FEATURE_OPTION_KEYS, FEATURE_OPTIONS_EXPECTED);
   const delta = options?.delta ?? 1;
   if (typeof delta !== 'function' && !isValidDelta(delta)) {
     throw optionError(`${name}.delta`, delta, `an integer in 1..${MAX_DELTA} or a function (req, res) => number`);

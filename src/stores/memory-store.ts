@@ -1,6 +1,6 @@
 // MemoryStore: the default store, the ledger and the idempotency window in this process's memory, with RedisStore's semantics (its Lua scripts, in TypeScript).
 
-import { checkFunction, checkInteger, optionError } from '../config/option-checks.js';
+import { checkFunction, checkInteger, knownKeys, optionError, rejectUnknownKeys } from '../config/option-checks.js';
 import type { IdempotencyWindow } from '../metering/idempotency-window.js';
 import { MemoryIdempotencyWindow } from '../metering/idempotency-window.js';
 import type {
@@ -101,15 +101,7 @@ export class MemoryStore implements KanaMeterStore {
     if (typeof options !== 'object' || options === null) {
       throw optionError('MemoryStore', options, 'an object such as { maxBlock: 64 }, or nothing');
     }
-    for (const key of Object.keys(options)) {
-      if (!KNOWN_OPTIONS.has(key)) {
-        throw optionError(
-          `MemoryStore.${key}`,
-          (options as Record<string, unknown>)[key],
-          `absent (known: ${[...KNOWN_OPTIONS].join(', ')})`,
-        );
-      }
-    }
+    rejectUnknownKeys('MemoryStore.', options, KNOWN_OPTIONS);
     this.#leaseMs = checkInteger('MemoryStore.leaseMs', options.leaseMs, 10_000, 100);
     this.#maxBlock = checkInteger('MemoryStore.maxBlock', options.maxBlock, 64, 1);
     this.#retainMs = checkInteger('MemoryStore.retainMs', options.retainMs, 3_600_000, this.#leaseMs);
@@ -339,7 +331,7 @@ export class MemoryStore implements KanaMeterStore {
   }
 }
 
-const KNOWN_OPTIONS = new Set(['leaseMs', 'maxBlock', 'retainMs', 'now']);
+const KNOWN_OPTIONS = knownKeys<MemoryStoreOptions>({ leaseMs: true, maxBlock: true, retainMs: true, now: true });
 
 function recordKey(key: StoreKey): string {
   return `${key.userId}\u0000${key.featureId}`;

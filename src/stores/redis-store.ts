@@ -1,6 +1,6 @@
 // kana-meter/redis: RedisStore, the store several kanaMeter processes share, over the user's own Redis client (node-redis, ioredis, Valkey).
 
-import { checkInteger, optionError } from '../config/option-checks.js';
+import { checkInteger, knownKeys, optionError, rejectUnknownKeys } from '../config/option-checks.js';
 import type { IdempotencyWindow } from '../metering/idempotency-window.js';
 import { checkEvictionPolicy } from './eviction-policy.js';
 import { beginCheckScript, reserveScript, settleScript, storeAnswerScript } from './ledger-scripts.js';
@@ -106,15 +106,7 @@ export class RedisStore implements KanaMeterStore {
     if (typeof options !== 'object' || options === null) {
       throw optionError('RedisStore', options, 'an object such as { sendCommand }');
     }
-    for (const key of Object.keys(options)) {
-      if (!KNOWN_OPTIONS.has(key)) {
-        throw optionError(
-          `RedisStore.${key}`,
-          (options as unknown as Record<string, unknown>)[key],
-          `absent (known: ${[...KNOWN_OPTIONS].join(', ')})`,
-        );
-      }
-    }
+    rejectUnknownKeys('RedisStore.', options, KNOWN_OPTIONS);
     if (typeof options.sendCommand !== 'function') {
       throw optionError(
         'RedisStore.sendCommand',
@@ -271,7 +263,14 @@ function ledgerTag(key: StoreKey): string {
   return `{${encodeURIComponent(key.userId)}:${encodeURIComponent(key.featureId)}}`;
 }
 
-const KNOWN_OPTIONS = new Set(['sendCommand', 'prefix', 'timeoutMs', 'leaseMs', 'maxBlock', 'retainMs']);
+const KNOWN_OPTIONS = knownKeys<RedisStoreOptions>({
+  sendCommand: true,
+  prefix: true,
+  timeoutMs: true,
+  leaseMs: true,
+  maxBlock: true,
+  retainMs: true,
+});
 
 function leaseState(raw: RedisReply, command: string): LeaseState {
   const reply = readArray(raw, command, 6);
