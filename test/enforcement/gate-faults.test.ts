@@ -363,10 +363,7 @@ describe('the gate answers each request exactly once', () => {
         }),
       );
       const started = performance.now();
-      const response = await request(app)
-        .get('/api/calls')
-        .set('x-user', 'u')
-        .timeout(CLIENT_TIMEOUT_MS);
+      const response = await request(app).get('/api/calls').set('x-user', 'u').timeout(CLIENT_TIMEOUT_MS);
       const ms = performance.now() - started;
       // Kana's late answer arrives meanwhile, and is not acted on.
       await sleep(600);
