@@ -8,6 +8,7 @@ import type { KanaMeterTracing } from '../config/telemetry.js';
 import type { DeliveryQueue } from '../delivery/queue.js';
 import type { KanaClient } from '../kana/client.js';
 import type { KanaMeterConfig } from '../options.js';
+import { MemoryStore } from '../stores/memory-store.js';
 import type { KanaMeterStore } from '../stores/store.js';
 import { CheckBreaker } from './check-breaker.js';
 import { CheckQueue } from './check-queue.js';
@@ -98,6 +99,9 @@ export function createEnforcement({
   // Usage Kana confirmed (or never will) leaves the fleet's unconfirmed count.
   queue.onUsageSettled((userId, featureId, delta) => leases.changed(entitlements.confirm(userId, featureId, delta)));
   const lookup = new EntitlementLookup(entitlements, breaker);
+  // This process's own store (the default): nobody else reads it, and the queue's undelivered usage is
+  // added to each check already, so usage of a key never checked needs no entry of its own.
+  const sharedStore = !(store instanceof MemoryStore);
 
   return {
     entitlements,
@@ -106,7 +110,7 @@ export function createEnforcement({
 
     /** Usage just queued: Kana's cached `used` lacks it, so count it here until the next fetch, and in the store until Kana confirms it. */
     countUsage(userId: string, featureId: string, delta: number): void {
-      leases.changed(entitlements.countUsage(userId, featureId, delta));
+      leases.changed(entitlements.countUsage(userId, featureId, delta, sharedStore));
     },
 
     /** kana.check(): the decision enforced requests get, holding nothing; never rejects for a Kana failure. */

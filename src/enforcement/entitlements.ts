@@ -172,13 +172,15 @@ export class EntitlementCache {
 
   /**
    * Counts units this process just captured for delivery (already in the queue) against the cached
-   * allowance. A key without an entry gets one, not answered yet: its ledger reports the usage to the
-   * store, so that every instance counts it before Kana does (record() in a worker, unenforced routes).
+   * allowance. With `createEntry` (a store other instances share), a key without an entry gets one, not
+   * answered yet: its ledger reports the usage to the store, so that every instance counts it before
+   * Kana does (record() in a worker, unenforced routes). Without, such usage is the queue's alone.
    */
-  countUsage(userId: string, featureId: string, delta: number): Entitlement {
+  countUsage(userId: string, featureId: string, delta: number, createEntry = true): Entitlement | undefined {
     const key = entryKey(userId, featureId);
     let entry = this.#entries.get(key);
     if (entry === undefined) {
+      if (!createEntry) return undefined;
       if (this.#entries.size >= this.#options.maxEntries) this.#evictOne();
       // The queue has the units already: they are spent, and not confirmed.
       const ledger = new KeyLedger(this.#options.ledgerId?.() ?? '', this.#options.undelivered(userId, featureId));
