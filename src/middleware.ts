@@ -162,6 +162,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       logger,
       getUserId,
       userIdFailed,
+      userIdTimeoutMs: config.checkTimeoutMs,
     });
   /** This kanaMeter's own per-request state: only its listeners read it. */
   const usages: RequestUsages = new WeakMap();

@@ -6,11 +6,11 @@ import { logCodes } from '../config/errors.js';
 import type { KanaLogger } from '../config/logger.js';
 import type { Counter } from '../config/stats.js';
 import { isPromise, toPromise } from '../config/thenable.js';
+import { withTimeLimit } from '../config/time-limit.js';
 import { where } from '../metering/routed-path.js';
 import type { DeniedHandler } from '../options.js';
 import { sendRefusal } from './entitlement-response.js';
 import type { Entitlement } from './entitlements.js';
-import { withTimeLimit } from './time-limit.js';
 
 export interface DeniedResponseOptions {
   onDenied: DeniedHandler | undefined;

@@ -6,12 +6,12 @@ import type { DecisionSource, EntitlementDecision } from '../config/decision.js'
 import { KanaError, logCodes } from '../config/errors.js';
 import type { Counter } from '../config/stats.js';
 import { NO_TELEMETRY, type Telemetry, traceLookup } from '../config/telemetry.js';
-import { isPromise, toPromise } from '../config/thenable.js';
+import { isPromise } from '../config/thenable.js';
 import { isKeyRefusal } from '../kana/key-status.js';
 import type { MeteredFeature } from '../metering/metered-feature.js';
 import type { RequestUsage, RequestUsages } from '../metering/request-usage.js';
 import { where } from '../metering/routed-path.js';
-import { toKanaUserId } from '../metering/user-id.js';
+import { readRequestUser } from '../metering/user-id.js';
 import type { KanaMeterConfig } from '../options.js';
 import { decisionFrom, fallbackDecision } from './decisions.js';
 import { createDeniedResponse } from './denied-response.js';
@@ -24,7 +24,6 @@ import { armDeadline, isDecided, settleStep, stepFor } from './gate-step.js';
 import type { Taken } from './key-ledger.js';
 import type { Leases } from './leases.js';
 import { setDecision } from './request-decision.js';
-import { withTimeLimit } from './time-limit.js';
 
 /** In shadow mode, at most one log line of would-be refusals per this interval (every one is counted). */
 export const SHADOW_LOG_INTERVAL_MS = 10_000;
@@ -119,42 +118,16 @@ export function createGate({
       return;
     }
     // Read once, before the handler; the same id is billed when the response finishes.
-    let raw: unknown;
-    try {
-      raw = getUserId(req, res);
-    } catch (error) {
-      usage.userId = false;
-      userIdFailed(req, error);
-      checkFor(req, res, next, feature, usage, false);
-      return;
-    }
-    if (isPromise(raw)) {
-      armDeadline(next, gateTimeoutMs, () => timedOut(req, res, next, feature, usage));
-      // Adopted as a promise: a thenable whose `then` throws or calls back twice is a rejection, or ignored.
-      // One that never settles is a failure after checkTimeoutMs.
-      withTimeLimit(toPromise(raw), checkTimeoutMs, 'the userId hook')
-        .then(
-          (value) => checkFor(req, res, next, feature, usage, readUserId(req, usage, value)),
-          (error: unknown) => {
-            usage.userId = false;
-            userIdFailed(req, error);
-            checkFor(req, res, next, feature, usage, false);
-          },
-        )
-        .catch((error: unknown) => gateFailed(req, res, next, feature, usage, error));
-      return;
-    }
-    checkFor(req, res, next, feature, usage, readUserId(req, usage, raw));
-  }
-
-  function readUserId(req: Request, usage: RequestUsage, raw: unknown): string | null | false {
-    try {
-      usage.userId = toKanaUserId(raw);
-    } catch (error) {
-      usage.userId = false;
-      userIdFailed(req, error);
-    }
-    return usage.userId;
+    const waiting = readRequestUser(
+      usage,
+      () => getUserId(req, res),
+      checkTimeoutMs,
+      (error) => userIdFailed(req, error),
+      (userId) => checkFor(req, res, next, feature, usage, userId),
+    );
+    if (waiting === undefined) return;
+    armDeadline(next, gateTimeoutMs, () => timedOut(req, res, next, feature, usage));
+    waiting.catch((error: unknown) => gateFailed(req, res, next, feature, usage, error));
   }
 
   function checkFor(

@@ -4,8 +4,8 @@ import { logCodes } from '../config/errors.js';
 import type { KanaLogger } from '../config/logger.js';
 import type { Counter } from '../config/stats.js';
 import { isPromise } from '../config/thenable.js';
+import { withTimeLimit } from '../config/time-limit.js';
 import type { KanaMeterStore } from '../stores/store.js';
-import { withTimeLimit } from './time-limit.js';
 
 /** The time limit of a store's calls when the store does not declare its own `timeoutMs`. */
 export const DEFAULT_STORE_TIMEOUT_MS = 1000;

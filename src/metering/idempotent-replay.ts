@@ -5,13 +5,13 @@ import type { Request, Response } from 'express';
 import { logCodes } from '../config/errors.js';
 import type { KanaLogger } from '../config/logger.js';
 import type { Counter } from '../config/stats.js';
-import { isPromise, toPromise } from '../config/thenable.js';
+import { isPromise } from '../config/thenable.js';
 import { type IdempotencyClaim, type IdempotencyWindow, idempotencyKeyOf, windowKey } from './idempotency-window.js';
 import { fingerprintRequest } from './request-fingerprint.js';
 import type { RequestUsage } from './request-usage.js';
 import { captureResponse, sendReplay } from './response-capture.js';
 import { where } from './routed-path.js';
-import { toKanaUserId } from './user-id.js';
+import { readRequestUser } from './user-id.js';
 
 /** The problem details (RFC 9457) of the two refusals of draft-ietf-httpapi-idempotency-key-header (section 2.7). */
 export const IDEMPOTENCY_PROBLEMS = {
@@ -36,6 +36,8 @@ export interface IdempotentReplayOptions {
   readonly logger: KanaLogger;
   readonly getUserId: (req: Request, res: Response) => unknown;
   readonly userIdFailed: (req: Request, error: unknown) => void;
+  /** How long an async `userId` hook may take (checkTimeoutMs, as in the gate). */
+  readonly userIdTimeoutMs: number;
 }
 
 /**
@@ -51,6 +53,7 @@ export function createIdempotentReplay({
   logger,
   getUserId,
   userIdFailed,
+  userIdTimeoutMs,
 }: IdempotentReplayOptions) {
   let failureLogged = false;
 
@@ -69,39 +72,13 @@ export function createIdempotentReplay({
       withUser(req, res, usage, key, usage.userId, proceed);
       return;
     }
-    let raw: unknown;
-    try {
-      raw = getUserId(req, res);
-    } catch (error) {
-      usage.userId = false;
-      userIdFailed(req, error);
-      proceed();
-      return;
-    }
-    if (isPromise(raw)) {
-      toPromise(raw)
-        .then(
-          (value) => withUser(req, res, usage, key, readUserId(req, usage, value), proceed),
-          (error: unknown) => {
-            usage.userId = false;
-            userIdFailed(req, error);
-            proceed();
-          },
-        )
-        .catch(stageFailed);
-      return;
-    }
-    withUser(req, res, usage, key, readUserId(req, usage, raw), proceed);
-  }
-
-  function readUserId(req: Request, usage: RequestUsage, raw: unknown): string | null | false {
-    try {
-      usage.userId = toKanaUserId(raw);
-    } catch (error) {
-      usage.userId = false;
-      userIdFailed(req, error);
-    }
-    return usage.userId;
+    readRequestUser(
+      usage,
+      () => getUserId(req, res),
+      userIdTimeoutMs,
+      (error) => userIdFailed(req, error),
+      (userId) => withUser(req, res, usage, key, userId, proceed),
+    )?.catch(stageFailed);
   }
 
   function withUser(

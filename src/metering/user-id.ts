@@ -1,4 +1,7 @@
-// The Kana user id of a request: the `userId` option's value checked and turned into the String Kana takes.
+// The Kana user id of a request: the `userId` option's value read once, in time, checked and turned into the String Kana takes.
+
+import { isPromise, toPromise } from '../config/thenable.js';
+import { withTimeLimit } from '../config/time-limit.js';
 
 /**
  * The longest user id kana-meter bills, in characters. Kana documents no limit; 256 holds any
@@ -27,5 +30,53 @@ export function toKanaUserId(raw: unknown): string | null {
 function isUserIdValue(value: unknown): value is string | number | bigint {
   return (
     typeof value === 'string' || typeof value === 'bigint' || (typeof value === 'number' && Number.isFinite(value))
+  );
+}
+
+/** What reading a request's user gave: its Kana id, null (it has none), or false (the hook failed, already reported). */
+export type RequestUser = string | null | false;
+
+/**
+ * Reads the request's user once, into `usage.userId`, and calls `then` with it: in the same tick
+ * when the hook answers at once, else when its promise settles. A hook that throws, rejects, gives a
+ * non-id or has not settled after `limitMs` is reported to `failed`, and the user is false.
+ * Returns the wait when there is one, for the caller to bound and to guard.
+ */
+export function readRequestUser(
+  usage: { userId: RequestUser | undefined },
+  hook: () => unknown,
+  limitMs: number,
+  failed: (error: unknown) => void,
+  then: (user: RequestUser) => void,
+): Promise<void> | undefined {
+  const adopt = (raw: unknown): RequestUser => {
+    try {
+      usage.userId = toKanaUserId(raw);
+    } catch (error) {
+      usage.userId = false;
+      failed(error);
+    }
+    return usage.userId;
+  };
+  const fail = (error: unknown): RequestUser => {
+    usage.userId = false;
+    failed(error);
+    return false;
+  };
+  let raw: unknown;
+  try {
+    raw = hook();
+  } catch (error) {
+    then(fail(error));
+    return undefined;
+  }
+  if (!isPromise(raw)) {
+    then(adopt(raw));
+    return undefined;
+  }
+  // Adopted as a promise: a thenable whose `then` throws or calls back twice is a rejection, or ignored.
+  return withTimeLimit(toPromise(raw), limitMs, 'the userId hook').then(
+    (value) => then(adopt(value)),
+    (error: unknown) => then(fail(error)),
   );
 }

@@ -202,6 +202,14 @@ const rows: Row[] = [
     options: { userId: () => misbehave('hang', 'userId') as Promise<string> },
     statuses: [200, 401],
   },
+  {
+    // Read first by the Idempotency-Key stage, before the gate: the same time limit there.
+    fault: 'userId never settles, the request carrying an Idempotency-Key',
+    before: 'hangs',
+    options: { userId: () => misbehave('hang', 'userId') as Promise<string> },
+    idempotencyKey: true,
+    statuses: [200, 401],
+  },
   // The store, in each call the gate waits on.
   ...storeRows('reserve'),
   ...storeRows('beginCheck'),
