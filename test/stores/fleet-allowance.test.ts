@@ -2,26 +2,20 @@
 // record() counted by the API instances at once, holds for jobs on 3 instances, maxBlock capping what a SIGKILLed
 // instance locks away after a burst, and FLUSHALL mid-traffic never passing more than the budget.
 
-import { type ChildProcess, fork } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
 import type { KanaMeterStats } from '../../src/index.js';
+import { type FleetProcess, startFleetProcess } from '../helpers/fleet-process.js';
 import { type RedisServer, redisSkipReason, startRedisServer } from '../helpers/redis.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const LEASE_MS = 1500;
-const FIXTURE = fileURLToPath(new URL('../fixtures/fleet-instance.ts', import.meta.url));
 
 /** Budgets of api-calls per user. */
 const PLANS: Record<string, number> = { worker: 30, jobs: 5, burst: 1000, flush: 20, rebuilt: 20 };
 
-interface Instance {
-  readonly child: ChildProcess;
-  readonly port: number;
-  readonly exited: Promise<void>;
-}
+type Instance = FleetProcess;
 
 describe.skipIf(redisSkipReason)('one allowance across processes sharing one Redis', { timeout: 90_000 }, () => {
   let redis: RedisServer;
@@ -29,26 +23,15 @@ describe.skipIf(redisSkipReason)('one allowance across processes sharing one Red
   let running: Instance[] = [];
 
   async function spawnInstance(client: string, env: Record<string, string> = {}): Promise<Instance> {
-    const child = fork(FIXTURE, [], {
-      execArgv: ['--import', 'tsx'],
-      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-      env: {
-        ...process.env,
-        KANA_ENDPOINT: emulator.url,
-        KANA_API_KEY: emulator.apiKey,
-        REDIS_URL: redis.url,
-        REDIS_CLIENT: client,
-        STORE_PREFIX: 'allowance:',
-        LEASE_MS: String(LEASE_MS),
-        ...env,
-      },
+    const instance = await startFleetProcess({
+      KANA_ENDPOINT: emulator.url,
+      KANA_API_KEY: emulator.apiKey,
+      REDIS_URL: redis.url,
+      REDIS_CLIENT: client,
+      STORE_PREFIX: 'allowance:',
+      LEASE_MS: String(LEASE_MS),
+      ...env,
     });
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    const port = await new Promise<number>((resolve, reject) => {
-      child.once('message', (message: { type: string; port: number }) => resolve(message.port));
-      void exited.then(() => reject(new Error('a fleet instance exited before it was ready')));
-    });
-    const instance = { child, port, exited };
     running.push(instance);
     return instance;
   }

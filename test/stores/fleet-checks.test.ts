@@ -2,50 +2,32 @@
 // the fleet's Kana check dies mid-check (the others take the check over, and the allowance holds), and Redis stalls (SIGSTOP) under a
 // burst for a user whose allowance is used up (every request is refused when the first store call times out, not one per timeout).
 
-import { type ChildProcess, fork } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
 import type { KanaMeterStats } from '../../src/index.js';
+import { type FleetProcess, startFleetProcess } from '../helpers/fleet-process.js';
 import { type RedisServer, redisIsExternal, redisSkipReason, startRedisServer } from '../helpers/redis.js';
 
-const FIXTURE = fileURLToPath(new URL('../fixtures/fleet-instance.ts', import.meta.url));
 /** The fixture's RedisStore timeoutMs: a stalled Redis is found out after this. */
 const STORE_TIMEOUT_MS = 2000;
 const PLANS: Record<string, number> = { dead: 20, stalled: 10 };
 
-interface Instance {
-  readonly child: ChildProcess;
-  readonly port: number;
-  readonly exited: Promise<void>;
-}
+type Instance = FleetProcess;
 
 describe.skipIf(redisSkipReason)('a fleet of 3 processes: a dead check holder, a stalled Redis', () => {
   let redis: RedisServer;
   let emulator: KanaEmulator;
   let fleet: Instance[] = [];
 
-  async function spawnInstance(client: string): Promise<Instance> {
-    const child = fork(FIXTURE, [], {
-      execArgv: ['--import', 'tsx'],
-      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-      env: {
-        ...process.env,
-        KANA_ENDPOINT: emulator.url,
-        KANA_API_KEY: emulator.apiKey,
-        REDIS_URL: redis.url,
-        REDIS_CLIENT: client,
-        STORE_PREFIX: 'checks:',
-        LEASE_MS: '1500',
-      },
+  const spawnInstance = (client: string): Promise<Instance> =>
+    startFleetProcess({
+      KANA_ENDPOINT: emulator.url,
+      KANA_API_KEY: emulator.apiKey,
+      REDIS_URL: redis.url,
+      REDIS_CLIENT: client,
+      STORE_PREFIX: 'checks:',
+      LEASE_MS: '1500',
     });
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    const port = await new Promise<number>((resolve, reject) => {
-      child.once('message', (message: { port: number }) => resolve(message.port));
-      void exited.then(() => reject(new Error('an instance exited before it was ready')));
-    });
-    return { child, port, exited };
-  }
 
   function ask<T>(instance: Instance, type: string, reply: string): Promise<T> {
     return new Promise((resolve) => {

@@ -2,50 +2,32 @@
 // with 11 units left when redis-server is stopped (SIGSTOP); each then spends at most its block and its share of what was left,
 // so together they pass at most the 11 (the bound docs/several-instances.md states), where each spent all 11 alone before.
 
-import { type ChildProcess, fork } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
+import { type FleetProcess, startFleetProcess } from '../helpers/fleet-process.js';
 import { type RedisServer, redisIsExternal, redisSkipReason, startRedisServer } from '../helpers/redis.js';
 
-const FIXTURE = fileURLToPath(new URL('../fixtures/fleet-instance.ts', import.meta.url));
 const CLIENTS = ['node-redis', 'ioredis', 'node-redis RESP3'] as const;
 const BUDGET = 30;
 const USED_BEFORE = 19;
 const LEFT = BUDGET - USED_BEFORE; // 11 when Redis stops
 
-interface Instance {
-  readonly child: ChildProcess;
-  readonly port: number;
-  readonly exited: Promise<void>;
-}
+type Instance = FleetProcess;
 
 describe.skipIf(redisSkipReason || redisIsExternal)('a fleet of 3 processes while Redis is down', () => {
   let redis: RedisServer;
   let emulator: KanaEmulator;
   let fleet: Instance[] = [];
 
-  async function spawnInstance(client: string): Promise<Instance> {
-    const child = fork(FIXTURE, [], {
-      execArgv: ['--import', 'tsx'],
-      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-      env: {
-        ...process.env,
-        KANA_ENDPOINT: emulator.url,
-        KANA_API_KEY: emulator.apiKey,
-        REDIS_URL: redis.url,
-        REDIS_CLIENT: client,
-        STORE_PREFIX: 'outage:',
-        LEASE_MS: '1500',
-      },
+  const spawnInstance = (client: string): Promise<Instance> =>
+    startFleetProcess({
+      KANA_ENDPOINT: emulator.url,
+      KANA_API_KEY: emulator.apiKey,
+      REDIS_URL: redis.url,
+      REDIS_CLIENT: client,
+      STORE_PREFIX: 'outage:',
+      LEASE_MS: '1500',
     });
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    const port = await new Promise<number>((resolve, reject) => {
-      child.once('message', (message: { port: number }) => resolve(message.port));
-      void exited.then(() => reject(new Error('a fleet instance exited before it was ready')));
-    });
-    return { child, port, exited };
-  }
 
   async function hit(instance: Instance, user: string): Promise<number> {
     const response = await fetch(`http://127.0.0.1:${instance.port}/calls`, { headers: { 'x-user': user } });
