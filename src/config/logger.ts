@@ -27,3 +27,12 @@ export function parseLogger(value: unknown): KanaLogger {
   if (missing) throw optionError('logger', value, `a pino-compatible logger with ${LEVELS.join('/')} methods`);
   return value as KanaLogger;
 }
+
+/** Logs where a throw must not escape (a Node emit, a promise's handler): a logger that throws cannot be told. */
+export function logSafely(logger: KanaLogger, level: 'error' | 'warn', object: object, message: string): void {
+  try {
+    logger[level](object, message);
+  } catch {
+    // Nothing else to tell.
+  }
+}

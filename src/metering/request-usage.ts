@@ -24,6 +24,8 @@ export interface Hold {
 
 /** What one kanaMeter() bills on one request; created only for the requests it meters. */
 export interface RequestUsage {
+  readonly req: Request;
+  readonly res: Response;
   /** The route map's feature, if a route matched. */
   readonly routeFeature: MeteredFeature | undefined;
   /** Features named by meter() on the matched route; they win over routeFeature. */
@@ -43,6 +45,10 @@ export interface RequestUsage {
   checked: string[] | undefined;
   /** The Idempotency-Key stage answered the request itself (a replay, 409 or 422): its handler did not run, nothing is billed. */
   answered: boolean;
+  /** Its response finished after close() began: its usage is reported undelivered, not queued. */
+  late: boolean;
+  /** The client left before the response finished: only `billAborted` features are billed. */
+  abandoned: boolean;
 }
 
 /**
@@ -57,9 +63,12 @@ export type RequestUsages = WeakMap<object, RequestUsage>;
 export function startUsage(
   usages: RequestUsages,
   req: Request,
+  res: Response,
   routeFeature: MeteredFeature | undefined,
 ): RequestUsage {
   const usage: RequestUsage = {
+    req,
+    res,
     routeFeature,
     tagged: undefined,
     userId: undefined,
@@ -68,6 +77,8 @@ export function startUsage(
     ended: false,
     checked: undefined,
     answered: false,
+    late: false,
+    abandoned: false,
   };
   usages.set(req, usage);
   return usage;

@@ -1,7 +1,12 @@
 // The Kana user id of a request: the `userId` option's value read once, in time, checked and turned into the String Kana takes.
 
+import type { Request } from 'express';
+import { logCodes } from '../config/errors.js';
+import type { KanaLogger } from '../config/logger.js';
+import type { Counter } from '../config/stats.js';
 import { isPromise, toPromise } from '../config/thenable.js';
 import { withTimeLimit } from '../config/time-limit.js';
+import { where } from './routed-path.js';
 
 /**
  * The longest user id kana-meter bills, in characters. Kana documents no limit; 256 holds any
@@ -79,4 +84,15 @@ export function readRequestUser(
     (value) => then(adopt(value)),
     (error: unknown) => then(fail(error)),
   );
+}
+
+/** Logs and counts a `userId` hook that threw, rejected or gave a non-id: the request is not metered. */
+export function userIdFailureReporter(logger: KanaLogger, counters: Record<Counter, number>) {
+  return (req: Request, error: unknown): void => {
+    counters.userIdErrors++;
+    logger.error(
+      { code: logCodes.userIdFailed, err: error, ...where(req) },
+      'kana-meter: userId failed; the request was not metered',
+    );
+  };
 }

@@ -1,0 +1,246 @@
+// Capture on finish: when a metered request's response succeeds, its user and each feature's delta become usage events for the intake.
+
+import type { ServerResponse } from 'node:http';
+import type { Request, Response } from 'express';
+import { logCodes } from '../config/errors.js';
+import { logSafely } from '../config/logger.js';
+import { describeValue } from '../config/option-checks.js';
+import type { Counter } from '../config/stats.js';
+import { isPromise, toPromise } from '../config/thenable.js';
+import { releaseHolds } from '../enforcement/gate.js';
+import type { KanaMeterConfig } from '../options.js';
+import { isValidDelta, type MeteredFeature } from './metered-feature.js';
+import { featuresToBill, type RequestUsage, type RequestUsages } from './request-usage.js';
+import { where } from './routed-path.js';
+import type { UsageIntake } from './usage-intake.js';
+import { toKanaUserId, type UserIdValue } from './user-id.js';
+
+export interface UsageCaptureOptions {
+  readonly config: Pick<KanaMeterConfig, 'isSuccess' | 'userId' | 'logger'>;
+  readonly counters: Record<Counter, number>;
+  readonly usages: RequestUsages;
+  readonly intake: UsageIntake;
+  /** Logs and counts a `userId` that threw, rejected or gave a non-id. */
+  readonly userIdFailed: (req: Request, error: unknown) => void;
+}
+
+export class UsageCapture {
+  readonly #options: UsageCaptureOptions;
+  /** Captures whose userId or delta is still being awaited; drain() waits for them. */
+  readonly #pending = new Set<Promise<void>>();
+  /** Responses of `billAborted` routes that finished: their `close` is not an abandonment. */
+  readonly #finishedWatched = new WeakSet<object>();
+  #failureLogged = false;
+  #noUserLogged = false;
+  // Listeners shared by every response (no closure per request); `this` is the response.
+  readonly #onFinish: (this: ServerResponse) => void;
+  readonly #onWatchedFinish: (this: ServerResponse) => void;
+  readonly #onAbandonedClose: (this: ServerResponse) => void;
+
+  constructor(options: UsageCaptureOptions) {
+    this.#options = options;
+    const capture = this;
+    this.#onFinish = function onFinish(this: ServerResponse) {
+      capture.#ended(this as Response, false);
+    };
+    this.#onWatchedFinish = function onWatchedFinish(this: ServerResponse) {
+      capture.#finishedWatched.add(this);
+    };
+    this.#onAbandonedClose = function onAbandonedClose(this: ServerResponse) {
+      // Finished (billed on finish), or abandoned before the handler started to answer (nothing delivered).
+      if (!capture.#finishedWatched.has(this) && this.headersSent) capture.#ended(this as Response, true);
+    };
+  }
+
+  /** Listens for the end of a metered request's response. `on`, not `once`: `once` allocates a wrapper per request. */
+  watch(res: Response): void {
+    res.on('finish', this.#onFinish);
+  }
+
+  /** On a `billAborted` feature: a `close` without `finish` bills what the route says was delivered. */
+  watchAbandoned(res: Response): void {
+    if (res.listeners('close').includes(this.#onAbandonedClose)) return;
+    res.on('finish', this.#onWatchedFinish);
+    res.on('close', this.#onAbandonedClose);
+  }
+
+  /** Resolves once every capture under way (an async userId or delta) has reached the intake. */
+  async drain(): Promise<void> {
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+  }
+
+  #ended(res: Response, abandoned: boolean): void {
+    // Whatever a hook returned, nothing thrown here may reach the response's emit (it would crash the process).
+    try {
+      const usage = this.#options.usages.get(res.req);
+      if (usage !== undefined && !usage.answered) this.#capture(usage, abandoned);
+    } catch (error) {
+      this.#captureFailed(error);
+    }
+  }
+
+  #capture(usage: RequestUsage, abandoned: boolean): void {
+    if (usage.checked !== undefined) {
+      // Held units are given back first; on success they come back as captured usage just below.
+      usage.ended = true;
+      if (usage.holds !== undefined) releaseHolds(usage);
+      if (usage.refused) return;
+    }
+    if (!this.#succeeded(usage)) return;
+    usage.late = this.#options.intake.closed;
+    usage.abandoned = abandoned;
+    if (usage.userId !== undefined) {
+      // Read by the gate before the handler: billed as it was checked (false: userId failed, already reported).
+      if (usage.userId !== false) this.#captureFor(usage, usage.userId);
+      return;
+    }
+    const { req, res } = usage;
+    let userId: UserIdValue | Promise<UserIdValue>;
+    try {
+      userId = this.#options.config.userId(req, res);
+    } catch (error) {
+      this.#options.userIdFailed(req, error);
+      return;
+    }
+    if (!isPromise(userId)) {
+      this.#captureFor(usage, userId);
+      return;
+    }
+    this.#track(
+      toPromise(userId).then(
+        (id) => this.#captureFor(usage, id),
+        (error) => this.#options.userIdFailed(req, error),
+      ),
+    );
+  }
+
+  #succeeded({ req, res }: RequestUsage): boolean {
+    const { isSuccess, logger } = this.#options.config;
+    if (!isSuccess) return res.statusCode >= 200 && res.statusCode < 300;
+    try {
+      return isSuccess(req, res) === true;
+    } catch (error) {
+      this.#options.counters.hookErrors++;
+      logger.error(
+        { code: logCodes.hookFailed, hook: 'isSuccess', err: error, ...where(req) },
+        'kana-meter: isSuccess threw; the request was not metered',
+      );
+      return false;
+    }
+  }
+
+  #captureFor(usage: RequestUsage, rawUserId: unknown): void {
+    let userId: string | null;
+    try {
+      userId = toKanaUserId(rawUserId);
+    } catch (error) {
+      this.#options.userIdFailed(usage.req, error);
+      return;
+    }
+    if (userId === null) {
+      this.#noUser(usage);
+      return;
+    }
+    // The common case, one feature from the route map, without building a list.
+    if (usage.tagged === undefined) {
+      const feature = usage.routeFeature;
+      if (feature !== undefined && (!usage.abandoned || feature.billAborted))
+        this.#captureFeature(usage, userId, feature);
+      return;
+    }
+    for (const feature of featuresToBill(usage)) {
+      if (!usage.abandoned || feature.billAborted) this.#captureFeature(usage, userId, feature);
+    }
+  }
+
+  #noUser(usage: RequestUsage): void {
+    this.#options.counters.skippedNoUser++;
+    // Enforced routes say it at the gate (refused, or anonymous: 'allow'); metered-only ones here, once.
+    if (this.#noUserLogged || usage.checked !== undefined) return;
+    this.#noUserLogged = true;
+    this.#options.config.logger.warn(
+      { code: logCodes.skippedNoUser, ...where(usage.req) },
+      'kana-meter: a metered request succeeded without a user id, so it was not billed (nothing to bill it to). Fine for a public route; otherwise authentication must run before the response finishes. Logged once.',
+    );
+  }
+
+  #captureFeature(usage: RequestUsage, userId: string, feature: MeteredFeature): void {
+    if (typeof feature.delta === 'number') {
+      this.#options.intake.take(userId, feature.featureId, feature.delta, usage, usage.late);
+      return;
+    }
+    let delta: unknown;
+    try {
+      delta = feature.delta(usage.req, usage.res);
+    } catch (error) {
+      this.#deltaFailed(usage, feature, error);
+      return;
+    }
+    if (!isPromise(delta)) {
+      this.#takeDelta(usage, userId, feature, delta);
+      return;
+    }
+    this.#track(
+      toPromise(delta).then(
+        (value) => this.#takeDelta(usage, userId, feature, value),
+        (error) => this.#deltaFailed(usage, feature, error),
+      ),
+    );
+  }
+
+  #takeDelta(usage: RequestUsage, userId: string, feature: MeteredFeature, delta: unknown): void {
+    if (isValidDelta(delta)) {
+      this.#options.intake.take(userId, feature.featureId, delta, usage, usage.late);
+      return;
+    }
+    // Nothing was used (an empty export, a completion of no tokens): nothing to bill, nothing wrong.
+    if (delta === 0) return;
+    this.#options.counters.invalidDelta++;
+    this.#options.config.logger.warn(
+      {
+        code: logCodes.invalidDelta,
+        route: feature.source,
+        featureId: feature.featureId,
+        userId,
+        // String() of a primitive; a description of an object (String() may throw on one without a prototype).
+        delta: typeof delta === 'object' || typeof delta === 'function' ? describeValue(delta) : String(delta),
+        ...where(usage.req),
+      },
+      'kana-meter: delta is not an integer in 1..2147483647; this usage was not sent',
+    );
+  }
+
+  #deltaFailed(usage: RequestUsage, feature: MeteredFeature, error: unknown): void {
+    this.#options.counters.hookErrors++;
+    this.#options.config.logger.error(
+      {
+        code: logCodes.hookFailed,
+        hook: 'delta',
+        route: feature.source,
+        featureId: feature.featureId,
+        err: error,
+        ...where(usage.req),
+      },
+      'kana-meter: the delta function threw; this usage was not sent',
+    );
+  }
+
+  #track(capture: Promise<void>): void {
+    const guarded = capture.catch((error: unknown) => this.#captureFailed(error));
+    this.#pending.add(guarded);
+    void guarded.finally(() => this.#pending.delete(guarded));
+  }
+
+  /** Something unexpected while capturing usage (a bug, or a hook value nothing could read): counted, logged once. */
+  #captureFailed(error: unknown): void {
+    this.#options.counters.hookErrors++;
+    if (this.#failureLogged) return;
+    this.#failureLogged = true;
+    logSafely(
+      this.#options.config.logger,
+      'error',
+      { code: logCodes.captureFailed, err: error },
+      'kana-meter: unexpected error while capturing usage; that usage was not sent (logged once, counted in hookErrors)',
+    );
+  }
+}
