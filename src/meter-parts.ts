@@ -12,7 +12,7 @@ import { createGate } from './enforcement/gate.js';
 import { storeTimeoutOf, withStoreTimeLimit } from './enforcement/store-time-limit.js';
 import { KanaClient } from './kana/client.js';
 import { KeyStatus } from './kana/key-status.js';
-import { createIdempotentReplay } from './metering/idempotent-replay.js';
+import { IdempotentReplay } from './metering/idempotent-replay.js';
 import type { RequestUsages } from './metering/request-usage.js';
 import { UsageCapture } from './metering/usage-capture.js';
 import { UsageIntake } from './metering/usage-intake.js';
@@ -95,7 +95,7 @@ function openIdempotentReplay(
 ) {
   const { idempotencyKey } = config;
   if (!idempotencyKey) return undefined;
-  return createIdempotentReplay({
+  return new IdempotentReplay({
     window: store.idempotencyWindow({
       ttlMs: idempotencyKey.ttlMs,
       maxKeys: idempotencyKey.maxKeys,

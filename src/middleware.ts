@@ -130,7 +130,7 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
    */
   function decide(usage: RequestUsage, feature: MeteredFeature, next: NextFunction, first: boolean): void {
     if (first && replay?.keyed(usage.req)) {
-      replay.run(usage.req, usage.res, usage, () => enforceOrPass(usage, feature, next));
+      replay.run(usage, () => enforceOrPass(usage, feature, next));
       return;
     }
     enforceOrPass(usage, feature, next);

@@ -3,7 +3,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Request, Response } from 'express';
 import { logCodes } from '../config/errors.js';
-import type { KanaLogger } from '../config/logger.js';
+import { type KanaLogger, logSafely } from '../config/logger.js';
 import type { Counter } from '../config/stats.js';
 import { isPromise } from '../config/thenable.js';
 import { type IdempotencyClaim, type IdempotencyWindow, idempotencyKeyOf, windowKey } from './idempotency-window.js';
@@ -40,166 +40,168 @@ export interface IdempotentReplayOptions {
   readonly userIdTimeoutMs: number;
 }
 
+/** A keyed request on its way through the stage. */
+interface KeyedRequest {
+  readonly usage: RequestUsage;
+  /** The Idempotency-Key header's value. */
+  readonly key: string;
+  /** Runs the request: the gate, or next. */
+  readonly proceed: () => void;
+  /** The key in the window: per user. */
+  scoped: string;
+  fingerprint: string;
+}
+
 /**
- * Creates the stage. `keyed(req)` is the only work a request without a key costs; `run` takes a
- * keyed request through it and calls `proceed` (the gate, or next) when the request is to run:
- * it claimed the key, or carries no user, or its body is too large to fingerprint, or the window
+ * The stage. `keyed(req)` is the only work a request without a key costs; `run` takes a keyed
+ * request through it and calls `proceed` (the gate, or next) when the request is to run: it
+ * claimed the key, or carries no user, or its body is too large to fingerprint, or the window
  * cannot be asked (then it runs, and is billed, as a request without a key).
  */
-export function createIdempotentReplay({
-  window,
-  header,
-  counters,
-  logger,
-  getUserId,
-  userIdFailed,
-  userIdTimeoutMs,
-}: IdempotentReplayOptions) {
-  let failureLogged = false;
+export class IdempotentReplay {
+  readonly #options: IdempotentReplayOptions;
+  #failureLogged = false;
 
-  function keyed(req: Request): boolean {
-    return req.headers[header] !== undefined;
+  constructor(options: IdempotentReplayOptions) {
+    this.#options = options;
   }
 
-  function run(req: Request, res: Response, usage: RequestUsage, proceed: () => void): void {
-    const key = idempotencyKeyOf(req, header);
+  keyed(req: Request): boolean {
+    return req.headers[this.#options.header] !== undefined;
+  }
+
+  run(usage: RequestUsage, proceed: () => void): void {
+    const { req, res } = usage;
+    const key = idempotencyKeyOf(req, this.#options.header);
     if (key === undefined) {
       proceed();
       return;
     }
+    const keyed: KeyedRequest = { usage, key, proceed, scoped: '', fingerprint: '' };
     // The user is read once, here, before the handler: the gate and the capture use this one.
     if (usage.userId !== undefined) {
-      withUser(req, res, usage, key, usage.userId, proceed);
+      this.#withUser(keyed, usage.userId);
       return;
     }
+    const { getUserId, userIdFailed, userIdTimeoutMs } = this.#options;
     readRequestUser(
       usage,
       () => getUserId(req, res),
       userIdTimeoutMs,
       (error) => userIdFailed(req, error),
-      (userId) => withUser(req, res, usage, key, userId, proceed),
-    )?.catch(stageFailed);
+      (userId) => this.#withUser(keyed, userId),
+    )?.catch((error: unknown) => this.#stageFailed(error));
   }
 
-  function withUser(
-    req: Request,
-    res: Response,
-    usage: RequestUsage,
-    key: string,
-    userId: string | null | false,
-    proceed: () => void,
-  ): void {
+  #withUser(keyed: KeyedRequest, userId: string | null | false): void {
     // Keys are per user: without one, the key cannot be scoped, so it is not honoured.
     if (typeof userId !== 'string') {
-      proceed();
+      keyed.proceed();
       return;
     }
-    fingerprintRequest(req, (fingerprint) => {
-      if (gone(req, res)) return;
+    fingerprintRequest(keyed.usage.req, (fingerprint) => {
+      if (gone(keyed.usage)) return;
       if (fingerprint === undefined) {
-        proceed();
+        keyed.proceed();
         return;
       }
-      const scoped = windowKey(userId, key);
-      let claim: IdempotencyClaim | Promise<IdempotencyClaim>;
-      try {
-        claim = window.begin(scoped, fingerprint);
-      } catch (error) {
-        windowFailed(req, error, proceed);
-        return;
-      }
-      if (!isPromise(claim)) {
-        claimed(req, res, usage, scoped, fingerprint, claim, proceed);
-        return;
-      }
-      claim
-        .then(
-          (answer) => claimed(req, res, usage, scoped, fingerprint, answer, proceed),
-          (error: unknown) => windowFailed(req, error, proceed),
-        )
-        .catch(stageFailed);
+      keyed.scoped = windowKey(userId, keyed.key);
+      keyed.fingerprint = fingerprint;
+      this.#begin(keyed);
     });
   }
 
-  function claimed(
-    req: Request,
-    res: Response,
-    usage: RequestUsage,
-    key: string,
-    fingerprint: string,
-    claim: IdempotencyClaim,
-    proceed: () => void,
-  ): void {
-    if (claim.status === 'claimed') {
-      if (gone(req, res)) {
-        settle(window.release(key, fingerprint));
-        return;
-      }
-      storeWhenFinished(res, key, fingerprint);
-      proceed();
+  #begin(keyed: KeyedRequest): void {
+    let claim: IdempotencyClaim | Promise<IdempotencyClaim>;
+    try {
+      claim = this.#options.window.begin(keyed.scoped, keyed.fingerprint);
+    } catch (error) {
+      this.#windowFailed(keyed, error);
       return;
     }
-    if (gone(req, res)) return;
+    if (!isPromise(claim)) {
+      this.#claimed(keyed, claim);
+      return;
+    }
+    claim
+      .then(
+        (answer) => this.#claimed(keyed, answer),
+        (error: unknown) => this.#windowFailed(keyed, error),
+      )
+      .catch((error: unknown) => this.#stageFailed(error));
+  }
+
+  #claimed(keyed: KeyedRequest, claim: IdempotencyClaim): void {
+    const { usage, fingerprint } = keyed;
+    if (claim.status === 'claimed') {
+      if (gone(usage)) {
+        ignoreFailure(this.#options.window.release(keyed.scoped, fingerprint));
+        return;
+      }
+      this.#storeWhenFinished(keyed);
+      keyed.proceed();
+      return;
+    }
+    if (gone(usage)) return;
     // Answered here: the handler does not run, and nothing is billed.
     usage.answered = true;
     if (claim.fingerprint !== fingerprint) {
-      sendProblem(res, 422);
+      sendProblem(usage.res, 422);
     } else if (claim.status === 'in-flight') {
-      sendProblem(res, 409);
+      sendProblem(usage.res, 409);
     } else {
-      counters.idempotentReplays++;
-      sendReplay(res, claim.response);
+      this.#options.counters.idempotentReplays++;
+      sendReplay(usage.res, claim.response);
     }
   }
 
   /** On 'finish' with a 2xx status, the response is stored; otherwise (or on 'close' first) the key is released. */
-  function storeWhenFinished(res: Response, key: string, fingerprint: string): void {
+  #storeWhenFinished({ usage: { res }, scoped, fingerprint }: KeyedRequest): void {
+    const { window } = this.#options;
     const stored = captureResponse(res);
     let done = false;
     res.once('finish', () => {
       done = true;
       const response = res.statusCode >= 200 && res.statusCode < 300 ? stored() : undefined;
-      settle(response === undefined ? window.release(key, fingerprint) : window.complete(key, fingerprint, response));
+      ignoreFailure(
+        response === undefined ? window.release(scoped, fingerprint) : window.complete(scoped, fingerprint, response),
+      );
     });
     res.once('close', () => {
-      if (!done) settle(window.release(key, fingerprint));
+      if (!done) ignoreFailure(window.release(scoped, fingerprint));
     });
   }
 
-  /** A store that fails to store or release: the key stays claimed until IDEMPOTENCY_CLAIM_MS (retries get 409), nothing is lost. */
-  function settle(result: void | Promise<void>): void {
-    if (isPromise(result)) result.catch(() => {});
-  }
-
-  function windowFailed(req: Request, error: unknown, proceed: () => void): void {
-    counters.hookErrors++;
-    if (!failureLogged) {
-      failureLogged = true;
-      logger.error(
-        { code: logCodes.hookFailed, hook: 'idempotency window', err: error, ...where(req) },
+  #windowFailed(keyed: KeyedRequest, error: unknown): void {
+    this.#options.counters.hookErrors++;
+    if (!this.#failureLogged) {
+      this.#failureLogged = true;
+      this.#options.logger.error(
+        { code: logCodes.hookFailed, hook: 'idempotency window', err: error, ...where(keyed.usage.req) },
         'kana-meter: the idempotency window could not be asked; the request ran as one without a key, and is billed (logged once, counted in hookErrors)',
       );
     }
-    proceed();
+    keyed.proceed();
   }
 
   /** A bug after an await: logged like the gate's, never thrown into the host. */
-  function stageFailed(error: unknown): void {
-    try {
-      logger.error(
-        { code: logCodes.gateFailed, err: error },
-        'kana-meter: unexpected error in the Idempotency-Key stage',
-      );
-    } catch {
-      // A logger that throws cannot be told.
-    }
+  #stageFailed(error: unknown): void {
+    logSafely(
+      this.#options.logger,
+      'error',
+      { code: logCodes.gateFailed, err: error },
+      'kana-meter: unexpected error in the Idempotency-Key stage',
+    );
   }
+}
 
-  return { keyed, run };
+/** A store that fails to store or release: the key stays claimed until IDEMPOTENCY_CLAIM_MS (retries get 409), nothing is lost. */
+function ignoreFailure(result: void | Promise<void>): void {
+  if (isPromise(result)) result.catch(() => {});
 }
 
 /** The client left while the stage waited: nobody to answer. */
-function gone(req: Request, res: ServerResponse): boolean {
+function gone({ req, res }: RequestUsage): boolean {
   return req.destroyed || res.destroyed || res.writableEnded;
 }
 
