@@ -37,41 +37,59 @@ export function compileRoutes(routes: unknown): RouteMatcher | undefined {
   if (typeof routes !== 'object' || routes === null || Array.isArray(routes)) {
     throw optionError('routes', routes, "an object such as { 'POST /api/search': 'api-calls' }");
   }
+  const { byMethod, anyMethod } = routesByMethod(
+    Object.entries(routes).map(([key, target]) => compileRoute(key, target)),
+  );
+  return function matchRoute(method, routedPath) {
+    // Express 4 lets a mount path take one more slash: '/api//search' reaches '/search' in a
+    // sub-app mounted at '/api'. Collapsed, such a path matches its key; a path that no router
+    // serves is at worst refused instead of answered 404, and never billed (not a 2xx).
+    const path = routedPath.includes('//') ? routedPath.replace(REPEATED_SLASHES, '/') : routedPath;
+    const candidates = byMethod.get(method) ?? anyMethod;
+    for (let i = 0; i < candidates.length; i++) {
+      const route = candidates[i] as CompiledRoute;
+      if (route.regexp.test(path)) return route.feature;
+    }
+    return undefined;
+  };
+}
+
+/** One `'METHOD /path': target` entry, checked and compiled; a bad one throws naming it. */
+function compileRoute(key: string, target: unknown): CompiledRoute & { method: string } {
+  const name = `routes[${JSON.stringify(key)}]`;
+  const keyMatch = KEY_PATTERN.exec(key);
+  if (!keyMatch) {
+    throw new TypeError(
+      `kana-meter: option \`${name}\`: a route key must be 'METHOD /path' (e.g. 'POST /api/search' or 'ALL /api/*rest').`,
+    );
+  }
+  const method = (keyMatch[1] as string).toUpperCase();
+  const path = keyMatch[2] as string;
+  if (method !== '*' && method !== 'ALL' && !KNOWN_METHODS.has(method)) {
+    throw new TypeError(
+      `kana-meter: option \`${name}\`: unknown HTTP method "${keyMatch[1]}"; use GET, POST, ..., or ALL.`,
+    );
+  }
+  let regexp: RegExp;
+  try {
+    // Express 5's defaults: case-insensitive, an optional trailing slash.
+    ({ regexp } = pathToRegexp(path, { sensitive: false, trailing: true, end: true }));
+  } catch (error) {
+    throw new TypeError(
+      `kana-meter: option \`${name}\`: invalid Express 5 path "${path}" (${(error as Error).message}).`,
+    );
+  }
+  const feature =
+    typeof target === 'string' ? parseMeteredFeature(name, target, undefined, key) : parseTarget(name, target, key);
+  return { method: method === '*' ? 'ALL' : method, regexp, feature };
+}
+
+/** Routes for each method, in declaration order, with ALL routes interleaved where they were declared. */
+function routesByMethod(declared: readonly (CompiledRoute & { method: string })[]) {
   const byMethod = new Map<string, CompiledRoute[]>();
   const anyMethod: CompiledRoute[] = [];
-  // Routes for each method, in declaration order, with ALL routes interleaved where they were declared.
-  const declared: { method: string; route: CompiledRoute }[] = [];
-
-  for (const [key, target] of Object.entries(routes)) {
-    const name = `routes[${JSON.stringify(key)}]`;
-    const keyMatch = KEY_PATTERN.exec(key);
-    if (!keyMatch) {
-      throw new TypeError(
-        `kana-meter: option \`${name}\`: a route key must be 'METHOD /path' (e.g. 'POST /api/search' or 'ALL /api/*rest').`,
-      );
-    }
-    const method = (keyMatch[1] as string).toUpperCase();
-    const path = keyMatch[2] as string;
-    if (method !== '*' && method !== 'ALL' && !KNOWN_METHODS.has(method)) {
-      throw new TypeError(
-        `kana-meter: option \`${name}\`: unknown HTTP method "${keyMatch[1]}"; use GET, POST, ..., or ALL.`,
-      );
-    }
-    let regexp: RegExp;
-    try {
-      // Express 5's defaults: case-insensitive, an optional trailing slash.
-      ({ regexp } = pathToRegexp(path, { sensitive: false, trailing: true, end: true }));
-    } catch (error) {
-      throw new TypeError(
-        `kana-meter: option \`${name}\`: invalid Express 5 path "${path}" (${(error as Error).message}).`,
-      );
-    }
-    const feature =
-      typeof target === 'string' ? parseMeteredFeature(name, target, undefined, key) : parseTarget(name, target, key);
-    declared.push({ method: method === '*' ? 'ALL' : method, route: { regexp, feature } });
-  }
-
-  for (const { method, route } of declared) {
+  for (const { method, regexp, feature } of declared) {
+    const route: CompiledRoute = { regexp, feature };
     if (method === 'ALL') {
       anyMethod.push(route);
       for (const list of byMethod.values()) list.push(route);
@@ -87,19 +105,7 @@ export function compileRoutes(routes: unknown): RouteMatcher | undefined {
       list.push(route);
     }
   }
-
-  return function matchRoute(method, routedPath) {
-    // Express 4 lets a mount path take one more slash: '/api//search' reaches '/search' in a
-    // sub-app mounted at '/api'. Collapsed, such a path matches its key; a path that no router
-    // serves is at worst refused instead of answered 404, and never billed (not a 2xx).
-    const path = routedPath.includes('//') ? routedPath.replace(REPEATED_SLASHES, '/') : routedPath;
-    const candidates = byMethod.get(method) ?? anyMethod;
-    for (let i = 0; i < candidates.length; i++) {
-      const route = candidates[i] as CompiledRoute;
-      if (route.regexp.test(path)) return route.feature;
-    }
-    return undefined;
-  };
+  return { byMethod, anyMethod };
 }
 
 function parseTarget(name: string, target: unknown, key: string): MeteredFeature {
