@@ -27,3 +27,18 @@ export function parseLogger(value: unknown): KanaLogger {
   if (missing) throw optionError('logger', value, `a pino-compatible logger with ${LEVELS.join('/')} methods`);
   return value as KanaLogger;
 }
+
+/**
+ * Runs one log call and swallows what a throwing logger throws. For the places that log a failure
+ * on the host's request path: nothing may escape into the host there, and nowhere is left to report
+ * the logger's own failure. Build the log object inside `log`, so that reading the request for it
+ * (`where(req)`) is guarded too.
+ * @example logSafely(() => logger.error({ code: logCodes.gateFailed, err: error }, 'kana-meter: ...'));
+ */
+export function logSafely(log: () => void): void {
+  try {
+    log();
+  } catch {
+    // A logger that throws cannot be told.
+  }
+}
