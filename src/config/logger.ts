@@ -28,11 +28,17 @@ export function parseLogger(value: unknown): KanaLogger {
   return value as KanaLogger;
 }
 
-/** Logs where a throw must not escape (a Node emit, a promise's handler): a logger that throws cannot be told. */
-export function logSafely(logger: KanaLogger, level: 'error' | 'warn', object: object, message: string): void {
+/**
+ * Runs one log call and swallows what a throwing logger throws. For the places that log a failure
+ * on the host's request path: nothing may escape into the host there, and nowhere is left to report
+ * the logger's own failure. Build the log object inside `log`, so that reading the request for it
+ * (`where(req)`) is guarded too.
+ * @example logSafely(() => logger.error({ code: logCodes.gateFailed, err: error }, 'kana-meter: ...'));
+ */
+export function logSafely(log: () => void): void {
   try {
-    logger[level](object, message);
+    log();
   } catch {
-    // Nothing else to tell.
+    // A logger that throws cannot be told.
   }
 }

@@ -98,6 +98,13 @@ function id(fields: Fields, key: string, path: string): string {
   return value;
 }
 
+/** The entry's `id`, which neither an earlier entry of the seed nor the store may have. */
+function newId(fields: Fields, path: string, kind: string, exists: (id: string) => boolean): string {
+  const value = id(fields, 'id', path);
+  if (exists(value)) fail(`${path}.id`, `duplicates the ${kind} id ${show(value)}`);
+  return value;
+}
+
 function optionalString(fields: Fields, key: string, path: string): void {
   const value = fields[key];
   if (value !== undefined && typeof value !== 'string') fail(`${path}.${key}`, `must be a string, got ${show(value)}`);
@@ -136,23 +143,20 @@ function validateSeed(store: KanaStore, seed: unknown): EmulatorSeed {
   const root = record(seed, 'seed', ['users', 'features', 'packages', 'subscriptions', 'usage']);
 
   const userIds = new Set<string>();
+  const userExists = (userId: string) => userIds.has(userId) || store.hasUser(userId);
   list(root.users, 'users').forEach((value, i) => {
     const path = `users[${i}]`;
     const user = record(value, path, ['id', 'name', 'email', 'billingId', 'metadata']);
-    const userId = id(user, 'id', path);
-    if (userIds.has(userId) || store.hasUser(userId)) fail(`${path}.id`, `duplicates the user id ${show(userId)}`);
-    userIds.add(userId);
+    userIds.add(newId(user, path, 'user', userExists));
     for (const key of ['name', 'email', 'billingId']) optionalString(user, key, path);
   });
-  const userExists = (userId: string) => userIds.has(userId) || store.hasUser(userId);
 
   const featureTypes = new Map<string, FeatureType>();
+  const featureExists = (featureId: string) => featureTypes.has(featureId) || store.hasFeature(featureId);
   list(root.features, 'features').forEach((value, i) => {
     const path = `features[${i}]`;
     const feature = record(value, path, ['id', 'name', 'type', 'unitLabel', 'unitLabelPlural', 'metadata']);
-    const featureId = id(feature, 'id', path);
-    if (featureTypes.has(featureId) || store.hasFeature(featureId))
-      fail(`${path}.id`, `duplicates the feature id ${show(featureId)}`);
+    const featureId = newId(feature, path, 'feature', featureExists);
     featureTypes.set(featureId, oneOf(feature, 'type', path, FEATURE_TYPES, true)!);
     for (const key of ['name', 'unitLabel', 'unitLabelPlural']) optionalString(feature, key, path);
   });
@@ -160,12 +164,11 @@ function validateSeed(store: KanaStore, seed: unknown): EmulatorSeed {
     featureTypes.get(featureId) ?? (store.hasFeature(featureId) ? store.getFeature(featureId).type : undefined);
 
   const packageIds = new Set<string>();
+  const packageExists = (packageId: string) => packageIds.has(packageId) || store.hasPackage(packageId);
   list(root.packages, 'packages').forEach((value, i) => {
     const path = `packages[${i}]`;
     const pkg = record(value, path, ['id', 'name', 'isAddon', 'status', 'features', 'metadata']);
-    const packageId = id(pkg, 'id', path);
-    if (packageIds.has(packageId) || store.hasPackage(packageId))
-      fail(`${path}.id`, `duplicates the package id ${show(packageId)}`);
+    const packageId = newId(pkg, path, 'package', packageExists);
     packageIds.add(packageId);
     optionalString(pkg, 'name', path);
     optionalBoolean(pkg, 'isAddon', path);
@@ -193,7 +196,6 @@ function validateSeed(store: KanaStore, seed: unknown): EmulatorSeed {
       optionalBoolean(pf, 'overageEnabled', pfPath);
     });
   });
-  const packageExists = (packageId: string) => packageIds.has(packageId) || store.hasPackage(packageId);
 
   list(root.subscriptions, 'subscriptions').forEach((value, i) => {
     const path = `subscriptions[${i}]`;

@@ -186,11 +186,11 @@ export class IdempotentReplay {
 
   /** A bug after an await: logged like the gate's, never thrown into the host. */
   #stageFailed(error: unknown): void {
-    logSafely(
-      this.#options.logger,
-      'error',
-      { code: logCodes.gateFailed, err: error },
-      'kana-meter: unexpected error in the Idempotency-Key stage',
+    logSafely(() =>
+      this.#options.logger.error(
+        { code: logCodes.gateFailed, err: error },
+        'kana-meter: unexpected error in the Idempotency-Key stage',
+      ),
     );
   }
 }

@@ -236,11 +236,11 @@ export class UsageCapture {
     this.#options.counters.hookErrors++;
     if (this.#failureLogged) return;
     this.#failureLogged = true;
-    logSafely(
-      this.#options.config.logger,
-      'error',
-      { code: logCodes.captureFailed, err: error },
-      'kana-meter: unexpected error while capturing usage; that usage was not sent (logged once, counted in hookErrors)',
+    logSafely(() =>
+      this.#options.config.logger.error(
+        { code: logCodes.captureFailed, err: error },
+        'kana-meter: unexpected error while capturing usage; that usage was not sent (logged once, counted in hookErrors)',
+      ),
     );
   }
 }

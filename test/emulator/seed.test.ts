@@ -60,6 +60,26 @@ describe('seed validation', () => {
     ],
     ['a package without features', { packages: [{ id: 'p' }] }, 'packages[0].features is required'],
     ['a duplicate user id', { users: [{ id: 'u' }, { id: 'u' }] }, 'users[1].id duplicates the user id "u"'],
+    [
+      'a duplicate feature id',
+      {
+        features: [
+          { id: 'a', type: 'CONSUMABLE' },
+          { id: 'a', type: 'BINARY' },
+        ],
+      },
+      'features[1].id duplicates the feature id "a"',
+    ],
+    [
+      'a duplicate package id',
+      {
+        packages: [
+          { id: 'p', features: [] },
+          { id: 'p', features: [] },
+        ],
+      },
+      'packages[1].id duplicates the package id "p"',
+    ],
     ['an empty id', { users: [{ id: '' }] }, 'users[0].id must be a non-empty string'],
     ['a numeric id', { users: [{ id: 124 }] }, 'users[0].id must be a non-empty string, got 124'],
     ['a misspelt field', { users: [{ id: 'u', emial: 'x' }] }, 'users[0].emial is not a known field'],
@@ -102,6 +122,13 @@ describe('seed validation', () => {
     env.emulator.seed({ users: [{ id: 'u' }] });
     expect(() => env.emulator.seed({ users: [{ id: 'v' }, { id: 'u' }] })).toThrow(
       'users[1].id duplicates the user id "u"',
+    );
+    env.emulator.seed({ features: [{ id: 'a', type: 'CONSUMABLE' }], packages: [{ id: 'p', features: [] }] });
+    expect(() => env.emulator.seed({ features: [{ id: 'a', type: 'BINARY' }] })).toThrow(
+      'features[0].id duplicates the feature id "a"',
+    );
+    expect(() => env.emulator.seed({ packages: [{ id: 'p', features: [] }] })).toThrow(
+      'packages[0].id duplicates the package id "p"',
     );
   });
 

@@ -403,4 +403,34 @@ describe('onDenied(req, res, decision)', () => {
     expect(kana.stats()).toMatchObject({ hookErrors: 0, denied: 1 });
     expect(crashes).toEqual([]);
   });
+
+  it.each([
+    ['throws', () => misbehave('throw', 'onDenied')],
+    ['rejects', () => misbehave('reject', 'onDenied')],
+  ])(
+    'onDenied %s and the logger throws too: the default refusal is sent, counted, nothing escapes',
+    async (_how, onDenied) => {
+      const throwingLogger = {
+        error: () => {
+          throw new Error('log sink down');
+        },
+        warn() {},
+        info() {},
+        debug() {},
+      };
+      const { options } = meterOptions(env.emulator, {
+        enforce: true,
+        routes: { 'GET /api/calls': 'api-calls' },
+        logger: throwingLogger,
+        onDenied: onDenied as KanaMeterOptions['onDenied'],
+      });
+      const kana = env.trackTest(kanaMeter(options));
+      const app = meteredApp(createExpress, kana, (app) => app.get('/api/calls', (_req, res) => res.json({})));
+      const response = await request(app).get('/api/calls').set('x-user', 'spent').timeout(CLIENT_TIMEOUT_MS);
+      await sleep(20);
+      expect(response.status).toBe(429);
+      expect(kana.stats()).toMatchObject({ hookErrors: 1, denied: 1 });
+      expect(crashes).toEqual([]);
+    },
+  );
 });
