@@ -406,9 +406,23 @@ export class Leases {
     }
   }
 
-  /** Reports totals, renews leases in use, gives idle blocks back; at most one call per key in flight. */
+  /** Every SETTLE_INTERVAL_MS while some entry has a lease or totals to report: one timer, restarted once the tick is done. */
   #tick(): void {
-    this.#timer = undefined;
+    try {
+      this.#reportDue();
+    } finally {
+      // Cleared only now: a store that answers at once activates entries during the tick, and a
+      // timer started by each of those would run beside this one, one more every interval.
+      this.#timer = undefined;
+      if (this.#active.size > 0 && !this.#closed) {
+        this.#timer = setTimeout(() => this.#tick(), SETTLE_INTERVAL_MS);
+        this.#timer.unref();
+      }
+    }
+  }
+
+  /** Reports totals, renews leases in use, gives idle blocks back; at most one call per key in flight. */
+  #reportDue(): void {
     const now = this.#clock();
     // While the store is unreachable, one call per tick finds out whether it is back; the rest wait.
     let calls = this.#store.available ? Number.POSITIVE_INFINITY : 1;
@@ -431,10 +445,6 @@ export class Leases {
         calls--;
         this.#settle(entry, mode);
       }
-    }
-    if (this.#active.size > 0 && !this.#closed) {
-      this.#timer = setTimeout(() => this.#tick(), SETTLE_INTERVAL_MS);
-      this.#timer.unref();
     }
   }
 

@@ -2,7 +2,8 @@
 // MemoryStore keeps a ledger only for the keys the cache holds.
 
 import request from 'supertest';
-import { beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
+import { SETTLE_INTERVAL_MS } from '../../src/enforcement/leases.js';
 import { kanaMeter, MemoryStore } from '../../src/index.js';
 import { RedisStore } from '../../src/stores/redis-store.js';
 import { expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
@@ -75,5 +76,46 @@ describe('the default MemoryStore', () => {
     expect(kana.stats().entitlements).toBe(3);
     expect(store.size).toBe(3);
     expect(kana.stats()).toMatchObject({ storeAvailable: true, storeCommands: 0, storeFallbacks: 0, storeLeases: 3 });
+  });
+});
+
+describe('the report interval', () => {
+  const env = useEmulator();
+  beforeEach(() => {
+    env.emulator.reset();
+    env.emulator.seed({
+      users: [{ id: 'u1' }],
+      features: [{ id: 'api-calls', type: 'CONSUMABLE' }],
+      packages: [{ id: 'p', features: [{ id: 'api-calls', limit: 1_000_000 }] }],
+      subscriptions: [{ userId: 'u1', packageId: 'p' }],
+    });
+  });
+
+  it('runs one report timer, however long the key stays busy', async () => {
+    // An in-process store answers at once: a report made by a tick used to start a second timer
+    // beside the tick's own, so there was one more timer after every interval, all of them ticking.
+    const timers: number[] = [];
+    const setTimer = globalThis.setTimeout;
+    const spy = vi.spyOn(globalThis, 'setTimeout').mockImplementation(((callback: () => void, ms?: number) => {
+      if (ms === SETTLE_INTERVAL_MS) timers.push(Date.now());
+      return setTimer(callback, ms);
+    }) as typeof setTimeout);
+    try {
+      const { options } = meterOptions(env.emulator, {
+        routes: { 'GET /calls': 'api-calls' },
+        enforce: true,
+        store: new MemoryStore(),
+      });
+      const kana = env.trackTest(kanaMeter(options));
+      const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/calls', (_req, res) => res.json({})));
+      const started = Date.now();
+      while (Date.now() - started < 2_000) await request(app).get('/calls').set('x-user', 'u1').expect(200);
+      const lastSecond = timers.filter((at) => at > Date.now() - 1_000).length;
+      // One tick per SETTLE_INTERVAL_MS: about 10 a second (the bug: 10 more every second).
+      expect(lastSecond).toBeGreaterThan(3);
+      expect(lastSecond).toBeLessThanOrEqual(15);
+    } finally {
+      spy.mockRestore();
+    }
   });
 });
