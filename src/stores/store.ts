@@ -118,8 +118,8 @@ export interface LeaseState {
    * (`remaining` is at least `need` then: ask again once some are spent or given back).
    * `allow` / `not-in-plan`: the answer has no allowance to lease (unlimited, overage, BINARY, or
    * not in the plan). `check`: the store has no answer as recent as the request's (ask Kana).
-   * `reported`: the reply to `report` (a store written to the interface before 0.x may still say
-   * `settled`, read the same).
+   * `reported`: the reply to `report` (a store written before it was renamed from `settle` may say
+   * `settled`: read the same).
    */
   readonly status: 'granted' | 'limit' | 'allow' | 'not-in-plan' | 'check' | 'reported';
   /** The store's record of the instance's grants (running total); lower than the instance's own if the store lost its state. */

@@ -72,6 +72,15 @@ describe('the store method report', () => {
     return statuses;
   }
 
+  it('is required of a store (or settle, its old name): the error names report', () => {
+    const { report: _report, ...withoutReport } = newNameStore();
+    const base = { apiKey: 'prv_test_abc123', userId: () => 'u1' };
+    expect(() => kanaMeter({ ...base, store: withoutReport as never })).toThrow(
+      /option `store` must be a store .*bind, reserve, report, beginCheck, storeAnswer, idempotencyWindow and stats methods/,
+    );
+    expect(() => kanaMeter({ ...base, store: { ...withoutReport, settle: () => {} } as never })).not.toThrow();
+  });
+
   it('is what kanaMeter calls on a store that defines it (and no settle)', async () => {
     const store = newNameStore();
     const statuses = await run(store);
