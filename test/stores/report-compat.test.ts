@@ -3,6 +3,7 @@
 
 import request from 'supertest';
 import { beforeEach, describe, expect, it } from 'vitest';
+import { logCodes } from '../../src/config/errors.js';
 import { createCounters } from '../../src/config/stats.js';
 import { Entitlement } from '../../src/enforcement/entitlements.js';
 import { KeyLedger } from '../../src/enforcement/key-ledger.js';
@@ -60,15 +61,20 @@ describe('the store method report', () => {
     });
   });
 
-  /** 8 requests for an allowance of 5, then close(): the statuses, after the totals were reported. */
+  /** 8 requests for an allowance of 5, then close(): the statuses, after the totals were reported; no store call failed. */
   async function run(store: KanaMeterStore): Promise<number[]> {
-    const { options } = meterOptions(env.emulator, { routes: { 'GET /calls': 'api-calls' }, enforce: true, store });
+    const { options, sink } = meterOptions(env.emulator, {
+      routes: { 'GET /calls': 'api-calls' },
+      enforce: true,
+      store,
+    });
     const kana = env.trackTest(kanaMeter(options));
     const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/calls', (_req, res) => res.json({})));
     const statuses: number[] = [];
     for (let i = 0; i < 8; i++) statuses.push((await request(app).get('/calls').set('x-user', 'u1')).status);
     await new Promise((resolve) => setTimeout(resolve, 250)); // a report interval or two
     await kana.close();
+    expect(sink.withCode(logCodes.storeCommandFailed)).toEqual([]);
     return statuses;
   }
 
