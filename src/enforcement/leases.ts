@@ -12,6 +12,7 @@ import {
   type LedgerTotals,
   type ReportRequest,
   type StoredAnswer,
+  type StoreKey,
   UNCONFIRMED_REPORT_MS,
 } from '../stores/store.js';
 import { type Entitlement, verdict } from './entitlements.js';
@@ -467,7 +468,7 @@ function leasable(entry: Entitlement): boolean {
 
 /** A store written to the interface before `report` was named so. */
 interface LegacyStore {
-  settle(key: Entitlement, request: ReportRequest): LeaseState | Promise<LeaseState>;
+  settle(key: StoreKey, request: ReportRequest): LeaseState | Promise<LeaseState>;
 }
 
 /** The old name of the reply to a report, `settled`, read as `reported`. */
