@@ -58,6 +58,7 @@ export type {
   LeaseState,
   LedgerTotals,
   Promisable,
+  ReportRequest,
   ReserveRequest,
   SettleRequest,
   StoreContext,

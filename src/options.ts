@@ -538,15 +538,21 @@ function parseUserId(userId: KanaMeterOptions['userId']): KanaMeterOptions['user
   return userId;
 }
 
-const STORE_METHODS = ['bind', 'reserve', 'settle', 'beginCheck', 'storeAnswer', 'idempotencyWindow', 'stats'] as const;
+const STORE_METHODS = ['bind', 'reserve', 'beginCheck', 'storeAnswer', 'idempotencyWindow', 'stats'] as const;
 
 function parseStore(value: unknown): KanaMeterStore | undefined {
   if (value === undefined) return undefined;
-  if (!hasMethods(value, STORE_METHODS) || typeof (value as { available?: unknown }).available !== 'boolean') {
+  // `report`, or `settle` in a store written to the interface before it was renamed (kanaMeter calls that).
+  const reports = hasMethods(value, ['report']) || hasMethods(value, ['settle']);
+  if (
+    !reports ||
+    !hasMethods(value, STORE_METHODS) ||
+    typeof (value as { available?: unknown }).available !== 'boolean'
+  ) {
     throw optionError(
       'store',
       value,
-      "a store such as new RedisStore({ sendCommand }) from 'kana-meter/redis' (or new MemoryStore(), the default): an object with `available` and bind, reserve, settle, beginCheck, storeAnswer, idempotencyWindow and stats methods",
+      "a store such as new RedisStore({ sendCommand }) from 'kana-meter/redis' (or new MemoryStore(), the default): an object with `available` and bind, reserve, report, beginCheck, storeAnswer, idempotencyWindow and stats methods",
     );
   }
   return value as KanaMeterStore;

@@ -40,8 +40,8 @@ export interface DeliveryInternals {
   spoolCompactBytes?: number;
 }
 
-/** Units of one (user, feature) the queue no longer waits for. */
-export type UsageSettledListener = (userId: string, featureId: string, delta: number) => void;
+/** Units of one (user, feature) the queue no longer waits for: confirmed, for the ledger. */
+export type UsageConfirmedListener = (userId: string, featureId: string, delta: number) => void;
 
 export interface CloseOptions {
   /**
@@ -91,8 +91,8 @@ export class DeliveryQueue {
   #giveUp: (() => void) | undefined;
   /** Aborts calls and retry waits when close() reaches its deadline. */
   readonly #shutdown = new AbortController();
-  /** Told of usage the queue stops waiting for (see onUsageSettled). */
-  #usageSettled: UsageSettledListener | undefined;
+  /** Told of usage the queue stops waiting for (see onUsageConfirmed). */
+  #usageConfirmed: UsageConfirmedListener | undefined;
   /** Told what became of usage (see onOutcome); undefined without an audit trail. */
   #outcome: DeliveryOutcomeListener | undefined;
   /** Delivery calls started so far: each outcome names the call that carried it. */
@@ -250,10 +250,10 @@ export class DeliveryQueue {
    * Registers the one listener told of usage this queue no longer waits for, per (user, feature):
    * delivered (Kana counts it now), failed for good, dropped, or left undelivered at close() (Kana
    * never will). kanaMeter's store counts it as confirmed: it leaves the fleet's unconfirmed count.
-   * Usage kept in the spool is not settled: another run sends it.
+   * Usage kept in the spool is not confirmed: another run sends it.
    */
-  onUsageSettled(listener: UsageSettledListener): void {
-    this.#usageSettled = listener;
+  onUsageConfirmed(listener: UsageConfirmedListener): void {
+    this.#usageConfirmed = listener;
   }
 
   /** Registers the one listener told what became of each batch: delivered by which call, failed for good, or spooled. */
@@ -271,9 +271,9 @@ export class DeliveryQueue {
     this.#tracing = telemetry.tracing;
   }
 
-  /** Tells the onUsageSettled listener: delivered, failed for good, dropped, or undelivered at close(). */
+  /** Tells the onUsageConfirmed listener: delivered, failed for good, dropped, or undelivered at close(). */
   #stopWaitingFor(usage: { userId: string; featureId: string; delta: number }): void {
-    this.#usageSettled?.(usage.userId, usage.featureId, usage.delta);
+    this.#usageConfirmed?.(usage.userId, usage.featureId, usage.delta);
   }
 
   /** Units captured for this (user, feature) that Kana has not confirmed yet: waiting or in flight. */

@@ -33,7 +33,7 @@ export interface EnforcementOptions {
   client: KanaClient;
   store: KanaMeterStore;
   counters: Record<Counter, number>;
-  /** Usage not yet delivered counts against the allowance; usage it settles leaves the fleet's count. */
+  /** Usage not yet delivered counts against the allowance; usage it confirms leaves the fleet's count. */
   queue: DeliveryQueue;
   observeKanaCall: ObserveKanaCall | undefined;
   /** Traces check calls. @default none */
@@ -97,7 +97,7 @@ export function createEnforcement({
     onEvict: (entry) => leases.retire(entry),
   });
   // Usage Kana confirmed (or never will) leaves the fleet's unconfirmed count.
-  queue.onUsageSettled((userId, featureId, delta) => leases.changed(entitlements.confirm(userId, featureId, delta)));
+  queue.onUsageConfirmed((userId, featureId, delta) => leases.changed(entitlements.confirm(userId, featureId, delta)));
   const lookup = new EntitlementLookup(entitlements, breaker);
   // This process's own store (the default): nobody else reads it, and the queue's undelivered usage is
   // added to each check already, so usage of a key never checked needs no entry of its own.
@@ -152,7 +152,7 @@ export function createEnforcement({
     /** A hold ended: its units come back (what it used comes back as captured usage, in the same tick). */
     unhold(entry: Entitlement | undefined, held: number): void {
       if (entry === undefined || held === 0) return;
-      entry.held -= held;
+      entry.ledger.releaseHeld(held);
       leases.changed(entry);
     },
 
@@ -165,7 +165,7 @@ export function createEnforcement({
       breaker.stop();
     },
 
-    /** Last at close(), once the queue has settled what it could: every block goes back to the store. */
+    /** Last at close(), once the queue has delivered what it could: every block goes back to the store. */
     close(): Promise<void> {
       return leases.close();
     },

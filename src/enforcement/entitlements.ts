@@ -40,8 +40,6 @@ export class Entitlement {
   staleUntil = 0;
   /** Units this process captured that Kana's `used` does not include. */
   local = 0;
-  /** Units of allowed requests that have not ended yet. */
-  held = 0;
   /** The Kana call in flight, shared by every request that misses meanwhile. */
   loading: Promise<Entitlement> | undefined = undefined;
   /** Undelivered units when the call in flight started, and units captured since. */
@@ -64,9 +62,14 @@ export class Entitlement {
     this.ledger = ledger ?? new KeyLedger('', 0);
   }
 
+  /** Units of allowed requests (and holds) that have not ended yet: the ledger's, which alone changes them. */
+  get held(): number {
+    return this.ledger.held;
+  }
+
   /** Units used as far as this process knows, before the request being decided. */
   effectiveUsed(): number {
-    return this.used + this.local + this.held;
+    return this.used + this.local + this.ledger.held;
   }
 }
 
@@ -161,7 +164,12 @@ export class EntitlementCache {
       (error: unknown) => {
         target.loading = undefined;
         // Kept while its ledger has usage the store was told of: its confirmations must reach the store too.
-        if (!target.loaded && target.held === 0 && target.ledger.spent === 0 && this.#entries.get(key) === target) {
+        if (
+          !target.loaded &&
+          target.ledger.held === 0 &&
+          target.ledger.spent === 0 &&
+          this.#entries.get(key) === target
+        ) {
           this.#entries.delete(key);
         }
         throw error;
@@ -190,7 +198,7 @@ export class EntitlementCache {
     }
     entry.local += delta;
     entry.sinceFetch += delta;
-    entry.ledger.spent += delta;
+    entry.ledger.spend(delta);
     return entry;
   }
 
@@ -200,7 +208,7 @@ export class EntitlementCache {
     const entry = this.#entries.get(entryKey(userId, featureId));
     if (entry === undefined) return undefined;
     // Never more than was counted: usage captured before the entry began is in its `spent` only if still waiting then.
-    entry.ledger.confirmed = Math.min(entry.ledger.spent, entry.ledger.confirmed + delta);
+    entry.ledger.confirm(delta);
     return entry;
   }
 
@@ -242,13 +250,13 @@ export class EntitlementCache {
     for (const [key, entry] of this.#entries) {
       victim ??= key;
       // Idle: nothing held, no call in flight, no lease (its units would go back to the store early).
-      if (entry.held === 0 && entry.loading === undefined && !entry.ledger.leased && !entry.ledger.busy) {
+      if (entry.ledger.held === 0 && entry.loading === undefined && !entry.ledger.leased && !entry.ledger.busy) {
         victim = key;
         break;
       }
       if (++scanned >= EVICTION_SCAN) break;
     }
-    // An entry evicted while busy still settles its waiting requests and holds; a new one starts clean.
+    // An entry evicted while busy still decides its waiting requests and ends its holds; a new one starts clean.
     if (victim === undefined) return;
     const evicted = this.#entries.get(victim) as Entitlement;
     this.#entries.delete(victim);

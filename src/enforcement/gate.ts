@@ -249,7 +249,7 @@ export function createGate({
   ): void {
     if (usage.ended || isDecided(next)) {
       // It ended (or the deadline decided it) while the store was asked: its units go back at once.
-      entry.held -= taken.held;
+      entry.ledger.releaseHeld(taken.held);
       return;
     }
     if (source === 'stale') counters.staleHits++;
@@ -500,7 +500,7 @@ export function releaseHolds(usage: RequestUsage): void {
   let hold = usage.holds;
   usage.holds = undefined;
   while (hold !== undefined) {
-    hold.entitlement.held -= hold.delta;
+    hold.entitlement.ledger.releaseHeld(hold.delta);
     hold = hold.next;
   }
 }

@@ -10,16 +10,17 @@ import {
   type KanaMeterStore,
   type LeaseState,
   type LedgerTotals,
-  type SettleRequest,
+  type ReportRequest,
   type StoredAnswer,
+  type StoreKey,
   UNCONFIRMED_REPORT_MS,
 } from '../stores/store.js';
 import { type Entitlement, verdict } from './entitlements.js';
-import type { KeyLedger, Taken, Taker } from './key-ledger.js';
-import { FleetSize, fitsShare, outageBase } from './outage-share.js';
+import type { Taken, Taker } from './key-ledger.js';
+import { FleetSize, fitsShare } from './outage-share.js';
 
 /** How often totals are reported and leases renewed, at most, per key (and whether a block went idle). */
-export const SETTLE_INTERVAL_MS = 100;
+export const REPORT_INTERVAL_MS = 100;
 /** A block not touched for this long, with nothing held, goes back to the store for the others. */
 export const IDLE_MS = 1000;
 /** Longest a request waits for units of this instance's block to come free once it has `maxBlock` reserved; then refused. */
@@ -51,7 +52,7 @@ export class Leases {
   readonly #options: LeasesOptions;
   readonly #store: KanaMeterStore;
   readonly #clock: () => number;
-  /** Entries with a lease or unreported totals: the settle timer visits them. */
+  /** Entries with a lease or unreported totals: visited each report interval. */
   readonly #active = new Set<Entitlement>();
   #ledgers = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -61,11 +62,15 @@ export class Leases {
   #probing = false;
   /** The most instances seen sharing a key lately: the share of a key the store never answered about, while it cannot. */
   readonly #fleet = new FleetSize();
+  /** A store written to the interface before `report` was named so: its `settle` method reports. */
+  readonly #legacySettle: boolean;
 
   constructor(options: LeasesOptions) {
     this.#options = options;
     this.#store = options.store;
     this.#clock = options.clock ?? (() => performance.now());
+    // Our stores define no `settle`: one present is a custom store's (or a subclass's) implementation of the old name.
+    this.#legacySettle = typeof (options.store as { settle?: unknown }).settle === 'function';
   }
 
   /** A new ledger id: this instance, and a new record for each entry (an evicted key comes back as a new one). */
@@ -81,13 +86,13 @@ export class Leases {
     const quick = this.#takeNow(entry, delta, hold);
     if (quick !== undefined) return quick;
     const ledger = entry.ledger;
-    const taker: Taker = { delta, hold, taken: undefined, settle: undefined };
-    if (ledger.busy) ledger.waiting.push(taker);
+    const taker: Taker = { delta, hold, taken: undefined, resume: undefined };
+    if (ledger.busy) ledger.queue(taker);
     else this.#reserve(entry, [taker]);
     // An in-process store has answered already.
     if (taker.taken !== undefined) return taker.taken;
     return new Promise((resolve) => {
-      taker.settle = resolve;
+      taker.resume = resolve;
     });
   }
 
@@ -96,12 +101,11 @@ export class Leases {
     if (!leasable(entry)) return unleased(entry, delta, hold);
     const ledger = entry.ledger;
     const now = this.#clock();
-    const available = availableIn(entry);
-    if (available >= delta && ledger.blockEpoch === entry.epoch && now < ledger.blockUntil) {
-      const used = usedBefore(entry, available);
-      ledger.lastTakeAt = now;
-      if (hold) entry.held += delta;
-      if (available - delta < ledger.lastGrant / 2 && this.#refillable(ledger)) this.#refill(entry);
+    const available = ledger.available();
+    if (available >= delta && ledger.blockUsable(entry.epoch, now)) {
+      const used = ledger.usedBefore(entry.budget as number, available);
+      ledger.take(delta, hold, now);
+      if (available - delta < ledger.lastGrant / 2 && ledger.refillable()) this.#refill(entry);
       return { outcome: 'allowed', used, held: hold ? delta : 0 };
     }
     if (this.#closed) return this.#decideHere(entry, delta, hold);
@@ -117,7 +121,7 @@ export class Leases {
   }
 
   /**
-   * Units were spent or confirmed on this entry: report them soon (the settle timer). At once when
+   * Units were spent or confirmed on this entry: report them soon (the report interval). At once when
    * the spending went past this instance's block (record(), a delta computed after the response):
    * the other instances must see those units before they reserve; and at the very end of an
    * allowance (blocks of one unit), so that an instance dying then leaves no spent unit unreported.
@@ -126,9 +130,9 @@ export class Leases {
     if (entry === undefined || entry.ledger.retired) return;
     const ledger = entry.ledger;
     // Units may have come free (a hold ended, held units spent): requests waiting on maxBlock try again.
-    if (ledger.capped.length > 0 && !ledger.busy) this.#retryCapped(entry);
+    if (ledger.hasCapped && !ledger.busy) this.#retryCapped(entry);
     // Usage before any answer (record() in a worker, a route metered and not enforced): reported within
-    // a settle interval all the same, so that every instance counts it before it reserves.
+    // a report interval all the same, so that every instance counts it before it reserves.
     if (!entry.loaded) {
       this.#activate(entry);
       return;
@@ -136,8 +140,8 @@ export class Leases {
     // No allowance to lease (unlimited, overage, BINARY): nothing to report; the totals go with
     // the first reservation if the plan becomes limited.
     if (!leasable(entry)) return;
-    const urgent = availableIn(entry) < 0 || (ledger.lastGrant === 1 && ledger.leased);
-    if (urgent && !ledger.busy && !this.#closed && this.#store.available) this.#settle(entry, 'keep');
+    const urgent = ledger.available() < 0 || (ledger.lastGrant === 1 && ledger.leased);
+    if (urgent && !ledger.busy && !this.#closed && this.#store.available) this.#report(entry, 'keep');
     else this.#activate(entry);
   }
 
@@ -146,11 +150,11 @@ export class Leases {
    * an in-process store drops the key's ledger with it, so it stays as bounded as the cache).
    */
   retire(entry: Entitlement): void {
-    entry.ledger.retired = true;
+    entry.ledger.retire();
     this.#active.delete(entry);
     this.#decideCapped(entry);
     whenAnswered(
-      () => this.#store.settle(entry, this.#settleRequest(entry, 'forget', 0)),
+      () => this.#callReport(entry, this.#reportRequest(entry, 'forget', 0)),
       () => {},
       () => {},
     );
@@ -163,7 +167,7 @@ export class Leases {
     for (const entry of this.#active) {
       if (!entry.ledger.leased) continue;
       storeLeases++;
-      storeLeasedUnits += Math.max(0, entry.ledger.granted - entry.ledger.returned - entry.ledger.spent);
+      storeLeasedUnits += entry.ledger.reservedUnspent();
     }
     return { storeLeases, storeLeasedUnits };
   }
@@ -178,7 +182,7 @@ export class Leases {
       (entry) =>
         new Promise<void>((resolve) => {
           whenAnswered(
-            () => this.#store.settle(entry, this.#settleRequest(entry, 'release', 0)),
+            () => this.#callReport(entry, this.#reportRequest(entry, 'release', 0)),
             (state) => {
               this.#adopt(entry, state, 0, entry.ledger.totals(0));
               resolve();
@@ -206,26 +210,24 @@ export class Leases {
     }
     // Units of the block that can no longer be spent (another answer, its lease ended), or too few for
     // these requests, go back with this call: counted in what remains, they can be granted again.
-    const spare = availableIn(entry);
-    const current = ledger.blockEpoch === entry.epoch && this.#clock() < ledger.blockUntil;
-    if (spare > 0 && (!current || (takers.length > 0 && spare < need))) ledger.returned += spare;
-    const totals = ledger.totals(entry.held);
+    const spare = ledger.available();
+    const current = ledger.blockUsable(entry.epoch, this.#clock());
+    if (spare > 0 && (!current || (takers.length > 0 && spare < need))) ledger.giveBack(spare);
+    const totals = ledger.totals();
     const sentAt = this.#clock();
-    ledger.busy = true;
+    ledger.beginCall();
     const { lastEpoch } = ledger;
     whenAnswered(
       () => this.#store.reserve(entry, { instance: ledger.id, totals, epoch: entry.epoch, want, need, lastEpoch }),
       (state, immediate) => {
-        ledger.immediate = immediate;
-        ledger.busy = false;
+        ledger.callAnswered(immediate, totals);
         this.#probing = false;
-        ledger.acknowledged(totals);
         this.#adopt(entry, state, sentAt, totals);
         this.#serve(entry, takers, state);
         this.#next(entry);
       },
       (error) => {
-        ledger.busy = false;
+        ledger.callFailed();
         this.#probing = false;
         this.#failed(error);
         for (const taker of takers) {
@@ -266,22 +268,21 @@ export class Leases {
     const now = this.#clock();
     taker.cappedAt ??= now;
     if (now - taker.cappedAt >= CAP_WAIT_MS) return false;
-    entry.ledger.capped.push(taker);
+    entry.ledger.cap(taker);
     this.#activate(entry);
     return true;
   }
 
   /** Requests waiting on maxBlock when the store will not be asked for this entry again: decided here. */
   #decideCapped(entry: Entitlement): void {
-    for (const taker of entry.ledger.capped.splice(0)) {
+    for (const taker of entry.ledger.takeCapped()) {
       this.#decide(taker, this.#decideHere(entry, taker.delta, taker.hold));
     }
   }
 
   /** Requests waiting on maxBlock: from the block if they fit now, else one more reservation. */
   #retryCapped(entry: Entitlement): void {
-    const ledger = entry.ledger;
-    ledger.waiting.push(...ledger.capped.splice(0));
+    entry.ledger.retryCapped();
     this.#next(entry);
   }
 
@@ -290,7 +291,7 @@ export class Leases {
     for (const taker of takers) taker.rechecked = true;
     entry.expiresAt = 0;
     const again = () => {
-      entry.ledger.waiting.push(...takers);
+      entry.ledger.requeue(takers);
       this.#next(entry);
     };
     (this.#options.recheck as (entry: Entitlement) => Promise<unknown>)(entry).then(again, () => {
@@ -301,21 +302,19 @@ export class Leases {
 
   /** After a reservation: units from the block if it has them, else refused (the store had too few left). */
   #fromBlock(entry: Entitlement, delta: number, hold: boolean): Taken {
-    const available = availableIn(entry);
-    const used = usedBefore(entry, available);
-    if (available < delta || entry.ledger.blockEpoch !== entry.epoch)
-      return { outcome: 'limit-reached', used, held: 0 };
-    entry.ledger.lastTakeAt = this.#clock();
-    if (hold) entry.held += delta;
+    const ledger = entry.ledger;
+    const available = ledger.available();
+    const used = ledger.usedBefore(entry.budget as number, available);
+    if (available < delta || ledger.blockOutdated(entry.epoch)) return { outcome: 'limit-reached', used, held: 0 };
+    ledger.take(delta, hold, this.#clock());
     return { outcome: 'allowed', used, held: hold ? delta : 0 };
   }
 
   /** Requests that arrived while a call was in flight: from the block if they fit now, else the next reservation. */
   #next(entry: Entitlement): void {
     const ledger = entry.ledger;
-    if (ledger.busy || ledger.waiting.length === 0) return;
-    const waiting = ledger.waiting;
-    ledger.waiting = [];
+    if (ledger.busy || !ledger.hasWaiting) return;
+    const waiting = ledger.takeWaiting();
     const left: Taker[] = [];
     for (const taker of waiting) {
       // While the store cannot answer, every waiter is decided here now, not after the probe one of them starts.
@@ -324,7 +323,7 @@ export class Leases {
       else this.#decide(taker, taken);
     }
     if (left.length === 0) return;
-    if (ledger.busy) ledger.waiting.push(...left);
+    if (ledger.busy) ledger.requeue(left);
     else this.#reserve(entry, left);
   }
 
@@ -333,7 +332,7 @@ export class Leases {
     this.#options.counters.storeFallbacks++;
     const outcome = verdict(entry, delta);
     const used = entry.effectiveUsed();
-    if (outcome === 'allowed' && hold) entry.held += delta;
+    if (outcome === 'allowed' && hold) entry.ledger.hold(delta);
     return { outcome, used, held: outcome === 'allowed' && hold ? delta : 0 };
   }
 
@@ -351,46 +350,22 @@ export class Leases {
 
   #decide(taker: Taker, taken: Taken): void {
     taker.taken = taken;
-    taker.settle?.(taken);
+    taker.resume?.(taken);
   }
 
-  /** What the store said: its record of our grants (it may have lost them: then its word counts), our lease, a newer answer. */
+  /** What the store said: a newer answer another instance stored, then the ledger's part (KeyLedger.adopt). */
   #adopt(entry: Entitlement, state: LeaseState, sentAt: number, sent: LedgerTotals): void {
-    const ledger = entry.ledger;
     // A newer answer another instance stored; not an expired one over an answer this instance got alone (epoch 0).
     const { answer } = state;
     if (answer !== undefined && answer.epoch > entry.epoch && (entry.epoch > 0 || answer.ttlMs > 0)) {
       this.#options.adoptAnswer(entry, answer);
     }
-    const before = ledger.granted - ledger.returned;
-    ledger.reportedAt = this.#clock();
-    ledger.granted = state.granted;
-    ledger.returned = Math.max(ledger.returned, state.returned);
-    ledger.remoteLeft = state.remaining;
-    ledger.claimAtReply = Math.max(state.granted - state.returned, sent.spent + sent.held);
-    ledger.outage = outageBase(entry, state, ledger.claimAtReply, ledger.outage);
+    const ledger = entry.ledger;
+    const active = ledger.adopt(entry, state, sentAt, sent, this.#clock());
     if (ledger.outage !== undefined) this.#fleet.seen(ledger.outage.instances, this.#clock());
-    ledger.leased = state.leaseMs > 0;
-    ledger.blockUntil = ledger.leased ? sentAt + state.leaseMs : 0;
-    if (ledger.leased) ledger.leaseMs = state.leaseMs;
-    if (state.status === 'granted') {
-      ledger.blockEpoch = entry.epoch;
-      ledger.lastEpoch = Math.max(ledger.lastEpoch, entry.epoch);
-      ledger.lastGrant = Math.max(1, ledger.granted - ledger.returned - before);
-    } else if (state.status === 'check') {
-      // The store has no answer this recent (it lost it): ask again on the next request.
-      entry.expiresAt = 0;
-    }
-    if (ledger.leased || ledger.dirty) this.#activate(entry);
-  }
-
-  /**
-   * Whether to reserve the next block before this one runs out: only far from the end of the
-   * allowance (near it, units sitting in one instance's next block would refuse the others early),
-   * and only for a store across the network (an in-process one answers at once anyway).
-   */
-  #refillable(ledger: KeyLedger): boolean {
-    return !ledger.immediate && ledger.lastGrant > 1 && ledger.remoteLeft >= 2 * ledger.lastGrant;
+    // The store has no answer this recent (it lost it): ask again on the next request.
+    if (state.status === 'check') entry.expiresAt = 0;
+    if (active) this.#activate(entry);
   }
 
   /** Ahead of time, while the block runs low: the next block arrives before it is needed. */
@@ -401,12 +376,12 @@ export class Leases {
   #activate(entry: Entitlement): void {
     this.#active.add(entry);
     if (this.#timer === undefined && !this.#closed) {
-      this.#timer = setTimeout(() => this.#tick(), SETTLE_INTERVAL_MS);
+      this.#timer = setTimeout(() => this.#tick(), REPORT_INTERVAL_MS);
       this.#timer.unref();
     }
   }
 
-  /** Every SETTLE_INTERVAL_MS while some entry has a lease or totals to report: one timer, restarted once the tick is done. */
+  /** Every REPORT_INTERVAL_MS while some entry has a lease or totals to report: one timer, restarted once the tick is done. */
   #tick(): void {
     try {
       this.#reportDue();
@@ -415,7 +390,7 @@ export class Leases {
       // timer started by each of those would run beside this one, one more every interval.
       this.#timer = undefined;
       if (this.#active.size > 0 && !this.#closed) {
-        this.#timer = setTimeout(() => this.#tick(), SETTLE_INTERVAL_MS);
+        this.#timer = setTimeout(() => this.#tick(), REPORT_INTERVAL_MS);
         this.#timer.unref();
       }
     }
@@ -429,52 +404,58 @@ export class Leases {
     for (const entry of this.#active) {
       const ledger = entry.ledger;
       if (ledger.busy) continue;
-      if (ledger.capped.length > 0) {
+      if (ledger.hasCapped) {
         this.#retryCapped(entry);
         if (ledger.busy) continue;
       }
-      const idle = entry.held === 0 && now - ledger.lastTakeAt >= IDLE_MS;
+      const idle = ledger.held === 0 && now - ledger.lastTakeAt >= IDLE_MS;
       const renew = ledger.leased && ledger.blockUntil - now < ledger.leaseMs / 2;
       // Usage Kana has not confirmed is reported again now and then: a store that lost it learns it again.
       const unconfirmed = ledger.spent > ledger.confirmed && (!entry.loaded || leasable(entry));
       const remind = unconfirmed && now - ledger.reportedAt >= UNCONFIRMED_REPORT_MS;
       const mode = ledger.leased && idle ? 'release' : ledger.dirty || renew || remind ? 'keep' : undefined;
       if (mode === undefined) {
-        if (!ledger.leased && !unconfirmed && ledger.capped.length === 0) this.#active.delete(entry);
+        if (!ledger.leased && !unconfirmed && !ledger.hasCapped) this.#active.delete(entry);
       } else if (calls > 0) {
         calls--;
-        this.#settle(entry, mode);
+        this.#report(entry, mode);
       }
     }
   }
 
-  #settle(entry: Entitlement, mode: SettleRequest['mode']): void {
+  /** Reports the entry's totals to the store, and keeps, gives back (`release`) or forgets its lease. */
+  #report(entry: Entitlement, mode: ReportRequest['mode']): void {
     const ledger = entry.ledger;
-    const request = this.#settleRequest(entry, mode, entry.held);
+    const request = this.#reportRequest(entry, mode, ledger.held);
     const sentAt = this.#clock();
-    ledger.busy = true;
+    ledger.beginCall();
     whenAnswered(
-      () => this.#store.settle(entry, request),
+      () => this.#callReport(entry, request),
       (state, immediate) => {
-        ledger.immediate = immediate;
-        ledger.busy = false;
-        ledger.acknowledged(request.totals);
+        ledger.callAnswered(immediate, request.totals);
         this.#adopt(entry, state, sentAt, request.totals);
         this.#next(entry);
       },
       (error) => {
-        ledger.busy = false;
+        ledger.callFailed();
         this.#failed(error);
         this.#next(entry);
       },
     );
   }
 
-  #settleRequest(entry: Entitlement, mode: SettleRequest['mode'], held: number) {
+  #reportRequest(entry: Entitlement, mode: ReportRequest['mode'], held: number): ReportRequest {
     const ledger = entry.ledger;
     // Giving the block back: everything granted and not spent or held.
-    if (mode !== 'keep') ledger.returned = Math.max(ledger.returned, ledger.granted - ledger.spent - held);
-    return { instance: ledger.id, totals: ledger.totals(held) as LedgerTotals, mode };
+    if (mode !== 'keep') ledger.giveBackUnspent(held);
+    return { instance: ledger.id, totals: ledger.totals(held), mode };
+  }
+
+  /** The store's `report` (a store written to the old interface: its `settle`); a `settled` reply reads as `reported`. */
+  #callReport(entry: Entitlement, request: ReportRequest): LeaseState | Promise<LeaseState> {
+    if (!this.#legacySettle) return this.#store.report(entry, request);
+    const reply = (this.#store as unknown as LegacyStore).settle(entry, request);
+    return isPromise(reply) ? reply.then(fromLegacy) : fromLegacy(reply);
   }
 
   /** Redis unreachable is logged once per outage by the store; any other failure (an error reply, a bug) once here. */
@@ -495,22 +476,14 @@ function leasable(entry: Entitlement): boolean {
   return entry.consumable && entry.budget !== null && !entry.overageEnabled;
 }
 
-/** Units of the block not spent nor held (negative when usage went past it). */
-function availableIn(entry: Entitlement): number {
-  const ledger = entry.ledger;
-  return ledger.granted - ledger.returned - ledger.spent - entry.held;
+/** A store written to the interface before `report` was named so. */
+interface LegacyStore {
+  settle(key: StoreKey, request: ReportRequest): LeaseState | Promise<LeaseState>;
 }
 
-/**
- * Units used before a request, with `available` units in the block then: what the store counted as
- * used, reserved or held when it last answered, plus what this instance's claim grew by since
- * (usage it has not reported yet), less the units of its block nobody holds.
- */
-function usedBefore(entry: Entitlement, available: number): number {
-  const ledger = entry.ledger;
-  const claim = Math.max(ledger.granted - ledger.returned, ledger.spent + entry.held);
-  const counted = (entry.budget as number) - ledger.remoteLeft;
-  return Math.max(0, counted + claim - ledger.claimAtReply - Math.max(0, available));
+/** The old name of the reply to a report, `settled`, read as `reported`. */
+function fromLegacy(state: LeaseState): LeaseState {
+  return (state.status as string) === 'settled' ? { ...state, status: 'reported' } : state;
 }
 
 /** No allowance to lease (BINARY, not in the plan, unlimited, overage): Kana's answer decides. */
@@ -518,7 +491,7 @@ function unleased(entry: Entitlement, delta: number, hold: boolean): Taken {
   const outcome = verdict(entry, delta);
   const used = entry.consumable ? entry.effectiveUsed() : null;
   const held = outcome === 'allowed' && hold && entry.consumable ? delta : 0;
-  entry.held += held;
+  if (held > 0) entry.ledger.hold(held);
   return { outcome, used, held };
 }
 

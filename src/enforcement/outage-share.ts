@@ -43,7 +43,7 @@ export class FleetSize {
 
 /**
  * The base after a store reply, or undefined when the reply says nothing about a limited allowance
- * (no answer in the store, unlimited, BINARY). A `settled` reply (no grant) updates a base of the same answer.
+ * (no answer in the store, unlimited, BINARY). A `reported` reply (no grant) updates a base of the same answer.
  */
 export function outageBase(
   entry: Entitlement,
@@ -52,8 +52,8 @@ export function outageBase(
   previous: OutageBase | undefined,
 ): OutageBase | undefined {
   const limited = state.status === 'granted' || state.status === 'limit';
-  const same = state.status === 'settled' && previous !== undefined && previous.epoch === entry.epoch;
-  if (!limited && !same) return state.status === 'settled' ? previous : undefined;
+  const same = state.status === 'reported' && previous !== undefined && previous.epoch === entry.epoch;
+  if (!limited && !same) return state.status === 'reported' ? previous : undefined;
   const leases = state.leases ?? 0;
   return {
     epoch: entry.epoch,
@@ -73,9 +73,9 @@ export function fitsShare(entry: Entitlement, delta: number, base: OutageBase | 
   if (entry.budget === null) return true;
   if (base !== undefined && base.epoch === entry.epoch) {
     const instances = Math.max(1, base.instances, fleet);
-    const taken = entry.ledger.spent + entry.held;
+    const taken = entry.ledger.spent + entry.ledger.held;
     return taken + delta <= base.claim + Math.floor(base.left / instances);
   }
   const left = Math.max(0, entry.budget - entry.used);
-  return entry.local + entry.held + delta <= Math.floor(left / Math.max(1, fleet));
+  return entry.local + entry.ledger.held + delta <= Math.floor(left / Math.max(1, fleet));
 }

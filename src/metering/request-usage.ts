@@ -10,9 +10,9 @@ export interface MeterContext {
   meter(req: Request, res: Response, next: NextFunction, feature: MeteredFeature): void;
 }
 
-/** What a hold is counted on: a cached entitlement's units held by requests in flight. */
+/** What a hold is counted on: a cached entitlement, whose ledger alone changes the units held by requests in flight. */
 export interface HeldUnits {
-  held: number;
+  readonly ledger: { releaseHeld(delta: number): void };
 }
 
 /** Units an allowed request holds against a cached entitlement until it ends. */

@@ -1,4 +1,4 @@
-// The shared ledger as Lua scripts, one Redis hash per (user, feature): reserve, settle, begin-check and store-answer, each atomic on its one key.
+// The shared ledger as Lua scripts, one Redis hash per (user, feature): reserve, report, begin-check and store-answer, each atomic on its one key.
 //
 // Fields of the hash (times are Redis's TIME in milliseconds):
 //   a_ep a_access a_cons a_used a_budget (-1: unlimited) a_over a_ps a_pe a_exp a_conf   Kana's shared answer
@@ -6,7 +6,7 @@
 //   out (sum owed) conf (sum confirmed) live (leases) l_min (next sweep)                  totals kept by the scripts
 //   rb (found lost: no grants until then; absent if never)
 //   g:<id> rt:<id> sp:<id> cf:<id> h:<id>  l:<id> (lease end)  t:<id> (forgotten after)   per instance
-// owed(id) = max(g - rt, sp + h) - cf; effective used = a_used + out + conf - a_conf, where a_conf is
+// owed(id) = claim(id) - cf, claim(id) = max(g - rt, sp + h) (the one Lua copy; TypeScript's is ledgerClaim in store.ts); effective used = a_used + out + conf - a_conf, where a_conf is
 // `conf` when the answer's check began: usage confirmed before it is in a_used, usage confirmed since is not.
 
 import { defineLuaScript } from './lua-script.js';
@@ -16,9 +16,10 @@ local K = KEYS[1]
 local function num(field) return tonumber(redis.call('HGET', K, field) or '0') end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function owed(id)
-  return math.max(num('g:' .. id) - num('rt:' .. id), num('sp:' .. id) + num('h:' .. id)) - num('cf:' .. id)
+local function claim(id)
+  return math.max(num('g:' .. id) - num('rt:' .. id), num('sp:' .. id) + num('h:' .. id))
 end
+local function owed(id) return claim(id) - num('cf:' .. id) end
 local function effective() return num('a_used') + num('out') + num('conf') - num('a_conf') end
 -- The next sweep runs at the earliest lease end or forget time.
 local function schedule(at)
@@ -26,7 +27,7 @@ local function schedule(at)
   if soonest == 0 or at < soonest then redis.call('HSET', K, 'l_min', at) end
 end
 -- Running totals merged with max(): a report repeated, or landing late, changes nothing. Held is the latest value.
-local function report(id, sp, rt, cf, h, retainMs)
+local function merge(id, sp, rt, cf, h, retainMs)
   local before, cfBefore = owed(id), num('cf:' .. id)
   redis.call('HSET', K, 'sp:' .. id, math.max(sp, num('sp:' .. id)), 'rt:' .. id, math.max(rt, num('rt:' .. id)),
     'cf:' .. id, math.max(cf, cfBefore), 'h:' .. id, h, 't:' .. id, now + retainMs)
@@ -50,6 +51,11 @@ local function forget(id, retired)
   redis.call('HINCRBY', K, 'out', 0 - owed(id))
   if retired and sp > cf then redis.call('HINCRBY', K, 'conf', sp - cf) end
   redis.call('HDEL', K, 'g:' .. id, 'rt:' .. id, 'sp:' .. id, 'cf:' .. id, 'h:' .. id, 't:' .. id)
+end
+-- The instance's lease lasts leaseMs from now.
+local function renew(id, leaseMs)
+  redis.call('HSET', K, 'l:' .. id, now + leaseMs)
+  schedule(now + leaseMs)
 end
 -- Ends expired leases and forgets silent instances; skipped until the earliest of them is due.
 local function sweep()
@@ -87,7 +93,17 @@ end
 `;
 
 /**
- * ARGV: id, epoch, spent, returned, confirmed, held, want, need, maxBlock, leaseMs, retainMs, lastEpoch, rebuildMs.
+ * The start of both ledger scripts, reserve and report. ARGV 1 to 7: id, spent, returned, confirmed,
+ * held, leaseMs, retainMs (the script's own follow). Ends expired leases, then merges the instance's totals.
+ */
+const LEDGER_PROLOGUE = `${PROLOGUE}
+local id, leaseMs, retainMs = ARGV[1], tonumber(ARGV[6]), tonumber(ARGV[7])
+sweep()
+merge(id, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), retainMs)
+`;
+
+/**
+ * ARGV: id, spent, returned, confirmed, held, leaseMs, retainMs (LEDGER_PROLOGUE), epoch, want, need, maxBlock, lastEpoch, rebuildMs.
  * Reply: status, granted, returned, leaseMs, remaining, leases[, answer (9 fields) when newer than `epoch`].
  * Grants `u` usable units: the claim max(g - rt, sp + h) grows by exactly u, so spending past a
  * grant is covered first. u = min(remaining, max(want, min(maxBlock, remaining / (2 * (leases + 1)))), room):
@@ -98,12 +114,8 @@ end
  */
 export const reserveScript = defineLuaScript(
   'reserve',
-  `${PROLOGUE}
-local id, epoch = ARGV[1], tonumber(ARGV[2])
-local want, need, maxBlock = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local leaseMs, retainMs = tonumber(ARGV[10]), tonumber(ARGV[11])
-sweep()
-report(id, tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), retainMs)
+  `${LEDGER_PROLOGUE}
+local epoch, want, need, maxBlock = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local current, reply = num('a_ep'), nil
 local lastEpoch = tonumber(ARGV[12] or '0')
 if lastEpoch > current and num('rb') == 0 then
@@ -122,8 +134,8 @@ else
     reply = state('allow', id, newer)
   else
     local remaining = num('a_budget') - effective()
-    local claim = math.max(num('g:' .. id) - num('rt:' .. id), num('sp:' .. id) + num('h:' .. id))
-    local unspent = claim - num('sp:' .. id)
+    local claimed = claim(id)
+    local unspent = claimed - num('sp:' .. id)
     local room = maxBlock - unspent
     if unspent <= 0 then room = math.max(maxBlock, need) end
     local share = math.floor(remaining / (2 * (num('live') + 1)))
@@ -132,11 +144,10 @@ else
       reply = state('limit', id, newer)
     else
       local before = owed(id)
-      redis.call('HSET', K, 'g:' .. id, claim + usable + num('rt:' .. id))
+      redis.call('HSET', K, 'g:' .. id, claimed + usable + num('rt:' .. id))
       redis.call('HINCRBY', K, 'out', owed(id) - before)
       if redis.call('HEXISTS', K, 'l:' .. id) == 0 then redis.call('HINCRBY', K, 'live', 1) end
-      redis.call('HSET', K, 'l:' .. id, now + leaseMs)
-      schedule(now + leaseMs)
+      renew(id, leaseMs)
       reply = state('granted', id, newer)
     end
   end
@@ -146,23 +157,20 @@ return reply
 `,
 );
 
-/** ARGV: id, spent, returned, confirmed, held, mode (keep, release, forget), leaseMs, retainMs. Reply: as reserve's, without the answer. */
-export const settleScript = defineLuaScript(
-  'settle',
-  `${PROLOGUE}
-local id, mode, leaseMs, retainMs = ARGV[1], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
-sweep()
-report(id, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), retainMs)
+/** ARGV: id, spent, returned, confirmed, held, leaseMs, retainMs (LEDGER_PROLOGUE), mode (keep, release, forget). Reply: as reserve's, without the answer. */
+export const reportScript = defineLuaScript(
+  'report',
+  `${LEDGER_PROLOGUE}
+local mode = ARGV[8]
 if mode == 'forget' then
   forget(id, true)
 elseif mode == 'release' then
   release(id)
 elseif redis.call('HEXISTS', K, 'l:' .. id) == 1 then
-  redis.call('HSET', K, 'l:' .. id, now + leaseMs)
-  schedule(now + leaseMs)
+  renew(id, leaseMs)
 end
 redis.call('PEXPIRE', K, retainMs)
-return state('settled', id, false)
+return state('reported', id, false)
 `,
 );
 

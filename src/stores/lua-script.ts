@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 
 export interface LuaScript {
-  /** A short name for logs and errors (`reserve`, `settle`...). */
+  /** A short name for logs and errors (`reserve`, `report`...). */
   readonly name: string;
   readonly source: string;
   /** SHA1 of `source`, which is what EVALSHA takes. */

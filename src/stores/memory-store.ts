@@ -12,14 +12,14 @@ import type {
   KanaMeterStore,
   LeaseState,
   LedgerTotals,
+  ReportRequest,
   ReserveRequest,
-  SettleRequest,
   StoreContext,
   StoredAnswer,
   StoreKey,
   StoreStats,
 } from './store.js';
-import { rebuildMs } from './store.js';
+import { ledgerClaim, ledgerOwed, rebuildMs } from './store.js';
 
 /** Options of the default store; none is needed (it serves one kanaMeter() in one process). */
 export interface MemoryStoreOptions {
@@ -125,8 +125,7 @@ export class MemoryStore implements KanaMeterStore {
   reserve(key: StoreKey, request: ReserveRequest): LeaseState {
     const now = this.#now();
     const record = this.#write(key, now);
-    this.#sweep(record, now);
-    const self = this.#report(record, request.instance, request.totals, now);
+    const self = this.#merge(record, request.instance, request.totals, now);
     const { answer } = record;
     // Units were granted under a newer answer than this record has: it lost the ledger. Rebuilt from
     // the instances' reports before anything is granted again; later checks get newer epochs.
@@ -153,28 +152,23 @@ export class MemoryStore implements KanaMeterStore {
     self.granted = claim(self) + usable + self.returned;
     record.out += owed(self) - before;
     if (self.leaseEnd === 0) record.live++;
-    self.leaseEnd = now + this.#leaseMs;
-    this.#schedule(record, self.leaseEnd);
+    this.#renew(record, self, now);
     return this.#state(record, 'granted', self, now, newer);
   }
 
-  settle(key: StoreKey, request: SettleRequest): LeaseState {
+  report(key: StoreKey, request: ReportRequest): LeaseState {
     const now = this.#now();
     const record = this.#write(key, now);
-    this.#sweep(record, now);
-    const self = this.#report(record, request.instance, request.totals, now);
+    const self = this.#merge(record, request.instance, request.totals, now);
     if (request.mode === 'forget') {
       this.#forget(record, request.instance, true);
       // Nobody else uses this key: its ledger goes with the instance's record.
       if (record.instances.size === 0 && record.lock === undefined) this.#records.delete(recordKey(key));
-      return this.#state(record, 'settled', undefined, now, false);
+      return this.#state(record, 'reported', undefined, now, false);
     }
     if (request.mode === 'release') this.#release(record, self);
-    else if (self.leaseEnd !== 0) {
-      self.leaseEnd = now + this.#leaseMs;
-      this.#schedule(record, self.leaseEnd);
-    }
-    return this.#state(record, 'settled', self, now, false);
+    else if (self.leaseEnd !== 0) this.#renew(record, self, now);
+    return this.#state(record, 'reported', self, now, false);
   }
 
   beginCheck(key: StoreKey, request: CheckRequest): CheckTicket {
@@ -253,7 +247,9 @@ export class MemoryStore implements KanaMeterStore {
     return record;
   }
 
-  #report(record: KeyRecord, id: string, totals: LedgerTotals, now: number): InstanceRecord {
+  /** Ends expired leases, then merges the instance's totals (as the scripts' LEDGER_PROLOGUE). */
+  #merge(record: KeyRecord, id: string, totals: LedgerTotals, now: number): InstanceRecord {
+    this.#sweep(record, now);
     let self = record.instances.get(id);
     if (self === undefined) {
       self = { granted: 0, returned: 0, spent: 0, confirmed: 0, held: 0, leaseEnd: 0, forgetAt: 0 };
@@ -270,6 +266,12 @@ export class MemoryStore implements KanaMeterStore {
     record.conf += self.confirmed - confirmedBefore;
     this.#schedule(record, self.forgetAt);
     return self;
+  }
+
+  /** The instance's lease lasts leaseMs from now. */
+  #renew(record: KeyRecord, self: InstanceRecord, now: number): void {
+    self.leaseEnd = now + this.#leaseMs;
+    this.#schedule(record, self.leaseEnd);
   }
 
   #release(record: KeyRecord, self: InstanceRecord): void {
@@ -338,7 +340,7 @@ function recordKey(key: StoreKey): string {
 }
 
 function claim(self: InstanceRecord): number {
-  return Math.max(self.granted - self.returned, self.spent + self.held);
+  return ledgerClaim(self.granted, self.returned, self.spent, self.held);
 }
 
 /**
@@ -351,7 +353,7 @@ function blockRoom(self: InstanceRecord, maxBlock: number, need: number): number
 }
 
 function owed(self: InstanceRecord): number {
-  return claim(self) - self.confirmed;
+  return ledgerOwed(self.granted, self.returned, self.spent, self.held, self.confirmed);
 }
 
 function effective(record: KeyRecord): number {

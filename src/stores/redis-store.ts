@@ -3,7 +3,7 @@
 import { checkInteger, knownKeys, optionError, rejectUnknownKeys } from '../config/option-checks.js';
 import type { IdempotencyWindow } from '../metering/idempotency-window.js';
 import { checkEvictionPolicy } from './eviction-policy.js';
-import { beginCheckScript, reserveScript, settleScript, storeAnswerScript } from './ledger-scripts.js';
+import { beginCheckScript, reportScript, reserveScript, storeAnswerScript } from './ledger-scripts.js';
 import type { LuaScript } from './lua-script.js';
 import { RedisCommands, type SendCommand } from './redis-commands.js';
 import { RedisIdempotencyWindow } from './redis-idempotency-window.js';
@@ -16,8 +16,8 @@ import type {
   IdempotencyWindowOptions,
   KanaMeterStore,
   LeaseState,
+  ReportRequest,
   ReserveRequest,
-  SettleRequest,
   StoreContext,
   StoredAnswer,
   StoreKey,
@@ -149,38 +149,19 @@ export class RedisStore implements KanaMeterStore {
   }
 
   async reserve(key: StoreKey, request: ReserveRequest): Promise<LeaseState> {
-    const { totals } = request;
-    const reply = await this.#run(reserveScript, key, [
-      request.instance,
+    const reply = await this.#runLedger(reserveScript, key, request, [
       request.epoch,
-      totals.spent,
-      totals.returned,
-      totals.confirmed,
-      totals.held,
       request.want,
       request.need,
       this.#maxBlock,
-      this.#leaseMs,
-      this.#retainMs,
       request.lastEpoch ?? 0,
       rebuildMs(this.#leaseMs),
     ]);
     return leaseState(reply, 'reserve');
   }
 
-  async settle(key: StoreKey, request: SettleRequest): Promise<LeaseState> {
-    const { totals } = request;
-    const reply = await this.#run(settleScript, key, [
-      request.instance,
-      totals.spent,
-      totals.returned,
-      totals.confirmed,
-      totals.held,
-      request.mode,
-      this.#leaseMs,
-      this.#retainMs,
-    ]);
-    return leaseState(reply, 'settle');
+  async report(key: StoreKey, request: ReportRequest): Promise<LeaseState> {
+    return leaseState(await this.#runLedger(reportScript, key, request, [request.mode]), 'report');
   }
 
   async beginCheck(key: StoreKey, request: CheckRequest): Promise<CheckTicket> {
@@ -251,6 +232,26 @@ export class RedisStore implements KanaMeterStore {
 
   #run(script: LuaScript, key: StoreKey, args: (string | number)[]): Promise<RedisReply> {
     return this.#bound().runScript(script, [this.ledgerKey(key)], args);
+  }
+
+  /** A ledger script (reserve, report): the instance, its totals, leaseMs and retainMs first (ledger-scripts.ts LEDGER_PROLOGUE), then `more`. */
+  #runLedger(
+    script: LuaScript,
+    key: StoreKey,
+    { instance, totals }: ReserveRequest | ReportRequest,
+    more: (string | number)[],
+  ): Promise<RedisReply> {
+    const args = [
+      instance,
+      totals.spent,
+      totals.returned,
+      totals.confirmed,
+      totals.held,
+      this.#leaseMs,
+      this.#retainMs,
+    ];
+    for (const value of more) args.push(value);
+    return this.#run(script, key, args);
   }
 }
 

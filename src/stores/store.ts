@@ -35,9 +35,8 @@ export interface StoredAnswer {
 /**
  * One instance's running totals for one key. They only grow: the store keeps the largest value it
  * was told, so a report that is repeated, or lands late after a timeout, changes nothing.
- * With `granted` (kept by the store), what an instance owes the allowance is
- * `max(granted - returned, spent + held) - confirmed`: units reserved and not given back, or
- * spent and held if more, less what Kana has counted.
+ * With `granted` (kept by the store), what an instance owes the allowance is its {@link ledgerClaim}
+ * less `confirmed` ({@link ledgerOwed}).
  */
 export interface LedgerTotals {
   /** Units counted as used: usage the instance captured, and usage it had not delivered yet when it started the key. */
@@ -81,8 +80,22 @@ export function rebuildMs(leaseMs: number): number {
   return Math.max(leaseMs, 2 * UNCONFIRMED_REPORT_MS);
 }
 
+/**
+ * An instance's claim on the allowance: `max(granted - returned, spent + held)`, units reserved and
+ * not given back, or spent and held if more. The one TypeScript copy of the formula (the Lua one is
+ * `owed` in ledger-scripts.ts): MemoryStore and the instance's own ledger (KeyLedger) use it.
+ */
+export function ledgerClaim(granted: number, returned: number, spent: number, held: number): number {
+  return Math.max(granted - returned, spent + held);
+}
+
+/** What an instance owes the allowance: its claim less the units Kana has counted (`confirmed`). */
+export function ledgerOwed(granted: number, returned: number, spent: number, held: number, confirmed: number): number {
+  return ledgerClaim(granted, returned, spent, held) - confirmed;
+}
+
 /** Reports an instance's totals; `release` gives back its unspent units, `forget` also drops its record. */
-export interface SettleRequest {
+export interface ReportRequest {
   readonly instance: string;
   readonly totals: LedgerTotals;
   /**
@@ -94,7 +107,10 @@ export interface SettleRequest {
   readonly mode: 'keep' | 'release' | 'forget';
 }
 
-/** The store's answer to `reserve` or `settle`. */
+/** @deprecated Renamed {@link ReportRequest}, as the store method `settle` is now `report`. */
+export type SettleRequest = ReportRequest;
+
+/** The store's answer to `reserve` or `report`. */
 export interface LeaseState {
   /**
    * `granted`: units were added to the instance's grant. `limit`: fewer than `need` units are left
@@ -102,9 +118,10 @@ export interface LeaseState {
    * (`remaining` is at least `need` then: ask again once some are spent or given back).
    * `allow` / `not-in-plan`: the answer has no allowance to lease (unlimited, overage, BINARY, or
    * not in the plan). `check`: the store has no answer as recent as the request's (ask Kana).
-   * `settled`: the reply to `settle`.
+   * `reported`: the reply to `report` (a store written before it was renamed from `settle` may say
+   * `settled`: read the same).
    */
-  readonly status: 'granted' | 'limit' | 'allow' | 'not-in-plan' | 'check' | 'settled';
+  readonly status: 'granted' | 'limit' | 'allow' | 'not-in-plan' | 'check' | 'reported';
   /** The store's record of the instance's grants (running total); lower than the instance's own if the store lost its state. */
   readonly granted: number;
   /** The store's record of the instance's returns (running total): a lease that expired has given back its units. */
@@ -199,7 +216,7 @@ export interface StoreContext {
  * checks. `test/stores/ledger-conformance.ts` in kana-meter's repository is the behaviour a store
  * must have, run against both stores.
  *
- * Owed by an instance: `max(granted - returned, spent + held) - confirmed`. Effective used =
+ * Owed by an instance: {@link ledgerOwed}, `max(granted - returned, spent + held) - confirmed`. Effective used =
  * answer's used + everything owed + units confirmed since the answer's check began. A grant is made
  * only if it fits under the budget, so the fleet never passes more than the allowance; and only
  * while the instance's claim less what it spent stays within `maxBlock` (one request bigger than
@@ -217,8 +234,11 @@ export interface KanaMeterStore {
    * remains) if the store's answer is at least as recent as `epoch`, and extends the instance's lease.
    */
   reserve(key: StoreKey, request: ReserveRequest): Promisable<LeaseState>;
-  /** Merges the instance's totals, then keeps, releases or forgets its lease (see SettleRequest.mode). */
-  settle(key: StoreKey, request: SettleRequest): Promisable<LeaseState>;
+  /**
+   * Merges the instance's totals, then keeps, releases or forgets its lease (see ReportRequest.mode).
+   * A store written to the old interface names it `settle`: kanaMeter calls a `settle` method in its place.
+   */
+  report(key: StoreKey, request: ReportRequest): Promisable<LeaseState>;
   /** A fresh answer, or the lock to ask Kana, or how long another instance's check may still take. */
   beginCheck(key: StoreKey, request: CheckRequest): Promisable<CheckTicket>;
   /** Stores Kana's answer for the check `epoch` began, if no other check began since; releases the lock. */

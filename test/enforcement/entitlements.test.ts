@@ -98,7 +98,7 @@ describe('EntitlementCache', () => {
     cache.countUsage('u1', 'f', 4);
     cache.countUsage('u2', 'f', 100); // no entry: ignored
     expect(entry.local).toBe(7);
-    entry.held = 1;
+    entry.ledger.hold(1);
     expect(entry.effectiveUsed()).toBe(9);
     expect(verdict(entry, 1)).toBe('allowed');
     expect(verdict(entry, 2)).toBe('limit-reached');
@@ -110,7 +110,7 @@ describe('EntitlementCache', () => {
     kana.answer(consumption(0, 10));
     const entry = await first;
     cache.countUsage('u1', 'f', 4);
-    entry.held = 2;
+    entry.ledger.hold(2);
     clock.now += 10;
     const second = cache.load('u1', 'f', 1);
     kana.answer(consumption(4, 10)); // Kana has the 4 units now; nothing is waiting (undelivered 0)
@@ -170,7 +170,7 @@ describe('EntitlementCache', () => {
       return loading;
     };
     const u1 = await answered('u1');
-    u1.held = 1; // busy: skipped by eviction
+    u1.ledger.hold(1); // busy: skipped by eviction
     await answered('u2');
     await answered('u3');
     expect(cache.size).toBe(2);
@@ -190,7 +190,10 @@ describe('verdict', () => {
     ['one past it', { consumable: true, used: 3, budget: 5 }, 3, 'limit-reached'],
     ['local and held units count', { consumable: true, used: 1, local: 2, held: 2, budget: 5 }, 1, 'limit-reached'],
   ] as const)('%s', (_label, fields, delta, expected) => {
-    const entry = Object.assign(new Entitlement('key', 'u1', 'f'), fields);
+    // Held units are the ledger's: changed through its methods only.
+    const { held = 0, ...answer } = fields as typeof fields & { held?: number };
+    const entry = Object.assign(new Entitlement('key', 'u1', 'f'), answer);
+    entry.ledger.hold(held);
     expect(verdict(entry, delta)).toBe(expected);
   });
 });

@@ -29,7 +29,7 @@ const CLIENT_TIMEOUT_MS = 5000;
 
 /** `slow`: answers, 30 ms short of the store's time limit. */
 type Misbehaviour = 'throw' | 'reject' | 'hang' | 'null' | 'null-async' | 'slow';
-type StoreMethod = 'reserve' | 'settle' | 'beginCheck' | 'storeAnswer';
+type StoreMethod = 'reserve' | 'report' | 'beginCheck' | 'storeAnswer';
 
 /** What a misbehaving hook or method does instead of answering. */
 function misbehave(how: Misbehaviour, what: string): unknown {
@@ -78,8 +78,8 @@ class FaultyStore implements KanaMeterStore {
     return this.#call('reserve', () => this.#inner.reserve(...args)) as ReturnType<KanaMeterStore['reserve']>;
   }
 
-  settle(...args: Parameters<MemoryStore['settle']>) {
-    return this.#call('settle', () => this.#inner.settle(...args)) as ReturnType<KanaMeterStore['settle']>;
+  report(...args: Parameters<MemoryStore['report']>) {
+    return this.#call('report', () => this.#inner.report(...args)) as ReturnType<KanaMeterStore['report']>;
   }
 
   beginCheck(...args: Parameters<MemoryStore['beginCheck']>) {
@@ -315,7 +315,7 @@ describe('every await of the gate misbehaves: every request is answered in time,
         );
         return { status, ms: performance.now() - started };
       };
-      // A burst (the requests waiting on one call), then one by one (the settle timer runs in between).
+      // A burst (the requests waiting on one call), then one by one (the report interval runs in between).
       const results = await Promise.all(Array.from({ length: 4 }, (_, i) => send(i)));
       for (let i = 4; i < 8; i++) {
         await sleep(120);

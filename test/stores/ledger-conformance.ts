@@ -92,9 +92,9 @@ class Instance {
     return true;
   }
 
-  async settle(mode: 'keep' | 'release' | 'forget' = 'keep'): Promise<LeaseState> {
+  async report(mode: 'keep' | 'release' | 'forget' = 'keep'): Promise<LeaseState> {
     if (mode === 'release') this.returned = Math.max(this.returned, this.granted - this.spent - this.held);
-    return this.adopt(await this.store.settle(this.key, { instance: this.id, totals: this.totals, mode }));
+    return this.adopt(await this.store.report(this.key, { instance: this.id, totals: this.totals, mode }));
   }
 }
 
@@ -147,7 +147,7 @@ export function describeLedger(name: string, setup: (options: HarnessOptions) =>
       const instances = fleet(['a', 'b', 'c']);
       const results = await Promise.all(Array.from({ length: 60 }, (_, i) => (instances[i % 3] as Instance).request()));
       expect(results.filter(Boolean)).toHaveLength(20);
-      expect((await (instances[0] as Instance).settle()).remaining).toBe(0);
+      expect((await (instances[0] as Instance).report()).remaining).toBe(0);
     });
 
     it('many users and features at once stay within their own allowances', async () => {
@@ -170,9 +170,9 @@ export function describeLedger(name: string, setup: (options: HarnessOptions) =>
       const [a, b, c] = fleet(['a', 'b', 'c']) as [Instance, Instance, Instance];
       expect((await a.reserve(1)).leases).toBe(1);
       expect((await b.reserve(1)).leases).toBe(2);
-      expect((await c.settle()).leases).toBe(2); // c reports, holds no lease
-      expect((await a.settle('release')).leases).toBe(1);
-      expect((await b.settle('keep')).leases).toBe(1);
+      expect((await c.report()).leases).toBe(2); // c reports, holds no lease
+      expect((await a.report('release')).leases).toBe(1);
+      expect((await b.report('keep')).leases).toBe(1);
     });
 
     it('units an instance reserved and did not spend come back when it releases its lease', async () => {
@@ -184,7 +184,7 @@ export function describeLedger(name: string, setup: (options: HarnessOptions) =>
       let passedB = 0;
       while (await b.request()) passedB++;
       expect(passedB).toBe(20 - 1 - unspent); // refused early: a still holds its block
-      expect((await a.settle('release')).leaseMs).toBe(0);
+      expect((await a.report('release')).leaseMs).toBe(0);
       while (await b.request()) passedB++;
       expect(passedB).toBe(19);
     });
@@ -195,12 +195,12 @@ export function describeLedger(name: string, setup: (options: HarnessOptions) =>
       await a.reserve(4);
       a.held = 4; // four requests in flight
       a.spent = 3; // and three units recorded after the responses (a delta computed late)
-      await a.settle();
+      await a.report();
       let passedB = 0;
       while (await b.request()) passedB++;
       expect(passedB).toBe(10 - 7);
       a.held = 0; // they failed: nothing billed
-      await a.settle('release');
+      await a.report('release');
       while (await b.request()) passedB++;
       expect(passedB).toBe(10 - 3);
     });
@@ -224,7 +224,7 @@ export function describeLedger(name: string, setup: (options: HarnessOptions) =>
       expect(dead.available).toBe(5);
       dead.spent = 2;
       dead.held = 1;
-      await dead.settle(); // it reported 2 spent and 1 in flight, then was SIGKILLed holding 3 units
+      await dead.report(); // it reported 2 spent and 1 in flight, then was SIGKILLed holding 3 units
       let passed = 0;
       while (await alive.request()) passed++;
       expect(passed).toBe(5);
@@ -238,17 +238,17 @@ export function describeLedger(name: string, setup: (options: HarnessOptions) =>
       const a = new Instance('a', store, key);
       for (let i = 0; i < 10; i++) await a.request();
       a.confirmed = 4;
-      const now = await a.settle();
+      const now = await a.report();
       const same = { granted: now.granted, returned: now.returned, remaining: now.remaining };
-      expect(await store.settle(key, { instance: 'a', totals: a.totals, mode: 'keep' })).toMatchObject(same);
+      expect(await store.report(key, { instance: 'a', totals: a.totals, mode: 'keep' })).toMatchObject(same);
       const older = { spent: 3, returned: 0, confirmed: 1, held: 0 };
-      expect(await store.settle(key, { instance: 'a', totals: older, mode: 'keep' })).toMatchObject(same);
+      expect(await store.report(key, { instance: 'a', totals: older, mode: 'keep' })).toMatchObject(same);
       // A reserve that timed out and landed anyway: more units granted, counted, and given back with the rest.
       const late = await store.reserve(key, { instance: 'a', totals: older, epoch: a.epoch, want: 1, need: 1 });
       expect(late.granted).toBeGreaterThan(now.granted);
       expect(late.remaining).toBeLessThan(now.remaining);
       a.adopt(late);
-      expect((await a.settle('release')).remaining).toBe(100 - 10);
+      expect((await a.report('release')).remaining).toBe(100 - 10);
     });
 
     describe('usage Kana confirmed is counted once', () => {
@@ -257,52 +257,52 @@ export function describeLedger(name: string, setup: (options: HarnessOptions) =>
         const a = new Instance('a', store, key);
         for (let i = 0; i < 10; i++) await a.request();
         a.confirmed = 10;
-        expect((await a.settle('release')).remaining).toBe(90);
+        expect((await a.report('release')).remaining).toBe(90);
         expect((await answer(limited(10, 100))).status).toBe('stored');
-        expect((await a.settle()).remaining).toBe(90);
+        expect((await a.report()).remaining).toBe(90);
       });
 
       it('unconfirmed when the check began, confirmed after the answer: in the shared count only', async () => {
         await answer(limited(0, 100));
         const a = new Instance('a', store, key);
         for (let i = 0; i < 10; i++) await a.request();
-        await a.settle('release');
+        await a.report('release');
         await answer(limited(0, 100));
-        expect((await a.settle()).remaining).toBe(90);
+        expect((await a.report()).remaining).toBe(90);
         a.confirmed = 10;
-        expect((await a.settle()).remaining).toBe(90);
+        expect((await a.report()).remaining).toBe(90);
         await answer(limited(10, 100));
-        expect((await a.settle()).remaining).toBe(90);
+        expect((await a.report()).remaining).toBe(90);
       });
 
       it('confirmed while the check was in flight: counted twice until the next answer (refused early, never over)', async () => {
         await answer(limited(0, 100));
         const a = new Instance('a', store, key);
         for (let i = 0; i < 10; i++) await a.request();
-        await a.settle('release');
+        await a.report('release');
         await harness.advance(1);
         const ticket = await store.beginCheck(key, { instance: 'checker', lockMs: 5000 });
         expect(ticket.status).toBe('check');
         a.confirmed = 10;
-        await a.settle();
+        await a.report();
         // Kana may or may not have counted them in this answer: the ledger cannot tell, so they count twice.
         const epoch = (ticket as { epoch: number }).epoch;
         await store.storeAnswer(key, { instance: 'checker', epoch, outcome: { ...limited(10, 100), ttlMs: 1 } });
-        expect((await a.settle()).remaining).toBe(80);
+        expect((await a.report()).remaining).toBe(80);
         await answer(limited(10, 100));
-        expect((await a.settle()).remaining).toBe(90);
+        expect((await a.report()).remaining).toBe(90);
       });
 
       it('an instance that retires a key counts its unconfirmed usage as confirmed until the next answer', async () => {
         await answer(limited(0, 100));
         const [a, b] = fleet(['a', 'b']) as [Instance, Instance];
         for (let i = 0; i < 10; i++) await a.request();
-        expect((await b.settle()).remaining).toBeLessThan(90); // a's block counts
+        expect((await b.report()).remaining).toBeLessThan(90); // a's block counts
         a.confirmed = 4;
-        await a.settle('forget');
-        expect((await b.settle()).remaining).toBe(90);
+        await a.report('forget');
+        expect((await b.report()).remaining).toBe(90);
         await answer(limited(4, 100)); // Kana has the 4; the 6 others were never delivered by a
-        expect((await b.settle()).remaining).toBe(96);
+        expect((await b.report()).remaining).toBe(96);
       });
     });
 
@@ -311,12 +311,12 @@ export function describeLedger(name: string, setup: (options: HarnessOptions) =>
       await answer(limited(0, 50));
       const [gone, alive] = fleet(['gone', 'alive']) as [Instance, Instance];
       for (let i = 0; i < 5; i++) await gone.request();
-      await gone.settle('release');
-      expect((await alive.settle()).remaining).toBe(45);
+      await gone.report('release');
+      expect((await alive.report()).remaining).toBe(45);
       await harness.advance(250);
-      expect((await alive.settle()).remaining).toBe(45); // not yet
+      expect((await alive.report()).remaining).toBe(45); // not yet
       await harness.advance(200);
-      expect((await alive.settle()).remaining).toBe(50);
+      expect((await alive.report()).remaining).toBe(50);
     });
 
     it('one Kana check for the fleet: others wait, then share the answer; a check whose lock was taken over is dropped', async () => {

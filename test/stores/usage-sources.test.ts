@@ -1,4 +1,4 @@
-// Usage from any source reaches the shared ledger within a settle interval, whether or not the process ever checked
+// Usage from any source reaches the shared ledger within a report interval, whether or not the process ever checked
 // the key: an unenforced metered route and a delta known after the response, on one instance, counted by another
 // enforced instance sharing the same redis-server.
 
