@@ -8,7 +8,7 @@ export interface KanaMeterStats {
   delivered: number;
   /** Events reported undeliverable (logged, counted, passed to `onDeliveryFailure`). */
   failed: number;
-  /** Events captured but not yet settled (waiting, being retried or in flight). */
+  /** Events captured and not delivered or failed yet (waiting, being retried or in flight). */
   pending: number;
   /** Distinct (user, feature) keys waiting or in flight. */
   pendingKeys: number;

@@ -125,7 +125,7 @@ const GAUGES: Readonly<
   pending: [
     'kana_meter.queue.depth',
     '{event}',
-    'Usage events captured and not settled yet: waiting, being retried or in flight.',
+    'Usage events captured and not delivered or failed yet: waiting, being retried or in flight.',
     (stats) => stats.pending,
   ],
   pendingKeys: [

@@ -147,7 +147,7 @@ const GAUGES: Readonly<
 > = {
   pending: [
     'pending_events',
-    'Usage events captured and not settled yet: waiting, being retried or in flight.',
+    'Usage events captured and not delivered or failed yet: waiting, being retried or in flight.',
     (stats) => stats.pending,
   ],
   pendingKeys: ['pending_keys', 'Distinct (user, feature) keys waiting or in flight.', (stats) => stats.pendingKeys],

@@ -36,44 +36,44 @@ interface KeyTally {
   readonly featureId: string;
   readonly usage: AuditedUsage[];
   /** Units Kana accepted or that failed for good: no longer in flight. */
-  settled: number;
+  ended: number;
 }
 
-/** Usage lines and settled outcomes per (user, feature). */
+/** Usage lines and the units whose delivery ended (delivered, or failed for good) per (user, feature). */
 export function tally(contents: AuditContents): Map<string, KeyTally> {
   const keys = new Map<string, KeyTally>();
   const of = (userId: string, featureId: string) => {
     const key = `${userId}\u0000${featureId}`;
     let entry = keys.get(key);
     if (entry === undefined) {
-      entry = { userId, featureId, usage: [], settled: 0 };
+      entry = { userId, featureId, usage: [], ended: 0 };
       keys.set(key, entry);
     }
     return entry;
   };
   for (const line of contents.usage) of(line.userId, line.featureId).usage.push(line);
   for (const line of contents.outcomes) {
-    if (line.outcome !== 'spooled') of(line.userId, line.featureId).settled += line.delta;
+    if (line.outcome !== 'spooled') of(line.userId, line.featureId).ended += line.delta;
   }
   return keys;
 }
 
 /**
  * The rows for one key and Kana's period. The queue delivers each key's usage oldest first, so
- * what is not settled yet is the newest usage: those units are in flight, the rest is audited.
+ * what has not ended yet is the newest usage: those units are in flight, the rest is audited.
  */
 export function rowFor(key: KeyTally, kana: number, period: { start: Date; end: Date } | null): ReconcileRow {
   const usage = [...key.usage].sort((a, b) => a.at - b.at);
   const captured = usage.reduce((sum, line) => sum + line.delta, 0);
-  let unsettled = Math.max(0, captured - key.settled);
+  let unended = Math.max(0, captured - key.ended);
   let audited = 0;
   let inFlight = 0;
   const start = period?.start.getTime() ?? Number.NEGATIVE_INFINITY;
   const end = period?.end.getTime() ?? Number.POSITIVE_INFINITY;
   for (let i = usage.length - 1; i >= 0; i--) {
     const line = usage[i] as AuditedUsage;
-    const flying = Math.min(unsettled, line.delta);
-    unsettled -= flying;
+    const flying = Math.min(unended, line.delta);
+    unended -= flying;
     if (line.at < start || line.at >= end) continue;
     inFlight += flying;
     audited += line.delta - flying;
