@@ -13,7 +13,7 @@ import { storeTimeoutOf, withStoreTimeLimit } from './enforcement/store-time-lim
 import { KanaClient } from './kana/client.js';
 import { KeyStatus } from './kana/key-status.js';
 import { IdempotentReplay } from './metering/idempotent-replay.js';
-import type { RequestUsages } from './metering/request-usage.js';
+import { RequestUsages } from './metering/request-usage.js';
 import { UsageCapture } from './metering/usage-capture.js';
 import { UsageIntake } from './metering/usage-intake.js';
 import { userIdFailureReporter } from './metering/user-id.js';
@@ -45,7 +45,7 @@ export function assembleMeter(config: KanaMeterConfig) {
     tracing: telemetry.tracing,
   });
   /** This kanaMeter's own per-request state: only its stages and listeners read it. */
-  const usages: RequestUsages = new WeakMap();
+  const usages = new RequestUsages();
   const userIdFailed = userIdFailureReporter(config.logger, counters);
   const intake = new UsageIntake(queue, (...usage) => enforcement.countUsage(...usage), audit);
   const capture = new UsageCapture({ config, counters, usages, intake, userIdFailed });

@@ -9,7 +9,7 @@ import type { UsageHold } from './enforcement/usage-hold.js';
 import { meterControls } from './meter-controls.js';
 import { assembleMeter } from './meter-parts.js';
 import type { MeteredFeature } from './metering/metered-feature.js';
-import { type MeterContext, passedThrough, type RequestUsage, startUsage } from './metering/request-usage.js';
+import { type MeterContext, type RequestUsage, sharedRequest } from './metering/request-usage.js';
 import { routedPath } from './metering/routed-path.js';
 import { type KanaMeterOptions, parseOptions } from './options.js';
 
@@ -89,9 +89,10 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   const meterContext: MeterContext = {
     meter(req, res, next, feature) {
       if (feature.billAborted) capture.watchAbandoned(res);
-      let usage = usages.get(req);
+      const shared = sharedRequest(req);
+      let usage = usages.of(shared);
       if (usage === undefined) {
-        usage = startUsage(usages, req, res, undefined);
+        usage = usages.start(shared, req, res, undefined);
         usage.tagged = [feature];
         capture.watch(res);
         decide(usage, feature, next, true);
@@ -104,17 +105,18 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   };
 
   function kanaMeterMiddleware(req: Request, res: Response, next: NextFunction): void {
+    const shared = sharedRequest(req);
     // The last kanaMeter() a request passes through bills the meter() routes further down.
-    passedThrough(req, meterContext);
+    shared.nearest = meterContext;
     // 1. Find the features: the route map's here; meter() tags its own as the route runs.
     const feature = matchRoute?.(req.method, routedPath(req));
     // Seen before (the app and a sub-app or router both mount this kanaMeter, or it is mounted
     // twice): already metered, and checked if enforced.
-    if (feature === undefined || usages.has(req)) {
+    if (feature === undefined || usages.of(shared) !== undefined) {
       next();
       return;
     }
-    const usage = startUsage(usages, req, res, feature);
+    const usage = usages.start(shared, req, res, feature);
     // 3. Capture on finish: listening before anything can answer.
     capture.watch(res);
     if (feature.billAborted) capture.watchAbandoned(res);

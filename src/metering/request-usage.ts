@@ -1,4 +1,4 @@
-// Per-request state: each kanaMeter() keeps its own usage records; a shared registry tells meter() which kanaMeter() bills it.
+// Per-request state: one record per request, shared by every kanaMeter() it passes: which one bills its meter() routes, its decision, and each one's usage record.
 
 import type { NextFunction, Request, Response } from 'express';
 import type { EntitlementDecision } from '../config/decision.js';
@@ -49,39 +49,54 @@ export interface RequestUsage {
   late: boolean;
   /** The client left before the response finished: only `billAborted` features are billed. */
   abandoned: boolean;
+  /** The kanaMeter() whose record this is (its RequestUsages). */
+  readonly owner: RequestUsages;
+  /** Another kanaMeter()'s record of the same request (several mounted on one app). */
+  readonly other: RequestUsage | undefined;
 }
 
 /**
- * One kanaMeter()'s usage records, keyed by request. A WeakMap rather than a property on the
- * request: adding any property to Node's request after Express has (a Symbol included) costs about
- * 2 µs per request, measured, as every later property access on it slows down. Each kanaMeter()
- * has its own, so several instances on one request never read or bill each other's state.
+ * One kanaMeter()'s usage records of requests. Each is found through the request's shared
+ * record, so a request costs one WeakMap entry however many instances and stages read it.
  */
-export type RequestUsages = WeakMap<object, RequestUsage>;
+export class RequestUsages {
+  /** This kanaMeter's record of the request, if it meters it. */
+  get(req: object): RequestUsage | undefined {
+    return this.of(requests.get(req));
+  }
 
-/** Starts this kanaMeter's usage record of a request (one shape for all of them). */
-export function startUsage(
-  usages: RequestUsages,
-  req: Request,
-  res: Response,
-  routeFeature: MeteredFeature | undefined,
-): RequestUsage {
-  const usage: RequestUsage = {
-    req,
-    res,
-    routeFeature,
-    tagged: undefined,
-    userId: undefined,
-    holds: undefined,
-    refused: false,
-    ended: false,
-    checked: undefined,
-    answered: false,
-    late: false,
-    abandoned: false,
-  };
-  usages.set(req, usage);
-  return usage;
+  has(req: object): boolean {
+    return this.of(requests.get(req)) !== undefined;
+  }
+
+  /** This kanaMeter's record among a request's. */
+  of(shared: SharedRequest | undefined): RequestUsage | undefined {
+    let usage = shared?.usage;
+    while (usage !== undefined && usage.owner !== this) usage = usage.other;
+    return usage;
+  }
+
+  /** Starts this kanaMeter's usage record of a request (one shape for all of them). */
+  start(shared: SharedRequest, req: Request, res: Response, routeFeature: MeteredFeature | undefined): RequestUsage {
+    const usage: RequestUsage = {
+      req,
+      res,
+      routeFeature,
+      tagged: undefined,
+      userId: undefined,
+      holds: undefined,
+      refused: false,
+      ended: false,
+      checked: undefined,
+      answered: false,
+      late: false,
+      abandoned: false,
+      owner: this,
+      other: shared.usage,
+    };
+    shared.usage = usage;
+    return usage;
+  }
 }
 
 /** The features to bill: meter()'s if any (one per feature id, the last one wins), else the route map's. */
@@ -94,35 +109,44 @@ export function featuresToBill(usage: RequestUsage): readonly MeteredFeature[] {
 
 /**
  * What all kanaMeter() instances in the process share about a request: the last one it passed
- * through (the one a meter() further down reports to), and the last entitlement decision (read as
- * `req.kana`). Kept on globalThis, so an ESM and a CommonJS copy of kana-meter in one process still
- * see each other. The key is versioned: an older copy keeps a differently shaped entry.
+ * through (the one a meter() further down reports to), the last entitlement decision (read as
+ * `req.kana`), and each instance's usage record. One WeakMap entry per request rather than a
+ * property on it: adding any property to Node's request after Express has (a Symbol included)
+ * costs about 2 µs per request, measured, as every later property access on it slows down. Kept
+ * on globalThis, so an ESM and a CommonJS copy of kana-meter in one process still see each other.
+ * The key is versioned: an older copy keeps a differently shaped entry.
  */
-interface SharedRequestState {
-  readonly nearest: WeakMap<object, MeterContext>;
-  readonly decisions: WeakMap<object, EntitlementDecision>;
+export interface SharedRequest {
+  nearest: MeterContext | undefined;
+  decision: EntitlementDecision | undefined;
+  usage: RequestUsage | undefined;
 }
-const SHARED = Symbol.for('kana-meter.request-state.v2');
-const sharing = globalThis as { [SHARED]?: SharedRequestState };
-sharing[SHARED] ??= { nearest: new WeakMap(), decisions: new WeakMap() };
-const { nearest, decisions } = sharing[SHARED];
+const SHARED = Symbol.for('kana-meter.request-state.v3');
+const sharing = globalThis as { [SHARED]?: WeakMap<object, SharedRequest> };
+sharing[SHARED] ??= new WeakMap();
+const requests = sharing[SHARED];
 
-/** Records that this kanaMeter() is the last one the request passed through. */
-export function passedThrough(req: Request, context: MeterContext): void {
-  nearest.set(req, context);
+/** The request's shared record, created on first use. */
+export function sharedRequest(req: object): SharedRequest {
+  let shared = requests.get(req);
+  if (shared === undefined) {
+    shared = { nearest: undefined, decision: undefined, usage: undefined };
+    requests.set(req, shared);
+  }
+  return shared;
 }
 
 /** The kanaMeter() the request passed through last, if any: the one that bills a meter() route. */
 export function nearestMeter(req: Request): MeterContext | undefined {
-  return nearest.get(req);
+  return requests.get(req)?.nearest;
 }
 
 /** Keeps the request's latest entitlement decision, for `req.kana`. */
 export function keepDecision(req: Request, decision: EntitlementDecision): void {
-  decisions.set(req, decision);
+  sharedRequest(req).decision = decision;
 }
 
 /** The request's latest entitlement decision, by any kanaMeter(). */
 export function keptDecision(req: Request): EntitlementDecision | undefined {
-  return decisions.get(req);
+  return requests.get(req)?.decision;
 }
