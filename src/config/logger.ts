@@ -27,3 +27,12 @@ export function parseLogger(value: unknown): KanaLogger {
   if (missing) throw optionError('logger', value, `a pino-compatible logger with ${LEVELS.join('/')} methods`);
   return value as KanaLogger;
 }
+
+/** Logs an error where nothing may be thrown: a logger that throws cannot be told, and its throw goes no further. */
+export function logErrorSafely(logger: KanaLogger, object: object, message: string): void {
+  try {
+    logger.error(object, message);
+  } catch {
+    // A logger that throws cannot be told.
+  }
+}
