@@ -301,10 +301,8 @@ export class Gate {
       request.proceed();
       return;
     }
-    request.usage.refused = true;
-    this.counters.denied++;
     // Refused, whatever onDenied does: it gets no `next`, and the deadline has nothing left to decide.
-    request.markDecided();
+    this.#refused(request, 'denied');
     this.#answerDenied(request.req, request.res, decision, entry);
   }
 
@@ -344,9 +342,7 @@ export class Gate {
       request.proceed();
       return;
     }
-    request.usage.refused = true;
-    this.counters.refusedNoUser++;
-    request.markDecided();
+    this.#refused(request, 'refusedNoUser');
     sendProblem(request.res, noUserProblem(feature.featureId));
   }
 
@@ -367,10 +363,15 @@ export class Gate {
       request.proceed();
       return;
     }
-    request.usage.refused = true;
-    this.counters.denied++;
-    request.markDecided();
+    this.#refused(request, 'denied');
     sendProblem(request.res, configErrorProblem(feature.featureId));
+  }
+
+  /** The request is refused (its answer is being sent): never billed, counted, and nothing else may decide it. */
+  #refused(request: GateRequest, counter: 'denied' | 'refusedNoUser'): void {
+    request.usage.refused = true;
+    this.counters[counter]++;
+    request.markDecided();
   }
 }
 
