@@ -28,8 +28,6 @@ import type { Leases } from './leases.js';
 import { setDecision } from './request-decision.js';
 import { ShadowLog } from './shadow-log.js';
 
-export { SHADOW_LOG_INTERVAL_MS } from './shadow-log.js';
-
 export interface GateOptions {
   config: Pick<
     KanaMeterConfig,
@@ -149,14 +147,18 @@ export class Gate {
    * or meter() runs twice) goes straight on, under the first one's decision and hold.
    */
   pass(req: Request, res: Response, next: NextFunction, feature: MeteredFeature, usage: RequestUsage): void {
-    if (usage.checked === undefined) {
-      usage.checked = [feature.featureId];
+    const { checked } = usage;
+    const { featureId } = feature;
+    if (checked === undefined) {
+      usage.checked = featureId;
       res.on('close', this.#onClose);
-    } else if (usage.checked.includes(feature.featureId)) {
+    } else if (checked === featureId || (typeof checked !== 'string' && checked.includes(featureId))) {
       next();
       return;
+    } else if (typeof checked === 'string') {
+      usage.checked = [checked, featureId];
     } else {
-      usage.checked.push(feature.featureId);
+      checked.push(featureId);
     }
     // From here on `next` runs at most once, and a request the gate waits for is decided within gateTimeoutMs.
     const request = new GateRequest(req, res, next, feature, usage, (feature.enforce ?? this.#enforce) === 'shadow');
