@@ -42,7 +42,9 @@ export class GateRequest {
   proceed(): void {
     if (this.decided) return;
     this.markDecided();
-    this.next();
+    // Called as a plain function, as Express calls it (never with this context as `this`).
+    const { next } = this;
+    next();
   }
 
   /** The request is decided (passed on, or a refusal is being sent): the deadline has nothing left to do. */

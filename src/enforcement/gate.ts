@@ -177,7 +177,11 @@ export class Gate {
       return;
     }
     const waiting = readUser(this.#reader, usage, request);
-    if (waiting === undefined) return;
+    if (waiting !== undefined) this.#waitForUser(request, waiting);
+  }
+
+  /** An async `userId` hook: the gate's deadline runs from here. */
+  #waitForUser(request: GateRequest, waiting: Promise<void>): void {
     request.armDeadline(this.gateTimeoutMs, this.#onDeadline);
     waiting.catch((error: unknown) => gateFailed(this, request, error));
   }
@@ -199,13 +203,21 @@ export class Gate {
 
   /** The entitlement: a fresh cached answer decides in this tick; a miss waits for Kana, within the gate's bound. */
   #lookUp(request: GateRequest): void {
-    const { userId, feature } = request;
-    const entry = this.#cache.fresh(userId, feature.featureId);
-    if (entry !== undefined) {
-      this.counters.cacheHits++;
-      this.#take(request, entry);
+    const entry = this.#cache.fresh(request.userId, request.feature.featureId);
+    if (entry === undefined) {
+      this.#lookUpMiss(request);
       return;
     }
+    this.counters.cacheHits++;
+    this.#take(request, entry);
+  }
+
+  /**
+   * Not in the cache: Kana, else a stale answer, else nothing. (Apart from #lookUp: a function that
+   * makes closures allocates their scope on every call, cache hits included.)
+   */
+  #lookUpMiss(request: GateRequest): void {
+    const { userId, feature } = request;
     // Traced: the wait is a span of the request's trace, and the Kana call a child of it.
     const wait = this.#tracing?.startCheckWait(feature.featureId);
     const found =
@@ -244,14 +256,16 @@ export class Gate {
     // The client left while Kana was being asked (nothing to hold, nobody to answer), or the deadline decided.
     if (request.isOver()) return;
     const taken = this.#leases.take(entry, request.feature.checkDelta, true);
-    if (isPromise(taken)) {
-      request.armDeadline(this.gateTimeoutMs, this.#onDeadline);
-      taken
-        .then((units) => this.#decide(request, entry, units))
-        .catch((failure: unknown) => gateFailed(this, request, failure));
-    } else {
-      this.#decide(request, entry, taken);
-    }
+    if (isPromise(taken)) this.#waitForUnits(request, entry, taken);
+    else this.#decide(request, entry, taken);
+  }
+
+  /** The lease asks the store for a block first: the gate's deadline runs from here. */
+  #waitForUnits(request: GateRequest, entry: Entitlement, taken: Promise<Taken>): void {
+    request.armDeadline(this.gateTimeoutMs, this.#onDeadline);
+    taken
+      .then((units) => this.#decide(request, entry, units))
+      .catch((failure: unknown) => gateFailed(this, request, failure));
   }
 
   /** Allowed: the units stay held until the request ends, and the handler runs. Else refused. */

@@ -71,7 +71,20 @@ export function readUser<C>(
     reader.withUser(context, adoptUser(reader, usage, context, raw));
     return undefined;
   }
-  // Adopted as a promise: a thenable whose `then` throws or calls back twice is a rejection, or ignored.
+  return adoptLater(reader, usage, context, raw);
+}
+
+/**
+ * An async hook's answer, adopted as a promise: a thenable whose `then` throws or calls back twice
+ * is a rejection, or ignored. (Apart from readUser: a function that makes closures allocates their
+ * scope on every call, the same-tick answer included.)
+ */
+function adoptLater<C>(
+  reader: UserReader<C>,
+  usage: { userId: RequestUser | undefined },
+  context: C,
+  raw: PromiseLike<unknown>,
+): Promise<void> {
   return withTimeLimit(toPromise(raw), reader.limitMs, 'the userId hook').then(
     (value) => reader.withUser(context, adoptUser(reader, usage, context, value)),
     (error: unknown) => reader.withUser(context, failUser(reader, usage, context, error)),
