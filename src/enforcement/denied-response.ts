@@ -3,7 +3,7 @@
 import type { Request, Response } from 'express';
 import type { EntitlementDecision, RefusedDecision } from '../config/decision.js';
 import { logCodes } from '../config/errors.js';
-import type { KanaLogger } from '../config/logger.js';
+import { type KanaLogger, logErrorSafely } from '../config/logger.js';
 import type { Counter } from '../config/stats.js';
 import { isPromise, toPromise } from '../config/thenable.js';
 import { withTimeLimit } from '../config/time-limit.js';
@@ -38,16 +38,13 @@ export function createDeniedResponse({ onDenied, logger, counters, limitMs }: De
     counters.hookErrors++;
     // A handler written for the old (req, res, next, decision) signature calls its 3rd argument: say so.
     const oldSignature = error instanceof TypeError && onDenied !== undefined && onDenied.length >= 4;
-    try {
-      logger.error(
-        { code: logCodes.hookFailed, hook: 'onDenied', featureId: decision.featureId, err: error, ...where(req) },
-        oldSignature
-          ? 'kana-meter: onDenied threw; it is called as onDenied(req, res, decision) now, without `next` (its 3rd argument is the decision); the default refusal was sent'
-          : 'kana-meter: onDenied threw, rejected or did not settle in time; the default refusal was sent',
-      );
-    } catch {
-      // A logger that throws cannot be told.
-    }
+    logErrorSafely(
+      logger,
+      { code: logCodes.hookFailed, hook: 'onDenied', featureId: decision.featureId, err: error, ...where(req) },
+      oldSignature
+        ? 'kana-meter: onDenied threw; it is called as onDenied(req, res, decision) now, without `next` (its 3rd argument is the decision); the default refusal was sent'
+        : 'kana-meter: onDenied threw, rejected or did not settle in time; the default refusal was sent',
+    );
     sendRefusal(res, decision, entry);
   }
 
