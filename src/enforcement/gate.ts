@@ -2,8 +2,9 @@
 
 import type { ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
-import type { DecisionSource, EntitlementDecision } from '../config/decision.js';
-import { KanaError, logCodes } from '../config/errors.js';
+import type { EntitlementDecision, KanaErrorPolicy } from '../config/decision.js';
+import { logCodes } from '../config/errors.js';
+import type { KanaLogger } from '../config/logger.js';
 import type { Counter } from '../config/stats.js';
 import { NO_TELEMETRY, type Telemetry, traceLookup } from '../config/telemetry.js';
 import { isPromise } from '../config/thenable.js';
@@ -11,22 +12,21 @@ import { isKeyRefusal } from '../kana/key-status.js';
 import type { MeteredFeature } from '../metering/metered-feature.js';
 import type { RequestUsage, RequestUsages } from '../metering/request-usage.js';
 import { where } from '../metering/routed-path.js';
-import { readRequestUser } from '../metering/user-id.js';
+import { type RequestUser, readUser, type UserReader } from '../metering/user-id.js';
 import type { KanaMeterConfig } from '../options.js';
 import { decisionFrom, fallbackDecision } from './decisions.js';
 import { createDeniedResponse } from './denied-response.js';
 import type { Lookup } from './entitlement-lookup.js';
 import { setRateLimitHeaders } from './entitlement-response.js';
 import type { Entitlement, EntitlementCache } from './entitlements.js';
+import { gateFailed, gateTimedOut } from './gate-failure.js';
 import { configErrorProblem, noUserProblem, sendProblem } from './gate-refusals.js';
+import { GateRequest } from './gate-request.js';
 import './express-augmentation.js';
-import { armDeadline, isDecided, settleStep, stepFor } from './gate-step.js';
 import type { Taken } from './key-ledger.js';
 import type { Leases } from './leases.js';
 import { setDecision } from './request-decision.js';
-
-/** In shadow mode, at most one log line of would-be refusals per this interval (every one is counted). */
-export const SHADOW_LOG_INTERVAL_MS = 10_000;
+import { ShadowLog } from './shadow-log.js';
 
 export interface GateOptions {
   config: Pick<
@@ -67,432 +67,328 @@ export interface GateOptions {
  * Creates the gate kanaMeter() runs for enforced mapped routes and meter() for enforced routes.
  * A cache hit decides synchronously and calls next() in the same tick.
  */
-export function createGate({
-  config,
-  counters,
-  cache,
-  usages,
-  leases,
-  lookUpMissed,
-  userIdFailed,
-  keyStatus,
-  gateTimeoutMs,
-  telemetry = NO_TELEMETRY,
-}: GateOptions) {
-  const { observeDecision, tracing } = telemetry;
-  const { userId: getUserId, logger, onDenied, onKanaError, rateLimitHeaders, enforce, checkTimeoutMs } = config;
-  const answerDenied = createDeniedResponse({ onDenied, logger, counters, limitMs: checkTimeoutMs });
-  let warnedNoUser = false;
-  const { anonymous, onConfigError } = config;
-  let shadowLoggedAt = Number.NEGATIVE_INFINITY;
-  let shadowNotLogged = 0;
+export function createGate(options: GateOptions) {
+  const checks = new Gate(options);
+  return {
+    gate(req: Request, res: Response, next: NextFunction, feature: MeteredFeature, usage: RequestUsage): void {
+      checks.pass(req, res, next, feature, usage);
+    },
+  };
+}
+
+/**
+ * One kanaMeter()'s gate. An enforced request's path, top to bottom, each stage given the
+ * request's one GateRequest: pass (once per feature) → readUser → checkUser (no user: 401; a key
+ * Kana refuses: 503) → lookUp (a fresh cached answer at once, else Kana within the gate's bound)
+ * → useLookup → take (units from the lease) → decide: allowed (next) or refuse (onDenied, else
+ * 402/429; shadow mode serves it). A throw, a rejection or the deadline: gate-failure.ts.
+ */
+export class Gate {
+  readonly counters: Record<Counter, number>;
+  readonly logger: KanaLogger;
+  readonly gateTimeoutMs: number;
+  readonly #cache: EntitlementCache;
+  readonly #leases: Leases;
+  readonly #lookUpMissed: GateOptions['lookUpMissed'];
+  readonly #keyStatus: GateOptions['keyStatus'];
+  readonly #observeDecision: Telemetry['observeDecision'];
+  readonly #tracing: Telemetry['tracing'];
+  readonly #onKanaError: KanaErrorPolicy;
+  readonly #rateLimitHeaders: boolean;
+  readonly #enforce: GateOptions['config']['enforce'];
+  readonly #anonymous: GateOptions['config']['anonymous'];
+  readonly #onConfigError: GateOptions['config']['onConfigError'];
+  readonly #answerDenied: ReturnType<typeof createDeniedResponse>;
+  readonly #shadowLog: ShadowLog;
+  /** Reads a request's user for its GateRequest (made once: no closure per request). */
+  readonly #reader: UserReader<GateRequest>;
+  readonly #onDeadline = (request: GateRequest): void => gateTimedOut(this, request);
+  /** `close` of an enforced response (shared by this kanaMeter's; `this` is the response): it ended, finished or aborted. */
+  readonly #onClose: (this: ServerResponse) => void;
+  #warnedNoUser = false;
+
+  constructor(options: GateOptions) {
+    const { config, counters, cache, usages, leases, lookUpMissed, userIdFailed, keyStatus } = options;
+    const { userId: getUserId, logger, onDenied, checkTimeoutMs } = config;
+    const { observeDecision, tracing } = options.telemetry ?? NO_TELEMETRY;
+    this.counters = counters;
+    this.logger = logger;
+    this.gateTimeoutMs = options.gateTimeoutMs;
+    this.#cache = cache;
+    this.#leases = leases;
+    this.#lookUpMissed = lookUpMissed;
+    this.#keyStatus = keyStatus;
+    this.#observeDecision = observeDecision;
+    this.#tracing = tracing;
+    this.#onKanaError = config.onKanaError;
+    this.#rateLimitHeaders = config.rateLimitHeaders;
+    this.#enforce = config.enforce;
+    this.#anonymous = config.anonymous;
+    this.#onConfigError = config.onConfigError;
+    this.#answerDenied = createDeniedResponse({ onDenied, logger, counters, limitMs: checkTimeoutMs });
+    this.#shadowLog = new ShadowLog(logger, counters);
+    this.#reader = {
+      ask: (request) => getUserId(request.req, request.res),
+      limitMs: checkTimeoutMs,
+      failed: (request, error) => userIdFailed(request.req, error),
+      withUser: (request, user) => this.#checkUser(request, user),
+    };
+    this.#onClose = function onClose(this: ServerResponse): void {
+      const usage = usages.get(this.req);
+      if (usage === undefined) return;
+      usage.ended = true;
+      if (usage.holds !== undefined) releaseHolds(usage);
+    };
+  }
 
   /**
    * Checks `feature` for this request, then calls next() or refuses it. Once per request and
    * feature: a second gate for a feature already checked (the route map and meter() both name it,
    * or meter() runs twice) goes straight on, under the first one's decision and hold.
    */
-  function gate(req: Request, res: Response, next: NextFunction, feature: MeteredFeature, usage: RequestUsage): void {
-    if (usage.checked === undefined) {
-      usage.checked = [feature.featureId];
-      res.on('close', onClose);
-    } else if (usage.checked.includes(feature.featureId)) {
+  pass(req: Request, res: Response, next: NextFunction, feature: MeteredFeature, usage: RequestUsage): void {
+    const { checked } = usage;
+    const { featureId } = feature;
+    if (checked === undefined) {
+      usage.checked = featureId;
+      res.on('close', this.#onClose);
+    } else if (checked === featureId || (typeof checked !== 'string' && checked.includes(featureId))) {
       next();
       return;
+    } else if (typeof checked === 'string') {
+      usage.checked = [checked, featureId];
     } else {
-      usage.checked.push(feature.featureId);
+      checked.push(featureId);
     }
     // From here on `next` runs at most once, and a request the gate waits for is decided within gateTimeoutMs.
-    const step = stepFor(next);
+    const request = new GateRequest(req, res, next, feature, usage, (feature.enforce ?? this.#enforce) === 'shadow');
     try {
-      enter(req, res, step, feature, usage);
+      this.#readUser(request);
     } catch (error) {
-      gateFailed(req, res, step, feature, usage, error);
+      gateFailed(this, request, error);
     }
   }
 
-  /** Reads the request's user (once per request), then checks it. */
-  function enter(req: Request, res: Response, next: NextFunction, feature: MeteredFeature, usage: RequestUsage): void {
+  /** Reads the request's user (once per request: the same id is billed when the response finishes), then checks it. */
+  #readUser(request: GateRequest): void {
+    const { usage } = request;
     if (usage.userId !== undefined) {
-      checkFor(req, res, next, feature, usage, usage.userId);
+      this.#checkUser(request, usage.userId);
       return;
     }
-    // Read once, before the handler; the same id is billed when the response finishes.
-    const waiting = readRequestUser(
-      usage,
-      () => getUserId(req, res),
-      checkTimeoutMs,
-      (error) => userIdFailed(req, error),
-      (userId) => checkFor(req, res, next, feature, usage, userId),
-    );
-    if (waiting === undefined) return;
-    armDeadline(next, gateTimeoutMs, () => timedOut(req, res, next, feature, usage));
-    waiting.catch((error: unknown) => gateFailed(req, res, next, feature, usage, error));
+    const waiting = readUser(this.#reader, usage, request);
+    if (waiting !== undefined) this.#waitForUser(request, waiting);
   }
 
-  function checkFor(
-    req: Request,
-    res: Response,
-    next: NextFunction,
-    feature: MeteredFeature,
-    usage: RequestUsage,
-    userId: string | null | false,
-  ): void {
-    if (typeof userId !== 'string') {
-      // No user (or userId failed): nothing to check nor bill it to. Refused, unless told otherwise.
-      if (anonymous === 'refuse') {
-        refuseNoUser(req, res, next, feature, usage);
-        return;
-      }
-      counters.unchecked++;
-      if (userId === null && !warnedNoUser) {
-        warnedNoUser = true;
-        logger.warn(
-          { code: logCodes.uncheckedNoUser, featureId: feature.featureId, ...where(req) },
-          'kana-meter: an enforced request had no user id, so it was neither checked nor billed. Authentication must run before kanaMeter()/meter() on enforced routes. Logged once.',
-        );
-      }
-      if (!usage.ended) next();
+  /** An async `userId` hook: the gate's deadline runs from here. */
+  #waitForUser(request: GateRequest, waiting: Promise<void>): void {
+    request.armDeadline(this.gateTimeoutMs, this.#onDeadline);
+    waiting.catch((error: unknown) => gateFailed(this, request, error));
+  }
+
+  /** The refusals before any lookup: no user (`anonymous` decides), a key Kana refuses (`onConfigError` decides). */
+  #checkUser(request: GateRequest, user: RequestUser): void {
+    if (typeof user !== 'string') {
+      this.#noUser(request, user);
       return;
     }
-    checkEntitlement(req, res, next, feature, usage, userId);
-  }
-
-  function checkEntitlement(
-    req: Request,
-    res: Response,
-    next: NextFunction,
-    feature: MeteredFeature,
-    usage: RequestUsage,
-    userId: string,
-  ): void {
+    request.userId = user;
     // Kana refuses the key: nothing served now could be billed, whatever the cache says.
-    if (onConfigError === 'deny' && keyStatus.configError !== null) {
-      refuseConfigError(req, res, next, feature, usage, userId, undefined);
+    if (this.#onConfigError === 'deny' && this.#keyStatus.configError !== null) {
+      this.#refuseKey(request, undefined);
       return;
     }
-    const entry = cache.fresh(userId, feature.featureId);
-    if (entry !== undefined) {
-      counters.cacheHits++;
-      take(req, res, next, feature, usage, entry, 'cache', undefined);
+    this.#lookUp(request);
+  }
+
+  /** The entitlement: a fresh cached answer decides in this tick; a miss waits for Kana, within the gate's bound. */
+  #lookUp(request: GateRequest): void {
+    const entry = this.#cache.fresh(request.userId, request.feature.featureId);
+    if (entry === undefined) {
+      this.#lookUpMiss(request);
       return;
     }
+    this.counters.cacheHits++;
+    this.#take(request, entry);
+  }
+
+  /**
+   * Not in the cache: Kana, else a stale answer, else nothing. (Apart from #lookUp: a function that
+   * makes closures allocates their scope on every call, cache hits included.)
+   */
+  #lookUpMiss(request: GateRequest): void {
+    const { userId, feature } = request;
     // Traced: the wait is a span of the request's trace, and the Kana call a child of it.
-    const wait = tracing?.startCheckWait(feature.featureId);
+    const wait = this.#tracing?.startCheckWait(feature.featureId);
     const found =
       wait === undefined
-        ? lookUpMissed(userId, feature.featureId, feature.checkDelta)
-        : traceLookup(wait, () => lookUpMissed(userId, feature.featureId, feature.checkDelta));
+        ? this.#lookUpMissed(userId, feature.featureId, feature.checkDelta)
+        : traceLookup(wait, () => this.#lookUpMissed(userId, feature.featureId, feature.checkDelta));
     if (isPromise(found)) {
-      armDeadline(next, gateTimeoutMs, () => timedOut(req, res, next, feature, usage));
+      request.armDeadline(this.gateTimeoutMs, this.#onDeadline);
       found
-        .then((lookup) => settle(req, res, next, feature, usage, userId, lookup))
-        .catch((error: unknown) => gateFailed(req, res, next, feature, usage, error));
+        .then((lookup) => this.#useLookup(request, lookup))
+        .catch((error: unknown) => gateFailed(this, request, error));
     } else {
-      settle(req, res, next, feature, usage, userId, found);
+      this.#useLookup(request, found);
     }
   }
 
-  function settle(
-    req: Request,
-    res: Response,
-    next: NextFunction,
-    feature: MeteredFeature,
-    usage: RequestUsage,
-    userId: string,
-    lookup: Lookup,
-  ): void {
+  /** What a cache miss found: a refused key (`onConfigError` decides), nothing (`onKanaError` decides), or an answer. */
+  #useLookup(request: GateRequest, lookup: Lookup): void {
     // A refused key is not an outage: onConfigError decides, not onKanaError nor a stale answer.
     // (Only while this instance's key is refused: another instance's failure shared by the store may be older.)
-    if (isKeyRefusal(lookup.error) && keyStatus.configError !== null) {
-      refuseConfigError(req, res, next, feature, usage, userId, lookup.error);
+    if (isKeyRefusal(lookup.error) && this.#keyStatus.configError !== null) {
+      this.#refuseKey(request, lookup.error);
       return;
     }
-    if (lookup.entry === undefined) fallBack(req, res, next, feature, usage, userId, lookup.error);
-    else take(req, res, next, feature, usage, lookup.entry, lookup.source, lookup.error);
+    if (lookup.entry === undefined) {
+      this.fallBack(request, request.userId, lookup.error);
+      return;
+    }
+    request.source = lookup.source;
+    request.error = lookup.error;
+    this.#take(request, lookup.entry);
   }
 
   /** Takes the request's units (at once from a lease or Kana's answer, or after a reservation), then decides. */
-  function take(
-    req: Request,
-    res: Response,
-    next: NextFunction,
-    feature: MeteredFeature,
-    usage: RequestUsage,
-    entry: Entitlement,
-    source: DecisionSource,
-    error: unknown,
-  ): void {
+  #take(request: GateRequest, entry: Entitlement): void {
     // The client left while Kana was being asked (nothing to hold, nobody to answer), or the deadline decided.
-    if (usage.ended || isDecided(next)) return;
-    const taken = leases.take(entry, feature.checkDelta, true);
-    if (isPromise(taken)) {
-      armDeadline(next, gateTimeoutMs, () => timedOut(req, res, next, feature, usage));
-      taken
-        .then((units) => decide(req, res, next, feature, usage, entry, source, error, units))
-        .catch((failure: unknown) => gateFailed(req, res, next, feature, usage, failure));
-    } else {
-      decide(req, res, next, feature, usage, entry, source, error, taken);
-    }
+    if (request.isOver()) return;
+    const taken = this.#leases.take(entry, request.feature.checkDelta, true);
+    if (isPromise(taken)) this.#waitForUnits(request, entry, taken);
+    else this.#decide(request, entry, taken);
   }
 
-  function decide(
-    req: Request,
-    res: Response,
-    next: NextFunction,
-    feature: MeteredFeature,
-    usage: RequestUsage,
-    entry: Entitlement,
-    source: DecisionSource,
-    error: unknown,
-    taken: Taken,
-  ): void {
-    if (usage.ended || isDecided(next)) {
+  /** The lease asks the store for a block first: the gate's deadline runs from here. */
+  #waitForUnits(request: GateRequest, entry: Entitlement, taken: Promise<Taken>): void {
+    request.armDeadline(this.gateTimeoutMs, this.#onDeadline);
+    taken
+      .then((units) => this.#decide(request, entry, units))
+      .catch((failure: unknown) => gateFailed(this, request, failure));
+  }
+
+  /** Allowed: the units stay held until the request ends, and the handler runs. Else refused. */
+  #decide(request: GateRequest, entry: Entitlement, taken: Taken): void {
+    if (request.isOver()) {
       // It ended (or the deadline decided it) while the store was asked: its units go back at once.
       entry.ledger.releaseHeld(taken.held);
       return;
     }
-    if (source === 'stale') counters.staleHits++;
-    const delta = feature.checkDelta;
-    const decision = decisionFrom(entry, delta, source, error, taken);
+    const { req, res, usage, shadow } = request;
+    if (request.source === 'stale') this.counters.staleHits++;
+    const decision = decisionFrom(entry, request.feature.checkDelta, request.source, request.error, taken);
     setDecision(req, decision);
-    const shadow = isShadow(feature);
-    observeDecision?.(decision, shadow);
+    this.#observeDecision?.(decision, shadow);
     if (!decision.allowed) {
-      refuse(req, res, next, usage, decision, entry, shadow);
+      this.#refuse(request, decision, entry);
       return;
     }
     if (taken.held > 0) usage.holds = { entitlement: entry, delta: taken.held, next: usage.holds };
-    counters.allowed++;
+    this.counters.allowed++;
     // Shadow mode changes nothing clients see: no RateLimit headers.
-    if (rateLimitHeaders && !shadow && decision.remaining !== null && !entry.overageEnabled && !res.headersSent) {
+    if (this.#rateLimitHeaders && !shadow && decision.remaining !== null && !entry.overageEnabled && !res.headersSent) {
       setRateLimitHeaders(res, entry, decision.remaining);
     }
-    next();
+    request.proceed();
   }
 
   /** Kana could not be asked and has never answered for this user and feature: `onKanaError` decides. */
-  function fallBack(
-    req: Request,
-    res: Response,
-    next: NextFunction,
-    feature: MeteredFeature,
-    usage: RequestUsage,
-    userId: string,
-    error: unknown,
-  ): void {
-    if (usage.ended || isDecided(next)) return;
-    const decision = fallbackDecision(userId, feature.featureId, feature.checkDelta, onKanaError, error);
-    setDecision(req, decision);
-    observeDecision?.(decision, isShadow(feature));
+  fallBack(request: GateRequest, userId: string, error: unknown): void {
+    if (request.isOver()) return;
+    const { feature } = request;
+    const decision = fallbackDecision(userId, feature.featureId, feature.checkDelta, this.#onKanaError, error);
+    setDecision(request.req, decision);
+    this.#observeDecision?.(decision, request.shadow);
     if (!decision.allowed) {
-      refuse(req, res, next, usage, decision, undefined, isShadow(feature));
+      this.#refuse(request, decision, undefined);
       return;
     }
-    counters.allowed++;
-    counters.failedOpen++;
-    next();
+    this.counters.allowed++;
+    this.counters.failedOpen++;
+    request.proceed();
+  }
+
+  /** Refused: `onDenied` answers, else the default 402/429/503; shadow mode serves it (billed as usual) and logs it. */
+  #refuse(request: GateRequest, decision: EntitlementDecision, entry: Entitlement | undefined): void {
+    if (request.shadow) {
+      // What enforcement would have refused goes on, and is billed as usual.
+      this.#shadowLog.denied(request.req, decision);
+      request.proceed();
+      return;
+    }
+    // Refused, whatever onDenied does: it gets no `next`, and the deadline has nothing left to decide.
+    this.#refused(request, 'denied');
+    this.#answerDenied(request.req, request.res, decision, entry);
+  }
+
+  /** No user (or userId failed): nothing to check nor bill it to. Refused, unless `anonymous` says otherwise. */
+  #noUser(request: GateRequest, user: null | false): void {
+    if (this.#anonymous === 'refuse') {
+      this.#refuseNoUser(request);
+      return;
+    }
+    this.counters.unchecked++;
+    if (user === null && !this.#warnedNoUser) {
+      this.#warnedNoUser = true;
+      this.logger.warn(
+        { code: logCodes.uncheckedNoUser, featureId: request.feature.featureId, ...where(request.req) },
+        'kana-meter: an enforced request had no user id, so it was neither checked nor billed. Authentication must run before kanaMeter()/meter() on enforced routes. Logged once.',
+      );
+    }
+    if (!request.usage.ended) request.proceed();
   }
 
   /** No user on an enforced route, `anonymous: 'refuse'`: 401, the handler does not run; shadow mode serves it (unbilled) and counts it. */
-  function refuseNoUser(
-    req: Request,
-    res: Response,
-    next: NextFunction,
-    feature: MeteredFeature,
-    usage: RequestUsage,
-  ): void {
-    if (usage.ended || isDecided(next)) return;
-    const shadow = isShadow(feature);
-    if (!warnedNoUser) {
-      warnedNoUser = true;
-      logger.warn(
-        { code: logCodes.refusedNoUser, featureId: feature.featureId, shadow, ...where(req) },
+  #refuseNoUser(request: GateRequest): void {
+    if (request.isOver()) return;
+    const { shadow, feature } = request;
+    if (!this.#warnedNoUser) {
+      this.#warnedNoUser = true;
+      this.logger.warn(
+        { code: logCodes.refusedNoUser, featureId: feature.featureId, shadow, ...where(request.req) },
         shadow
           ? 'kana-meter: shadow mode: an enforced request had no user id; enforcement would refuse it with 401 (it was served, unbilled). Authentication must run before kanaMeter()/meter() on enforced routes. Logged once.'
           : "kana-meter: an enforced request had no user id, so it was refused with 401 (anonymous: 'refuse'). Authentication must run before kanaMeter()/meter() on enforced routes. Logged once.",
       );
     }
     if (shadow) {
-      counters.unchecked++;
-      counters.shadowDenied++;
-      next();
+      this.counters.unchecked++;
+      this.counters.shadowDenied++;
+      request.proceed();
       return;
     }
-    usage.refused = true;
-    counters.refusedNoUser++;
-    settleStep(next);
-    sendProblem(res, noUserProblem(feature.featureId));
+    this.#refused(request, 'refusedNoUser');
+    sendProblem(request.res, noUserProblem(feature.featureId));
   }
 
   /** Kana refuses the API key: `onConfigError` decides ('deny': 503, the handler does not run); shadow mode serves it. */
-  function refuseConfigError(
-    req: Request,
-    res: Response,
-    next: NextFunction,
-    feature: MeteredFeature,
-    usage: RequestUsage,
-    userId: string,
-    error: unknown,
-  ): void {
-    if (usage.ended || isDecided(next)) return;
-    const policy = onConfigError === 'deny' ? 'deny' : 'allow';
-    setDecision(req, fallbackDecision(userId, feature.featureId, feature.checkDelta, policy, error));
+  #refuseKey(request: GateRequest, error: unknown): void {
+    if (request.isOver()) return;
+    const { feature } = request;
+    const policy = this.#onConfigError === 'deny' ? 'deny' : 'allow';
+    setDecision(request.req, fallbackDecision(request.userId, feature.featureId, feature.checkDelta, policy, error));
     if (policy === 'allow') {
-      counters.allowed++;
-      counters.failedOpen++;
-      next();
+      this.counters.allowed++;
+      this.counters.failedOpen++;
+      request.proceed();
       return;
     }
-    if (isShadow(feature)) {
-      counters.shadowDenied++;
-      next();
+    if (request.shadow) {
+      this.counters.shadowDenied++;
+      request.proceed();
       return;
     }
-    usage.refused = true;
-    counters.denied++;
-    settleStep(next);
-    sendProblem(res, configErrorProblem(feature.featureId));
+    this.#refused(request, 'denied');
+    sendProblem(request.res, configErrorProblem(feature.featureId));
   }
 
-  function isShadow(feature: MeteredFeature): boolean {
-    return (feature.enforce ?? enforce) === 'shadow';
+  /** The request is refused (its answer is being sent): never billed, counted, and nothing else may decide it. */
+  #refused(request: GateRequest, counter: 'denied' | 'refusedNoUser'): void {
+    request.usage.refused = true;
+    this.counters[counter]++;
+    request.markDecided();
   }
-
-  function refuse(
-    req: Request,
-    res: Response,
-    next: NextFunction,
-    usage: RequestUsage,
-    decision: EntitlementDecision,
-    entry: Entitlement | undefined,
-    shadow: boolean,
-  ): void {
-    if (shadow) {
-      // What enforcement would have refused goes on, and is billed as usual.
-      shadowDenied(req, decision);
-      next();
-      return;
-    }
-    usage.refused = true;
-    counters.denied++;
-    // Refused, whatever onDenied does: it gets no `next`, and the deadline has nothing left to decide.
-    settleStep(next);
-    answerDenied(req, res, decision, entry);
-  }
-
-  /** Counts a would-be refusal; logs the first, then at most one line per SHADOW_LOG_INTERVAL_MS. */
-  function shadowDenied(req: Request, decision: EntitlementDecision): void {
-    counters.shadowDenied++;
-    const now = Date.now();
-    if (now - shadowLoggedAt < SHADOW_LOG_INTERVAL_MS) {
-      shadowNotLogged++;
-      return;
-    }
-    const { userId, featureId, reason, status, source, used, budget } = decision;
-    logger.info(
-      {
-        code: logCodes.shadowDenied,
-        userId,
-        featureId,
-        reason,
-        status,
-        source,
-        used,
-        budget,
-        notLogged: shadowNotLogged,
-        shadowDenied: counters.shadowDenied,
-        ...where(req),
-      },
-      `kana-meter: shadow mode: enforcement would have refused this request with ${status}; it was served (at most one line per ${SHADOW_LOG_INTERVAL_MS / 1000} s, notLogged since the last)`,
-    );
-    shadowLoggedAt = now;
-    shadowNotLogged = 0;
-  }
-
-  /** `close` of an enforced response (shared by this kanaMeter's; `this` is the response): it ended, finished or aborted. */
-  function onClose(this: ServerResponse): void {
-    const usage = usages.get(this.req);
-    if (usage === undefined) return;
-    usage.ended = true;
-    if (usage.holds !== undefined) releaseHolds(usage);
-  }
-
-  /**
-   * Something in the gate threw or rejected (a hook's or a store's bad value, a bug): logged, and the
-   * request, if not decided yet, gets the `onKanaError` decision (next(), or 503 problem+json).
-   */
-  function gateFailed(
-    req: Request,
-    res: Response,
-    next: NextFunction,
-    feature: MeteredFeature,
-    usage: RequestUsage,
-    error: unknown,
-  ): void {
-    try {
-      logger.error(
-        { code: logCodes.gateFailed, err: error, featureId: feature.featureId, ...where(req) },
-        'kana-meter: unexpected error in the entitlement gate; onKanaError decided the request',
-      );
-    } catch {
-      // A logger that throws cannot be told; nothing is thrown from here either.
-    }
-    decideWithoutAnswer(req, res, next, feature, usage, error);
-  }
-
-  /** The gate's deadline passed with the request still waiting (a hook, the store, or Kana past its limits). */
-  function timedOut(
-    req: Request,
-    res: Response,
-    next: NextFunction,
-    feature: MeteredFeature,
-    usage: RequestUsage,
-  ): void {
-    if (isDecided(next) || usage.ended || res.headersSent) return;
-    counters.gateTimeouts++;
-    const error = new KanaError('KANA_TIMEOUT', `the request was not decided within ${gateTimeoutMs} ms`, {
-      retryable: true,
-    });
-    try {
-      logger.error(
-        { code: logCodes.gateTimeout, featureId: feature.featureId, gateTimeoutMs, ...where(req) },
-        `kana-meter: an enforced request was not decided within ${gateTimeoutMs} ms; onKanaError decided it`,
-      );
-    } catch {
-      // A logger that throws cannot be told.
-    }
-    decideWithoutAnswer(req, res, next, feature, usage, error);
-  }
-
-  /** `onKanaError` decides a request nothing else could, exactly once (never after next() or a response). */
-  function decideWithoutAnswer(
-    req: Request,
-    res: Response,
-    next: NextFunction,
-    feature: MeteredFeature,
-    usage: RequestUsage,
-    error: unknown,
-  ): void {
-    if (isDecided(next) || usage.ended || res.headersSent) return;
-    try {
-      fallBack(req, res, next, feature, usage, typeof usage.userId === 'string' ? usage.userId : '', error);
-    } catch (failure) {
-      try {
-        logger.error({ code: logCodes.gateFailed, err: failure }, 'kana-meter: the fallback decision failed');
-      } catch {
-        // Nothing more to tell.
-      }
-      // Last resort: the request is answered.
-      if (!isDecided(next) && !res.headersSent) {
-        settleStep(next);
-        res.statusCode = 503;
-        res.end();
-      }
-    }
-  }
-
-  return { gate };
 }
 
 /** Gives back the units a request holds; each hold is released exactly once (the list is detached first). */

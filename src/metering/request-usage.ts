@@ -41,8 +41,11 @@ export interface RequestUsage {
   refused: boolean;
   /** The response finished or closed: a check answering later leaves the request alone. */
   ended: boolean;
-  /** The feature ids a gate checked on this request (each once); undefined until the first gate, which attaches `close`. */
-  checked: string[] | undefined;
+  /**
+   * The feature ids a gate checked on this request (each once): the first alone (no array for the
+   * usual one), a list from the second on; undefined until the first gate, which attaches `close`.
+   */
+  checked: string | string[] | undefined;
   /** The Idempotency-Key stage answered the request itself (a replay, 409 or 422): its handler did not run, nothing is billed. */
   answered: boolean;
   /** Its response finished after close() began: its usage is reported undelivered, not queued. */

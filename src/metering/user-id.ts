@@ -42,10 +42,90 @@ function isUserIdValue(value: unknown): value is string | number | bigint {
 export type RequestUser = string | null | false;
 
 /**
- * Reads the request's user once, into `usage.userId`, and calls `then` with it: in the same tick
- * when the hook answers at once, else when its promise settles. A hook that throws, rejects, gives a
+ * How a stage reads the request's user, made once per stage (no closure per request): `context` is
+ * what the stage passes along (its request context).
+ */
+export interface UserReader<C> {
+  /** Asks the `userId` option for the context's request. */
+  ask(context: C): unknown;
+  /** How long an async answer may take. */
+  limitMs: number;
+  /** Told of a hook that threw, rejected, gave a non-id or was too slow; the user is false then. */
+  failed(context: C, error: unknown): void;
+  /** Called with the user: in the same tick when the hook answers at once, else when its promise settles. */
+  withUser(context: C, user: RequestUser): void;
+}
+
+/**
+ * Reads the request's user once, into `usage.userId`, and calls `reader.withUser` with it. Returns the
+ * wait when there is one, for the caller to bound and to guard.
+ */
+export function readUser<C>(
+  reader: UserReader<C>,
+  usage: { userId: RequestUser | undefined },
+  context: C,
+): Promise<void> | undefined {
+  let raw: unknown;
+  try {
+    raw = reader.ask(context);
+  } catch (error) {
+    reader.withUser(context, failUser(reader, usage, context, error));
+    return undefined;
+  }
+  if (!isPromise(raw)) {
+    reader.withUser(context, adoptUser(reader, usage, context, raw));
+    return undefined;
+  }
+  return adoptLater(reader, usage, context, raw);
+}
+
+/**
+ * An async hook's answer, adopted as a promise: a thenable whose `then` throws or calls back twice
+ * is a rejection, or ignored. (Apart from readUser: a function that makes closures allocates their
+ * scope on every call, the same-tick answer included.)
+ */
+function adoptLater<C>(
+  reader: UserReader<C>,
+  usage: { userId: RequestUser | undefined },
+  context: C,
+  raw: PromiseLike<unknown>,
+): Promise<void> {
+  return withTimeLimit(toPromise(raw), reader.limitMs, 'the userId hook').then(
+    (value) => reader.withUser(context, adoptUser(reader, usage, context, value)),
+    (error: unknown) => reader.withUser(context, failUser(reader, usage, context, error)),
+  );
+}
+
+function adoptUser<C>(
+  reader: UserReader<C>,
+  usage: { userId: RequestUser | undefined },
+  context: C,
+  raw: unknown,
+): RequestUser {
+  try {
+    usage.userId = toKanaUserId(raw);
+  } catch (error) {
+    usage.userId = false;
+    reader.failed(context, error);
+  }
+  return usage.userId;
+}
+
+function failUser<C>(
+  reader: UserReader<C>,
+  usage: { userId: RequestUser | undefined },
+  context: C,
+  error: unknown,
+): false {
+  usage.userId = false;
+  reader.failed(context, error);
+  return false;
+}
+
+/**
+ * Reads the request's user once, into `usage.userId`, and calls `then` with it (readUser with
+ * closures, for a stage that has no context of its own). A hook that throws, rejects, gives a
  * non-id or has not settled after `limitMs` is reported to `failed`, and the user is false.
- * Returns the wait when there is one, for the caller to bound and to guard.
  */
 export function readRequestUser(
   usage: { userId: RequestUser | undefined },
@@ -54,35 +134,10 @@ export function readRequestUser(
   failed: (error: unknown) => void,
   then: (user: RequestUser) => void,
 ): Promise<void> | undefined {
-  const adopt = (raw: unknown): RequestUser => {
-    try {
-      usage.userId = toKanaUserId(raw);
-    } catch (error) {
-      usage.userId = false;
-      failed(error);
-    }
-    return usage.userId;
-  };
-  const fail = (error: unknown): RequestUser => {
-    usage.userId = false;
-    failed(error);
-    return false;
-  };
-  let raw: unknown;
-  try {
-    raw = hook();
-  } catch (error) {
-    then(fail(error));
-    return undefined;
-  }
-  if (!isPromise(raw)) {
-    then(adopt(raw));
-    return undefined;
-  }
-  // Adopted as a promise: a thenable whose `then` throws or calls back twice is a rejection, or ignored.
-  return withTimeLimit(toPromise(raw), limitMs, 'the userId hook').then(
-    (value) => then(adopt(value)),
-    (error: unknown) => then(fail(error)),
+  return readUser<undefined>(
+    { ask: hook, limitMs, failed: (_, error) => failed(error), withUser: (_, user) => then(user) },
+    usage,
+    undefined,
   );
 }
 
