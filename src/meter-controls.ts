@@ -14,6 +14,7 @@ import type { KanaMeter, ReadyOptions } from './middleware.js';
 
 export type MeterControls = Omit<KanaMeter, keyof RequestHandler>;
 
+/** The methods, with stats() bound to the `metrics` integration if there is one. */
 export function meterControls({
   config,
   counters,
@@ -27,7 +28,7 @@ export function meterControls({
 }: MeterParts): MeterControls {
   let closing: Promise<void> | undefined;
 
-  return {
+  const controls: MeterControls = {
     record(userId, featureId, delta = 1) {
       const usage = parseUsageArguments('record', userId, featureId, delta);
       intake.take(usage.userId, usage.featureId, usage.delta, 'record', intake.closed);
@@ -89,6 +90,25 @@ export function meterControls({
       return keyStatus.ready(parseReadyOptions(readyOptions));
     },
   };
+  bindMetrics(config.metrics, controls.stats, queue, keyStatus);
+  return controls;
+}
+
+/** Binds stats() to the `metrics` integration; if that throws, kanaMeter() throws, so nobody will close what it started. */
+function bindMetrics(
+  metrics: MeterParts['config']['metrics'],
+  stats: () => KanaMeterStats,
+  queue: MeterParts['queue'],
+  keyStatus: MeterParts['keyStatus'],
+): void {
+  try {
+    metrics?.bind(stats);
+  } catch (error) {
+    // Its spool is released, sending nothing.
+    queue.discard();
+    keyStatus.close();
+    throw error;
+  }
 }
 
 /** close()'s deadline in ms; a bad one throws (a programmer error, like a bad kanaMeter() option). */

@@ -125,34 +125,16 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   }
 
   /**
-   * Decides whether the handler runs: a keyed request's first feature goes through the
-   * Idempotency-Key stage first (a replay never reaches the gate); an enforced feature's gate
-   * then allows or refuses. 4. The queue comes after the handler: the capture hands its usage
-   * to the intake.
+   * 2. Decide whether the handler runs: a keyed request's first feature goes through the
+   * Idempotency-Key stage (a replay never reaches the gate), then an enforced feature's gate
+   * allows or refuses. 4. The queue comes after the handler: the capture hands usage to the intake.
    */
   function decide(usage: RequestUsage, feature: MeteredFeature, next: NextFunction, first: boolean): void {
-    if (first && replay?.keyed(usage.req)) {
-      replay.run(usage, () => enforceOrPass(usage, feature, next));
-      return;
-    }
-    enforceOrPass(usage, feature, next);
-  }
-
-  function enforceOrPass(usage: RequestUsage, feature: MeteredFeature, next: NextFunction): void {
-    if (feature.enforce ?? enforce) gate(usage.req, usage.res, next, feature, usage);
+    if (first && replay?.keyed(usage.req)) replay.run(usage, () => decide(usage, feature, next, false));
+    else if (feature.enforce ?? enforce) gate(usage.req, usage.res, next, feature, usage);
     else next();
   }
 
   const controls = meterControls(parts);
-  if (config.metrics) {
-    try {
-      config.metrics.bind(controls.stats);
-    } catch (error) {
-      // kanaMeter() throws, so nobody will close this queue: release its spool, sending nothing.
-      parts.queue.discard();
-      parts.keyStatus.close();
-      throw error;
-    }
-  }
   return Object.assign(kanaMeterMiddleware, controls);
 }
