@@ -12,10 +12,10 @@ import { writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
-import { setFlagsFromString } from 'node:v8';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { type RedisServer, startRedisServer } from '../test/helpers/redis.js';
-import { type Block, type Figures, figures } from './in-process-figures.js';
+import { type Block, type Figures, figures, gcPerByte } from './in-process-figures.js';
 import { profile, reportProfile } from './in-process-profile.js';
 import { sendRequests } from './in-process-request.js';
 import { pin, start } from './processes.js';
@@ -32,7 +32,8 @@ import {
 
 const ROUNDS = Number(process.env.BENCH_INPROCESS_ROUNDS ?? 12_000);
 const REQUESTS = Number(process.env.BENCH_INPROCESS_REQUESTS ?? 8);
-const AT = Number(process.env.BENCH_INPROCESS_QUANTILE ?? 0.25);
+/** The quantile of the blocks taken as the request path's cost (BENCH_INPROCESS_QUANTILE): see in-process-figures.ts. */
+const AT = Number(process.env.BENCH_INPROCESS_QUANTILE ?? 0.05);
 /** Two runs (here: the two halves of one) must agree this closely, in µs per request, to call the figure steady. */
 const STEADY_MICROS = 0.5;
 const CHECK = process.argv.includes('--check');
@@ -67,20 +68,23 @@ function cpuMicros(): number {
   return used.user + used.system;
 }
 
-/** One block of `count` requests: its CPU µs per request; `span` to find the GC pauses in it later. */
+/** One block of `count` requests: its CPU µs and heap bytes per request; its span, to find GC pauses in it later. */
 async function measureBlock(app: VariantApp, variant: Variant, count: number) {
+  const heap = getHeapStatistics().used_heap_size;
   const start = performance.now();
   const before = cpuMicros();
   await sendRequests(app.app, count, KEYED_VARIANTS.includes(variant));
   const perRequest = (cpuMicros() - before) / count;
-  return { cpuMicros: perRequest, count, start, end: performance.now() };
+  const end = performance.now();
+  const bytes = (getHeapStatistics().used_heap_size - heap) / count;
+  return { cpuMicros: perRequest, bytes, count, start, end };
 }
 
 /** The GC pause µs per request within each measured block. */
 function withPauses(measured: Awaited<ReturnType<typeof measureBlock>>): Block {
   let paused = 0;
   for (const pause of pauses) if (pause.start >= measured.start && pause.start < measured.end) paused += pause.duration;
-  return { cpuMicros: measured.cpuMicros, gcMicros: (paused * 1000) / measured.count };
+  return { cpuMicros: measured.cpuMicros, gcMicros: (paused * 1000) / measured.count, bytes: measured.bytes };
 }
 
 /** A small seeded generator (mulberry32): the same shuffles on every run. */
@@ -161,9 +165,10 @@ async function measure(): Promise<boolean> {
   await new Promise((resolve) => setTimeout(resolve, 50));
   const costs = new Map<Variant, Block[]>([...measured].map(([variant, list]) => [variant, list.map(withPauses)]));
   if (process.env.BENCH_INPROCESS_CSV) {
-    const lines = ['round,variant,cpu_us_per_request,gc_us_per_request'];
+    const lines = ['round,variant,cpu_us_per_request,gc_us_per_request,bytes_per_request'];
     for (const [variant, list] of costs) {
-      for (const [round, cost] of list.entries()) lines.push(`${round},${variant},${cost.cpuMicros},${cost.gcMicros}`);
+      for (const [round, cost] of list.entries())
+        lines.push(`${round},${variant},${cost.cpuMicros},${cost.gcMicros},${cost.bytes}`);
     }
     writeFileSync(process.env.BENCH_INPROCESS_CSV, `${lines.join('\n')}\n`);
   }
@@ -172,29 +177,31 @@ async function measure(): Promise<boolean> {
   const half = Math.floor(ROUNDS / 2);
   const whole = new Map<Variant, Figures>();
   const halves = new Map<Variant, [Figures, Figures]>();
+  const rate = (from: number, to: number) => gcPerByte([...costs.values()].map((list) => list.slice(from, to)));
+  const [perByte, firstPerByte, secondPerByte] = [rate(0, ROUNDS), rate(0, half), rate(half, ROUNDS)];
   for (const variant of variants) {
     const list = costs.get(variant) as Block[];
-    whole.set(variant, figures(list, bare, AT));
+    whole.set(variant, figures(list, bare, AT, perByte));
     halves.set(variant, [
-      figures(list.slice(0, half), bare.slice(0, half), AT),
-      figures(list.slice(half), bare.slice(half), AT),
+      figures(list.slice(0, half), bare.slice(0, half), AT, firstPerByte),
+      figures(list.slice(half), bare.slice(half), AT, secondPerByte),
     ]);
   }
   const µs = (value: number) => `${value >= 0 ? '+' : '−'}${Math.abs(value).toFixed(2)}`;
   const bareFigures = whole.get('bare') as Figures;
   console.log(
     `(${((Date.now() - began) / 1000).toFixed(0)} s; load average now ${loadavg()[0]?.toFixed(1)}; ` +
-      `${pauses.length} GC pauses)`,
+      `${pauses.length} GC pauses, ${(perByte * 1e6).toFixed(1)} µs per MB allocated)`,
   );
   console.log(
-    '\n| variant | CPU µs/req (of which GC) | over bare, µs (quartiles of same-round differences) | ratio | first half | second half |',
+    '\n| variant | CPU µs/req (of which GC) | bytes/req | over bare, µs (quartiles of same-round differences) | ratio | first half | second half |',
   );
-  console.log('|---|---|---|---|---|---|');
+  console.log('|---|---|---|---|---|---|---|');
   const unsteady: string[] = [];
   for (const variant of variants) {
     const f = whole.get(variant) as Figures;
     const [first, second] = halves.get(variant) as [Figures, Figures];
-    const cost = `${f.micros.toFixed(2)} (${f.gcMicros.toFixed(2)})`;
+    const cost = `${f.micros.toFixed(2)} (${f.gcMicros.toFixed(2)}) | ${f.bytes.toFixed(0)}`;
     if (variant === 'bare') {
       console.log(`| bare | ${cost} | — | 1 | — | — |`);
       continue;
