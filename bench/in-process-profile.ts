@@ -28,7 +28,10 @@ export async function profile(work: () => Promise<void>): Promise<{ nodes: Profi
 
 const maps = new Map<string, SourceMap | undefined>();
 
-/** Where a built function comes from: `src/…:line` through the file's source map, else the file itself. */
+/**
+ * Where a built function comes from: its `src/` file through the build's source map (the line is left out: tsx
+ * recompiles dist/ as it loads it, so the profile's lines are not the map's), else the file itself.
+ */
 function origin(url: string, line: number, column: number): string {
   if (!url.startsWith('file://')) return url || '(native)';
   const file = fileURLToPath(url);
@@ -36,12 +39,12 @@ function origin(url: string, line: number, column: number): string {
     const mapFile = `${file}.map`;
     maps.set(file, existsSync(mapFile) ? new SourceMap(JSON.parse(readFileSync(mapFile, 'utf8'))) : undefined);
   }
-  const entry = maps.get(file)?.findEntry(line, column) as { originalSource?: string; originalLine?: number };
+  const entry = maps.get(file)?.findEntry(line, column) as { originalSource?: string };
   if (entry?.originalSource) {
     const source = entry.originalSource.startsWith('file://')
       ? fileURLToPath(entry.originalSource)
       : entry.originalSource;
-    return `${relative(process.cwd(), source).replace(/^(\.\.\/)+/, '')}:${(entry.originalLine ?? 0) + 1}`;
+    return relative(process.cwd(), source).replace(/^(\.\.\/)+/, '');
   }
   return `${relative(process.cwd(), file)}:${line + 1}`;
 }

@@ -1,10 +1,13 @@
 // The in-process bench: CPU time per request through Express's own router, no network, every variant in one process.
-// Short blocks of requests in interleaved rounds (each round runs every variant once, in a shuffled order, after a
-// full GC), each block's cost compared with bare's in the same round, so the host's speed of the moment cancels out.
-// Env: BENCH_INPROCESS_ROUNDS (default 120), BENCH_INPROCESS_REQUESTS per variant per round (default 500),
-// BENCH_VARIANTS (default bare, noop, metered, enforced, rate-limit), BENCH_INPROCESS_CSV (a file for every round's
-// figures), BENCH_INPROCESS_BUDGET (e.g. `metered=2,enforced=4`: µs over bare each may cost, checked by --check),
-// BENCH_PROFILE=<variant> (profile that variant alone instead, BENCH_PROFILE_REQUESTS of them, default 100000).
+// Many short blocks of requests (8 by default, a fraction of a millisecond) in interleaved rounds, each round running
+// every variant once in a shuffled order: the request path's cost is a low quantile of the blocks no GC interrupted
+// (what a block costs when the shared host left it alone), and GC is charged by the bytes each request allocates.
+// See docs/performance.md. Env: BENCH_INPROCESS_ROUNDS (default 12000), BENCH_INPROCESS_REQUESTS per block
+// (default 8), BENCH_INPROCESS_CONCURRENCY (default 8), BENCH_INPROCESS_QUANTILE (default 0.05),
+// BENCH_VARIANTS (default bare, noop, metered, enforced, rate-limit), BENCH_INPROCESS_CSV (a file for every block),
+// BENCH_INPROCESS_BUDGET (e.g. `metered=2,enforced=4`: µs over bare each may cost, checked by --check),
+// BENCH_PROFILE=<variant> (profile that variant alone instead: BENCH_PROFILE_REQUESTS of them, default 100000,
+// to BENCH_PROFILE_FILE, default <tmpdir>/kana-meter-<variant>.cpuprofile).
 // `--check`: exit 1 when the run was not steady (its two halves differ by more than 0.5 µs) or a budget is exceeded.
 
 import { execFileSync } from 'node:child_process';
@@ -49,7 +52,7 @@ const variants = PROFILED
     ? chosenVariants(process.env.BENCH_VARIANTS, IN_PROCESS)
     : [...DEFAULT_VARIANTS];
 
-/** V8's gc(), exposed without a command-line flag: a full collection before each round, outside its blocks. */
+/** V8's gc(), exposed without a command-line flag: a full collection every 100 rounds, outside the blocks. */
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
