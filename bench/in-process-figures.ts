@@ -12,6 +12,8 @@ export interface Block {
 export interface Figures {
   /** CPU µs per request: the request path's (a low quantile of the blocks without GC), plus `gcMicros`. */
   micros: number;
+  /** Of `micros`: the request path's, GC aside (bare's tells how fast the host ran). */
+  pathMicros: number;
   /** Heap bytes allocated per request (the median block's). */
   bytes: number;
   /** GC's share of `micros`: `bytes` at the run's GC µs per allocated byte. */
@@ -80,6 +82,7 @@ export function figures(blocks: readonly Block[], bare: readonly Block[], at: nu
   });
   return {
     micros,
+    pathMicros: path(blocks),
     bytes,
     gcMicros,
     overMicros: micros - bareMicros,

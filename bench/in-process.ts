@@ -194,7 +194,8 @@ async function measure(): Promise<boolean> {
   const bareFigures = whole.get('bare') as Figures;
   console.log(
     `(${((Date.now() - began) / 1000).toFixed(0)} s; load average now ${loadavg()[0]?.toFixed(1)}; ` +
-      `${pauses.length} GC pauses, ${(perByte * 1e6).toFixed(1)} µs per MB allocated)`,
+      `${pauses.length} GC pauses, ${(perByte * 1e6).toFixed(1)} µs per MB allocated; bare's request path ` +
+      `${bareFigures.pathMicros.toFixed(2)} µs, halves ${(halves.get('bare') as Figures[]).map((half) => half.pathMicros.toFixed(2)).join(' and ')}: the host's speed)`,
   );
   console.log(
     '\n| variant | CPU µs/req (of which GC) | bytes/req | over bare, µs (quartiles of same-round differences) | ratio | first half | second half |',
