@@ -4,7 +4,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { SourceMap } from 'node:module';
-import { relative } from 'node:path';
+import { dirname, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 interface ProfileNode {
@@ -43,13 +43,14 @@ function origin(url: string, line: number, column: number): string {
   if (entry?.originalSource) {
     const source = entry.originalSource.startsWith('file://')
       ? fileURLToPath(entry.originalSource)
-      : entry.originalSource;
-    return relative(process.cwd(), source).replace(/^(\.\.\/)+/, '');
+      : resolve(dirname(file), entry.originalSource);
+    return relative(process.cwd(), source);
   }
-  return `${relative(process.cwd(), file)}:${line + 1}`;
+  // tsx reports its files' functions at line 0: the file alone, then.
+  return line > 0 ? `${relative(process.cwd(), file)}:${line + 1}` : relative(process.cwd(), file);
 }
 
-/** Writes the profile to `file` and prints its `top` functions by self time, as a share of all samples. */
+/** Writes the profile to `file` and prints its `top` functions by self time, as a share of all samples, then src/'s. */
 export function reportProfile(result: { nodes: ProfileNode[] }, file: string, top = 25): void {
   writeFileSync(file, JSON.stringify(result));
   const selfHits = new Map<string, number>();
@@ -66,6 +67,12 @@ export function reportProfile(result: { nodes: ProfileNode[] }, file: string, to
   console.log('|---|---|');
   const sorted = [...selfHits].sort((a, b) => b[1] - a[1]).slice(0, top);
   for (const [key, hits] of sorted) console.log(`| ${((hits / total) * 100).toFixed(1)}% | ${key} |`);
-  const ours = [...selfHits].filter(([key]) => key.includes('src/')).reduce((sum, [, hits]) => sum + hits, 0);
-  console.log(`\nkana-meter's own functions (src/): ${((ours / total) * 100).toFixed(1)}% of the samples`);
+  const ours = [...selfHits].filter(([key]) => key.includes('  src/')).sort((a, b) => b[1] - a[1]);
+  const oursHits = ours.reduce((sum, [, hits]) => sum + hits, 0);
+  console.log(
+    `\nkana-meter's own functions (src/): ${((oursHits / total) * 100).toFixed(1)}% of the samples; the top ${top}:\n`,
+  );
+  console.log('| self | function  where |');
+  console.log('|---|---|');
+  for (const [key, hits] of ours.slice(0, top)) console.log(`| ${((hits / total) * 100).toFixed(2)}% | ${key} |`);
 }
