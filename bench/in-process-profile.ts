@@ -29,8 +29,9 @@ export async function profile(work: () => Promise<void>): Promise<{ nodes: Profi
 const maps = new Map<string, SourceMap | undefined>();
 
 /**
- * Where a built function comes from: its `src/` file through the build's source map (the line is left out: tsx
- * recompiles dist/ as it loads it, so the profile's lines are not the map's), else the file itself.
+ * Where a function comes from: a built file's source through its source map (a dependency's own src/, say), else
+ * the file itself. The bench loads kana-meter's src/ through tsx (tsconfig.json's paths), which reports its files'
+ * functions at line 0: those are named by file alone.
  */
 function origin(url: string, line: number, column: number): string {
   if (!url.startsWith('file://')) return url || '(native)';
@@ -46,7 +47,6 @@ function origin(url: string, line: number, column: number): string {
       : resolve(dirname(file), entry.originalSource);
     return relative(process.cwd(), source);
   }
-  // tsx reports its files' functions at line 0: the file alone, then.
   return line > 0 ? `${relative(process.cwd(), file)}:${line + 1}` : relative(process.cwd(), file);
 }
 
