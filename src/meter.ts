@@ -4,7 +4,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { logCodes } from './config/errors.js';
 import { getDefaultLogger } from './config/logger.js';
 import { type FeatureOptions, parseMeteredFeature } from './metering/metered-feature.js';
-import { nearestMeter } from './metering/request-usage.js';
+import { meterRouteCreated, nearestMeter } from './metering/request-usage.js';
 
 /**
  * Bills `featureId` for each successful request on this route. Requires `app.use(kanaMeter(...))`
@@ -18,6 +18,7 @@ import { nearestMeter } from './metering/request-usage.js';
 export function meter(featureId: string, options?: FeatureOptions): RequestHandler {
   const feature = parseMeteredFeature('meter() feature', featureId, options, `meter(${JSON.stringify(featureId)})`);
   let warnedNotMounted = false;
+  meterRouteCreated();
 
   return function meterMiddleware(req: Request, res: Response, next: NextFunction) {
     const context = nearestMeter(req);

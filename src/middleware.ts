@@ -9,7 +9,7 @@ import type { UsageHold } from './enforcement/usage-hold.js';
 import { meterControls } from './meter-controls.js';
 import { assembleMeter } from './meter-parts.js';
 import type { MeteredFeature } from './metering/metered-feature.js';
-import { type MeterContext, type RequestUsage, sharedRequest } from './metering/request-usage.js';
+import { type MeterContext, meterRoutesExist, type RequestUsage, sharedRequest } from './metering/request-usage.js';
 import { routedPath } from './metering/routed-path.js';
 import { type KanaMeterOptions, parseOptions } from './options.js';
 
@@ -105,14 +105,19 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   };
 
   function kanaMeterMiddleware(req: Request, res: Response, next: NextFunction): void {
-    const shared = sharedRequest(req);
-    // The last kanaMeter() a request passes through bills the meter() routes further down.
-    shared.nearest = meterContext;
     // 1. Find the features: the route map's here; meter() tags its own as the route runs.
     const feature = matchRoute?.(req.method, routedPath(req));
+    if (feature === undefined) {
+      // The last kanaMeter() a request passes through bills the meter() routes further down.
+      if (meterRoutesExist()) sharedRequest(req).nearest = meterContext;
+      next();
+      return;
+    }
+    const shared = sharedRequest(req);
+    shared.nearest = meterContext;
     // Seen before (the app and a sub-app or router both mount this kanaMeter, or it is mounted
     // twice): already metered, and checked if enforced.
-    if (feature === undefined || usages.of(shared) !== undefined) {
+    if (usages.of(shared) !== undefined) {
       next();
       return;
     }

@@ -139,6 +139,22 @@ export function sharedRequest(req: object): SharedRequest {
   return shared;
 }
 
+/** How many meter() routes the process has (every copy of kana-meter counts in the same place). */
+const METER_ROUTES = Symbol.for('kana-meter.meter-routes.v1');
+const routeCount = globalThis as { [METER_ROUTES]?: { count: number } };
+routeCount[METER_ROUTES] ??= { count: 0 };
+const meterRoutes = routeCount[METER_ROUTES];
+
+/** A meter() route was created: from now on, each request records the kanaMeter() it passed last. */
+export function meterRouteCreated(): void {
+  meterRoutes.count++;
+}
+
+/** Whether a meter() route exists to read the nearest kanaMeter(): until one does, a request that matches no route map entry costs no record. */
+export function meterRoutesExist(): boolean {
+  return meterRoutes.count > 0;
+}
+
 /** The kanaMeter() the request passed through last, if any: the one that bills a meter() route. */
 export function nearestMeter(req: Request): MeterContext | undefined {
   return requests.get(req)?.nearest;
