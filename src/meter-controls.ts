@@ -31,7 +31,7 @@ export function meterControls({
   const controls: MeterControls = {
     record(userId, featureId, delta = 1) {
       const usage = parseUsageArguments('record', userId, featureId, delta);
-      intake.take(usage.userId, usage.featureId, usage.delta, 'record', intake.closed);
+      intake.take(usage.userId, usage.featureId, usage.delta, 'record');
     },
     async check(userId, featureId, delta = 1) {
       const usage = parseUsageArguments('check', userId, featureId, delta);
@@ -46,7 +46,7 @@ export function meterControls({
       return createUsageHold(
         decision,
         () => enforcement.unhold(entry, held),
-        (used) => intake.take(usage.userId, usage.featureId, used, 'hold', intake.closed),
+        (used) => intake.take(usage.userId, usage.featureId, used, 'hold'),
       );
     },
     async flush() {

@@ -92,15 +92,15 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       const shared = sharedRequest(req);
       let usage = usages.of(shared);
       if (usage === undefined) {
-        usage = usages.start(shared, req, res, undefined);
+        usage = usages.start(shared, undefined);
         usage.tagged = [feature];
         capture.watch(res);
-        decide(usage, feature, next, true);
+        decide(req, res, next, feature, usage, true);
         return;
       }
       usage.tagged ??= [];
       usage.tagged.push(feature);
-      decide(usage, feature, next, false);
+      decide(req, res, next, feature, usage, false);
     },
   };
 
@@ -121,12 +121,12 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
       next();
       return;
     }
-    const usage = usages.start(shared, req, res, feature);
+    const usage = usages.start(shared, feature);
     // 3. Capture on finish: listening before anything can answer.
     capture.watch(res);
     if (feature.billAborted) capture.watchAbandoned(res);
     // 2. Decide, before routing.
-    decide(usage, feature, next, true);
+    decide(req, res, next, feature, usage, true);
   }
 
   /**
@@ -134,9 +134,16 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
    * Idempotency-Key stage (a replay never reaches the gate), then an enforced feature's gate
    * allows or refuses. 4. The queue comes after the handler: the capture hands usage to the intake.
    */
-  function decide(usage: RequestUsage, feature: MeteredFeature, next: NextFunction, first: boolean): void {
-    if (first && replay?.keyed(usage.req)) replay.run(usage, () => decide(usage, feature, next, false));
-    else if (feature.enforce ?? enforce) gate(usage.req, usage.res, next, feature, usage);
+  function decide(
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    feature: MeteredFeature,
+    usage: RequestUsage,
+    first: boolean,
+  ): void {
+    if (first && replay?.keyed(req)) replay.run(req, res, usage, () => decide(req, res, next, feature, usage, false));
+    else if (feature.enforce ?? enforce) gate(req, res, next, feature, usage);
     else next();
   }
 

@@ -42,6 +42,8 @@ export interface IdempotentReplayOptions {
 
 /** A keyed request on its way through the stage. */
 interface KeyedRequest {
+  readonly req: Request;
+  readonly res: Response;
   readonly usage: RequestUsage;
   /** The Idempotency-Key header's value. */
   readonly key: string;
@@ -70,14 +72,13 @@ export class IdempotentReplay {
     return req.headers[this.#options.header] !== undefined;
   }
 
-  run(usage: RequestUsage, proceed: () => void): void {
-    const { req, res } = usage;
+  run(req: Request, res: Response, usage: RequestUsage, proceed: () => void): void {
     const key = idempotencyKeyOf(req, this.#options.header);
     if (key === undefined) {
       proceed();
       return;
     }
-    const keyed: KeyedRequest = { usage, key, proceed, scoped: '', fingerprint: '' };
+    const keyed: KeyedRequest = { req, res, usage, key, proceed, scoped: '', fingerprint: '' };
     // The user is read once, here, before the handler: the gate and the capture use this one.
     if (usage.userId !== undefined) {
       this.#withUser(keyed, usage.userId);
@@ -99,8 +100,8 @@ export class IdempotentReplay {
       keyed.proceed();
       return;
     }
-    fingerprintRequest(keyed.usage.req, (fingerprint) => {
-      if (gone(keyed.usage)) return;
+    fingerprintRequest(keyed.req, (fingerprint) => {
+      if (gone(keyed)) return;
       if (fingerprint === undefined) {
         keyed.proceed();
         return;
@@ -132,9 +133,9 @@ export class IdempotentReplay {
   }
 
   #claimed(keyed: KeyedRequest, claim: IdempotencyClaim): void {
-    const { usage, fingerprint } = keyed;
+    const { usage, res, fingerprint } = keyed;
     if (claim.status === 'claimed') {
-      if (gone(usage)) {
+      if (gone(keyed)) {
         ignoreFailure(this.#options.window.release(keyed.scoped, fingerprint));
         return;
       }
@@ -142,21 +143,21 @@ export class IdempotentReplay {
       keyed.proceed();
       return;
     }
-    if (gone(usage)) return;
+    if (gone(keyed)) return;
     // Answered here: the handler does not run, and nothing is billed.
     usage.answered = true;
     if (claim.fingerprint !== fingerprint) {
-      sendProblem(usage.res, 422);
+      sendProblem(res, 422);
     } else if (claim.status === 'in-flight') {
-      sendProblem(usage.res, 409);
+      sendProblem(res, 409);
     } else {
       this.#options.counters.idempotentReplays++;
-      sendReplay(usage.res, claim.response);
+      sendReplay(res, claim.response);
     }
   }
 
   /** On 'finish' with a 2xx status, the response is stored; otherwise (or on 'close' first) the key is released. */
-  #storeWhenFinished({ usage: { res }, scoped, fingerprint }: KeyedRequest): void {
+  #storeWhenFinished({ res, scoped, fingerprint }: KeyedRequest): void {
     const { window } = this.#options;
     const stored = captureResponse(res);
     let done = false;
@@ -177,7 +178,7 @@ export class IdempotentReplay {
     if (!this.#failureLogged) {
       this.#failureLogged = true;
       this.#options.logger.error(
-        { code: logCodes.hookFailed, hook: 'idempotency window', err: error, ...where(keyed.usage.req) },
+        { code: logCodes.hookFailed, hook: 'idempotency window', err: error, ...where(keyed.req) },
         'kana-meter: the idempotency window could not be asked; the request ran as one without a key, and is billed (logged once, counted in hookErrors)',
       );
     }
@@ -201,7 +202,7 @@ function ignoreFailure(result: void | Promise<void>): void {
 }
 
 /** The client left while the stage waited: nobody to answer. */
-function gone({ req, res }: RequestUsage): boolean {
+function gone({ req, res }: KeyedRequest): boolean {
   return req.destroyed || res.destroyed || res.writableEnded;
 }
 

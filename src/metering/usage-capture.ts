@@ -73,28 +73,28 @@ export class UsageCapture {
     // Whatever a hook returned, nothing thrown here may reach the response's emit (it would crash the process).
     try {
       const usage = this.#options.usages.get(res.req);
-      if (usage !== undefined && !usage.answered) this.#capture(usage, abandoned);
+      if (usage !== undefined && !usage.answered) this.#capture(usage, res, abandoned);
     } catch (error) {
       this.#captureFailed(error);
     }
   }
 
-  #capture(usage: RequestUsage, abandoned: boolean): void {
+  #capture(usage: RequestUsage, res: Response, abandoned: boolean): void {
     if (usage.checked !== undefined) {
       // Held units are given back first; on success they come back as captured usage just below.
       usage.ended = true;
       if (usage.holds !== undefined) releaseHolds(usage);
       if (usage.refused) return;
     }
-    if (!this.#succeeded(usage)) return;
+    if (!this.#succeeded(res)) return;
     usage.late = this.#options.intake.closed;
     usage.abandoned = abandoned;
     if (usage.userId !== undefined) {
       // Read by the gate before the handler: billed as it was checked (false: userId failed, already reported).
-      if (usage.userId !== false) this.#captureFor(usage, usage.userId);
+      if (usage.userId !== false) this.#captureFor(usage, res, usage.userId);
       return;
     }
-    const { req, res } = usage;
+    const req = res.req as Request;
     let userId: UserIdValue | Promise<UserIdValue>;
     try {
       userId = this.#options.config.userId(req, res);
@@ -103,94 +103,94 @@ export class UsageCapture {
       return;
     }
     if (!isPromise(userId)) {
-      this.#captureFor(usage, userId);
+      this.#captureFor(usage, res, userId);
       return;
     }
     this.#track(
       toPromise(userId).then(
-        (id) => this.#captureFor(usage, id),
+        (id) => this.#captureFor(usage, res, id),
         (error) => this.#options.userIdFailed(req, error),
       ),
     );
   }
 
-  #succeeded({ req, res }: RequestUsage): boolean {
+  #succeeded(res: Response): boolean {
     const { isSuccess, logger } = this.#options.config;
     if (!isSuccess) return res.statusCode >= 200 && res.statusCode < 300;
     try {
-      return isSuccess(req, res) === true;
+      return isSuccess(res.req as Request, res) === true;
     } catch (error) {
       this.#options.counters.hookErrors++;
       logger.error(
-        { code: logCodes.hookFailed, hook: 'isSuccess', err: error, ...where(req) },
+        { code: logCodes.hookFailed, hook: 'isSuccess', err: error, ...where(res.req as Request) },
         'kana-meter: isSuccess threw; the request was not metered',
       );
       return false;
     }
   }
 
-  #captureFor(usage: RequestUsage, rawUserId: unknown): void {
+  #captureFor(usage: RequestUsage, res: Response, rawUserId: unknown): void {
     let userId: string | null;
     try {
       userId = toKanaUserId(rawUserId);
     } catch (error) {
-      this.#options.userIdFailed(usage.req, error);
+      this.#options.userIdFailed(res.req as Request, error);
       return;
     }
     if (userId === null) {
-      this.#noUser(usage);
+      this.#noUser(usage, res);
       return;
     }
     // The common case, one feature from the route map, without building a list.
     if (usage.tagged === undefined) {
       const feature = usage.routeFeature;
       if (feature !== undefined && (!usage.abandoned || feature.billAborted))
-        this.#captureFeature(usage, userId, feature);
+        this.#captureFeature(usage, res, userId, feature);
       return;
     }
     for (const feature of featuresToBill(usage)) {
-      if (!usage.abandoned || feature.billAborted) this.#captureFeature(usage, userId, feature);
+      if (!usage.abandoned || feature.billAborted) this.#captureFeature(usage, res, userId, feature);
     }
   }
 
-  #noUser(usage: RequestUsage): void {
+  #noUser(usage: RequestUsage, res: Response): void {
     this.#options.counters.skippedNoUser++;
     // Enforced routes say it at the gate (refused, or anonymous: 'allow'); metered-only ones here, once.
     if (this.#noUserLogged || usage.checked !== undefined) return;
     this.#noUserLogged = true;
     this.#options.config.logger.warn(
-      { code: logCodes.skippedNoUser, ...where(usage.req) },
+      { code: logCodes.skippedNoUser, ...where(res.req as Request) },
       'kana-meter: a metered request succeeded without a user id, so it was not billed (nothing to bill it to). Fine for a public route; otherwise authentication must run before the response finishes. Logged once.',
     );
   }
 
-  #captureFeature(usage: RequestUsage, userId: string, feature: MeteredFeature): void {
+  #captureFeature(usage: RequestUsage, res: Response, userId: string, feature: MeteredFeature): void {
     if (typeof feature.delta === 'number') {
-      this.#options.intake.take(userId, feature.featureId, feature.delta, usage, usage.late);
+      this.#options.intake.takeFromResponse(res, usage, userId, feature.featureId, feature.delta);
       return;
     }
     let delta: unknown;
     try {
-      delta = feature.delta(usage.req, usage.res);
+      delta = feature.delta(res.req as Request, res);
     } catch (error) {
-      this.#deltaFailed(usage, feature, error);
+      this.#deltaFailed(res, feature, error);
       return;
     }
     if (!isPromise(delta)) {
-      this.#takeDelta(usage, userId, feature, delta);
+      this.#takeDelta(usage, res, userId, feature, delta);
       return;
     }
     this.#track(
       toPromise(delta).then(
-        (value) => this.#takeDelta(usage, userId, feature, value),
-        (error) => this.#deltaFailed(usage, feature, error),
+        (value) => this.#takeDelta(usage, res, userId, feature, value),
+        (error) => this.#deltaFailed(res, feature, error),
       ),
     );
   }
 
-  #takeDelta(usage: RequestUsage, userId: string, feature: MeteredFeature, delta: unknown): void {
+  #takeDelta(usage: RequestUsage, res: Response, userId: string, feature: MeteredFeature, delta: unknown): void {
     if (isValidDelta(delta)) {
-      this.#options.intake.take(userId, feature.featureId, delta, usage, usage.late);
+      this.#options.intake.takeFromResponse(res, usage, userId, feature.featureId, delta);
       return;
     }
     // Nothing was used (an empty export, a completion of no tokens): nothing to bill, nothing wrong.
@@ -204,13 +204,13 @@ export class UsageCapture {
         userId,
         // String() of a primitive; a description of an object (String() may throw on one without a prototype).
         delta: typeof delta === 'object' || typeof delta === 'function' ? describeValue(delta) : String(delta),
-        ...where(usage.req),
+        ...where(res.req as Request),
       },
       'kana-meter: delta is not an integer in 1..2147483647; this usage was not sent',
     );
   }
 
-  #deltaFailed(usage: RequestUsage, feature: MeteredFeature, error: unknown): void {
+  #deltaFailed(res: Response, feature: MeteredFeature, error: unknown): void {
     this.#options.counters.hookErrors++;
     this.#options.config.logger.error(
       {
@@ -219,7 +219,7 @@ export class UsageCapture {
         route: feature.source,
         featureId: feature.featureId,
         err: error,
-        ...where(usage.req),
+        ...where(res.req as Request),
       },
       'kana-meter: the delta function threw; this usage was not sent',
     );

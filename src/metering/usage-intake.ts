@@ -1,11 +1,12 @@
 // The queue stage: a captured usage event is written to the audit trail, queued for delivery and counted against the allowance.
 
+import type { Request, Response } from 'express';
 import type { AuditTrail } from '../audit/audit-trail.js';
 import type { DeliveryQueue } from '../delivery/queue.js';
 import type { RequestUsage } from './request-usage.js';
 
-/** Where captured usage came from: a metered request, `record()`, or a hold's `commit()`. */
-export type UsageSource = RequestUsage | 'record' | 'hold';
+/** Where usage captured outside a request came from: `record()`, or a hold's `commit()`. */
+export type UsageSource = 'record' | 'hold';
 
 export class UsageIntake {
   /** Set by close(): usage captured from now on is reported undelivered, not queued. */
@@ -18,12 +19,19 @@ export class UsageIntake {
     private readonly audit: AuditTrail | undefined,
   ) {}
 
-  /** Queues the event, or reports it undelivered when it was captured after close() began (`late`). */
-  take(userId: string, featureId: string, delta: number, source: UsageSource, late: boolean): void {
-    if (this.audit) {
-      if (typeof source === 'string') this.audit.capturedOutsideRequest(userId, featureId, delta, source);
-      else this.audit.capturedFromRequest(source.req, source, userId, featureId, delta);
-    }
+  /** Usage of a metered request whose response ended: queued, or reported undelivered when it ended after close() began. */
+  takeFromResponse(res: Response, usage: RequestUsage, userId: string, featureId: string, delta: number): void {
+    this.audit?.capturedFromRequest(res.req as Request, usage, userId, featureId, delta);
+    this.#queue(userId, featureId, delta, usage.late);
+  }
+
+  /** Usage from record() or a hold's commit(): queued, or reported undelivered after close(). */
+  take(userId: string, featureId: string, delta: number, source: UsageSource): void {
+    this.audit?.capturedOutsideRequest(userId, featureId, delta, source);
+    this.#queue(userId, featureId, delta, this.closed);
+  }
+
+  #queue(userId: string, featureId: string, delta: number, late: boolean): void {
     if (late) {
       this.queue.rejectClosed(userId, featureId, delta);
       return;
