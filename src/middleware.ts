@@ -7,7 +7,7 @@ import { withTracedLogger } from './config/telemetry.js';
 import type { CloseOptions } from './delivery/queue.js';
 import type { UsageHold } from './enforcement/usage-hold.js';
 import { meterControls } from './meter-controls.js';
-import { assembleMeter } from './meter-parts.js';
+import { assembleMeter, type MeterParts } from './meter-parts.js';
 import type { MeteredFeature } from './metering/metered-feature.js';
 import { type MeterContext, meterRoutesExist, type RequestUsage, sharedRequest } from './metering/request-usage.js';
 import { routedPath } from './metering/routed-path.js';
@@ -82,8 +82,9 @@ export interface ReadyOptions {
  */
 export function kanaMeter(options: KanaMeterOptions): KanaMeter {
   const parts = assembleMeter(withTracedLogger(parseOptions(options)));
-  const { config, usages, capture, replay, gate } = parts;
-  const { matchRoute, enforce } = config;
+  const { config, usages, capture } = parts;
+  const { matchRoute } = config;
+  const decide = decider(parts);
 
   /** meter() on a route calls this, the nearest kanaMeter(), to tag the request with its feature. */
   const meterContext: MeterContext = {
@@ -129,12 +130,17 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     decide(req, res, next, feature, usage, true);
   }
 
-  /**
-   * 2. Decide whether the handler runs: a keyed request's first feature goes through the
-   * Idempotency-Key stage (a replay never reaches the gate), then an enforced feature's gate
-   * allows or refuses. 4. The queue comes after the handler: the capture hands usage to the intake.
-   */
-  function decide(
+  const controls = meterControls(parts);
+  return Object.assign(kanaMeterMiddleware, controls);
+}
+
+/**
+ * 2. Decide whether the handler runs: a keyed request's first feature goes through the
+ * Idempotency-Key stage (a replay never reaches the gate), then an enforced feature's gate
+ * allows or refuses. 4. The queue comes after the handler: the capture hands usage to the intake.
+ */
+function decider({ replay, gate, config: { enforce } }: MeterParts) {
+  return function decide(
     req: Request,
     res: Response,
     next: NextFunction,
@@ -145,8 +151,5 @@ export function kanaMeter(options: KanaMeterOptions): KanaMeter {
     if (first && replay?.keyed(req)) replay.run(req, res, usage, () => decide(req, res, next, feature, usage, false));
     else if (feature.enforce ?? enforce) gate(req, res, next, feature, usage);
     else next();
-  }
-
-  const controls = meterControls(parts);
-  return Object.assign(kanaMeterMiddleware, controls);
+  };
 }
