@@ -603,7 +603,7 @@ export class DeliveryQueue {
   /**
    * Takes spilled usage back into memory: a round over the spill file (run by the spool between
    * turns of the event loop) brings back every record of as many keys as memory has room for,
-   * merged, and commits with a snapshot that holds them (see #bringBack). True when something came back.
+   * merged, and sealed with a snapshot that holds them (see #bringBack). True when something came back.
    */
   #takeBackSpilled(): Promise<boolean> {
     return (this.#spool as Spool).takeBackSpilled(this.#config.maxPendingKeys - this.#usage.keyCount);

@@ -58,7 +58,7 @@ export interface SpoolOpenOptions {
   fs?: SpoolFileSystem;
   /** Told when a compaction ended: the spill file's path, and its size before and after, in bytes. */
   onCompacted?: (compaction: { path: string; before: number; after: number }) => void;
-  /** Told of a failure: in the background (a compaction, a rename after a commit), or of a take-back round (takeBackSpilled); the files stay as they were. */
+  /** Told of a failure: in the background (a compaction, a rename after a round is sealed), or of a take-back round (takeBackSpilled); the files stay as they were. */
   onError?: (error: unknown, during: 'background' | 'take-back') => void;
 }
 
@@ -121,7 +121,7 @@ const ROUND_STEP_BYTES = 1024 * 1024;
  * - `path.spill`: usage that did not fit in memory (`maxPendingKeys`), appended. It comes back in
  *   rounds: a pass takes the records of as many keys as fit back into memory and writes the rest,
  *   merged per key, into `path.spill.next` (epoch E + 1); a snapshot holding what was taken back
- *   and naming E + 1 commits the round; then `.next` is renamed over `path.spill`. A crash before
+ *   and naming E + 1 seals the round; then `.next` is renamed over `path.spill`. A crash before
  *   the snapshot finds the old pair, after it the new one (an open finishes the rename): nothing
  *   is replayed twice, nothing lost.
  * Every file is created exclusively, 0600, never through a link; every write is checked; a failed
@@ -377,7 +377,7 @@ export class Spool {
     closeQuietly(this.#fs, this.#snapshotFd);
     this.#snapshotFd = fd;
     this.#snapshotSize = size;
-    // Whoever rewrote it (a snapshot, a round's commit, a compaction): usage delivered from now on
+    // Whoever rewrote it (a snapshot, a round's seal, a compaction): usage delivered from now on
     // must make it stale, or a crash would replay that usage at the next start.
     this.#freshness.holdsUsage = count > 0;
     return count;
@@ -417,7 +417,7 @@ export class Spool {
     round.timer.unref();
   }
 
-  /** Reads the next ROUND_STEP_BYTES of the round; at the end of the file (appends included), commits it. */
+  /** Reads the next ROUND_STEP_BYTES of the round; at the end of the file (appends included), seals it. */
   #step(round: Round): void {
     const fd = this.#spillFd;
     if (this.#round !== round || fd === undefined) return;
@@ -450,14 +450,14 @@ export class Spool {
       round.earlierEnd = round.leftovers.mark();
     }
     if (round.position < this.#spillSize) this.#scheduleStep(round);
-    else this.#commit(round, fd);
+    else this.#seal(round, fd);
   }
 
   /**
    * Ends a round: the leftovers are staged as path.spill.next, a snapshot of memory plus what was
-   * taken back names their epoch (the commit), then they are renamed into place.
+   * taken back names their epoch (the seal), then they are renamed into place.
    */
-  #commit(round: Round, oldFd: number): void {
+  #seal(round: Round, oldFd: number): void {
     this.#round = undefined;
     const before = this.#spillSize;
     const epoch = this.#spillEpoch + 1;
@@ -476,7 +476,7 @@ export class Spool {
     closeQuietly(this.#fs, oldFd);
     this.#useSpill(written.fd, epoch, written.start, written.size);
     this.#earlierRunEnd = round.earlierEnd ?? written.size;
-    // Committed: a failure from here on is finished by the next open.
+    // Sealed: a failure from here on is finished by the next open.
     try {
       renameDurably(this.#fs, this.#nextPath, this.#spillPath);
     } catch (error) {
