@@ -86,8 +86,10 @@ export function setRateLimitHeaders(res: ServerResponse, entry: Entitlement, rem
   if (policy === null) return;
   const seconds = secondsUntil(entry.resetAt);
   const limit = `${entry.policyName};r=${remaining}${seconds === undefined ? '' : `;t=${seconds}`}`;
-  appendField(res, 'RateLimit-Policy', policy);
-  appendField(res, 'RateLimit', limit);
+  // Appended: another feature of the request (or another limiter) may have set the fields already;
+  // a client reads the lines of one field as one comma-separated list.
+  res.appendHeader('RateLimit-Policy', policy);
+  res.appendHeader('RateLimit', limit);
 }
 
 function policyHeaderOf(entry: Entitlement): string | null {
@@ -97,11 +99,6 @@ function policyHeaderOf(entry: Entitlement): string | null {
   entry.policyName = name;
   const window = entry.periodSeconds !== undefined && entry.periodSeconds > 0 ? `;w=${entry.periodSeconds}` : '';
   return `${name};q=${entry.budget}${window}`;
-}
-
-function appendField(res: ServerResponse, name: string, value: string): void {
-  const existing = res.getHeader(name);
-  res.setHeader(name, existing === undefined ? value : `${existing}, ${value}`);
 }
 
 /** A Structured Fields String (RFC 8941 3.3.3), or undefined when the id has characters it cannot carry. */

@@ -278,7 +278,7 @@ export class Gate {
     const { req, res, usage, shadow } = request;
     if (request.source === 'stale') this.counters.staleHits++;
     const decision = decisionFrom(entry, request.feature.checkDelta, request.source, request.error, taken);
-    setDecision(req, decision);
+    setDecision(req, usage.shared, decision);
     this.#observeDecision?.(decision, shadow);
     if (!decision.allowed) {
       this.#refuse(request, decision, entry);
@@ -298,7 +298,7 @@ export class Gate {
     if (request.isOver()) return;
     const { feature } = request;
     const decision = fallbackDecision(userId, feature.featureId, feature.checkDelta, this.#onKanaError, error);
-    setDecision(request.req, decision);
+    setDecision(request.req, request.usage.shared, decision);
     this.#observeDecision?.(decision, request.shadow);
     if (!decision.allowed) {
       this.#refuse(request, decision, undefined);
@@ -367,7 +367,11 @@ export class Gate {
     if (request.isOver()) return;
     const { feature } = request;
     const policy = this.#onConfigError === 'deny' ? 'deny' : 'allow';
-    setDecision(request.req, fallbackDecision(request.userId, feature.featureId, feature.checkDelta, policy, error));
+    setDecision(
+      request.req,
+      request.usage.shared,
+      fallbackDecision(request.userId, feature.featureId, feature.checkDelta, policy, error),
+    );
     if (policy === 'allow') {
       this.counters.allowed++;
       this.counters.failedOpen++;

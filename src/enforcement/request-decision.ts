@@ -3,18 +3,18 @@
 import { IncomingMessage } from 'node:http';
 import type { Request } from 'express';
 import type { EntitlementDecision } from '../config/decision.js';
-import { keepDecision, keptDecision } from '../metering/request-usage.js';
+import { keptDecision, type SharedRequest } from '../metering/request-usage.js';
 
 /**
  * Assigning `req.kana` on each request would add a property to Node's request object after
  * Express has, which costs about 2 µs per request (every later property access on it slows
- * down). Instead the decision is kept in a WeakMap shared by every kanaMeter(), and `kana` is an accessor
- * defined once on the request prototype that every Express app of that Express copy shares
+ * down). Instead the decision is kept in the request's shared record (request-usage.ts), and
+ * `kana` is an accessor defined once on the request prototype that every Express app of that Express copy shares
  * (the one just above IncomingMessage.prototype), so sub-apps see it too. Assigning `req.kana`
  * yourself still works: the setter turns it into a plain property of that request.
  */
-export function setDecision(req: Request, decision: EntitlementDecision): void {
-  keepDecision(req, decision);
+export function setDecision(req: Request, shared: SharedRequest, decision: EntitlementDecision): void {
+  shared.decision = decision;
   const prototype = Object.getPrototypeOf(req) as object | null;
   if (prototype !== lastPrototype) {
     lastPrototype = prototype;

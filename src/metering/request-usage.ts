@@ -55,6 +55,8 @@ export interface RequestUsage {
   late: boolean;
   /** The client left before the response finished: only `billAborted` features are billed. */
   abandoned: boolean;
+  /** The request's shared record, which holds this one (its decision goes there, for `req.kana`). */
+  readonly shared: SharedRequest;
   /** The kanaMeter() whose record this is (its RequestUsages). */
   readonly owner: RequestUsages;
   /** Another kanaMeter()'s record of the same request (several mounted on one app). */
@@ -95,6 +97,7 @@ export class RequestUsages {
       answered: false,
       late: false,
       abandoned: false,
+      shared,
       owner: this,
       other: shared.usage,
     };
@@ -159,11 +162,6 @@ export function meterRoutesExist(): boolean {
 /** The kanaMeter() the request passed through last, if any: the one that bills a meter() route. */
 export function nearestMeter(req: Request): MeterContext | undefined {
   return requests.get(req)?.nearest;
-}
-
-/** Keeps the request's latest entitlement decision, for `req.kana`. */
-export function keepDecision(req: Request, decision: EntitlementDecision): void {
-  sharedRequest(req).decision = decision;
 }
 
 /** The request's latest entitlement decision, by any kanaMeter(). */

@@ -729,6 +729,19 @@ describe('feature kinds', () => {
     expect(env.emulator.usage('u1', 'overage-calls')).toBe(7);
   });
 
+  it('two limited features on one request: both policies in the RateLimit fields, in the order checked', async () => {
+    setUsage('u1', 'reports', 1);
+    const { kana } = enforced({ routes: { 'GET /api/reports': 'api-calls' } });
+    const app = meteredApp(createExpress, kana, (app) =>
+      app.get('/api/reports', meter('reports'), (_req, res) => res.json({})),
+    );
+
+    const response = await request(app).get('/api/reports').set('x-user', 'u1').expect(200);
+
+    expect(response.headers['ratelimit-policy']).toBe('"api-calls";q=5;w=86400, "reports";q=3');
+    expect(response.headers.ratelimit).toMatch(/^"api-calls";r=4;t=\d+, "reports";r=1$/);
+  });
+
   it('a finite allowance without a reset period: RateLimit without a window or reset time, no Retry-After', async () => {
     setUsage('u1', 'reports', 2);
     const { kana } = enforced({ routes: { 'GET /api/reports': 'reports' } });
