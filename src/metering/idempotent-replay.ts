@@ -11,7 +11,7 @@ import { fingerprintRequest } from './request-fingerprint.js';
 import type { RequestUsage } from './request-usage.js';
 import { captureResponse, sendReplay } from './response-capture.js';
 import { where } from './routed-path.js';
-import { readRequestUser } from './user-id.js';
+import { readUser, type UserReader } from './user-id.js';
 
 /** The problem details (RFC 9457) of the two refusals of draft-ietf-httpapi-idempotency-key-header (section 2.7). */
 export const IDEMPOTENCY_PROBLEMS = {
@@ -62,10 +62,19 @@ interface KeyedRequest {
  */
 export class IdempotentReplay {
   readonly #options: IdempotentReplayOptions;
+  /** Reads a keyed request's user (made once, as the gate's is). */
+  readonly #reader: UserReader<KeyedRequest>;
   #failureLogged = false;
 
   constructor(options: IdempotentReplayOptions) {
     this.#options = options;
+    const { getUserId, userIdFailed, userIdTimeoutMs } = options;
+    this.#reader = {
+      ask: (keyed) => getUserId(keyed.req, keyed.res),
+      limitMs: userIdTimeoutMs,
+      failed: (keyed, error) => userIdFailed(keyed.req, error),
+      withUser: (keyed, user) => this.#withUser(keyed, user),
+    };
   }
 
   keyed(req: Request): boolean {
@@ -84,14 +93,7 @@ export class IdempotentReplay {
       this.#withUser(keyed, usage.userId);
       return;
     }
-    const { getUserId, userIdFailed, userIdTimeoutMs } = this.#options;
-    readRequestUser(
-      usage,
-      () => getUserId(req, res),
-      userIdTimeoutMs,
-      (error) => userIdFailed(req, error),
-      (userId) => this.#withUser(keyed, userId),
-    )?.catch((error: unknown) => this.#stageFailed(error));
+    readUser(this.#reader, usage, keyed)?.catch((error: unknown) => this.#stageFailed(error));
   }
 
   #withUser(keyed: KeyedRequest, userId: string | null | false): void {

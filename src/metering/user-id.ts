@@ -122,25 +122,6 @@ function failUser<C>(
   return false;
 }
 
-/**
- * Reads the request's user once, into `usage.userId`, and calls `then` with it (readUser with
- * closures, for a stage that has no context of its own). A hook that throws, rejects, gives a
- * non-id or has not settled after `limitMs` is reported to `failed`, and the user is false.
- */
-export function readRequestUser(
-  usage: { userId: RequestUser | undefined },
-  hook: () => unknown,
-  limitMs: number,
-  failed: (error: unknown) => void,
-  then: (user: RequestUser) => void,
-): Promise<void> | undefined {
-  return readUser<undefined>(
-    { ask: hook, limitMs, failed: (_, error) => failed(error), withUser: (_, user) => then(user) },
-    usage,
-    undefined,
-  );
-}
-
 /** Logs and counts a `userId` hook that threw, rejected or gave a non-id: the request is not metered. */
 export function userIdFailureReporter(logger: KanaLogger, counters: Record<Counter, number>) {
   return (req: Request, error: unknown): void => {
