@@ -135,9 +135,7 @@ export class Gate {
     };
     this.#onClose = function onClose(this: ServerResponse): void {
       const usage = usages.get(this.req);
-      if (usage === undefined) return;
-      usage.ended = true;
-      if (usage.holds !== undefined) releaseHolds(usage);
+      if (usage !== undefined) requestEnded(usage);
     };
   }
 
@@ -395,8 +393,14 @@ export class Gate {
   }
 }
 
+/** The request's response finished or closed: a check answering later leaves it alone, and its held units come back. */
+export function requestEnded(usage: RequestUsage): void {
+  usage.ended = true;
+  if (usage.holds !== undefined) releaseHolds(usage);
+}
+
 /** Gives back the units a request holds; each hold is released exactly once (the list is detached first). */
-export function releaseHolds(usage: RequestUsage): void {
+function releaseHolds(usage: RequestUsage): void {
   let hold = usage.holds;
   usage.holds = undefined;
   while (hold !== undefined) {

@@ -73,10 +73,6 @@ export class RequestUsages {
     return this.of(requests.get(req));
   }
 
-  has(req: object): boolean {
-    return this.of(requests.get(req)) !== undefined;
-  }
-
   /** This kanaMeter's record among a request's. */
   of(shared: SharedRequest | undefined): RequestUsage | undefined {
     let usage = shared?.usage;

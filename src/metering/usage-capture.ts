@@ -7,7 +7,7 @@ import { logSafely } from '../config/logger.js';
 import { describeValue } from '../config/option-checks.js';
 import type { Counter } from '../config/stats.js';
 import { isPromise, toPromise } from '../config/thenable.js';
-import { releaseHolds } from '../enforcement/gate.js';
+import { requestEnded } from '../enforcement/gate.js';
 import type { KanaMeterConfig } from '../options.js';
 import { isValidDelta, type MeteredFeature } from './metered-feature.js';
 import { featuresToBill, type RequestUsage, type RequestUsages } from './request-usage.js';
@@ -28,13 +28,10 @@ export class UsageCapture {
   readonly #options: UsageCaptureOptions;
   /** Captures whose userId or delta is still being awaited; drain() waits for them. */
   readonly #pending = new Set<Promise<void>>();
-  /** Responses of `billAborted` routes that finished: their `close` is not an abandonment. */
-  readonly #finishedWatched = new WeakSet<object>();
   #failureLogged = false;
   #noUserLogged = false;
   // Listeners shared by every response (no closure per request); `this` is the response.
   readonly #onFinish: (this: ServerResponse) => void;
-  readonly #onWatchedFinish: (this: ServerResponse) => void;
   readonly #onAbandonedClose: (this: ServerResponse) => void;
 
   constructor(options: UsageCaptureOptions) {
@@ -43,12 +40,9 @@ export class UsageCapture {
     this.#onFinish = function onFinish(this: ServerResponse) {
       capture.#ended(this as Response, false);
     };
-    this.#onWatchedFinish = function onWatchedFinish(this: ServerResponse) {
-      capture.#finishedWatched.add(this);
-    };
     this.#onAbandonedClose = function onAbandonedClose(this: ServerResponse) {
       // Finished (billed on finish), or abandoned before the handler started to answer (nothing delivered).
-      if (!capture.#finishedWatched.has(this) && this.headersSent) capture.#ended(this as Response, true);
+      if (!this.writableFinished && this.headersSent) capture.#ended(this as Response, true);
     };
   }
 
@@ -59,9 +53,7 @@ export class UsageCapture {
 
   /** On a `billAborted` feature: a `close` without `finish` bills what the route says was delivered. */
   watchAbandoned(res: Response): void {
-    if (res.listeners('close').includes(this.#onAbandonedClose)) return;
-    res.on('finish', this.#onWatchedFinish);
-    res.on('close', this.#onAbandonedClose);
+    if (!res.listeners('close').includes(this.#onAbandonedClose)) res.on('close', this.#onAbandonedClose);
   }
 
   /** Resolves once every capture under way (an async userId or delta) has reached the intake. */
@@ -82,8 +74,7 @@ export class UsageCapture {
   #capture(usage: RequestUsage, res: Response, abandoned: boolean): void {
     if (usage.checked !== undefined) {
       // Held units are given back first; on success they come back as captured usage just below.
-      usage.ended = true;
-      if (usage.holds !== undefined) releaseHolds(usage);
+      requestEnded(usage);
       if (usage.refused) return;
     }
     if (!this.#succeeded(res)) return;
