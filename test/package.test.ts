@@ -200,6 +200,11 @@ describe('every way an app loads the packed tarball delivers its usage (one call
   const rows: [name: string, user: string, prepare: () => Promise<string[]>][] = [
     ['ESM import (Express 5)', 'esm', async () => ['app.mjs']],
     ['CommonJS require (Express 5)', 'cjs', async () => ['app.cjs']],
+    [
+      'an ESM and a CommonJS copy in one process: kanaMeter() required, meter() imported',
+      'dual',
+      async () => ['app-dual.mjs'],
+    ],
     // No require(esm) at all: what tools without it (Jest, older loaders) get.
     [
       'CommonJS require, node --no-experimental-require-module',
