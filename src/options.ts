@@ -374,8 +374,9 @@ export interface KanaMeterOptions {
    */
   metrics?: KanaMeterMetrics;
   /**
-   * The fetch implementation Kana calls go through.
-   * @default globalThis.fetch
+   * The fetch implementation Kana calls go through. By default, node:http(s) with keep-alive (a fraction of Node's
+   * fetch's CPU per call), or `globalThis.fetch` when the host replaced it (a test double, an instrumented fetch).
+   * @default node:http(s), or a replaced globalThis.fetch
    * @example (url, init) => fetch(url, { ...init, keepalive: true })
    */
   fetch?: typeof fetch;

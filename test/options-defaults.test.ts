@@ -53,7 +53,7 @@ describe('the defaults, as parsed', () => {
       endpoint: 'https://api.usekana.com/graphql',
       mutation: 'createUsageEvent',
       timeoutMs: 10_000,
-      fetch: undefined, // globalThis.fetch, at call time
+      fetch: undefined, // node:http(s), or globalThis.fetch when the host replaced it: chosen at call time
     } satisfies ClientSettings);
     expect(DEFAULT_ENDPOINT).toBe('https://api.usekana.com/graphql');
     expect(DEFAULT_CHECK_TIMEOUT_MS).toBe(2000);

@@ -13,6 +13,7 @@ import {
   MAX_CHECKS_PER_DOCUMENT,
   readCheckResults,
 } from './check-document.js';
+import { defaultFetch } from './http-fetch.js';
 import { type CallFailure, classifyFailure, type GraphQLErrorLike } from './retry-policy.js';
 
 export type { CheckOutcome, CheckResults, EntitlementAnswer, EntitlementQuery } from './check-document.js';
@@ -79,7 +80,7 @@ export interface KanaClientOptions {
   timeoutMs?: number;
   /**
    * The fetch implementation (the one seam to replace the network in unit tests).
-   * @default globalThis.fetch
+   * @default node:http(s), or a replaced globalThis.fetch
    */
   fetch?: typeof fetch;
 }
@@ -134,7 +135,7 @@ export class KanaClient implements UsageSink {
     this.timeoutMs = timeoutMs;
     this.#graphql = new GraphQLClient(endpoint, {
       headers: { authorization: apiKey },
-      ...(fetch ? { fetch } : {}),
+      fetch: fetch ?? (defaultFetch as typeof globalThis.fetch),
     });
   }
 
