@@ -47,7 +47,8 @@ export const median = (values: number[]) => {
 export function pin(pid: number | undefined, cpu: number): boolean {
   if (pid === undefined || cpus().length < 2) return false;
   try {
-    execFileSync('taskset', ['-pc', String(cpu), String(pid)], { stdio: 'ignore' });
+    // -a: every thread, V8's GC and compiler helpers included (else they run on the load generator's CPU).
+    execFileSync('taskset', ['-apc', String(cpu), String(pid)], { stdio: 'ignore' });
     return true;
   } catch {
     return false; // no taskset: run unpinned
