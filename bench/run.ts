@@ -3,7 +3,9 @@
 // idempotencyKey on, requests without a key and each with a new one): interleaved
 // rounds, paired ratios to bare Express with their ranges, peak RSS; then the in-process CPU cost (in-process.ts).
 // Env: BENCH_ROUNDS (default 6), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS (default 32),
-// BENCH_VARIANTS (a comma-separated subset; bare always runs), REDIS_URL (else its own redis-server on a free port).
+// BENCH_VARIANTS (a comma-separated subset; bare always runs), REDIS_URL (else its own redis-server on a free port),
+// BENCH_RATE (requests/s: a fixed rate below saturation instead of as fast as the server answers; then compare the
+// CPU/req column, what the variant costs at that load, rather than throughput).
 
 import type { ChildProcess } from 'node:child_process';
 import { cpus } from 'node:os';
@@ -23,6 +25,9 @@ import {
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const RATE = process.env.BENCH_RATE ? Number(process.env.BENCH_RATE) : undefined;
+if (RATE !== undefined && !(RATE > 0))
+  throw new Error(`BENCH_RATE: expected requests per second (> 0), got ${process.env.BENCH_RATE}`);
 const VARIANTS = chosenVariants(process.env.BENCH_VARIANTS);
 
 interface Run {
@@ -42,6 +47,7 @@ async function load(port: number, seconds: number, keyed = false) {
     url: `http://127.0.0.1:${port}`,
     connections: CONNECTIONS,
     duration: seconds,
+    ...(RATE !== undefined && { overallRate: RATE }),
     requests: USERS.map((user) => ({
       method: 'GET',
       path: ROUTE_PATH,
@@ -93,7 +99,7 @@ const measured = [...servers.keys()];
 
 console.log(`kana-meter benchmark: ${cpus().length} x ${cpus()[0]?.model}, Node ${process.version}`);
 console.log(
-  `${ROUNDS} interleaved rounds of ${SECONDS} s per variant, ${CONNECTIONS} connections, ${USERS.length} users`,
+  `${ROUNDS} interleaved rounds of ${SECONDS} s per variant, ${CONNECTIONS} connections, ${USERS.length} users${RATE === undefined ? '' : `, at ${RATE} requests/s`}`,
 );
 if (redis) {
   const version = String(await redis.command('INFO', 'server')).match(/redis_version:(\S+)/)?.[1];
