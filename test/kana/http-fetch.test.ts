@@ -120,6 +120,29 @@ describe('the default transport', () => {
     await expect(httpFetch(withCredentials, { method: 'POST' })).rejects.toThrow(/credentials/);
   });
 
+  it('follows a 307/308 within the origin as fetch does, body and key kept; not to another origin', async () => {
+    const elsewhere = await endpoint(answerData);
+    let redirectTo = '/v2/graphql';
+    const kana = await endpoint((res) => {
+      if (res.req.url === '/v2/graphql') return answerData(res);
+      res.writeHead(308, { location: redirectTo });
+      res.end();
+    });
+    const client = new KanaClient({ apiKey: 'secret-key', endpoint: kana.url });
+    await client.recordUsage({ userId: 'u1', featureId: 'api-calls', delta: 2 });
+    expect(kana.received).toHaveLength(2);
+    expect(kana.received[1]?.headers.authorization).toBe('secret-key');
+    expect(kana.received[1]?.body).toBe(kana.received[0]?.body);
+
+    // Another origin would be sent the key: the 308 is the answer, a failure that is not retried.
+    redirectTo = elsewhere.url;
+    const error = await client
+      .recordUsage({ userId: 'u1', featureId: 'api-calls', delta: 1 })
+      .catch((caught) => caught);
+    expect(error.code).toBe('KANA_HTTP_ERROR');
+    expect(elsewhere.received).toHaveLength(0);
+  });
+
   it("uses the host's fetch when it replaced globalThis.fetch (a test double, an instrumented fetch)", async () => {
     const kana = await endpoint(answerData);
     const hostFetch = vi.fn((input: string | URL | Request, init?: RequestInit) => nodeFetch(input, init));
