@@ -67,6 +67,16 @@ export const basicSeed = {
   subscriptions: ['u1', 'u2', 'u3', '124'].map((userId) => ({ userId, packageId: 'unlimited' })),
 };
 
+/** Seed for allowance tests: `users` (u1 by default) on plan 'p', of `limit` api-calls each. */
+export function apiCallsSeed(limit: number, users: readonly string[] = ['u1']) {
+  return {
+    users: users.map((id) => ({ id })),
+    features: [{ id: 'api-calls', type: 'CONSUMABLE' as const }],
+    packages: [{ id: 'p', features: [{ id: 'api-calls', limit }] }],
+    subscriptions: users.map((userId) => ({ userId, packageId: 'p' })),
+  };
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

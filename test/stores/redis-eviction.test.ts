@@ -5,7 +5,7 @@ import request from 'supertest';
 import { afterAll, describe, expect, it } from 'vitest';
 import { kanaMeter, logCodes } from '../../src/index.js';
 import { RedisStore } from '../../src/stores/redis-store.js';
-import { expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
+import { apiCallsSeed, expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
 import { useEmulator } from '../helpers/emulator.js';
 import {
   type RedisServer,
@@ -42,12 +42,7 @@ async function started(server: RedisServer, client: (typeof redisClients)[number
   const kana = env.trackTest(kanaMeter(options));
   const app = meteredApp(expressVersions[0][1], kana, (app) => app.get('/calls', (_req, res) => res.json({})));
   env.emulator.reset();
-  env.emulator.seed({
-    users: [{ id: 'u1' }],
-    features: [{ id: 'api-calls', type: 'CONSUMABLE' }],
-    packages: [{ id: 'p', features: [{ id: 'api-calls', limit: 5 }] }],
-    subscriptions: [{ userId: 'u1', packageId: 'p' }],
-  });
+  env.emulator.seed(apiCallsSeed(5));
   const status = (await request(app).get('/calls').set('x-user', 'u1')).status;
   await new Promise((resolve) => setTimeout(resolve, 50));
   return { kana, sink, status };

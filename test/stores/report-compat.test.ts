@@ -16,7 +16,7 @@ import {
   type ReportRequest,
   type StoreKey,
 } from '../../src/index.js';
-import { createLogSink, expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
+import { apiCallsSeed, createLogSink, expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
 import { useEmulator } from '../helpers/emulator.js';
 
 /** A store written to the old interface: a MemoryStore subclass whose `settle` reports, counting its calls, and replies `'settled'`. */
@@ -53,12 +53,7 @@ describe('the store method report', () => {
   const env = useEmulator();
   beforeEach(() => {
     env.emulator.reset();
-    env.emulator.seed({
-      users: [{ id: 'u1' }],
-      features: [{ id: 'api-calls', type: 'CONSUMABLE' }],
-      packages: [{ id: 'p', features: [{ id: 'api-calls', limit: 5 }] }],
-      subscriptions: [{ userId: 'u1', packageId: 'p' }],
-    });
+    env.emulator.seed(apiCallsSeed(5));
   });
 
   /** 8 requests for an allowance of 5, then close(): the statuses, after the totals were reported; no store call failed. */

@@ -6,7 +6,7 @@ import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { REPORT_INTERVAL_MS } from '../../src/enforcement/leases.js';
 import { kanaMeter, MemoryStore } from '../../src/index.js';
 import { RedisStore } from '../../src/stores/redis-store.js';
-import { expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
+import { apiCallsSeed, expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
 import { useEmulator } from '../helpers/emulator.js';
 
 const base = { apiKey: 'prv_test_abc123', userId: () => 'u1' };
@@ -54,12 +54,7 @@ describe('the default MemoryStore', () => {
   beforeEach(() => {
     env.emulator.reset();
     const users = Array.from({ length: 10 }, (_, i) => `u${i}`);
-    env.emulator.seed({
-      users: users.map((id) => ({ id })),
-      features: [{ id: 'api-calls', type: 'CONSUMABLE' }],
-      packages: [{ id: 'p', features: [{ id: 'api-calls', limit: 100 }] }],
-      subscriptions: users.map((userId) => ({ userId, packageId: 'p' })),
-    });
+    env.emulator.seed(apiCallsSeed(100, users));
   });
 
   it('keeps a ledger only for the keys the cache holds: an evicted key is forgotten with it', async () => {
@@ -83,12 +78,7 @@ describe('the report interval', () => {
   const env = useEmulator();
   beforeEach(() => {
     env.emulator.reset();
-    env.emulator.seed({
-      users: [{ id: 'u1' }],
-      features: [{ id: 'api-calls', type: 'CONSUMABLE' }],
-      packages: [{ id: 'p', features: [{ id: 'api-calls', limit: 1_000_000 }] }],
-      subscriptions: [{ userId: 'u1', packageId: 'p' }],
-    });
+    env.emulator.seed(apiCallsSeed(1_000_000));
   });
 
   it('runs one report timer, however long the key stays busy', async () => {

@@ -6,7 +6,7 @@ import request from 'supertest';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { kanaMeter, meter } from '../../src/index.js';
 import { RedisStore } from '../../src/stores/redis-store.js';
-import { expressVersions, meteredApp, meterOptions, sleep } from '../helpers/app.js';
+import { apiCallsSeed, expressVersions, meteredApp, meterOptions, sleep } from '../helpers/app.js';
 import { useEmulator } from '../helpers/emulator.js';
 import {
   type RedisServer,
@@ -31,12 +31,7 @@ describe.skipIf(redisSkipReason)('usage from any source, on a shared RedisStore'
   });
   beforeEach(() => {
     env.emulator.reset();
-    env.emulator.seed({
-      users: [{ id: 'u1' }],
-      features: [{ id: 'api-calls', type: 'CONSUMABLE' }],
-      packages: [{ id: 'p', features: [{ id: 'api-calls', limit: 30 }] }],
-      subscriptions: [{ userId: 'u1', packageId: 'p' }],
-    });
+    env.emulator.seed(apiCallsSeed(30));
   });
 
   async function instance(enforce: boolean) {
