@@ -86,12 +86,17 @@ export function setRateLimitHeaders(res: ServerResponse, entry: Entitlement, rem
   if (policy === null) return;
   const seconds = secondsUntil(entry.resetAt);
   const limit = `${entry.policyName};r=${remaining}${seconds === undefined ? '' : `;t=${seconds}`}`;
-  // Appended when another feature of the request (or another limiter) set the fields already: a client reads the
-  // lines of one field as one comma-separated list. Else set: appendHeader validates the field, then setHeader again.
-  if (res.hasHeader('ratelimit-policy')) res.appendHeader('RateLimit-Policy', policy);
-  else res.setHeader('RateLimit-Policy', policy);
-  if (res.hasHeader('ratelimit')) res.appendHeader('RateLimit', limit);
-  else res.setHeader('RateLimit', limit);
+  addField(res, 'RateLimit-Policy', policy);
+  addField(res, 'RateLimit', limit);
+}
+
+/**
+ * Appended when another feature of the request (or another limiter) set the field already: a client reads the
+ * lines of one field as one comma-separated list. Else set: appendHeader validates the field, then setHeader again.
+ */
+function addField(res: ServerResponse, name: string, value: string): void {
+  if (res.hasHeader(name)) res.appendHeader(name, value);
+  else res.setHeader(name, value);
 }
 
 function policyHeaderOf(entry: Entitlement): string | null {

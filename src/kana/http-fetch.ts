@@ -3,13 +3,13 @@
 // and a busy instance makes a call per active (user, feature) every flush. A fetch the host put in place is used instead.
 
 import http from 'node:http';
-import httpsModule from 'node:https';
+import https from 'node:https';
 
 /** Node's own fetch, as the process started: a `globalThis.fetch` other than this one was put there on purpose. */
 const builtinFetch = globalThis.fetch;
 
 const httpAgent = new http.Agent({ keepAlive: true });
-const httpsAgent = new httpsModule.Agent({ keepAlive: true });
+const httpsAgent = new https.Agent({ keepAlive: true });
 
 /**
  * The fetch Kana calls go through when none was given: `globalThis.fetch` when the host replaced it (a test double,
@@ -50,14 +50,14 @@ function send(
   redirects: number,
 ): Promise<Response> {
   if (signal?.aborted) return Promise.reject(signal.reason);
-  const https = url.protocol === 'https:';
+  const secure = url.protocol === 'https:';
   return new Promise((resolve, reject) => {
     const failed = (error: unknown) =>
       reject(signal?.aborted ? signal.reason : new TypeError('fetch failed', { cause: error }));
-    const request = (https ? httpsModule : http).request(url, {
+    const request = (secure ? https : http).request(url, {
       method,
       headers,
-      agent: https ? httpsAgent : httpAgent,
+      agent: secure ? httpsAgent : httpAgent,
       signal,
     });
     request.on('error', failed);
