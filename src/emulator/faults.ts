@@ -12,10 +12,10 @@
  * - `{ hang: true }`: never answer; the request ends when the client gives up, or the emulator goes
  *   offline or closes. Nothing is applied.
  * - `{ graphqlError }`: answer with this GraphQL error (HTTP 200 unless `httpStatus`); nothing is applied.
- * - `{ fieldError }`: the root field `field` fails with this error while the rest of the document
- *   runs, as graphql-js answers it: an error with that field's path (its alias, if aliased) and, as
- *   Kana's root fields are non-null, `data: null` for the whole document. Only requests selecting
- *   that field match.
+ * - `{ fieldError }`: the root field `field` (or only its selection under `alias`) fails with this
+ *   error while the rest of the document runs, as graphql-js answers it: an error with that field's
+ *   path (its alias, if aliased); a non-null field nulls the whole `data`, a nullable one
+ *   (`createUsageEvent`, `recordUsage`) only itself. Only requests selecting that field match.
  */
 export type Fault =
   | { status: number; retryAfter?: string | number; body?: string }
@@ -30,6 +30,8 @@ export type Fault =
 export interface FieldFault {
   /** A root field of the schema, e.g. 'showUsage' or 'canUseFeature'. */
   field: string;
+  /** Only where the document selects `field` under this alias (response key), e.g. 'u1'. @default every selection of `field` */
+  alias?: string;
   /** @default 'Emulated fault: <field> failed' */
   message?: string;
   /** `extensions.code`. @default 'INTERNAL_SERVER_ERROR' */
@@ -92,12 +94,13 @@ function assertValidFault(fault: unknown): asserts fault is Fault {
       !isRecord(error) ||
       typeof error.field !== 'string' ||
       error.field === '' ||
+      !optionalString(error.alias) ||
       !optionalString(error.message) ||
       !optionalString(error.code) ||
       !optionalString(error.name)
     ) {
       throw new TypeError(
-        'failNext: fault.fieldError must be { field: string, message?: string, code?: string, name?: string }',
+        'failNext: fault.fieldError must be { field: string, alias?: string, message?: string, code?: string, name?: string }',
       );
     }
   } else {

@@ -18,7 +18,7 @@ export interface ResolverContext {
   store: KanaStore;
   /** A scripted `{ result: false }` fault: usage mutations apply nothing and report failure. */
   usageNotRecorded: boolean;
-  /** A scripted `{ fieldError }` fault: this root field throws, wherever the document selects it. */
+  /** A scripted `{ fieldError }` fault: this root field throws, wherever the document selects it (under its alias, if it names one). */
   failingField?: FieldFault | undefined;
 }
 
@@ -65,7 +65,7 @@ function withFieldFaults(fields: Record<string, Resolver>): Record<string, Resol
       field,
       (root, args, context: ResolverContext, info) => {
         const fault = context.failingField;
-        if (fault?.field === field) {
+        if (fault?.field === field && (fault.alias === undefined || fault.alias === info.path.key)) {
           throw new KanaEmulatorError(fault.message ?? `Emulated fault: ${field} failed`, {
             code: fault.code ?? 'INTERNAL_SERVER_ERROR',
             name: fault.name ?? 'Error',

@@ -233,6 +233,20 @@ describe('{ fieldError }', () => {
     expect(response.errors?.[0]?.path).toEqual(['createUsageEvent']);
     expect(emulator.usageCalls()).toEqual([]);
   });
+
+  it('with an alias, fails that selection only; a nullable mutation is null alone and the others apply', async () => {
+    emulator.failNext({ fieldError: { field: 'createUsageEvent', alias: 'b' } });
+    const response = await post(
+      emulator,
+      `mutation { a: createUsageEvent(input: { userId: "u1", featureId: "api-calls", delta: 1 })
+        b: createUsageEvent(input: { userId: "u1", featureId: "api-calls", delta: 2 })
+        c: createUsageEvent(input: { userId: "u1", featureId: "api-calls", delta: 4 }) }`,
+    );
+    expect(response.status).toBe(200);
+    expect(response.data).toEqual({ a: true, b: null, c: true });
+    expect(response.errors?.map((error) => error.path)).toEqual([['b']]);
+    expect(emulator.usage('u1', 'api-calls')).toBe(5);
+  });
 });
 
 describe('{ hang }', () => {
@@ -260,6 +274,9 @@ describe('failNext() and reset()', () => {
 
   it('rejects a malformed fieldError or hang', () => {
     expect(() => emulator.failNext({ fieldError: { field: '' } })).toThrow(/fault.fieldError must be/);
+    expect(() => emulator.failNext({ fieldError: { field: 'createUsageEvent', alias: 1 } } as never)).toThrow(
+      /fault.fieldError must be/,
+    );
     expect(() => emulator.failNext({ fieldError: { field: 'showUsage', code: 5 } } as never)).toThrow(TypeError);
     expect(() => emulator.failNext({ hang: 'yes' } as never)).toThrow(/fault.hang must be true/);
     expect(() => emulator.failNext({ status: 500 }, { times: 1.5 })).toThrow(/positive integer or Infinity/);
