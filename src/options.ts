@@ -203,7 +203,8 @@ export interface KanaMeterOptions {
    */
   flushInterval?: number;
   /**
-   * Most Kana calls in flight at once.
+   * Most usage calls to Kana in flight at once. Each call carries up to 20 (user, feature) keys,
+   * one mutation each in one GraphQL document.
    * @default 8
    * @example 16
    */

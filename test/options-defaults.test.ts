@@ -132,7 +132,7 @@ describe('the defaults, in behaviour', () => {
     expect(await atOutage.promise).toMatchObject({ calls: 6, retries: 5, kanaAvailable: false });
   });
 
-  it('concurrency 8: eight calls in flight at most', async () => {
+  it('concurrency 8: eight calls in flight at most, each carrying up to 20 keys', async () => {
     const held: (() => void)[] = [];
     let holding = true;
     const eightInFlight = deferred();
@@ -141,8 +141,9 @@ describe('the defaults, in behaviour', () => {
       if (held.length === 7) eightInFlight.resolve();
       return new Promise<void>((resolve) => held.push(resolve));
     });
-    env.emulator.seed({ users: Array.from({ length: 16 }, (_, i) => ({ id: `user-${i}` })) });
-    for (let i = 0; i < 16; i++) await hit(`user-${i}`);
+    // 200 keys: eight calls of 20 in flight, then the 40 left in two more.
+    env.emulator.seed({ users: Array.from({ length: 200 }, (_, i) => ({ id: `user-${i}` })) });
+    for (let i = 0; i < 200; i++) await hit(`user-${i}`);
     const flushed = kana.flush();
     await eightInFlight.promise;
     // Every call that could start has started by the next turn of the event loop.
@@ -152,7 +153,8 @@ describe('the defaults, in behaviour', () => {
     holding = false;
     for (const release of held) release();
     await flushed;
-    expect(kana.stats()).toMatchObject({ delivered: 16, inFlight: 0, calls: 16 });
+    expect(kana.stats()).toMatchObject({ delivered: 200, inFlight: 0, calls: 10 });
+    expect(env.emulator.usageCalls().filter((event) => event.userId.startsWith('user-'))).toHaveLength(200);
   });
 
   it('enforce false: a mapped route is not checked', async () => {

@@ -18,6 +18,7 @@ import { keepAliveUntil, raceTimeout, sleep } from '../config/timers.js';
 import type { KanaMeterConfig, UndeliveredUsage } from '../options.js';
 import type { DeliveryOutcome, DeliveryOutcomeListener } from './delivery-outcome.js';
 import { type Batch, PendingUsage } from './pending-usage.js';
+import { SinkCalls } from './sink-calls.js';
 import { Spool, type SpoolRecord, type TakenBack } from './spool.js';
 import type { SpoolFileSystem } from './spool-files.js';
 import type { SinkFailure, UsageSink } from './usage-sink.js';
@@ -69,13 +70,13 @@ interface Outage {
 
 export class DeliveryQueue {
   readonly #sink: UsageSink;
+  /** The calls to the sink: `concurrency` at most, each carrying the batches waiting for it. */
+  readonly #sinkCalls: SinkCalls;
   readonly #config: DeliveryConfig;
   readonly #logger: KanaLogger;
   readonly #counters: Record<Counter, number>;
-  /** Told of every usage call attempt; undefined without a `metrics` option (then nothing is timed). */
-  readonly #observeKanaCall: ObserveKanaCall | undefined;
   readonly #usage = new PendingUsage();
-  /** Outbound batches waiting for a slot, oldest first (#readyHead is the next to send). */
+  /** Outbound batches waiting to be sent, oldest first (#readyHead is the next to send). */
   #ready: Batch[] = [];
   #readyHead = 0;
   readonly #calls = new Set<Promise<void>>();
@@ -113,9 +114,18 @@ export class DeliveryQueue {
     this.#config = config;
     this.#logger = config.logger;
     this.#counters = counters;
-    this.#observeKanaCall = observeKanaCall;
     // Each call in flight listens to it (p-retry, the client): more than 10 is normal, not a leak.
     setMaxListeners(0, this.#shutdown.signal);
+    this.#sinkCalls = new SinkCalls(
+      sink,
+      this.#shutdown.signal,
+      config.concurrency,
+      (retry) => {
+        this.#counters.calls++;
+        if (retry) this.#counters.retries++;
+      },
+      observeKanaCall,
+    );
     if (config.spool) {
       this.#spool = this.#openSpool(config.spool.path, internals);
       this.#schedule();
@@ -283,7 +293,7 @@ export class DeliveryQueue {
 
   /** Gauges for stats(). */
   gauges(): { pending: number; pendingKeys: number; inFlight: number; kanaAvailable: boolean } {
-    return { ...this.#usage.gauges(), inFlight: this.#calls.size, kanaAvailable: this.#outage === undefined };
+    return { ...this.#usage.gauges(), inFlight: this.#sinkCalls.inFlight, kanaAvailable: this.#outage === undefined };
   }
 
   async #closeWithin(timeoutMs: number): Promise<void> {
@@ -340,8 +350,10 @@ export class DeliveryQueue {
     return this.#usage.keyCount < this.#config.maxPendingKeys / 2;
   }
 
+  /** Starts ready batches while calls have room for them: `concurrency` calls of up to the sink's batchesPerCall each. */
   #dispatch(): void {
-    while (!this.#outage && this.#calls.size < this.#config.concurrency && this.#readyHead < this.#ready.length) {
+    const room = this.#config.concurrency * this.#sinkCalls.batchesPerCall;
+    while (!this.#outage && this.#calls.size < room && this.#readyHead < this.#ready.length) {
       this.#start(this.#ready[this.#readyHead++] as Batch, false);
     }
     if (this.#readyHead === this.#ready.length) {
@@ -394,19 +406,18 @@ export class DeliveryQueue {
     }
   }
 
-  /** What p-retry calls for each attempt: counted, and timed on its own when metrics or tracing want it. */
+  /**
+   * What p-retry calls for each attempt: one batch in a call SinkCalls makes (and counts and
+   * times), traced on its own when tracing wants it: p-retry's backoff waits are not Kana's latency.
+   */
   #attempt(batch: Batch, span: DeliverySpan | undefined): (attemptNumber: number) => Promise<void> {
-    const signal = this.#shutdown.signal;
     const usage = { userId: batch.userId, featureId: batch.featureId, delta: batch.delta };
-    const observe = this.#observeKanaCall;
-    const sink = this.#sink;
-    const attempt = () => sink.deliver(usage, signal);
+    const sinkCalls = this.#sinkCalls;
     return (attemptNumber) => {
-      this.#counters.calls++;
-      // Each attempt is timed on its own: p-retry's backoff waits are not Kana's latency.
-      return observe === undefined && span === undefined
+      const attempt = () => sinkCalls.deliver(usage, attemptNumber > 1);
+      return span === undefined
         ? attempt()
-        : timeKanaCall(observe, 'usage', attempt, span?.attempt(this.#describeAttempt(attemptNumber)));
+        : timeKanaCall(undefined, 'usage', attempt, span.attempt(this.#describeAttempt(attemptNumber)));
     };
   }
 
@@ -424,7 +435,6 @@ export class DeliveryQueue {
       shouldRetry: async ({ error, retriesLeft }) => {
         const failure = sink.classify(error);
         if (!failure?.retryable || this.#outage) return false;
-        this.#counters.retries++;
         this.#logger.debug(
           {
             code: logCodes.deliveryRetry,

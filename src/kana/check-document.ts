@@ -1,7 +1,7 @@
 // The entitlement check as GraphQL: canUseFeature (and showUsage, for the period) for one or many checks in one document, read field by field.
 
 import type { KanaError } from '../config/errors.js';
-import { classifyFailure, type GraphQLErrorLike } from './retry-policy.js';
+import { badResponse, classifyFailure, type GraphQLErrorLike } from './retry-policy.js';
 
 /**
  * Most checks sent in one document. Twenty keeps a document small (about 4 KB with the period)
@@ -135,7 +135,7 @@ export function readCheckResults(
     if (failed) return classifyFailure({ kind: 'graphql', errors: failed });
     const answered = data?.[check];
     if (answered == null) return 'lost';
-    return parseEntitlementAnswer(answered, period === undefined ? undefined : data?.[period]) ?? badAnswer(answered);
+    return parseEntitlementAnswer(answered, period === undefined ? undefined : data?.[period]) ?? badResponse(answered);
   });
   return {
     outcomes,
@@ -172,11 +172,4 @@ function toCount(value: unknown): number | undefined {
   if (typeof value === 'number' && Number.isInteger(value)) return value;
   if (typeof value === 'string' && /^-?\d+$/.test(value)) return Number(value);
   return undefined;
-}
-
-function badAnswer(data: unknown): KanaError {
-  return classifyFailure({
-    kind: 'bad-response',
-    cause: new Error(`unexpected data: ${JSON.stringify(data)?.slice(0, 200)}`),
-  });
 }

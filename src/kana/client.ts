@@ -14,18 +14,17 @@ import {
   readCheckResults,
 } from './check-document.js';
 import { defaultFetch } from './http-fetch.js';
-import { type CallFailure, classifyFailure, type GraphQLErrorLike } from './retry-policy.js';
+import { badResponse, type CallFailure, classifyFailure, type GraphQLErrorLike } from './retry-policy.js';
+import { MAX_USAGE_PER_DOCUMENT, readUsageResult, type UsageMutation, usageDocument } from './usage-document.js';
 
 export type { CheckOutcome, CheckResults, EntitlementAnswer, EntitlementQuery } from './check-document.js';
 export { MAX_CHECKS_PER_DOCUMENT } from './check-document.js';
+export type { UsageMutation } from './usage-document.js';
 
 /** Kana's admin GraphQL endpoint. */
 export const DEFAULT_ENDPOINT = 'https://api.usekana.com/graphql';
 
-/** The mutation that records usage: Kana's usage guide names it createUsageEvent; the current reference, recordUsage. */
-export type UsageMutation = 'createUsageEvent' | 'recordUsage';
-
-// Verbatim from Kana's usage guide (legacy name, Boolean result).
+// Verbatim from Kana's usage guide (legacy name, Boolean result): one usage event alone.
 const CREATE_USAGE_EVENT = `mutation createUsageEvent($input: CreateUsageEventInput!) { createUsageEvent(input: $input) }`;
 // Kana's current reference name, { recorded, reason } result.
 const RECORD_USAGE = `mutation recordUsage($input: CreateUsageEventInput!) { recordUsage(input: $input) { recorded reason } }`;
@@ -122,6 +121,8 @@ export class KanaClient implements UsageSink {
   readonly endpoint: string;
   readonly mutation: UsageMutation;
   readonly timeoutMs: number;
+  /** The UsageSink side: up to MAX_USAGE_PER_DOCUMENT usage mutations in one document. */
+  readonly maxBatchesPerCall = MAX_USAGE_PER_DOCUMENT;
   readonly #graphql: GraphQLClient;
   /** Kept to recognise an error message that would reveal it. */
   readonly #apiKey: string;
@@ -142,23 +143,10 @@ export class KanaClient implements UsageSink {
   /** Records one usage event. Resolves when Kana confirmed it; throws a KanaError otherwise. */
   async recordUsage(usage: UsageInput, signal?: AbortSignal): Promise<void> {
     const input = { userId: usage.userId, featureId: usage.featureId, delta: usage.delta };
-    if (this.mutation === 'recordUsage') {
-      const data = await this.request<{ recordUsage?: { recorded?: unknown; reason?: string | null } | null }>(
-        RECORD_USAGE,
-        { input },
-        signal,
-      );
-      const result = data.recordUsage;
-      if (result == null || typeof result.recorded !== 'boolean') throw badResponse(data);
-      if (!result.recorded) throw classifyFailure({ kind: 'not-recorded', reason: result.reason });
-      return;
-    }
-    const data = await this.request<{ createUsageEvent?: unknown }>(CREATE_USAGE_EVENT, { input }, signal);
-    if (data.createUsageEvent === true) return;
-    if (data.createUsageEvent === false || data.createUsageEvent === null) {
-      throw classifyFailure({ kind: 'not-recorded' });
-    }
-    throw badResponse(data);
+    const document = this.mutation === 'recordUsage' ? RECORD_USAGE : CREATE_USAGE_EVENT;
+    const data = await this.request<Record<string, unknown>>(document, { input }, signal);
+    const failure = readUsageResult(this.mutation, data, this.mutation, undefined);
+    if (failure) throw failure;
   }
 
   /** The UsageSink side: one recordUsage call per attempt. */
@@ -166,10 +154,41 @@ export class KanaClient implements UsageSink {
     return this.recordUsage(batch, signal);
   }
 
+  /**
+   * The UsageSink side: records several batches in one call, one aliased mutation each, and reads
+   * Kana's answer mutation by mutation. Throws a KanaError when the whole call failed.
+   */
+  async deliverMany(batches: readonly UsageBatch[], signal: AbortSignal): Promise<(KanaError | undefined)[]> {
+    if (batches.length === 1) {
+      // One alone is sent as Kana's guide writes it; its failure is the whole call's.
+      await this.recordUsage(batches[0] as UsageBatch, signal);
+      return [undefined];
+    }
+    if (batches.length === 0 || batches.length > MAX_USAGE_PER_DOCUMENT) {
+      throw new RangeError(`deliverMany takes 1 to ${MAX_USAGE_PER_DOCUMENT} batches, got ${batches.length}`);
+    }
+    const { document, variables } = usageDocument(this.mutation, batches);
+    const { data, errors } = await this.requestFields<Record<string, unknown>>(
+      document,
+      variables,
+      signal,
+      this.timeoutMs,
+    );
+    return batches.map((_, i) => {
+      const field = `u${i}`;
+      return readUsageResult(
+        this.mutation,
+        data,
+        field,
+        errors.filter((error) => error.path?.[0] === field),
+      );
+    });
+  }
+
   /** The UsageSink side: a KanaError says from the retry table; anything else is a bug of ours. */
   classify(error: unknown): SinkFailure | undefined {
     if (!(error instanceof KanaError)) return undefined;
-    return { retryable: error.retryable, retryAfterMs: error.retryAfterMs };
+    return { retryable: error.retryable, retryAfterMs: error.retryAfterMs, refusedWhole: refusedWhole(error) };
   }
 
   /**
@@ -301,6 +320,16 @@ export class KanaClient implements UsageSink {
   }
 }
 
+/**
+ * A document refused for what it holds, before running any of it: a permanent 4xx answer (400 for
+ * an input Kana will not take, 413, ...), not the key's 401 or 403. A 2xx answer may have run
+ * some mutations, so it is never taken for one.
+ */
+function refusedWhole(error: KanaError): boolean {
+  if (error.retryable || error.status === undefined) return false;
+  return error.status >= 400 && error.status < 500 && error.status !== 401 && error.status !== 403;
+}
+
 /** The data and errors of a 2xx answer whose every error belongs to a field; undefined for any other failure. */
 function fieldErrorsOf<T>(error: unknown): { data: T | null; errors: readonly FieldError[] } | undefined {
   if (!(error instanceof ClientError)) return undefined;
@@ -308,13 +337,6 @@ function fieldErrorsOf<T>(error: unknown): { data: T | null; errors: readonly Fi
   if (status < 200 || status >= 300 || !errors?.length || !errors.every((e) => e.path?.length)) return undefined;
   if (data != null && typeof data !== 'object') return undefined;
   return { data: (data ?? null) as T | null, errors };
-}
-
-function badResponse(data: unknown): KanaError {
-  return classifyFailure({
-    kind: 'bad-response',
-    cause: new Error(`unexpected data: ${JSON.stringify(data)?.slice(0, 200)}`),
-  });
 }
 
 /** Turns what graphql-request or fetch threw into a CallFailure for the retry table. */

@@ -187,6 +187,14 @@ export function classifyFailure(failure: CallFailure): KanaError {
   });
 }
 
+/** A 2xx answer whose data is not what was asked: `data` (its first 200 characters) is the cause. */
+export function badResponse(data: unknown): KanaError {
+  return classifyFailure({
+    kind: 'bad-response',
+    cause: new Error(`unexpected data: ${JSON.stringify(data)?.slice(0, 200)}`),
+  });
+}
+
 /** Longest wait a `Retry-After` header can impose, so a bad header cannot stall delivery. */
 export const MAX_RETRY_AFTER_MS = 5 * 60_000;
 

@@ -13,7 +13,7 @@ import {
   kanaMeter,
   logCodes,
   type UndeliveredUsage,
-  type UsageInput,
+  type UsageBatch,
 } from '../../src/index.js';
 import { basicSeed, expressVersions, meteredApp, meterOptions } from '../helpers/app.js';
 import { useEmulator } from '../helpers/emulator.js';
@@ -26,9 +26,9 @@ beforeEach(() => {
 });
 
 /**
- * The seam: a KanaClient whose recordUsage fails with what `bug(call)` returns (a bug of ours:
- * rejected like an async function's throw, or thrown at once with `sync`), or calls Kana when it
- * returns undefined.
+ * The seam: a KanaClient whose usage calls (deliverMany, what the queue calls) fail with what
+ * `bug(call)` returns (a bug of ours: rejected like an async function's throw, or thrown at once
+ * with `sync`), or call Kana when it returns undefined.
  */
 class BuggyClient extends KanaClient {
   calls = 0;
@@ -38,10 +38,10 @@ class BuggyClient extends KanaClient {
   ) {
     super({ apiKey: env.emulator.apiKey, endpoint: env.emulator.url });
   }
-  override recordUsage(usage: UsageInput, signal?: AbortSignal): Promise<void> {
+  override deliverMany(batches: readonly UsageBatch[], signal: AbortSignal): Promise<(KanaError | undefined)[]> {
     const error = this.bug(++this.calls);
     if (error && this.sync) throw error;
-    return error ? Promise.reject(error) : super.recordUsage(usage, signal);
+    return error ? Promise.reject(error) : super.deliverMany(batches, signal);
   }
 }
 
@@ -77,7 +77,8 @@ describe('an internal error while sending usage', () => {
 
     expect(env.emulator.usage('u1', 'reports')).toBe(2);
     expect(env.emulator.usage('u2', 'reports')).toBe(1);
-    expect(kana.stats()).toMatchObject({ internalErrors: 4, failed: 0, delivered: 3, pending: 0, kanaAvailable: true });
+    // The first call carried both keys (two errors), then three probes of one key each failed.
+    expect(kana.stats()).toMatchObject({ internalErrors: 5, failed: 0, delivered: 3, pending: 0, kanaAvailable: true });
     expect(failures).toEqual([]);
     const logged = sink.withCode(logCodes.internalError);
     expect(logged).toHaveLength(1);
@@ -85,12 +86,14 @@ describe('an internal error while sending usage', () => {
     expect(logged[0]?.err).toMatchObject({
       type: 'TypeError',
       message: 'import_p_retry.default is not a function',
-      stack: expect.stringMatching(/at BuggyClient\.recordUsage/),
+      stack: expect.stringMatching(/at BuggyClient\.deliverMany/),
     });
     // Not blamed on Kana: no delivery failure, no "Kana is unavailable".
     expect(sink.withCode(logCodes.deliveryFailed)).toEqual([]);
     expect(sink.withCode(logCodes.kanaUnavailable)).toEqual([]);
     expect(observed.filter((call) => call.outcome === logCodes.internalError)).toHaveLength(4);
+    // Then the probe that succeeds, and the other key.
+    expect(client.calls).toBe(6);
   });
 
   it('logs each distinct cause once (thrown at once, this time)', async () => {

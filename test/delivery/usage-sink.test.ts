@@ -27,6 +27,22 @@ class ListSink implements UsageSink {
   }
 }
 
+/** A sink that takes up to two batches per call, and refuses those of user 'refused'. */
+class PairSink implements UsageSink {
+  readonly maxBatchesPerCall = 2;
+  readonly calls: UsageBatch[][] = [];
+  async deliver(): Promise<void> {
+    throw new Error('not called: deliverMany is');
+  }
+  async deliverMany(batches: readonly UsageBatch[]): Promise<unknown[]> {
+    this.calls.push(batches.map((batch) => ({ ...batch })));
+    return batches.map((batch) => (batch.userId === 'refused' ? new Refused('no such user') : undefined));
+  }
+  classify(error: unknown): SinkFailure | undefined {
+    return error instanceof Refused ? { retryable: false } : undefined;
+  }
+}
+
 function queueFor(sink: UsageSink) {
   const failures: [UndeliveredUsage, KanaError][] = [];
   const config = parseOptions({
@@ -69,6 +85,21 @@ describe('UsageSink', () => {
     expect(outcomes).toEqual([
       { outcome: 'failed', call: 1, userId: 'u2', featureId: 'reports', delta: 1, events: 1, reason: 'KANA_REJECTED' },
     ]);
+    await queue.close();
+  });
+
+  it('a sink with deliverMany gets the waiting batches together, up to its maxBatchesPerCall, each settled on its own', async () => {
+    const sink = new PairSink();
+    const { queue, counters, failures } = queueFor(sink);
+    for (const user of ['u1', 'refused', 'u3', 'u4', 'u5']) queue.enqueue(user, 'reports', 1);
+    await queue.flush();
+    expect(sink.calls.map((call) => call.map((batch) => batch.userId))).toEqual([
+      ['u1', 'refused'],
+      ['u3', 'u4'],
+      ['u5'],
+    ]);
+    expect(counters).toMatchObject({ delivered: 4, failed: 1, calls: 3, retries: 0 });
+    expect(failures.map(([usage]) => usage.userId)).toEqual(['refused']);
     await queue.close();
   });
 });
