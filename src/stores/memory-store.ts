@@ -95,6 +95,8 @@ export class MemoryStore implements KanaMeterStore {
   readonly #maxBlock: number;
   readonly #retainMs: number;
   readonly #now: () => number;
+  /** When #write next looks for records not written for retainMs. */
+  #nextSweepAt = 0;
   #bound = false;
 
   constructor(options: MemoryStoreOptions = {}) {
@@ -218,7 +220,11 @@ export class MemoryStore implements KanaMeterStore {
     return { available: true, commands: 0, failures: 0, outages: 0 };
   }
 
-  /** The key's record, created if needed, moved to the end of the write order; records not written for retainMs go. */
+  /**
+   * The key's record, created if needed, moved to the end of the write order. Records not written
+   * for retainMs go, looked for at most once a second: each look starts at the front of the Map,
+   * over the holes its moves left there (3 µs a write with 5,000 keys, when it looked every time).
+   */
   #write(key: StoreKey, now: number): KeyRecord {
     const id = recordKey(key);
     let record = this.#records.get(id);
@@ -240,9 +246,12 @@ export class MemoryStore implements KanaMeterStore {
     }
     record.writtenAt = now;
     this.#records.set(id, record);
-    for (const [oldest, old] of this.#records) {
-      if (old.writtenAt + this.#retainMs > now) break;
-      this.#records.delete(oldest);
+    if (now >= this.#nextSweepAt) {
+      this.#nextSweepAt = now + SWEEP_INTERVAL_MS;
+      for (const [oldest, old] of this.#records) {
+        if (old.writtenAt + this.#retainMs > now) break;
+        this.#records.delete(oldest);
+      }
     }
     return record;
   }
@@ -332,6 +341,9 @@ export class MemoryStore implements KanaMeterStore {
     };
   }
 }
+
+/** How often #write looks for records to drop. */
+const SWEEP_INTERVAL_MS = 1000;
 
 const KNOWN_OPTIONS = knownKeys<MemoryStoreOptions>({ leaseMs: true, maxBlock: true, retainMs: true, now: true });
 
