@@ -107,7 +107,8 @@ export interface IdempotencyKeyOptions {
   ttlMs?: number;
   /**
    * Most keys remembered (one per user and key, with its stored response). When full, the oldest
-   * key goes first, and a retry of its request runs, and is billed, again.
+   * keys go first (in this process's memory, 1% of maxKeys at a time), and a retry of one of their
+   * requests runs, and is billed, again.
    * @default 100000
    * @example 1_000_000
    */

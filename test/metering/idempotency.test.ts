@@ -465,4 +465,27 @@ describe('MemoryIdempotencyWindow', () => {
     window.complete('b', 'f', response(101)); // over maxBytes alone: not stored, released
     expect(window.begin('b', 'f')).toEqual({ status: 'claimed' });
   });
+
+  it('a full window evicts the oldest 1% at once, and a later begin() drops the expired keys', () => {
+    const clock = { now: 0 };
+    let evictions = 0;
+    const window = new MemoryIdempotencyWindow({
+      ttlMs: 10_000,
+      maxKeys: 500,
+      maxBytes: 1_000_000,
+      onEvict: () => void evictions++,
+      now: () => clock.now,
+    });
+    for (let i = 0; i < 500; i++) window.begin(`k${i}`, 'f');
+    expect(evictions).toBe(0);
+    window.begin('k500', 'f'); // full: the oldest 6 go, to make room for this one and 1% (5) more
+    expect(evictions).toBe(6);
+    expect(window.size).toBe(495);
+    expect(window.begin('k0', 'f')).toEqual({ status: 'claimed' }); // evicted: claimed again
+    expect(window.begin('k6', 'f')).toEqual({ status: 'in-flight', fingerprint: 'f' }); // kept
+    // Claims live 10 s here; expired ones go at the first begin() after, the rest stay.
+    clock.now = 10_000;
+    window.begin('late', 'f');
+    expect(window.size).toBe(1);
+  });
 });
