@@ -23,7 +23,7 @@ class DiscardingSocket extends Writable {
 let keys = 0;
 
 /** One GET through `app` (Express's own router and response); resolves on the response's 'finish'. */
-function request(app: VariantApp['app'], user: string, keyed: boolean): Promise<void> {
+export function sendRequest(app: VariantApp['app'], user: string, keyed: boolean): Promise<void> {
   return new Promise((resolve) => {
     const socket = new DiscardingSocket() as unknown as Socket;
     const req = new IncomingMessage(socket);
@@ -48,7 +48,7 @@ export async function sendRequests(app: VariantApp['app'], count: number, keyed:
   for (let sent = 0; sent < count; sent += CONCURRENCY) {
     const wave: Promise<void>[] = [];
     const size = Math.min(CONCURRENCY, count - sent);
-    for (let i = 0; i < size; i++) wave.push(request(app, USERS[(sent + i) % USERS.length] as string, keyed));
+    for (let i = 0; i < size; i++) wave.push(sendRequest(app, USERS[(sent + i) % USERS.length] as string, keyed));
     await Promise.all(wave);
     // Back to the event loop, as a server is between reads: Kana's answers and the timers get in.
     await new Promise((resolve) => setImmediate(resolve));

@@ -1,8 +1,9 @@
-// The Kana emulator in its own process for the benchmark: a plan of a billion api-calls a month for u0..u9 (finite, far from used up).
+// The Kana emulator in its own process for the benchmark: a plan of a billion api-calls a month for u0..u9, or
+// as many users as its first argument says (finite, far from used up).
 
 import { startKanaEmulator } from 'kana-meter/emulator';
 
-const users = Array.from({ length: 10 }, (_, i) => `u${i}`);
+const users = Array.from({ length: Number(process.argv[2] ?? 10) }, (_, i) => `u${i}`);
 const emulator = await startKanaEmulator({
   seed: {
     users: users.map((id) => ({ id })),

@@ -169,7 +169,7 @@ if (metered.length > 0) {
     `Kana recorded ${usage.total} units for ${metered2xx} metered 2xx responses (${usage.total === metered2xx ? 'all delivered' : 'MISMATCH'}),`,
   );
   console.log(
-    `in ${usage.calls} calls: ${(usage.calls / USERS.length / seconds).toFixed(2)} calls per (user, feature) per second of load (flushInterval 1 s).`,
+    `in ${usage.calls} usage events: ${(usage.calls / USERS.length / seconds).toFixed(2)} per (user, feature) per second of load (flushInterval 1 s; a call carries up to 20).`,
   );
 }
 
