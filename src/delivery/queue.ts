@@ -79,7 +79,8 @@ export class DeliveryQueue {
   /** Outbound batches waiting to be sent, oldest first (#readyHead is the next to send). */
   #ready: Batch[] = [];
   #readyHead = 0;
-  readonly #calls = new Set<Promise<void>>();
+  /** Batches being sent (each its p-retry run), until delivered, failed or requeued. */
+  readonly #sending = new Set<Promise<void>>();
   #timer: NodeJS.Timeout | undefined;
   #outage: Outage | undefined;
   #overflowWarned = false;
@@ -306,7 +307,7 @@ export class DeliveryQueue {
     clearTimeout(this.#outage?.probeTimer);
     this.#shutdown.abort(new KanaError('KANA_ABORTED', 'close() reached its deadline', { retryable: false }));
     // Aborted calls settle at once; a custom fetch that ignores the signal must not hold close() past its deadline.
-    await raceTimeout(Promise.allSettled([...this.#calls]), Math.max(ABORT_GRACE_MS, deadline - Date.now()));
+    await raceTimeout(Promise.allSettled([...this.#sending]), Math.max(ABORT_GRACE_MS, deadline - Date.now()));
     const left = this.#usage.drain();
     if (this.#spool) this.#closeSpool(left);
     else this.#reportUndeliveredAtClose(left, timeoutMs);
@@ -353,7 +354,7 @@ export class DeliveryQueue {
   /** Starts ready batches while calls have room for them: `concurrency` calls of up to the sink's batchesPerCall each. */
   #dispatch(): void {
     const room = this.#config.concurrency * this.#sinkCalls.batchesPerCall;
-    while (!this.#outage && this.#calls.size < room && this.#readyHead < this.#ready.length) {
+    while (!this.#outage && this.#sending.size < room && this.#readyHead < this.#ready.length) {
       this.#start(this.#ready[this.#readyHead++] as Batch, false);
     }
     if (this.#readyHead === this.#ready.length) {
@@ -367,11 +368,11 @@ export class DeliveryQueue {
     const span = this.#tracing?.startDelivery(batch.userId, batch.featureId, batch.delta, probe);
     const sent =
       span === undefined ? this.#send(batch, probe, undefined) : span.run(() => this.#send(batch, probe, span));
-    const call = sent.finally(() => {
-      this.#calls.delete(call);
+    const sending = sent.finally(() => {
+      this.#sending.delete(sending);
       this.#dispatch();
     });
-    this.#calls.add(call);
+    this.#sending.add(sending);
   }
 
   /** Delivers one batch with p-retry (a probe makes one attempt); then it is delivered, kept for after the outage, or failed for good. */
@@ -548,7 +549,7 @@ export class DeliveryQueue {
     const [batch] = this.#usage.takeSendable(1);
     if (batch) this.#start(batch, true);
     // Nothing to send but calls still in flight: they will end the outage, or probe again.
-    else if (this.#calls.size === 0) this.#endOutage();
+    else if (this.#sending.size === 0) this.#endOutage();
     else this.#scheduleProbe();
   }
 
