@@ -198,7 +198,7 @@ export interface KanaMeterOptions {
   retry?: RetryOptions;
   /**
    * How long usage waits to be coalesced before it is sent, in milliseconds: Kana gets at most one
-   * call per (user, feature) per interval. `flush()` sends at once.
+   * usage mutation per (user, feature) per interval, up to 20 in a call. `flush()` sends at once.
    * @default 1000
    * @example 5000
    */

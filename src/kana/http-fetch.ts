@@ -1,6 +1,6 @@
 // The Kana client's default transport: the part of fetch graphql-request uses, over node:http(s) with keep-alive.
 // Node's fetch (undici) spends several times the CPU of http.request on each call (measured in docs/performance.md),
-// and a busy instance makes a call per active (user, feature) every flush. A fetch the host put in place is used instead.
+// and a busy instance makes calls for its active (user, feature) keys every flush. A fetch the host put in place is used instead.
 
 import http from 'node:http';
 import https from 'node:https';
