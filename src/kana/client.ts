@@ -322,11 +322,12 @@ export class KanaClient implements UsageSink {
 
 /**
  * A document refused for what it holds, before running any of it: a permanent 4xx answer (400 for
- * an input Kana will not take, 413, ...), not the key's 401 or 403. A 2xx answer may have run
- * some mutations, so it is never taken for one.
+ * an input Kana will not take, 413, ...) but not the key's 401 or 403, or a 2xx answer whose
+ * errors say the request was invalid (GraphQL reports those before running anything: no path).
  */
 function refusedWhole(error: KanaError): boolean {
-  if (error.retryable || error.status === undefined) return false;
+  if (error.retryable) return false;
+  if (error.status === undefined) return error.code === 'KANA_REJECTED';
   return error.status >= 400 && error.status < 500 && error.status !== 401 && error.status !== 403;
 }
 

@@ -106,23 +106,44 @@ describe('usage calls carry several keys', () => {
     expect(failures).toEqual([]);
   });
 
-  it('a call Kana refuses whole (HTTP 400) is sent again key by key: nothing lost, nothing twice', async () => {
+  it.each([
+    ['HTTP 400', { status: 400 }, 400],
+    ['an invalid-input error at HTTP 200', { graphqlError: { message: 'bad input', code: 'BAD_USER_INPUT' } }, 200],
+  ] as const)(
+    'a call Kana refuses whole (%s) is sent again key by key: nothing lost, nothing twice',
+    async (_name, fault, status) => {
+      const { kana, hit, failures } = setup();
+      for (const user of ['user-0', 'user-1', 'user-2']) await hit(user);
+      env.emulator.failNext(fault, { operation: 'createUsageEvent' });
+      await kana.flush();
+
+      expect(mutationsPerRequest()).toEqual([3, 1, 1, 1]);
+      expect(env.emulator.requests()[0]?.status).toBe(status);
+      expect(billed()).toEqual(
+        new Map([
+          ['user-0', 1],
+          ['user-1', 1],
+          ['user-2', 1],
+        ]),
+      );
+      expect(kana.stats()).toMatchObject({ delivered: 3, failed: 0, calls: 4 });
+      expect(failures).toEqual([]);
+    },
+  );
+
+  it('a call refused for the API key (HTTP 401) is not sent again key by key: every key of the call fails once', async () => {
     const { kana, hit, failures } = setup();
     for (const user of ['user-0', 'user-1', 'user-2']) await hit(user);
-    env.emulator.failNext({ status: 400 }, { operation: 'createUsageEvent' });
+    env.emulator.failNext({ status: 401 }, { operation: 'createUsageEvent', times: Number.POSITIVE_INFINITY });
     await kana.flush();
 
-    expect(mutationsPerRequest()).toEqual([3, 1, 1, 1]);
-    expect(env.emulator.requests()[0]?.status).toBe(400);
-    expect(billed()).toEqual(
-      new Map([
-        ['user-0', 1],
-        ['user-1', 1],
-        ['user-2', 1],
-      ]),
-    );
-    expect(kana.stats()).toMatchObject({ delivered: 3, failed: 0, calls: 4 });
-    expect(failures).toEqual([]);
+    expect(mutationsPerRequest()).toEqual([3]);
+    expect(failures.map(([usage, error]) => [usage.userId, error.code])).toEqual([
+      ['user-0', 'KANA_UNAUTHENTICATED'],
+      ['user-1', 'KANA_UNAUTHENTICATED'],
+      ['user-2', 'KANA_UNAUTHENTICATED'],
+    ]);
+    expect(kana.stats()).toMatchObject({ failed: 3, calls: 1, retries: 0 });
   });
 
   it('a call that fails as a whole (HTTP 503) is retried for every key in it, each billed once', async () => {
