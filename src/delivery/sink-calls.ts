@@ -38,7 +38,9 @@ export class SinkCalls {
     this.#maxCalls = maxCalls;
     this.#onCall = onCall;
     this.#observe = observe;
-    this.batchesPerCall = sink.deliverMany === undefined ? 1 : Math.max(1, Math.floor(sink.maxBatchesPerCall ?? 1));
+    const most = sink.maxBatchesPerCall;
+    this.batchesPerCall =
+      sink.deliverMany !== undefined && Number.isInteger(most) && (most as number) > 1 ? (most as number) : 1;
   }
 
   /** Calls to the sink in flight now. */

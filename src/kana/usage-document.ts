@@ -6,8 +6,8 @@ import type { FieldError } from './check-document.js';
 import { badResponse, classifyFailure } from './retry-policy.js';
 
 /**
- * Most usage mutations sent in one document. As for checks, twenty keeps a document small (about
- * 2 KB) and quick to execute, and one failed call sends back at most twenty keys to retry.
+ * Most usage mutations sent in one document. As for checks, twenty keeps a document small (under
+ * 3 KB with its variables) and quick to execute, and a failed call sends back at most twenty keys.
  */
 export const MAX_USAGE_PER_DOCUMENT = 20;
 
@@ -45,8 +45,8 @@ export function usageDocument(
 
 /**
  * Reads one mutation's answer: undefined when Kana recorded it, else the KanaError it failed with.
- * `data` is the whole answer (or its data, possibly partial), `field` the mutation's response key,
- * and `errors` the errors of that field only.
+ * `data` is the answer's data (possibly partial), `field` the mutation's response key, and
+ * `errors` the errors of that field only.
  */
 export function readUsageResult(
   mutation: UsageMutation,
