@@ -11,7 +11,6 @@
 // to BENCH_PROFILE_FILE, default <tmpdir>/kana-meter-<variant>.cpuprofile).
 // `--check`: exit 1 when the run was not steady (its two halves differ by more than 0.5 µs) or a budget is exceeded.
 
-import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -108,18 +107,8 @@ function random(seed: number): () => number {
   };
 }
 
-/** The whole process, every thread (GC helpers included), on CPU 1; Kana and Redis on CPU 0. */
-function pinThisProcess(): boolean {
-  if (cpus().length < 2) return false;
-  try {
-    execFileSync('taskset', ['-apc', '1', String(process.pid)], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return pin(process.pid, 1);
-  }
-}
-
-const pinned = pinThisProcess();
+// The whole process, every thread (GC helpers included), on CPU 1; Kana and Redis on CPU 0.
+const pinned = pin(process.pid, 1);
 const kana = await start('./kana-server.ts', []);
 pin(kana.child.pid, 0);
 const { url, apiKey } = kana.ready as { url: string; apiKey: string };

@@ -2,8 +2,6 @@
 // at a fixed rate over BENCH_MANY_USERS users (5,000), Kana in its own process; CPU per request vs bare, interleaved,
 // and the usage calls per 1,000 requests (the figure batching moves, free of the host's noise).
 
-import { execFileSync } from 'node:child_process';
-import { cpus } from 'node:os';
 import { sendRequest } from './in-process-request.js';
 import { ask, median, pin, start } from './processes.js';
 import { buildVariantApp, type Variant, type VariantApp } from './variant-app.js';
@@ -31,13 +29,7 @@ async function paced(app: VariantApp, from: number): Promise<{ cpuMicros: number
   return { cpuMicros: (used.user + used.system) / sent, requests: sent };
 }
 
-if (cpus().length >= 2) {
-  try {
-    execFileSync('taskset', ['-apc', '1', String(process.pid)], { stdio: 'ignore' });
-  } catch {
-    // no taskset: unpinned
-  }
-}
+pin(process.pid, 1);
 const kana = await start('./kana-server.ts', [String(USER_COUNT)]);
 pin(kana.child.pid, 0);
 const { url, apiKey } = kana.ready as { url: string; apiKey: string };
