@@ -59,13 +59,18 @@ export class SinkCalls {
 
   /** Without deliverMany, each attempt is its own call (the queue keeps them within maxCalls). */
   async #callOne(batch: UsageBatch, retry: boolean): Promise<void> {
-    this.#onCall(retry);
     this.#inFlight++;
     try {
-      await this.#timed(() => this.#sink.deliver(batch, this.#signal));
+      await this.#deliverAlone(batch, retry);
     } finally {
       this.#inFlight--;
     }
+  }
+
+  /** One batch in a call of its own, with `deliver`: counted and timed. */
+  async #deliverAlone(batch: UsageBatch, retry: boolean): Promise<void> {
+    this.#onCall(retry);
+    await this.#timed(() => this.#sink.deliver(batch, this.#signal));
   }
 
   #timed<T>(call: () => Promise<T>): Promise<T> {
@@ -83,17 +88,6 @@ export class SinkCalls {
         void this.#call(group);
       }
     });
-  }
-
-  /** Sends one batch of a call the sink refused whole, in a call of its own. */
-  async #alone(waiting: Waiting): Promise<void> {
-    this.#onCall(waiting.retry);
-    try {
-      await this.#timed(() => this.#sink.deliver(waiting.batch, this.#signal));
-      waiting.resolve();
-    } catch (error) {
-      waiting.reject(error);
-    }
   }
 
   async #call(group: readonly Waiting[]): Promise<void> {
@@ -115,7 +109,9 @@ export class SinkCalls {
       });
     } catch (error) {
       if (group.length > 1 && !this.#signal.aborted && this.#sink.classify(error)?.refusedWhole) {
-        for (const waiting of group) await this.#alone(waiting);
+        // The sink ran none of it, and one batch may be the cause: each goes again alone.
+        for (const waiting of group)
+          await this.#deliverAlone(waiting.batch, waiting.retry).then(waiting.resolve, waiting.reject);
       } else {
         for (const waiting of group) waiting.reject(error);
       }
