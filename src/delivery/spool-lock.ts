@@ -59,6 +59,9 @@ export function acquireSpoolLock(fs: SpoolFileSystem, lockPath: string, spoolPat
   const ownPath = `${lockPath}.${token.slice(0, 16)}.tmp`;
   const fd = createExclusive(fs, ownPath, false);
   let recovered: string | undefined;
+  // Held from before it is linked: a lock naming this process and a token it does not hold is stale.
+  heldTokens.add(token);
+  let ino: number | undefined;
   try {
     try {
       writeFully(fs, fd, ownPath, content, 0);
@@ -83,18 +86,19 @@ export function acquireSpoolLock(fs: SpoolFileSystem, lockPath: string, spoolPat
       if (inspected.stale === undefined) throw inspected.refusal();
       if (removeStaleLock(fs, lockPath, inspected.ino)) recovered = inspected.stale;
     }
+    ino = fs.lstatSync(lockPath).ino;
   } finally {
     unlinkQuietly(fs, ownPath);
+    if (ino === undefined) heldTokens.delete(token);
   }
-  const { ino } = fs.lstatSync(lockPath);
-  heldTokens.add(token);
+  const lockIno = ino;
   return {
     recovered,
     release() {
       if (!heldTokens.delete(token)) return;
       // Remove it only if it is still ours: never a lock someone else holds now.
       const current = fs.lstatSync(lockPath, { throwIfNoEntry: false });
-      if (current?.ino === ino) unlinkQuietly(fs, lockPath);
+      if (current?.ino === lockIno) unlinkQuietly(fs, lockPath);
     },
   };
 }
@@ -265,29 +269,43 @@ function staleReason(holder: ParsedHolder, mtimeMs: number): string | undefined 
 }
 
 /**
- * Moves the lock judged stale aside, then checks that what moved is the lock that was judged (and
- * not one another process took in between); if not, puts it back. True when the stale one is gone.
+ * Removes the lock judged stale, if it is still the one judged. Removals take `<lock>.takeover`
+ * first, so that between the check and the unlink no other process can remove it and link its own
+ * (a live holder's lock must never go). Without it, two processes that judged the same stale lock
+ * could both end up holding the spool: one moved aside the lock the other had just linked. False
+ * when another process is taking over now, or the lock changed: the next attempt judges again.
  */
 function removeStaleLock(fs: SpoolFileSystem, lockPath: string, inspectedIno: number): boolean {
-  const aside = `${lockPath}.${randomBytes(8).toString('hex')}.stale`;
+  const takeoverPath = `${lockPath}.takeover`;
+  if (!takeTakeover(fs, takeoverPath)) return false;
   try {
-    fs.renameSync(lockPath, aside);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw writeFailed(lockPath, 'take over', error);
-  }
-  const moved = fs.lstatSync(aside);
-  if (moved.ino !== inspectedIno) {
+    if (fs.lstatSync(lockPath, { throwIfNoEntry: false })?.ino !== inspectedIno) return false;
     try {
-      fs.linkSync(aside, lockPath);
-    } catch {
-      // Someone linked a lock meanwhile: it stands, and the next attempt judges it.
+      fs.unlinkSync(lockPath);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw writeFailed(lockPath, 'take over', error);
     }
-    unlinkQuietly(fs, aside);
-    return false;
+    return true;
+  } finally {
+    unlinkQuietly(fs, takeoverPath);
   }
-  unlinkQuietly(fs, aside);
-  return true;
+}
+
+/**
+ * Creates the takeover file, or false when another process holds it. It is held for a few system
+ * calls; one older than EMPTY_LOCK_GRACE_MS was left by a crash in between, and is removed.
+ */
+function takeTakeover(fs: SpoolFileSystem, takeoverPath: string): boolean {
+  try {
+    closeQuietly(fs, createExclusive(fs, takeoverPath, false));
+    return true;
+  } catch (error) {
+    if (((error as SpoolError).cause as NodeJS.ErrnoException | undefined)?.code !== 'EEXIST') throw error;
+  }
+  const left = fs.lstatSync(takeoverPath, { throwIfNoEntry: false });
+  if (left !== undefined && Date.now() - left.mtimeMs > EMPTY_LOCK_GRACE_MS) unlinkQuietly(fs, takeoverPath);
+  return false;
 }
 
 interface Identity {

@@ -11,6 +11,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createCounters } from '../../src/config/stats.js';
 import { DeliveryQueue } from '../../src/delivery/queue.js';
 import type { SpoolFileSystem } from '../../src/delivery/spool-files.js';
+import { acquireSpoolLock, type SpoolLock } from '../../src/delivery/spool-lock.js';
 import { type KanaError, type KanaMeterOptions, kanaMeter, logCodes, type UndeliveredUsage } from '../../src/index.js';
 import { type ClientSettings, KanaClient } from '../../src/kana/client.js';
 import { parseOptions } from '../../src/options.js';
@@ -103,6 +104,41 @@ describe('one owner per spool', () => {
     expect(sink.withCode(logCodes.spoolLockRecovered)).toEqual([
       expect.objectContaining({ path, reason: expect.stringMatching(/empty/) }),
     ]);
+  });
+
+  it('three taking one stale lock over: exactly one gets it, whichever step of the first the other two cut in at', () => {
+    const lockPath = `${path}.lock`;
+    const deadPid = spawnSync(process.execPath, ['-e', '0']).pid as number;
+    for (let step = 1; ; step++) {
+      fs.writeFileSync(lockPath, String(deadPid)); // left by a process that is gone
+      const held: SpoolLock[] = [];
+      const take = (fileSystem: SpoolFileSystem) => {
+        try {
+          held.push(acquireSpoolLock(fileSystem, lockPath, path));
+        } catch (error) {
+          expect(error).toMatchObject({ code: 'KANA_SPOOL_LOCKED' });
+        }
+      };
+      // The first one's calls to the filesystem, counted: the second takes the lock (whole) just
+      // before its step-th call, and the third just before the next.
+      let calls = 0;
+      const cutIn = new Proxy(fs, {
+        get(target, name) {
+          const real = Reflect.get(target, name);
+          if (typeof real !== 'function') return real;
+          return (...args: unknown[]) => {
+            calls++;
+            if (calls === step || calls === step + 1) take(fs);
+            return real.apply(target, args);
+          };
+        },
+      }) as SpoolFileSystem;
+      take(cutIn);
+      expect(held, `the others cut in at the first's calls ${step} and ${step + 1}`).toHaveLength(1);
+      for (const lock of held) lock.release();
+      fs.rmSync(lockPath, { force: true });
+      if (calls < step) break; // past the first one's last call: every step was tried
+    }
   });
 
   it('across processes, exactly one of four racing for a stale lock gets it, every time', async () => {
