@@ -1,6 +1,5 @@
 // KanaClient: the GraphQL documents kana-meter sends to Kana, one attempt per call, errors mapped to KanaError.
 
-import { ClientError, GraphQLClient } from 'graphql-request';
 import { KanaError } from '../config/errors.js';
 import { checkApiKey, checkEndpoint, checkInteger, checkOneOf, optionError } from '../config/option-checks.js';
 import type { SinkFailure, UsageBatch, UsageSink } from '../delivery/usage-sink.js';
@@ -13,8 +12,9 @@ import {
   MAX_CHECKS_PER_DOCUMENT,
   readCheckResults,
 } from './check-document.js';
-import { defaultFetch } from './http-fetch.js';
-import { badResponse, type CallFailure, classifyFailure, type GraphQLErrorLike } from './retry-policy.js';
+import { GraphQLAnswerError, type HttpPost, postGraphQL, postWithFetch } from './graphql-post.js';
+import { defaultPost } from './http-post.js';
+import { badResponse, type CallFailure, classifyFailure } from './retry-policy.js';
 import { MAX_USAGE_PER_DOCUMENT, readUsageResult, type UsageMutation, usageDocument } from './usage-document.js';
 
 export type { CheckOutcome, CheckResults, EntitlementAnswer, EntitlementQuery } from './check-document.js';
@@ -123,7 +123,8 @@ export class KanaClient implements UsageSink {
   readonly timeoutMs: number;
   /** The UsageSink side: up to MAX_USAGE_PER_DOCUMENT usage mutations in one document. */
   readonly maxBatchesPerCall = MAX_USAGE_PER_DOCUMENT;
-  readonly #graphql: GraphQLClient;
+  readonly #url: URL;
+  readonly #post: HttpPost;
   /** Kept to recognise an error message that would reveal it. */
   readonly #apiKey: string;
   readonly #keyListeners = new Set<KeyListener>();
@@ -134,10 +135,8 @@ export class KanaClient implements UsageSink {
     this.endpoint = endpoint;
     this.mutation = mutation;
     this.timeoutMs = timeoutMs;
-    this.#graphql = new GraphQLClient(endpoint, {
-      headers: { authorization: apiKey },
-      fetch: fetch ?? (defaultFetch as typeof globalThis.fetch),
-    });
+    this.#url = new URL(endpoint);
+    this.#post = fetch ? postWithFetch(fetch) : defaultPost;
   }
 
   /** Records one usage event. Resolves when Kana confirmed it; throws a KanaError otherwise. */
@@ -299,10 +298,10 @@ export class KanaClient implements UsageSink {
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       if (signal?.aborted) throw signal.reason;
-      const data = await this.#graphql.request<T>({ document, variables, signal: call.signal });
+      const data = await postGraphQL(this.#post, this.#url, this.#apiKey, document, variables, call.signal);
       if (data === null || typeof data !== 'object') throw badResponse(data);
       this.#tellKey(undefined);
-      return answered(data);
+      return answered(data as T);
     } catch (error) {
       if (error instanceof KanaError) throw error;
       const fields = partial?.(error);
@@ -333,14 +332,15 @@ function refusedWhole(error: KanaError): boolean {
 
 /** The data and errors of a 2xx answer whose every error belongs to a field; undefined for any other failure. */
 function fieldErrorsOf<T>(error: unknown): { data: T | null; errors: readonly FieldError[] } | undefined {
-  if (!(error instanceof ClientError)) return undefined;
-  const { status, errors, data } = error.response as { status: number; errors?: FieldError[]; data?: unknown };
+  if (!(error instanceof GraphQLAnswerError)) return undefined;
+  const { status, data } = error;
+  const errors = error.errors as readonly FieldError[] | undefined;
   if (status < 200 || status >= 300 || !errors?.length || !errors.every((e) => e.path?.length)) return undefined;
   if (data != null && typeof data !== 'object') return undefined;
   return { data: (data ?? null) as T | null, errors };
 }
 
-/** Turns what graphql-request or fetch threw into a CallFailure for the retry table. */
+/** Turns what the call threw (an answer that was not plain data, or no answer) into a CallFailure for the retry table. */
 function describeFailure(
   error: unknown,
   callSignal: AbortSignal,
@@ -349,16 +349,11 @@ function describeFailure(
 ): CallFailure {
   if (outerSignal?.aborted) return { kind: 'aborted', cause: error };
   if (callSignal.aborted) return { kind: 'timeout', cause: error };
-  if (error instanceof ClientError) {
-    const { status, errors, headers } = error.response as {
-      status: number;
-      errors?: GraphQLErrorLike[];
-      headers?: Headers;
-    };
-    // Keep the response, not the request: graphql-request's message embeds the variables.
+  if (error instanceof GraphQLAnswerError) {
+    const { status, errors, retryAfter } = error;
     const cause = new Error(`HTTP ${status}${errors?.[0]?.message ? `: ${errors[0].message}` : ''}`);
     if (status >= 200 && status < 300) return { kind: 'graphql', errors: errors ?? [], cause };
-    return { kind: 'http', status, retryAfter: headers?.get?.('retry-after') ?? null, errors, cause };
+    return { kind: 'http', status, retryAfter, errors, cause };
   }
   // No HTTP answer. The HTTP layer refusing to build the request is a configuration error; its
   // message may hold the key or the URL, so only this description of it is kept.
@@ -377,7 +372,7 @@ function describeFailure(
 function configurationProblem(error: unknown, apiKey: string): string | undefined {
   const message = (error as { message?: unknown } | null)?.message;
   if (typeof message !== 'string') return undefined;
-  if (/header value|ByteString|header name/i.test(message)) return 'a header value it rejects';
+  if (/header value|ByteString|header name|character in header/i.test(message)) return 'a header value it rejects';
   if (/credentials/i.test(message)) return 'a URL with credentials';
   if (/Failed to parse URL|Invalid URL/i.test(message)) return 'an invalid URL';
   return message.includes(apiKey) ? 'an error that named the API key' : undefined;

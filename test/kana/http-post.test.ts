@@ -1,4 +1,4 @@
-// The client's default transport (node:http(s), keep-alive): what reaches Kana, how it fails, and a host's own fetch.
+// The client's default transport (node:http(s), keep-alive): what reaches Kana, how its answer is read, how it fails, and a host's own fetch.
 
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
@@ -6,7 +6,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { KanaClient, KanaError } from '../../src/index.js';
-import { httpFetch } from '../../src/kana/http-fetch.js';
+import { httpPost } from '../../src/kana/http-post.js';
 
 /** Node's own fetch, kept before a test replaces the global. */
 const nodeFetch = globalThis.fetch;
@@ -70,6 +70,62 @@ describe('the default transport', () => {
     expect(kana.received[1]?.port).toBe(first?.port);
   });
 
+  it('posts GraphQL over HTTP: the document, its variables and its operation name, as JSON, asking for a GraphQL result', async () => {
+    const kana = await endpoint(answerData);
+    const client = new KanaClient({ apiKey: 'secret-key', endpoint: kana.url, mutation: 'createUsageEvent' });
+    await client.recordUsage({ userId: 'u1', featureId: 'api-calls', delta: 3 });
+    const [call] = kana.received;
+    expect(call?.headers.accept).toBe('application/graphql-response+json, application/json');
+    const body = JSON.parse(call?.body ?? '');
+    expect(body.operationName).toBe('createUsageEvent');
+    expect(body.query).toMatch(/^mutation createUsageEvent\(\$input: CreateUsageEventInput!\)/);
+    expect(Number(call?.headers['content-length'])).toBe(Buffer.byteLength(call?.body ?? ''));
+  });
+
+  it.each([
+    ['a 2xx answer that is not JSON', 200, 'text/html', '<html>proxy</html>', 'KANA_BAD_RESPONSE', true],
+    [
+      'a 2xx answer that is JSON but not a GraphQL result',
+      200,
+      'application/json',
+      '[1, 2]',
+      'KANA_BAD_RESPONSE',
+      true,
+    ],
+    ['a 2xx answer whose data is not an object', 200, 'application/json', '{"data": 7}', 'KANA_BAD_RESPONSE', true],
+    ['a 2xx answer whose JSON is cut short', 200, 'application/json', '{"data": {', 'KANA_BAD_RESPONSE', true],
+    ['a 502 from a proxy, in HTML', 502, 'text/html', '<html>bad gateway</html>', 'KANA_SERVER_ERROR', true],
+    ['a 404 without a body', 404, 'text/plain', '', 'KANA_HTTP_ERROR', false],
+    [
+      'a 400 with GraphQL errors',
+      400,
+      'application/json',
+      '{"errors":[{"message":"bad input"}]}',
+      'KANA_REJECTED',
+      false,
+    ],
+  ])('reads %s as the retry table says', async (_name, status, contentType, body, code, retryable) => {
+    const kana = await endpoint((res) => {
+      res.writeHead(status, { 'content-type': contentType });
+      res.end(body);
+    });
+    const client = new KanaClient({ apiKey: 'secret-key', endpoint: kana.url });
+    const error = await client.recordUsage({ userId: 'u1', featureId: 'f', delta: 1 }).catch((caught) => caught);
+    expect(error).toBeInstanceOf(KanaError);
+    expect([error.code, error.retryable]).toEqual([code, retryable]);
+    expect(error.message).not.toContain('secret-key');
+  });
+
+  it("reads a 429's Retry-After", async () => {
+    const kana = await endpoint((res) => {
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '7' });
+      res.end('{"errors":[{"message":"slow down"}]}');
+    });
+    const client = new KanaClient({ apiKey: 'secret-key', endpoint: kana.url });
+    const error = await client.recordUsage({ userId: 'u1', featureId: 'f', delta: 1 }).catch((caught) => caught);
+    expect([error.code, error.retryable, error.retryAfterMs]).toEqual(['KANA_RATE_LIMITED', true, 7000]);
+  });
+
   it("reads Kana's refusal (HTTP 401 with GraphQL errors) as it did over fetch", async () => {
     const kana = await endpoint((res) => {
       res.statusCode = 401;
@@ -88,7 +144,7 @@ describe('the default transport', () => {
       res.write('{"data":');
       res.socket?.destroy();
     });
-    const failure = await httpFetch(kana.url, { method: 'POST', body: '{}' }).catch((caught) => caught);
+    const failure = await httpPost(new URL(kana.url), {}, '{}').catch((caught) => caught);
     expect(failure).toBeInstanceOf(TypeError);
     expect(failure.message).toBe('fetch failed');
     expect(failure.cause).toBeInstanceOf(Error);
@@ -102,7 +158,7 @@ describe('the default transport', () => {
   it('speaks TLS to an https endpoint (a self-signed certificate is refused, not sent in the clear)', async () => {
     const tls = (name: string) => readFileSync(new URL(`../fixtures/tls/self-signed-${name}.pem`, import.meta.url));
     const kana = await endpoint(answerData, https.createServer({ key: tls('key'), cert: tls('cert') }));
-    const failure = await httpFetch(kana.url, { method: 'POST', body: '{}' }).catch((caught) => caught);
+    const failure = await httpPost(new URL(kana.url), {}, '{}').catch((caught) => caught);
     expect(failure).toBeInstanceOf(TypeError);
     expect(failure.cause.code).toBe('DEPTH_ZERO_SELF_SIGNED_CERT');
     expect(kana.received).toHaveLength(0);
@@ -111,13 +167,13 @@ describe('the default transport', () => {
   it('rejects with the signal’s reason when aborted, and refuses a URL with credentials', async () => {
     const kana = await endpoint(() => {}); // never answers
     const call = new AbortController();
-    const pending = httpFetch(kana.url, { method: 'POST', body: '{}', signal: call.signal });
+    const pending = httpPost(new URL(kana.url), {}, '{}', call.signal);
     const reason = new Error('gave up');
     setTimeout(() => call.abort(reason), 20);
     await expect(pending).rejects.toBe(reason);
 
     const withCredentials = kana.url.replace('http://', 'http://user:pass@');
-    await expect(httpFetch(withCredentials, { method: 'POST' })).rejects.toThrow(/credentials/);
+    await expect(httpPost(new URL(withCredentials), {}, '{}')).rejects.toThrow(/credentials/);
   });
 
   it('follows a 307/308 within the origin as fetch does, body and key kept; not to another origin', async () => {
@@ -151,6 +207,11 @@ describe('the default transport', () => {
     await client.recordUsage({ userId: 'u1', featureId: 'api-calls', delta: 1 });
     expect(hostFetch).toHaveBeenCalledTimes(1);
     expect(String(hostFetch.mock.calls[0]?.[0])).toBe(kana.url);
+    // The POST a fetch's own caller would make: its headers as a Headers, the key among them.
+    const init = hostFetch.mock.calls[0]?.[1];
+    expect(init?.method).toBe('POST');
+    expect(init?.headers).toBeInstanceOf(Headers);
+    expect((init?.headers as Headers).get('authorization')).toBe('secret-key');
     expect(kana.received).toHaveLength(1);
   });
 });
