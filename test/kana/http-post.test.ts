@@ -211,7 +211,7 @@ describe('the default transport', () => {
     const init = hostFetch.mock.calls[0]?.[1];
     expect(init?.method).toBe('POST');
     expect(init?.headers).toBeInstanceOf(Headers);
-    expect((init?.headers as Headers).get('authorization')).toBe('secret-key');
+    expect(new Headers(init?.headers).get('authorization')).toBe('secret-key');
     expect(kana.received).toHaveLength(1);
   });
 });
