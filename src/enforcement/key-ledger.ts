@@ -57,6 +57,8 @@ export class KeyLedger {
   #leased = false;
   /** Units nobody had used, reserved or held when the store last answered. */
   #remoteLeft = 0;
+  /** Far from the end of the allowance when the store last answered (see `plentiful`). */
+  #plentiful = false;
   /** This instance's claim on the allowance (ledgerClaim) as the store counted it in that answer. */
   #claimAtReply = 0;
   /** Units the last grant added: the next block asks for as many again. */
@@ -225,6 +227,21 @@ export class KeyLedger {
     );
   }
 
+  /** Whether the store has not been told of the latest spending or returns (Kana's confirmations aside). */
+  get spendingUnreported(): boolean {
+    return this.#spent !== this.#reportedSpent || this.#returned !== this.#reportedReturned;
+  }
+
+  /**
+   * Leased, and far from the end of the allowance: when the store last answered, what was left
+   * would still grant a block as big as the last one to every instance holding one, twice over.
+   * There, Kana's confirmations wait for the next store call, and an idle block for its renewal to
+   * go back: they change no decision that far from the end, and cost a call each.
+   */
+  get plentiful(): boolean {
+    return this.#leased && this.#plentiful;
+  }
+
   /** A store call for this key is sent: no other until it answers. */
   beginCall(): void {
     this.#busy = true;
@@ -265,6 +282,9 @@ export class KeyLedger {
       this.#lastEpoch = Math.max(this.#lastEpoch, entry.epoch);
       this.#lastGrant = Math.max(1, this.#granted - this.#returned - before);
     }
+    // The store grants each instance at most remaining / (2 × (leases + 1)) (ledger-scripts.ts).
+    const sharing = (state.leases ?? 1) + 1;
+    this.#plentiful = this.#lastGrant > 1 && state.remaining >= 2 * 2 * sharing * this.#lastGrant;
     return this.#leased || this.dirty;
   }
 

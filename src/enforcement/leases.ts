@@ -21,7 +21,7 @@ import { FleetSize, fitsShare } from './outage-share.js';
 
 /** How often totals are reported and leases renewed, at most, per key (and whether a block went idle). */
 export const REPORT_INTERVAL_MS = 100;
-/** A block not touched for this long, with nothing held, goes back to the store for the others. */
+/** A block not touched for this long, with nothing held, goes back to the store for the others (far from the end of the allowance, at its renewal). */
 export const IDLE_MS = 1000;
 /** Longest a request waits for units of this instance's block to come free once it has `maxBlock` reserved; then refused. */
 export const CAP_WAIT_MS = 1000;
@@ -413,7 +413,11 @@ export class Leases {
       // Usage Kana has not confirmed is reported again now and then: a store that lost it learns it again.
       const unconfirmed = ledger.spent > ledger.confirmed && (!entry.loaded || leasable(entry));
       const remind = unconfirmed && now - ledger.reportedAt >= UNCONFIRMED_REPORT_MS;
-      const mode = ledger.leased && idle ? 'release' : ledger.dirty || renew || remind ? 'keep' : undefined;
+      // Far from the end, a key with a request now and then costs a reservation and a report, not four calls.
+      const plentiful = ledger.plentiful;
+      const release = ledger.leased && idle && (!plentiful || renew);
+      const due = plentiful ? ledger.spendingUnreported : ledger.dirty;
+      const mode = release ? 'release' : due || renew || remind ? 'keep' : undefined;
       if (mode === undefined) {
         if (!ledger.leased && !unconfirmed && !ledger.hasCapped) this.#active.delete(entry);
       } else if (calls > 0) {
