@@ -18,6 +18,7 @@ import {
 import { type Entitlement, verdict } from './entitlements.js';
 import type { Taken, Taker } from './key-ledger.js';
 import { FleetSize, fitsShare } from './outage-share.js';
+import { RestingLeases } from './resting-leases.js';
 
 /** How often totals are reported and leases renewed, at most, per key (and whether a block went idle). */
 export const REPORT_INTERVAL_MS = 100;
@@ -54,6 +55,12 @@ export class Leases {
   readonly #clock: () => number;
   /** Entries with a lease or unreported totals: visited each report interval. */
   readonly #active = new Set<Entitlement>();
+  /**
+   * Leased entries far from the end of the allowance with nothing to report before their lease's
+   * renewal: visited then, not every interval (thousands of keys with a request now and then would
+   * otherwise be scanned ten times a second). A request or a confirmation makes one active again.
+   */
+  readonly #resting = new RestingLeases<Entitlement>();
   #ledgers = 0;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
@@ -152,6 +159,7 @@ export class Leases {
   retire(entry: Entitlement): void {
     entry.ledger.retire();
     this.#active.delete(entry);
+    this.#resting.delete(entry);
     this.#decideCapped(entry);
     whenAnswered(
       () => this.#callReport(entry, this.#reportRequest(entry, 'forget', 0)),
@@ -164,10 +172,12 @@ export class Leases {
   gauges(): { storeLeases: number; storeLeasedUnits: number } {
     let storeLeases = 0;
     let storeLeasedUnits = 0;
-    for (const entry of this.#active) {
-      if (!entry.ledger.leased) continue;
-      storeLeases++;
-      storeLeasedUnits += entry.ledger.reservedUnspent();
+    for (const entries of [this.#active, this.#resting.entries()]) {
+      for (const entry of entries) {
+        if (!entry.ledger.leased) continue;
+        storeLeases++;
+        storeLeasedUnits += entry.ledger.reservedUnspent();
+      }
     }
     return { storeLeases, storeLeasedUnits };
   }
@@ -177,6 +187,8 @@ export class Leases {
     this.#closed = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    for (const entry of this.#resting.entries()) this.#active.add(entry);
+    this.#resting.clear();
     for (const entry of this.#active) this.#decideCapped(entry);
     const last = [...this.#active].map(
       (entry) =>
@@ -374,6 +386,7 @@ export class Leases {
   }
 
   #activate(entry: Entitlement): void {
+    this.#resting.delete(entry);
     this.#active.add(entry);
     if (this.#timer === undefined && !this.#closed) {
       this.#timer = setTimeout(() => this.#tick(), REPORT_INTERVAL_MS);
@@ -389,7 +402,7 @@ export class Leases {
       // Cleared only now: a store that answers at once activates entries during the tick, and a
       // timer started by each of those would run beside this one, one more every interval.
       this.#timer = undefined;
-      if (this.#active.size > 0 && !this.#closed) {
+      if ((this.#active.size > 0 || this.#resting.size > 0) && !this.#closed) {
         this.#timer = setTimeout(() => this.#tick(), REPORT_INTERVAL_MS);
         this.#timer.unref();
       }
@@ -401,6 +414,7 @@ export class Leases {
     const now = this.#clock();
     // While the store is unreachable, one call per tick finds out whether it is back; the rest wait.
     let calls = this.#store.available ? Number.POSITIVE_INFINITY : 1;
+    for (const entry of this.#resting.wake(now)) this.#active.add(entry);
     for (const entry of this.#active) {
       const ledger = entry.ledger;
       if (ledger.busy) continue;
@@ -420,11 +434,18 @@ export class Leases {
       const mode = release ? 'release' : due || renew || remind ? 'keep' : undefined;
       if (mode === undefined) {
         if (!ledger.leased && !unconfirmed && !ledger.hasCapped) this.#active.delete(entry);
+        else if (plentiful && !unconfirmed && !ledger.hasCapped) this.#rest(entry);
       } else if (calls > 0) {
         calls--;
         this.#report(entry, mode);
       }
     }
+  }
+
+  /** Nothing to report before the lease's renewal: the entry waits for it, or for a request. */
+  #rest(entry: Entitlement): void {
+    this.#active.delete(entry);
+    this.#resting.add(entry, entry.ledger.blockUntil - entry.ledger.leaseMs / 2);
   }
 
   /** Reports the entry's totals to the store, and keeps, gives back (`release`) or forgets its lease. */

@@ -120,6 +120,21 @@ describe.skipIf(redisSkipReason)('store calls for a key with a request now and t
     expect(env.emulator.usage('far', 'api-calls')).toBe(2);
   });
 
+  it('far from the end: close() gives back a block at rest at once, with its confirmation', async () => {
+    const { kana, calls, hit } = instance();
+    expect(await hit('far')).toBe(200);
+    await sleep(250);
+    await kana.flush();
+    await sleep(1300); // at rest until its renewal
+    expect(kana.stats().storeLeases).toBe(1);
+    await kana.close();
+    expect(calls.map((call) => [call.script, call.mode, call.confirmed])).toEqual([
+      ['reserve', undefined, 0],
+      ['report', 'keep', 0],
+      ['report', 'release', 1],
+    ]);
+  });
+
   it('near the end: Kana’s confirmation is reported within the interval, and the idle block goes back after a second', async () => {
     const { kana, calls, hit } = instance();
     expect(await hit('near')).toBe(200);
