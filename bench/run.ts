@@ -1,9 +1,8 @@
 // npm run bench: autocannon against the same Express 5 app (bare, a no-op middleware, metered, enforced,
 // express-rate-limit, and over Redis: express-rate-limit + rate-limit-redis, kanaMeter + RedisStore; enforced with
-// idempotencyKey on, requests without a key and each with a new one): interleaved rounds, each variant run between
-// two runs of bare Express and paired with their mean, ratios with their ranges, peak RSS; then the in-process CPU
-// cost (in-process.ts) and many users (many-users.ts).
-// Env: BENCH_ROUNDS (default 6), BENCH_SECONDS per run (default 3), BENCH_CONNECTIONS (default 32),
+// idempotencyKey on, requests without a key and each with a new one): interleaved
+// rounds, paired ratios to bare Express with their ranges, peak RSS; then the in-process CPU cost (in-process.ts).
+// Env: BENCH_ROUNDS (default 6), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS (default 32),
 // BENCH_VARIANTS (a comma-separated subset; bare always runs), REDIS_URL (else its own redis-server on a free port),
 // BENCH_RATE (requests/s: a fixed rate below saturation instead of as fast as the server answers; then compare the
 // CPU/req column, what the variant costs at that load, rather than throughput).
@@ -24,7 +23,7 @@ import {
 } from './variant-app.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6);
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const RATE = process.env.BENCH_RATE ? Number(process.env.BENCH_RATE) : undefined;
 if (RATE !== undefined && !(RATE > 0))
@@ -100,7 +99,7 @@ const measured = [...servers.keys()];
 
 console.log(`kana-meter benchmark: ${cpus().length} x ${cpus()[0]?.model}, Node ${process.version}`);
 console.log(
-  `${ROUNDS} interleaved rounds of ${SECONDS} s per variant, each between two runs of bare, ${CONNECTIONS} connections, ${USERS.length} users${RATE === undefined ? '' : `, at ${RATE} requests/s`}`,
+  `${ROUNDS} interleaved rounds of ${SECONDS} s per variant, ${CONNECTIONS} connections, ${USERS.length} users${RATE === undefined ? '' : `, at ${RATE} requests/s`}`,
 );
 if (redis) {
   const version = String(await redis.command('INFO', 'server')).match(/redis_version:(\S+)/)?.[1];
@@ -114,52 +113,22 @@ console.log(
 
 for (const { port } of servers.values()) await load(port, 2);
 
-async function runOnce(variant: Variant, round: number): Promise<Run> {
-  const server = servers.get(variant) as { child: ChildProcess; port: number };
-  const run = await measure(server.child, server.port, KEYED_VARIANTS.includes(variant));
-  process.stdout.write(`round ${round + 1} ${variant.padEnd(16)} ${Math.round(run.requestsPerSecond)} req/s\n`);
-  return run;
-}
-
-// The host's speed drifts from minute to minute: each variant runs between two runs of bare Express, and is
-// compared with their mean, so a pair is seconds apart whatever the number of variants.
 const runs = new Map<Variant, Run[]>(measured.map((variant) => [variant, []]));
-/** For each run in `runs`, the mean of the bare runs before and after it. */
-const bareBeside = new Map<Variant, Run[]>(measured.map((variant) => [variant, []]));
-const others = measured.filter((variant) => variant !== 'bare');
 for (let round = 0; round < ROUNDS; round++) {
   // Rotate the order each round so no variant always runs first (or on a warmer machine).
-  const order = others.map((_, i) => others[(i + round) % others.length] as Variant);
-  let bareBefore = await runOnce('bare', round);
-  runs.get('bare')?.push(bareBefore);
+  const order = measured.map((_, i) => measured[(i + round) % measured.length] as Variant);
   for (const variant of order) {
-    const run = await runOnce(variant, round);
-    const bareAfter = await runOnce('bare', round);
+    const server = servers.get(variant) as { child: ChildProcess; port: number };
+    const run = await measure(server.child, server.port, KEYED_VARIANTS.includes(variant));
     runs.get(variant)?.push(run);
-    runs.get('bare')?.push(bareAfter);
-    bareBeside.get(variant)?.push(meanRun(bareBefore, bareAfter));
-    bareBefore = bareAfter;
+    process.stdout.write(`round ${round + 1} ${variant.padEnd(16)} ${Math.round(run.requestsPerSecond)} req/s\n`);
   }
 }
 
-function meanRun(a: Run, b: Run): Run {
-  const mean = (value: (run: Run) => number) => (value(a) + value(b)) / 2;
-  return {
-    requestsPerSecond: mean((run) => run.requestsPerSecond),
-    p50: mean((run) => run.p50),
-    p99: mean((run) => run.p99),
-    cpuMicrosPerRequest: mean((run) => run.cpuMicrosPerRequest),
-    peakRssMb: Math.max(a.peakRssMb, b.peakRssMb),
-    errors: a.errors + b.errors,
-  };
-}
-
 const bare = runs.get('bare') as Run[];
-/** Each run's ratio to bare Express beside it (paired), as "median (min–max)"; bare's own are 1. */
-const paired = (variant: Variant, value: (run: Run) => number) => {
-  const list = runs.get(variant) as Run[];
-  const beside = bareBeside.get(variant) as Run[];
-  const ratios = variant === 'bare' ? [1] : list.map((run, i) => value(run) / value(beside[i] as Run));
+/** Each round's ratio to bare Express in the same round (paired), as "median (min–max)". */
+const paired = (list: Run[], value: (run: Run) => number) => {
+  const ratios = list.map((run, round) => value(run) / value(bare[round] as Run));
   return `${median(ratios).toFixed(3)}x (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`;
 };
 const bareRss = Math.max(...bare.map((run) => run.peakRssMb));
@@ -174,7 +143,7 @@ for (const variant of measured) {
   const rss = Math.max(...list.map((run) => run.peakRssMb)) - bareRss;
   const errors = list.reduce((sum, run) => sum + run.errors, 0);
   console.log(
-    `| ${variant} | ${Math.round(rps)} | ${paired(variant, (run) => run.requestsPerSecond)} | ${median(list.map((run) => run.p50))} | ${median(list.map((run) => run.p99))} | ${cpu.toFixed(1)} | ${paired(variant, (run) => run.cpuMicrosPerRequest)} | ${rss >= 0 ? '+' : ''}${rss.toFixed(1)} MB | ${errors} |`,
+    `| ${variant} | ${Math.round(rps)} | ${paired(list, (run) => run.requestsPerSecond)} | ${median(list.map((run) => run.p50))} | ${median(list.map((run) => run.p99))} | ${cpu.toFixed(1)} | ${paired(list, (run) => run.cpuMicrosPerRequest)} | ${rss >= 0 ? '+' : ''}${rss.toFixed(1)} MB | ${errors} |`,
   );
 }
 
