@@ -434,7 +434,7 @@ export class Leases {
       const mode = release ? 'release' : due || renew || remind ? 'keep' : undefined;
       if (mode === undefined) {
         if (!ledger.leased && !unconfirmed && !ledger.hasCapped) this.#active.delete(entry);
-        else if (plentiful && !unconfirmed && !ledger.hasCapped) this.#rest(entry);
+        else if (plentiful && !ledger.hasCapped) this.#rest(entry, unconfirmed);
       } else if (calls > 0) {
         calls--;
         this.#report(entry, mode);
@@ -442,10 +442,15 @@ export class Leases {
     }
   }
 
-  /** Nothing to report before the lease's renewal: the entry waits for it, or for a request. */
-  #rest(entry: Entitlement): void {
+  /**
+   * Nothing to report before the lease's renewal (or, with usage Kana has not confirmed, before it
+   * is reported again): the entry waits for that, or for a request or a confirmation.
+   */
+  #rest(entry: Entitlement, unconfirmed: boolean): void {
+    const ledger = entry.ledger;
+    const renewal = ledger.blockUntil - ledger.leaseMs / 2;
     this.#active.delete(entry);
-    this.#resting.add(entry, entry.ledger.blockUntil - entry.ledger.leaseMs / 2);
+    this.#resting.add(entry, unconfirmed ? Math.min(renewal, ledger.reportedAt + UNCONFIRMED_REPORT_MS) : renewal);
   }
 
   /** Reports the entry's totals to the store, and keeps, gives back (`release`) or forgets its lease. */
