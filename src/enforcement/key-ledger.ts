@@ -220,11 +220,7 @@ export class KeyLedger {
 
   /** Whether the store has not been told of the latest totals. */
   get dirty(): boolean {
-    return (
-      this.#spent !== this.#reportedSpent ||
-      this.#returned !== this.#reportedReturned ||
-      this.#confirmed !== this.#reportedConfirmed
-    );
+    return this.spendingUnreported || this.#confirmed !== this.#reportedConfirmed;
   }
 
   /** Whether the store has not been told of the latest spending or returns (Kana's confirmations aside). */
