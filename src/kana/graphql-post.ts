@@ -61,14 +61,12 @@ export async function postGraphQL(
   const headers = { authorization: apiKey, accept: ACCEPT, 'content-type': 'application/json' };
   const answer = await post(url, headers, body, signal);
   const ok = answer.status >= 200 && answer.status < 300;
-  let result: ExecutionResult | Error;
+  let result: ExecutionResult;
   try {
     result = executionResult(answer);
   } catch (error) {
-    result = error as Error;
-  }
-  if (result instanceof Error) {
-    if (ok) throw result;
+    // Not a GraphQL result: a bad response at 2xx; otherwise the status says what went wrong.
+    if (ok) throw error;
     throw new GraphQLAnswerError(answer.status, undefined, undefined, answer.header('retry-after'));
   }
   if (!ok || (result.errors?.length ?? 0) > 0) {
