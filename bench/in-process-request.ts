@@ -22,7 +22,7 @@ class DiscardingSocket extends Writable {
 
 let keys = 0;
 
-/** One GET through `app` (Express's own router and response); resolves on the response's 'finish'. */
+/** One GET through `app` (Express's own router and response); resolves on the response's 'close'. */
 export function sendRequest(app: VariantApp['app'], user: string, keyed: boolean): Promise<void> {
   return new Promise((resolve) => {
     const socket = new DiscardingSocket() as unknown as Socket;
@@ -35,9 +35,14 @@ export function sendRequest(app: VariantApp['app'], user: string, keyed: boolean
     req.push(null);
     const res = new ServerResponse(req);
     res.assignSocket(socket);
+    // As Node's server does on 'finish' (resOnFinish): the socket is detached and 'close' follows on the next tick.
     res.once('finish', () => {
       res.detachSocket(socket);
-      resolve();
+      process.nextTick(() => {
+        res.destroyed = true;
+        res.emit('close');
+        resolve();
+      });
     });
     app(req as never, res as never);
   });

@@ -31,8 +31,13 @@ afterEach(async () => {
  * `tokens` by the lines sent, with `options`; `routes` puts the same feature in the route map instead.
  */
 async function start(options: FeatureOptions, how: 'meter' | 'routes' = 'meter') {
+  let userIdCalls = 0;
   const { options: kanaOptions, sink } = meterOptions(env.emulator, {
     routes: how === 'routes' ? { 'GET /stream': { feature: 'tokens', ...options } } : undefined,
+    userId: (req) => {
+      userIdCalls++;
+      return req.get('x-user');
+    },
   });
   const kana = env.trackTest(kanaMeter(kanaOptions));
   let handlerRuns = 0;
@@ -98,6 +103,7 @@ async function start(options: FeatureOptions, how: 'meter' | 'routes' = 'meter')
     abandon,
     port,
     handlerRuns: () => handlerRuns,
+    userIdCalls: () => userIdCalls,
     get: (path: string) => fetch(`http://127.0.0.1:${port}${path}`, { headers: { 'x-user': 'u1' } }),
   };
 }
@@ -115,12 +121,14 @@ it('bills an abandoned stream with billAborted on a route map entry', async () =
   expect(env.emulator.usage('u1', 'tokens')).toBe(4);
 });
 
-it('bills nothing for an abandoned stream by default', async () => {
+it('bills nothing for an abandoned stream by default, without asking for its user', async () => {
   const app = await start({});
   await app.abandon(7);
   expect(app.handlerRuns()).toBe(1);
   expect(env.emulator.usage('u1', 'tokens')).toBe(0);
   expect(app.kana.stats().captured).toBe(0);
+  // Nothing on the request is billed when it is abandoned: its userId hook has nothing to answer.
+  expect(app.userIdCalls()).toBe(0);
 });
 
 it('bills nothing, and logs nothing, when the route says 0 was delivered', async () => {
