@@ -262,10 +262,11 @@ export interface KanaMeterOptions {
    */
   onDenied?: DeniedHandler;
   /**
-   * What an enforced request does when Kana cannot be reached, times out or answers with an error,
-   * and Kana has never answered for its user and feature (else the last answer decides, see
-   * `staleIfError`): `'allow'` lets it through (logged and counted in `stats().failedOpen`; it is
-   * billed as usual), `'deny'` refuses it with 503.
+   * What an enforced request does when Kana cannot be reached, times out or fails, and Kana has
+   * never answered for its user and feature (else the last answer decides, see `staleIfError`):
+   * `'allow'` lets it through (logged and counted in `stats().failedOpen`; it is billed as usual),
+   * `'deny'` refuses it with 503. A check Kana refuses (a user or feature it does not know) is not
+   * an outage: `onConfigError` decides it.
    * @default 'allow'
    * @example 'deny'
    */
@@ -353,11 +354,12 @@ export interface KanaMeterOptions {
   anonymous?: AnonymousPolicy;
   /**
    * What an enforced request gets while Kana refuses the API key (wrong, revoked, or a key the
-   * HTTP layer cannot send: `stats().configError` is set): `'deny'` answers 503
+   * HTTP layer cannot send: `stats().configError` is set), or refuses its check (a user or a
+   * feature Kana does not know, with no earlier answer): `'deny'` answers 503
    * application/problem+json saying the service's billing is misconfigured, the handler does not
    * run (counted in `stats().denied`); `'allow'` serves it (counted in `stats().failedOpen`) though
-   * its usage cannot be billed until the key is fixed. A refused key is not an outage:
-   * `onKanaError` does not decide it, and a stale answer (`staleIfError`) does not cover it.
+   * its usage cannot be billed. Neither is an outage: `onKanaError` does not decide them, and a
+   * stale answer (`staleIfError`) does not cover a refused key. `kana.check()` answers the same.
    * @default 'deny'
    * @example 'allow'
    */

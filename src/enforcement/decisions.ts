@@ -2,6 +2,7 @@
 
 import type { DecisionSource, EntitlementDecision, KanaErrorPolicy } from '../config/decision.js';
 import { KanaError } from '../config/errors.js';
+import { isKeyRefusal } from '../kana/key-status.js';
 import type { Entitlement } from './entitlements.js';
 import type { Taken } from './key-ledger.js';
 
@@ -56,4 +57,13 @@ export function fallbackDecision(
     resetAt: null,
     error: error instanceof KanaError ? error : undefined,
   };
+}
+
+/**
+ * Kana answered the check, and refused it for what it asks (a user or a feature it does not know: not
+ * retryable, not the key): it is not an outage, and nothing served for it could be billed, so `onConfigError`
+ * decides it, not `onKanaError`.
+ */
+export function isCheckRefused(error: unknown): error is KanaError {
+  return error instanceof KanaError && !error.retryable && error.code !== 'KANA_ABORTED' && !isKeyRefusal(error);
 }

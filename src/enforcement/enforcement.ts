@@ -12,7 +12,7 @@ import { MemoryStore } from '../stores/memory-store.js';
 import type { KanaMeterStore } from '../stores/store.js';
 import { CheckBreaker } from './check-breaker.js';
 import { CheckQueue } from './check-queue.js';
-import { decisionFrom, fallbackDecision } from './decisions.js';
+import { decisionFrom, fallbackDecision, isCheckRefused } from './decisions.js';
 import { EntitlementLookup } from './entitlement-lookup.js';
 import { type Entitlement, EntitlementCache } from './entitlements.js';
 import { Leases } from './leases.js';
@@ -24,6 +24,7 @@ export interface EnforcementOptions {
     | 'logger'
     | 'retry'
     | 'onKanaError'
+    | 'onConfigError'
     | 'checkTimeoutMs'
     | 'checkConcurrency'
     | 'entitlementTtl'
@@ -103,6 +104,9 @@ export function createEnforcement({
   // added to each check already, so usage of a key never checked needs no entry of its own.
   const sharedStore = !(store instanceof MemoryStore);
 
+  /** Who decides without an answer: `onConfigError` when Kana refused the check itself (as the gate does), else `onKanaError`. */
+  const policyWithout = (error: unknown) => (isCheckRefused(error) ? config.onConfigError : config.onKanaError);
+
   return {
     entitlements,
     leases,
@@ -117,7 +121,7 @@ export function createEnforcement({
     async check(userId: string, featureId: string, delta: number): Promise<EntitlementDecision> {
       const found = await lookup.find(userId, featureId, delta);
       if (found.entry === undefined) {
-        return fallbackDecision(userId, featureId, delta, config.onKanaError, found.error);
+        return fallbackDecision(userId, featureId, delta, policyWithout(found.error), found.error);
       }
       // Looks without holding: units a reservation brings stay in this instance's block.
       const taken = await leases.take(found.entry, delta, false);
@@ -136,7 +140,7 @@ export function createEnforcement({
       const found = await lookup.find(userId, featureId, delta);
       if (found.entry === undefined) {
         return {
-          decision: fallbackDecision(userId, featureId, delta, config.onKanaError, found.error),
+          decision: fallbackDecision(userId, featureId, delta, policyWithout(found.error), found.error),
           entry: undefined,
           held: 0,
         };

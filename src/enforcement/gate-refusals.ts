@@ -1,4 +1,4 @@
-// Refusals that are not about an allowance: no user on an enforced route (401), and a key Kana refuses (503); both RFC 9457 problem+json.
+// Refusals that are not about an allowance: no user on an enforced route (401), a key or a check Kana refuses (503); RFC 9457 problem+json.
 
 import type { ServerResponse } from 'node:http';
 
@@ -29,6 +29,17 @@ export function configErrorProblem(featureId: string): GateProblem {
     title: 'Service Unavailable',
     status: 503,
     detail: `The service's billing is misconfigured (its billing provider refuses its key), so ${JSON.stringify(featureId)} cannot be served now.`,
+    featureId,
+  };
+}
+
+/** 503: Kana refuses the check itself (it does not know the user or the feature), so nothing served could be billed (`onConfigError: 'deny'`). */
+export function checkRefusedProblem(featureId: string): GateProblem {
+  return {
+    type: 'about:blank',
+    title: 'Service Unavailable',
+    status: 503,
+    detail: `The service's billing provider cannot bill this request (it does not know its user or ${JSON.stringify(featureId)}), so it cannot be served now.`,
     featureId,
   };
 }

@@ -14,13 +14,19 @@ import type { RequestUsage, RequestUsages } from '../metering/request-usage.js';
 import { where } from '../metering/routed-path.js';
 import { type RequestUser, readUser, type UserReader } from '../metering/user-id.js';
 import type { KanaMeterConfig } from '../options.js';
-import { decisionFrom, fallbackDecision } from './decisions.js';
+import { decisionFrom, fallbackDecision, isCheckRefused } from './decisions.js';
 import { createDeniedResponse } from './denied-response.js';
 import type { Lookup } from './entitlement-lookup.js';
 import { setRateLimitHeaders } from './entitlement-response.js';
 import type { Entitlement, EntitlementCache } from './entitlements.js';
 import { gateFailed, gateTimedOut } from './gate-failure.js';
-import { configErrorProblem, noUserProblem, sendProblem } from './gate-refusals.js';
+import {
+  checkRefusedProblem,
+  configErrorProblem,
+  type GateProblem,
+  noUserProblem,
+  sendProblem,
+} from './gate-refusals.js';
 import { GateRequest } from './gate-request.js';
 import './express-augmentation.js';
 import type { Taken } from './key-ledger.js';
@@ -193,7 +199,7 @@ export class Gate {
     request.userId = user;
     // Kana refuses the key: nothing served now could be billed, whatever the cache says.
     if (this.#onConfigError === 'deny' && this.#keyStatus.configError !== null) {
-      this.#refuseKey(request, undefined);
+      this.#refuseUnbillable(request, undefined, configErrorProblem);
       return;
     }
     this.#lookUp(request);
@@ -232,16 +238,18 @@ export class Gate {
     }
   }
 
-  /** What a cache miss found: a refused key (`onConfigError` decides), nothing (`onKanaError` decides), or an answer. */
+  /** What a cache miss found: a refused key or check (`onConfigError` decides), nothing (`onKanaError` decides), or an answer. */
   #useLookup(request: GateRequest, lookup: Lookup): void {
     // A refused key is not an outage: onConfigError decides, not onKanaError nor a stale answer.
     // (Only while this instance's key is refused: another instance's failure shared by the store may be older.)
     if (isKeyRefusal(lookup.error) && this.#keyStatus.configError !== null) {
-      this.#refuseKey(request, lookup.error);
+      this.#refuseUnbillable(request, lookup.error, configErrorProblem);
       return;
     }
     if (lookup.entry === undefined) {
-      this.fallBack(request, request.userId, lookup.error);
+      // Kana does not know the user or the feature: not an outage, and nothing served could be billed.
+      if (isCheckRefused(lookup.error)) this.#refuseUnbillable(request, lookup.error, checkRefusedProblem);
+      else this.fallBack(request, request.userId, lookup.error);
       return;
     }
     request.source = lookup.source;
@@ -360,8 +368,11 @@ export class Gate {
     sendProblem(request.res, noUserProblem(feature.featureId));
   }
 
-  /** Kana refuses the API key: `onConfigError` decides ('deny': 503, the handler does not run); shadow mode serves it. */
-  #refuseKey(request: GateRequest, error: unknown): void {
+  /**
+   * Kana refuses the API key, or the check itself: nothing served could be billed. `onConfigError` decides ('deny':
+   * 503 with `problem`, the handler does not run); shadow mode serves it.
+   */
+  #refuseUnbillable(request: GateRequest, error: unknown, problem: (featureId: string) => GateProblem): void {
     if (request.isOver()) return;
     const { feature } = request;
     const policy = this.#onConfigError === 'deny' ? 'deny' : 'allow';
@@ -382,7 +393,7 @@ export class Gate {
       return;
     }
     this.#refused(request, 'denied');
-    sendProblem(request.res, configErrorProblem(feature.featureId));
+    sendProblem(request.res, problem(feature.featureId));
   }
 
   /** The request is refused (its answer is being sent): never billed, counted, and nothing else may decide it. */

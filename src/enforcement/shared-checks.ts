@@ -3,6 +3,7 @@
 import { KanaError, type KanaErrorCode } from '../config/errors.js';
 import type { Counter } from '../config/stats.js';
 import type { EntitlementAnswer, EntitlementQuery } from '../kana/client.js';
+import { isRetryableCode } from '../kana/retry-policy.js';
 import type { CheckTicket, KanaMeterStore, StoredAnswer, StoreKey } from '../stores/store.js';
 import type { Answered } from './entitlements.js';
 
@@ -58,10 +59,13 @@ export class SharedChecks {
           return answeredFrom(ticket.answer);
         case 'check':
           return this.#check(key, query, ticket.epoch);
-        case 'failed':
-          throw new KanaError(knownCode(ticket.code), "another instance's check of this entitlement failed just now", {
-            retryable: true,
+        case 'failed': {
+          // Retryable as the retry table says of its code: a check Kana refused stays refused on every instance.
+          const code = knownCode(ticket.code);
+          throw new KanaError(code, "another instance's check of this entitlement failed just now", {
+            retryable: isRetryableCode(code),
           });
+        }
         case 'wait': {
           const left = deadline - Date.now();
           if (left <= 0) {

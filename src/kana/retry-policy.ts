@@ -175,6 +175,11 @@ export function matchRetryRule(failure: CallFailure): RetryRule {
   return retryRules.find((candidate) => candidate.matches(failure)) as RetryRule;
 }
 
+/** Whether the retry table retries failures of this code (a failure known by its code alone, shared by another instance). */
+export function isRetryableCode(code: KanaErrorCode): boolean {
+  return retryRules.find((rule) => rule.code === code)?.retryable ?? true;
+}
+
 /** Classifies a failed call with the retry table. */
 export function classifyFailure(failure: CallFailure): KanaError {
   const rule = matchRetryRule(failure);

@@ -204,7 +204,8 @@ describe('3. a breaker for checks', () => {
 
   it('Kana answering with an error about the input does not open the breaker', async () => {
     const { kana, sink, get } = enforcedApp();
-    await get('ghost').expect(200, { source: 'fallback', remaining: null, error: 'KANA_REJECTED' });
+    // A user Kana does not know: refused (onConfigError), not served unbilled.
+    await get('ghost').expect(503);
     await get('u1').expect(200, { source: 'kana', remaining: 4 });
     expect(kana.stats()).toMatchObject({ checkOutages: 0, checksAvailable: true, checkErrors: 1 });
     expect(sink.withCode(logCodes.checkFailed)).toEqual([
