@@ -17,7 +17,7 @@ import {
 } from '../stores/store.js';
 import { type Entitlement, verdict } from './entitlements.js';
 import type { Taken, Taker } from './key-ledger.js';
-import { FleetSize, fitsShare } from './outage-share.js';
+import { announcePresence, FleetSize, fitsShare } from './outage-share.js';
 import { RestingLeases } from './resting-leases.js';
 
 /** How often totals are reported and leases renewed, at most, per key (and whether a block went idle). */
@@ -67,8 +67,10 @@ export class Leases {
   #commandFailureLogged = false;
   /** A store call finding out whether an unavailable store is back is in flight: no other is sent meanwhile. */
   #probing = false;
-  /** The most instances seen sharing a key lately: the share of a key the store never answered about, while it cannot. */
+  /** The most instances seen sharing a key or the store lately: the share of a key the store never answered about, while it cannot. */
   readonly #fleet = new FleetSize();
+  /** Stops telling a shared store that this instance uses it. */
+  readonly #stopAnnouncing: () => void;
   /** A store written to the interface before `report` was named so: its `settle` method reports. */
   readonly #legacySettle: boolean;
 
@@ -78,6 +80,7 @@ export class Leases {
     this.#clock = options.clock ?? (() => performance.now());
     // Our stores define no `settle`: one present is a custom store's (or a subclass's) implementation of the old name.
     this.#legacySettle = typeof (options.store as { settle?: unknown }).settle === 'function';
+    this.#stopAnnouncing = announcePresence(this.#store, this.instanceId, this.#fleet, this.#clock);
   }
 
   /** A new ledger id: this instance, and a new record for each entry (an evicted key comes back as a new one). */
@@ -185,6 +188,7 @@ export class Leases {
   /** Reports the final totals and gives every block back (requests still running will not be billed). */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#stopAnnouncing();
     clearTimeout(this.#timer);
     this.#timer = undefined;
     for (const entry of this.#resting.entries()) this.#active.add(entry);

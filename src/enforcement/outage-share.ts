@@ -1,6 +1,6 @@
 // While the store cannot answer: each instance spends at most its own claim plus its share of what the store last said was left, so the fleet together passes at most what was left.
 
-import type { LeaseState } from '../stores/store.js';
+import type { KanaMeterStore, LeaseState } from '../stores/store.js';
 import type { Entitlement } from './entitlements.js';
 
 /** What the store last said about one key, under one answer: the base of this instance's share while it cannot be asked. */
@@ -19,7 +19,7 @@ export interface OutageBase {
 const FLEET_WINDOW_MS = 5 * 60_000;
 
 /**
- * The largest number of instances seen sharing one key lately (at least 1): the share of an
+ * The largest number of instances seen sharing one key, or the store, lately (at least 1): the share of an
  * instance that has no word from the store on a key (its entry is new, or under another answer).
  */
 export class FleetSize {
@@ -39,6 +39,34 @@ export class FleetSize {
   get estimate(): number {
     return Math.max(this.#current, this.#previous);
   }
+}
+
+/** How often an instance tells a store several processes share that it uses it; its entry lasts three of these. */
+export const ANNOUNCE_MS = 5_000;
+
+/**
+ * Tells a shared store (one with `announce`) that this instance uses it, at once and every ANNOUNCE_MS, and
+ * counts the instances it answers into `fleet`: a fleet whose store stalls before it shared any allowance (just
+ * started or deployed) still divides what Kana's answer left among its instances, not one each.
+ * Returns what stops it. A failed call is the store's to count and log; the next one tries again.
+ */
+export function announcePresence(
+  store: KanaMeterStore,
+  instance: string,
+  fleet: FleetSize,
+  clock: () => number,
+): () => void {
+  const { announce } = store;
+  if (typeof announce !== 'function') return () => {};
+  const tell = async () => {
+    try {
+      fleet.seen(await announce.call(store, instance, 3 * ANNOUNCE_MS), clock());
+    } catch {}
+  };
+  void tell();
+  const timer = setInterval(tell, ANNOUNCE_MS);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 /**

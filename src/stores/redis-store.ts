@@ -5,6 +5,7 @@ import type { IdempotencyWindow } from '../metering/idempotency-window.js';
 import { checkEvictionPolicy } from './eviction-policy.js';
 import { beginCheckScript, reportScript, reserveScript, storeAnswerScript } from './ledger-scripts.js';
 import type { LuaScript } from './lua-script.js';
+import { presenceScript } from './presence-script.js';
 import { RedisCommands, type SendCommand } from './redis-commands.js';
 import { RedisIdempotencyWindow } from './redis-idempotency-window.js';
 import { type RedisReply, readArray, readInteger } from './redis-reply.js';
@@ -39,7 +40,7 @@ export interface RedisStoreOptions {
    */
   sendCommand: SendCommand;
   /**
-   * Put before every key the store writes (`<prefix>l:{...}` ledgers, `<prefix>{i}:...` idempotency keys).
+   * Put before every key the store writes (`<prefix>l:{...}` ledgers, `<prefix>{i}:...` idempotency keys, `<prefix>fleet`).
    * On Redis Cluster, a `{hash tag}` in it puts every key in one slot (works, but on one node).
    * @default 'kana-meter:'
    * @example 'billing:kana:'
@@ -208,6 +209,12 @@ export class RedisStore implements KanaMeterStore {
   idempotencyWindow(options: IdempotencyWindowOptions): IdempotencyWindow {
     // One hash tag for every idempotency key: a script that stores a response also evicts others (Redis Cluster: one slot).
     return new RedisIdempotencyWindow({ ...options, commands: this.#bound(), prefix: `${this.#prefix}{i}:` });
+  }
+
+  /** Records the instance in `<prefix>fleet` (a sorted set) for `ttlMs`; resolves with how many instances are in it. */
+  async announce(instance: string, ttlMs: number): Promise<number> {
+    const reply = await this.#bound().runScript(presenceScript, [`${this.#prefix}fleet`], [instance, ttlMs]);
+    return readInteger(reply, 'announce');
   }
 
   stats(): StoreStats {

@@ -248,6 +248,13 @@ export interface KanaMeterStore {
   /** Counters and state for `kana.stats()`. */
   stats(): StoreStats;
   /**
+   * Optional, for a store several processes share: records that the kanaMeter `instance` uses it, for
+   * `ttlMs`, and answers how many instances do (itself included). kanaMeter calls it at start and every
+   * 5 s: while the store cannot be asked, an instance divides what Kana's answer left among that many,
+   * even on an allowance no instance has shared yet (a fleet just started or deployed).
+   */
+  announce?(instance: string, ttlMs: number): Promisable<number>;
+  /**
    * The time limit of one call, in ms, if the store bounds its calls itself (RedisStore's
    * `timeoutMs`). kanaMeter gives every call that returns a promise this limit (plus 100 ms), else
    * 1000 ms: a call past it is a failure, and the store counts as unavailable until a call settles.

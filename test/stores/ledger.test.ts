@@ -59,6 +59,24 @@ describe.skipIf(redisSkipReason)('RedisStore against redis-server', () => {
     });
   });
 
+  it("announce counts each instance once, until its entry expires on Redis's clock, in one prefixed key that expires", async () => {
+    const client = await redisClients[0]![1](redis.url);
+    try {
+      const store = new RedisStore({ sendCommand: client.sendCommand, prefix: 'fleet-test:' });
+      store.bind({ logger: createLogSink().logger });
+      expect(await store.announce('a', 300)).toBe(1);
+      expect(await store.announce('b', 300)).toBe(2);
+      expect(await store.announce('a', 300)).toBe(2);
+      const ttl = Number(await redis.command('PTTL', 'fleet-test:fleet'));
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(300);
+      await redisTimePasses(300);
+      expect(await store.announce('c', 300)).toBe(1);
+    } finally {
+      client.close();
+    }
+  });
+
   it('writes only prefixed keys, each with a TTL: the ledger (retainMs) and idempotency keys (their TTL)', async () => {
     const client = await redisClients[0]![1](redis.url);
     try {

@@ -1,9 +1,10 @@
 // While Redis is down, each instance spends its share: in one process, two kanaMeter instances (each its own client and RedisStore)
-// on a real redis-server that is killed; an allowance they shared, and one the store never saw, split between them, not doubled.
+// on a real redis-server that is killed or stalled; an allowance they shared, one the store never saw, and one of a fleet
+// that never shared any (it learnt its size from the instances' announcements), split between them, not doubled.
 
 import type { Express } from 'express';
 import request from 'supertest';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type KanaMeter, kanaMeter } from '../../src/index.js';
 import { firstKey } from '../../src/stores/first-key.js';
 import { RedisStore } from '../../src/stores/redis-store.js';
@@ -80,6 +81,31 @@ describe.skipIf(redisSkipReason || redisIsExternal)(
       await Promise.all([a.kana.flush(), b.kana.flush()]);
       expect(env.emulator.usage('u1', 'api-calls')).toBe(12);
       expect(env.emulator.usage('u2', 'api-calls')).toBe(12);
+    });
+
+    it('a fleet just started, Redis stalled before any request: 12 pass in all (6 each), not 12 on each', async () => {
+      await redis.restart(); // the test before killed it
+      // Only the announcements' timer is faked: the second one, 5 s on, tells the first instance of the second.
+      vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+      let instances: [Instance, Instance];
+      try {
+        instances = await pair();
+        await vi.advanceTimersByTimeAsync(5_000);
+      } finally {
+        vi.useRealTimers();
+      }
+      const [a, b] = instances;
+      await new Promise((resolve) => setTimeout(resolve, 200)); // both heard the count back
+      redis.pause();
+      let passed = 0;
+      try {
+        for (let i = 0; i < 40; i++) if ((await (i % 2 ? a : b).hit('u1')) === 200) passed++;
+      } finally {
+        redis.resume();
+      }
+      expect(passed).toBe(12);
+      await Promise.all([a.kana.flush(), b.kana.flush()]);
+      expect(env.emulator.usage('u1', 'api-calls')).toBe(12);
     });
   },
 );
