@@ -19,7 +19,8 @@ export class TimeLimitError extends Error {
  */
 export function withTimeLimit<T>(promise: PromiseLike<T>, ms: number, what: string): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new TimeLimitError(what, ms)), ms);
+    // Rejected after this turn's poll phase: an answer that came while the app blocked the event loop is read first.
+    const timer = setTimeout(() => setImmediate(() => reject(new TimeLimitError(what, ms))), ms);
     timer.unref();
     promise.then(
       (value) => {

@@ -101,10 +101,11 @@ export class RedisCommands {
     this.#counts.commands++;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new StoreError('STORE_TIMEOUT', command, `no answer within ${this.#timeoutMs} ms`)),
-        this.#timeoutMs,
-      );
+      timer = setTimeout(() => {
+        // A reply that came while the app blocked the event loop (a slow start-up, a long synchronous task) is read in
+        // this turn's poll phase, after timers and before setImmediate: it is an answer, not a timeout.
+        setImmediate(() => reject(new StoreError('STORE_TIMEOUT', command, `no answer within ${this.#timeoutMs} ms`)));
+      }, this.#timeoutMs);
       timer.unref();
     });
     // Once the call has settled (a timeout), its operation sends nothing more: no late NOSCRIPT fallback.

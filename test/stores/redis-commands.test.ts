@@ -150,6 +150,18 @@ describe.skipIf(redisSkipReason)('store commands against redis-server', () => {
       },
     );
 
+    it('a reply that came while the event loop was blocked past timeoutMs is an answer, not a timeout', async () => {
+      const quick = new RedisCommands({ sendCommand: client.sendCommand, timeoutMs: 100, logger: sink.logger });
+      expect(await quick.command('PING')).toBe('PONG');
+      const reply = quick.command('PING');
+      // The app keeps the event loop for 300 ms (a slow start-up): Redis answers meanwhile, unread.
+      const until = Date.now() + 300;
+      while (Date.now() < until) {}
+      expect(await reply).toBe('PONG');
+      expect(quick.stats()).toMatchObject({ available: true, timeouts: 0, failures: 0 });
+      expect(sink.withCode(logCodes.storeUnavailable)).toEqual([]);
+    });
+
     it.skipIf(redisIsExternal)(
       'a hung Redis is a timeout, not a hung call; while it hangs one call probes and the rest fail fast',
       async () => {
