@@ -1,7 +1,9 @@
 // While the store cannot answer: each instance spends at most its own claim plus its share of what the store last said was left, so the fleet together passes at most what was left.
 
+import { withTimeLimit } from '../config/time-limit.js';
 import type { KanaMeterStore, LeaseState } from '../stores/store.js';
 import type { Entitlement } from './entitlements.js';
+import { storeTimeoutOf } from './store-time-limit.js';
 
 /** What the store last said about one key, under one answer: the base of this instance's share while it cannot be asked. */
 export interface OutageBase {
@@ -45,10 +47,11 @@ export class FleetSize {
 export const ANNOUNCE_MS = 5_000;
 
 /**
- * Tells a shared store (one with `announce`) that this instance uses it, at once and every ANNOUNCE_MS, and
+ * Tells a shared store (one with `announce`) that this instance uses it, at start and every ANNOUNCE_MS, and
  * counts the instances it answers into `fleet`: a fleet whose store stalls before it shared any allowance (just
  * started or deployed) still divides what Kana's answer left among its instances, not one each.
- * Returns what stops it. A failed call is the store's to count and log; the next one tries again.
+ * Returns what stops it. A failed or slow announcement is dropped, not counted as a store failure (the ledger's
+ * calls tell whether the store answers): the next one tries again.
  */
 export function announcePresence(
   store: KanaMeterStore,
@@ -58,9 +61,11 @@ export function announcePresence(
 ): () => void {
   const { announce } = store;
   if (typeof announce !== 'function') return () => {};
+  const limitMs = storeTimeoutOf(store);
   const tell = async () => {
     try {
-      fleet.seen(await announce.call(store, instance, 3 * ANNOUNCE_MS), clock());
+      const told = Promise.resolve().then(() => announce.call(store, instance, 3 * ANNOUNCE_MS));
+      fleet.seen(await withTimeLimit(told, limitMs, 'store.announce'), clock());
     } catch {}
   };
   void tell();

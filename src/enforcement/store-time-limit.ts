@@ -64,6 +64,8 @@ export function withStoreTimeLimit(store: KanaMeterStore, { logger, counters }: 
         if (property === 'available' && object === (store as object)) return !stalled && store.available;
         const value = Reflect.get(object, property, object) as unknown;
         if (typeof value !== 'function' || property === 'constructor') return value;
+        // An announcement is bounded by its caller, and is no sign of a stalled store (announcePresence).
+        if (property === 'announce' && object === (store as object)) return value.bind(object);
         const name = `${prefix}${String(property)}`;
         if (property === 'idempotencyWindow' && object === (store as object)) {
           return (...args: unknown[]) => {

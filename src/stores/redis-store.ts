@@ -8,7 +8,7 @@ import type { LuaScript } from './lua-script.js';
 import { presenceScript } from './presence-script.js';
 import { RedisCommands, type SendCommand } from './redis-commands.js';
 import { RedisIdempotencyWindow } from './redis-idempotency-window.js';
-import { type RedisReply, readArray, readInteger } from './redis-reply.js';
+import { normaliseReply, type RedisReply, readArray, readInteger } from './redis-reply.js';
 import type {
   AnswerReceipt,
   AnswerRequest,
@@ -211,10 +211,15 @@ export class RedisStore implements KanaMeterStore {
     return new RedisIdempotencyWindow({ ...options, commands: this.#bound(), prefix: `${this.#prefix}{i}:` });
   }
 
-  /** Records the instance in `<prefix>fleet` (a sorted set) for `ttlMs`; resolves with how many instances are in it. */
+  /**
+   * Records the instance in `<prefix>fleet` (a sorted set) for `ttlMs`; resolves with how many instances are in it.
+   * Sent beside the ledger's commands, as one EVAL every few seconds: a slow or failed announcement (Redis busy while
+   * the app starts) changes neither whether Redis counts as reachable nor the store's counters; the next one retries.
+   */
   async announce(instance: string, ttlMs: number): Promise<number> {
-    const reply = await this.#bound().runScript(presenceScript, [`${this.#prefix}fleet`], [instance, ttlMs]);
-    return readInteger(reply, 'announce');
+    const key = `${this.#prefix}fleet`;
+    const reply = await this.#sendCommand('EVAL', presenceScript.source, '1', key, instance, String(ttlMs));
+    return readInteger(normaliseReply(reply, 'announce'), 'announce');
   }
 
   stats(): StoreStats {
