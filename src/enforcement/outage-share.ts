@@ -44,7 +44,7 @@ export class FleetSize {
 }
 
 /** How often an instance tells a store several processes share that it uses it; its entry lasts three of these. */
-export const ANNOUNCE_MS = 5_000;
+export const ANNOUNCE_MS = 1_000;
 
 /**
  * Tells a shared store (one with `announce`) that this instance uses it, at start and every ANNOUNCE_MS, and

@@ -250,7 +250,7 @@ export interface KanaMeterStore {
   /**
    * Optional, for a store several processes share: records that the kanaMeter `instance` uses it, for
    * `ttlMs`, and answers how many instances do (itself included). kanaMeter calls it at start and every
-   * 5 s: while the store cannot be asked, an instance divides what Kana's answer left among that many,
+   * second: while the store cannot be asked, an instance divides what Kana's answer left among that many,
    * even on an allowance no instance has shared yet (a fleet just started or deployed). A failed or
    * slow answer (past the store's `timeoutMs`) is dropped: it does not count as a store failure.
    */

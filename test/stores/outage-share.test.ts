@@ -85,12 +85,12 @@ describe.skipIf(redisSkipReason || redisIsExternal)(
 
     it('a fleet just started, Redis stalled before any request: 12 pass in all (6 each), not 12 on each', async () => {
       await redis.restart(); // the test before killed it
-      // Only the announcements' timer is faked: the second one, 5 s on, tells the first instance of the second.
+      // Only the announcements' timer is faked: the second one, a second on, tells the first instance of the second.
       vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
       let instances: [Instance, Instance];
       try {
         instances = await pair();
-        await vi.advanceTimersByTimeAsync(5_000);
+        await vi.advanceTimersByTimeAsync(1_000);
       } finally {
         vi.useRealTimers();
       }
