@@ -2,6 +2,7 @@
 
 import { logCodes } from '../config/errors.js';
 import type { KanaLogger } from '../config/logger.js';
+import { withTimeLimit } from '../config/time-limit.js';
 import type { SendCommand } from './redis-commands.js';
 import { normaliseReply } from './redis-reply.js';
 
@@ -26,15 +27,9 @@ export function policyEvicts(policy: string): boolean {
  * no answer is a debug line; a policy that may evict, one warning. Never rejects.
  */
 export async function checkEvictionPolicy({ sendCommand, timeoutMs, logger }: EvictionPolicyCheck): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
   try {
-    const reply = await Promise.race([
-      Promise.resolve().then(() => sendCommand('CONFIG', 'GET', 'maxmemory-policy')),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-        timer.unref();
-      }),
-    ]);
+    const sent = Promise.resolve().then(() => sendCommand('CONFIG', 'GET', 'maxmemory-policy'));
+    const reply = await withTimeLimit(sent, timeoutMs, 'CONFIG GET');
     const fields = normaliseReply(reply, 'CONFIG GET');
     const at = Array.isArray(fields) ? fields.indexOf('maxmemory-policy') : -1;
     const policy = at >= 0 && Array.isArray(fields) ? fields[at + 1] : undefined;
@@ -51,7 +46,5 @@ export async function checkEvictionPolicy({ sendCommand, timeoutMs, logger }: Ev
       { err: { message: error instanceof Error ? error.message : String(error) } },
       "kana-meter: could not read Redis's maxmemory-policy (CONFIG GET refused or unanswered); eviction not checked",
     );
-  } finally {
-    clearTimeout(timer);
   }
 }

@@ -1,6 +1,7 @@
 // The command layer under RedisStore: the user's sendCommand with a time limit, Lua by SHA (reloaded on NOSCRIPT), normalised replies, reachability.
 
 import type { KanaLogger } from '../config/logger.js';
+import { TimeLimitError, withTimeLimit } from '../config/time-limit.js';
 import type { LuaScript } from './lua-script.js';
 import { normaliseReply, type RedisReply } from './redis-reply.js';
 import { redisErrorCode, StoreError, toStoreError } from './store-error.js';
@@ -99,15 +100,6 @@ export class RedisCommands {
       this.#probing = true;
     }
     this.#counts.commands++;
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        // A reply that came while the app blocked the event loop (a slow start-up, a long synchronous task) is read in
-        // this turn's poll phase, after timers and before setImmediate: it is an answer, not a timeout.
-        setImmediate(() => reject(new StoreError('STORE_TIMEOUT', command, `no answer within ${this.#timeoutMs} ms`)));
-      }, this.#timeoutMs);
-      timer.unref();
-    });
     // Once the call has settled (a timeout), its operation sends nothing more: no late NOSCRIPT fallback.
     let settled = false;
     const send: Send = (args) =>
@@ -115,12 +107,15 @@ export class RedisCommands {
         ? Promise.reject(new StoreError('STORE_TIMEOUT', command, 'not sent: the call timed out'))
         : this.#send(args);
     try {
-      // A command that loses the race may settle later: race() has already handled its rejection.
-      const reply = normaliseReply(await Promise.race([operation(send), deadline]), command);
+      // A command past its limit may settle later: withTimeLimit has already handled its rejection.
+      const reply = normaliseReply(await withTimeLimit(operation(send), this.#timeoutMs, command), command);
       this.#reachability.markAnswered();
       return reply;
     } catch (error) {
-      const failure = toStoreError(error, command);
+      const failure =
+        error instanceof TimeLimitError
+          ? new StoreError('STORE_TIMEOUT', command, `no answer within ${this.#timeoutMs} ms`)
+          : toStoreError(error, command);
       this.#counts.failures++;
       if (failure.code === 'STORE_TIMEOUT') this.#counts.timeouts++;
       if (failure.unreachable) this.#reachability.markUnreachable(failure);
@@ -128,7 +123,6 @@ export class RedisCommands {
       throw failure;
     } finally {
       settled = true;
-      clearTimeout(timer);
       if (probe) this.#probing = false;
     }
   }
