@@ -4,7 +4,7 @@
 // (what a block costs when the shared host left it alone), and GC is charged by the bytes each request allocates.
 // See docs/performance.md. Env: BENCH_INPROCESS_ROUNDS (default 12000), BENCH_INPROCESS_REQUESTS per block
 // (default 8), BENCH_INPROCESS_CONCURRENCY (default 8), BENCH_INPROCESS_QUANTILE (default 0.05),
-// BENCH_VARIANTS (default bare, noop, metered, enforced, rate-limit), BENCH_INPROCESS_CSV (a file for every block),
+// BENCH_VARIANTS (default bare, noop, metered, enforced, rate-limit, floor-metered, floor-enforced), BENCH_INPROCESS_CSV (a file for every block),
 // BENCH_INPROCESS_BARE (default 50: the figures are µs over bare where bare costs this many µs), BENCH_INPROCESS_BUDGET
 // (e.g. `metered=2,enforced=4`: µs over bare, at that speed, each may cost; checked by --check),
 // BENCH_PROFILE=<variant> (profile that variant alone instead: BENCH_PROFILE_REQUESTS of them, default 100000,
@@ -50,8 +50,16 @@ const PROFILED = process.env.BENCH_PROFILE as Variant | undefined;
 
 // One process: a variant that registers a global SDK would change the others; the HTTP bench measures it.
 const IN_PROCESS = ALL_VARIANTS.filter((variant) => !GLOBAL_SDK_VARIANTS.includes(variant));
-/** What runs by default: bare, the floor of any middleware, and the variants the overhead targets name. */
-const DEFAULT_VARIANTS: readonly Variant[] = ['bare', 'noop', 'metered', 'enforced', 'rate-limit'];
+/** What runs by default: bare, the floor of any middleware, the variants the overhead targets name, and their floors. */
+const DEFAULT_VARIANTS: readonly Variant[] = [
+  'bare',
+  'noop',
+  'metered',
+  'enforced',
+  'rate-limit',
+  'floor-metered',
+  'floor-enforced',
+];
 const variants = PROFILED
   ? chosenVariants(PROFILED, IN_PROCESS).filter((variant) => variant === PROFILED)
   : process.env.BENCH_VARIANTS

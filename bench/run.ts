@@ -1,8 +1,10 @@
 // npm run bench: autocannon against the same Express 5 app (bare, a no-op middleware, metered, enforced,
 // express-rate-limit, and over Redis: express-rate-limit + rate-limit-redis, kanaMeter + RedisStore; enforced with
-// idempotencyKey on, requests without a key and each with a new one): interleaved
-// rounds, paired ratios to bare Express with their ranges, peak RSS; then the in-process CPU cost (in-process.ts).
-// Env: BENCH_ROUNDS (default 6), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS (default 32),
+// idempotencyKey on, requests without a key and each with a new one; the floors of counting each request):
+// each variant's server loaded at the same time as a bare Express server's, both on one core, so that both see the
+// same host; in interleaved rounds, paired ratios to bare with their ranges, peak RSS; then the in-process CPU cost
+// (in-process.ts) and many users (many-users.ts).
+// Env: BENCH_ROUNDS (default 6), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS per server (default 32),
 // BENCH_VARIANTS (a comma-separated subset; bare always runs), REDIS_URL (else its own redis-server on a free port),
 // BENCH_RATE (requests/s: a fixed rate below saturation instead of as fast as the server answers; then compare the
 // CPU/req column, what the variant costs at that load, rather than throughput).
@@ -62,19 +64,44 @@ async function load(port: number, seconds: number, keyed = false) {
   });
 }
 
-async function measure(child: ChildProcess, port: number, keyed: boolean): Promise<Run> {
-  type Cpu = { cpu: NodeJS.CpuUsage; maxRssKb: number };
-  const before = await ask<Cpu>(child, 'cpu', 'cpu');
-  const result = await load(port, SECONDS, keyed);
-  const after = await ask<Cpu>(child, 'cpu', 'cpu');
-  const cpuMicros = after.cpu.user - before.cpu.user + (after.cpu.system - before.cpu.system);
+type Server = { child: ChildProcess; port: number };
+type Cpu = { cpu: NodeJS.CpuUsage; maxRssKb: number };
+
+const cpuMicros = (before: Cpu, after: Cpu) =>
+  after.cpu.user - before.cpu.user + (after.cpu.system - before.cpu.system);
+
+function toRun(result: autocannon.Result, before: Cpu, after: Cpu): Run {
   return {
     requestsPerSecond: result.requests.average,
     p50: result.latency.p50,
     p99: result.latency.p99,
-    cpuMicrosPerRequest: cpuMicros / result.requests.total,
+    cpuMicrosPerRequest: cpuMicros(before, after) / result.requests.total,
     peakRssMb: after.maxRssKb / 1024,
     errors: result.errors + result.non2xx,
+  };
+}
+
+/**
+ * Loads `server` and the bare partner at the same time, both on CPU 1: whatever the shared host does during the
+ * run, it does to both. Which load starts first alternates (`partnerFirst`): in an A/A run (bare beside bare) the
+ * server started second served 2 to 3% more. Also returns the share of CPU 1 the two servers used: near 1 when
+ * they, not the load generator, set the pace.
+ */
+async function measurePair(server: Server, partner: Server, keyed: boolean, partnerFirst: boolean) {
+  const ask2 = () => Promise.all([ask<Cpu>(partner.child, 'cpu', 'cpu'), ask<Cpu>(server.child, 'cpu', 'cpu')]);
+  const [partnerBefore, before] = await ask2();
+  const started = performance.now();
+  // autocannon starts when called; either way the list ends up [partner's, server's].
+  const loads = partnerFirst
+    ? [load(partner.port, SECONDS), load(server.port, SECONDS, keyed)]
+    : [load(server.port, SECONDS, keyed), load(partner.port, SECONDS)].reverse();
+  const [partnerResult, result] = await Promise.all(loads as [Promise<autocannon.Result>, Promise<autocannon.Result>]);
+  const wallMicros = (performance.now() - started) * 1000;
+  const [partnerAfter, after] = await ask2();
+  return {
+    partner: toRun(partnerResult, partnerBefore, partnerAfter),
+    run: toRun(result, before, after),
+    busy: (cpuMicros(partnerBefore, partnerAfter) + cpuMicros(before, after)) / wallMicros,
   };
 }
 
@@ -89,17 +116,20 @@ if (VARIANTS.some((variant) => REDIS_VARIANTS.includes(variant))) {
   redis = await startRedisServer();
   if (redis.pid !== undefined) pin(redis.pid, 0);
 }
-const servers = new Map<Variant, { child: ChildProcess; port: number }>();
-for (const variant of VARIANTS) {
+// The bare partner each variant runs beside; 'bare' itself runs beside it too: the pairing's own error (A/A).
+const startServer = async (variant: Variant): Promise<Server> => {
   const { child, ready } = await start('./server.ts', [variant, url, apiKey, redis?.url ?? '']);
   pin(child.pid, 1);
-  servers.set(variant, { child, port: ready.port as number });
-}
+  return { child, port: ready.port as number };
+};
+const partner = await startServer('bare');
+const servers = new Map<Variant, Server>();
+for (const variant of VARIANTS) servers.set(variant, await startServer(variant));
 const measured = [...servers.keys()];
 
 console.log(`kana-meter benchmark: ${cpus().length} x ${cpus()[0]?.model}, Node ${process.version}`);
 console.log(
-  `${ROUNDS} interleaved rounds of ${SECONDS} s per variant, ${CONNECTIONS} connections, ${USERS.length} users${RATE === undefined ? '' : `, at ${RATE} requests/s`}`,
+  `${ROUNDS} interleaved rounds of ${SECONDS} s per variant, each at the same time as bare Express, ${CONNECTIONS} connections each, ${USERS.length} users${RATE === undefined ? '' : `, at ${RATE} requests/s each`}`,
 );
 if (redis) {
   const version = String(await redis.command('INFO', 'server')).match(/redis_version:(\S+)/)?.[1];
@@ -107,43 +137,53 @@ if (redis) {
 }
 console.log(
   pinned
-    ? `autocannon, Kana${redis?.ownProcess ? ' and Redis' : ''} pinned to CPU 0, the servers to CPU 1\n`
+    ? `autocannon, Kana${redis?.ownProcess ? ' and Redis' : ''} pinned to CPU 0, the servers to CPU 1 (two at a time)\n`
     : 'not pinned to CPUs\n',
 );
 
-for (const { port } of servers.values()) await load(port, 2);
+for (const { port } of [partner, ...servers.values()]) await load(port, 2);
 
-const runs = new Map<Variant, Run[]>(measured.map((variant) => [variant, []]));
+type Pair = Awaited<ReturnType<typeof measurePair>>;
+const pairs = new Map<Variant, Pair[]>(measured.map((variant) => [variant, []]));
 for (let round = 0; round < ROUNDS; round++) {
   // Rotate the order each round so no variant always runs first (or on a warmer machine).
   const order = measured.map((_, i) => measured[(i + round) % measured.length] as Variant);
-  for (const variant of order) {
-    const server = servers.get(variant) as { child: ChildProcess; port: number };
-    const run = await measure(server.child, server.port, KEYED_VARIANTS.includes(variant));
-    runs.get(variant)?.push(run);
-    process.stdout.write(`round ${round + 1} ${variant.padEnd(16)} ${Math.round(run.requestsPerSecond)} req/s\n`);
+  for (const [i, variant] of order.entries()) {
+    const server = servers.get(variant) as Server;
+    const pair = await measurePair(server, partner, KEYED_VARIANTS.includes(variant), (round + i) % 2 === 0);
+    pairs.get(variant)?.push(pair);
+    process.stdout.write(
+      `round ${round + 1} ${variant.padEnd(16)} ${Math.round(pair.run.requestsPerSecond)} req/s, bare beside it ${Math.round(pair.partner.requestsPerSecond)}\n`,
+    );
   }
 }
 
-const bare = runs.get('bare') as Run[];
-/** Each round's ratio to bare Express in the same round (paired), as "median (min–max)". */
-const paired = (list: Run[], value: (run: Run) => number) => {
-  const ratios = list.map((run, round) => value(run) / value(bare[round] as Run));
+/** Each pair's ratio of the variant to the bare server loaded with it, as "median (min–max)". */
+const paired = (list: Pair[], value: (run: Run) => number) => {
+  const ratios = list.map((pair) => value(pair.run) / value(pair.partner));
   return `${median(ratios).toFixed(3)}x (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`;
 };
-const bareRss = Math.max(...bare.map((run) => run.peakRssMb));
+const everyPair = [...pairs.values()].flat();
+const partnerRss = Math.max(...everyPair.map((pair) => pair.partner.peakRssMb));
+const busy = everyPair.map((pair) => pair.busy);
 console.log(
-  '\n| variant | req/s (median) | vs bare, paired (range) | p50 ms | p99 ms | server CPU µs/req | vs bare, paired (range) | peak RSS vs bare | errors |',
+  `\nCPU 1 busy ${(100 * median(busy)).toFixed(0)}% of each run (median; lowest ${(100 * Math.min(...busy)).toFixed(0)}%)` +
+    (RATE === undefined && median(busy) < 0.9 ? ': the load generator, not the servers, set the pace' : ''),
+);
+console.log(
+  '\n| variant | req/s (median) | vs bare beside it (range) | p50 ms | p99 ms | server CPU µs/req | vs bare beside it (range) | peak RSS vs bare | errors |',
 );
 console.log('|---|---|---|---|---|---|---|---|---|');
 for (const variant of measured) {
-  const list = runs.get(variant) as Run[];
-  const rps = median(list.map((run) => run.requestsPerSecond));
-  const cpu = median(list.map((run) => run.cpuMicrosPerRequest));
-  const rss = Math.max(...list.map((run) => run.peakRssMb)) - bareRss;
-  const errors = list.reduce((sum, run) => sum + run.errors, 0);
+  const list = pairs.get(variant) as Pair[];
+  const runs = list.map((pair) => pair.run);
+  const rps = median(runs.map((run) => run.requestsPerSecond));
+  const cpu = median(runs.map((run) => run.cpuMicrosPerRequest));
+  const rss = Math.max(...runs.map((run) => run.peakRssMb)) - partnerRss;
+  const errors = list.reduce((sum, pair) => sum + pair.run.errors + pair.partner.errors, 0);
+  const name = variant === 'bare' ? "bare (a second one: the pairing's own error)" : variant;
   console.log(
-    `| ${variant} | ${Math.round(rps)} | ${paired(list, (run) => run.requestsPerSecond)} | ${median(list.map((run) => run.p50))} | ${median(list.map((run) => run.p99))} | ${cpu.toFixed(1)} | ${paired(list, (run) => run.cpuMicrosPerRequest)} | ${rss >= 0 ? '+' : ''}${rss.toFixed(1)} MB | ${errors} |`,
+    `| ${name} | ${Math.round(rps)} | ${paired(list, (run) => run.requestsPerSecond)} | ${median(runs.map((run) => run.p50))} | ${median(runs.map((run) => run.p99))} | ${cpu.toFixed(1)} | ${paired(list, (run) => run.cpuMicrosPerRequest)} | ${rss >= 0 ? '+' : ''}${rss.toFixed(1)} MB | ${errors} |`,
   );
 }
 
@@ -151,7 +191,7 @@ for (const variant of measured) {
 const metered = measured.filter((name) => KANA_VARIANTS.includes(name));
 let metered2xx = 0;
 for (const variant of metered) {
-  const server = servers.get(variant) as { child: ChildProcess; port: number };
+  const server = servers.get(variant) as Server;
   type Flushed = {
     served: number;
     stats: { delivered: number; failed: number; calls: number; checks: number; denied: number };
@@ -175,7 +215,7 @@ if (metered.length > 0) {
 
 // The servers close first (RedisStore gives its leases back), then Redis goes.
 await Promise.all(
-  [...servers.values(), kana].map(({ child }) => {
+  [partner, ...servers.values(), kana].map(({ child }) => {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.send({ type: 'exit' });
     return exited;

@@ -1,6 +1,7 @@
 // One benchmark variant's Express 5 app: bare, a no-op middleware, metered, enforced (in process or over Redis),
-// express-rate-limit (memory store, or rate-limit-redis), enforced with idempotencyKey on, or metered with the audit trail or OpenTelemetry. Shared by the HTTP bench (server.ts) and the
-// in-process one (in-process.ts), so both measure the same app.
+// express-rate-limit (memory store, or rate-limit-redis), enforced with idempotencyKey on, metered with the audit trail
+// or OpenTelemetry, or the floor of what counting each request costs (floor-middleware.ts). Shared by the HTTP bench
+// (server.ts) and the in-process one (in-process.ts), so both measure the same app.
 
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,6 +22,7 @@ import { openTelemetry } from 'kana-meter/opentelemetry';
 import { RedisStore } from 'kana-meter/redis';
 import { RedisStore as RateLimitRedisStore } from 'rate-limit-redis';
 import { createClient } from 'redis';
+import { floorMiddleware } from './floor-middleware.js';
 
 export const ALL_VARIANTS = [
   'bare',
@@ -35,6 +37,8 @@ export const ALL_VARIANTS = [
   'metered-audit',
   'metered-otel',
   'metered-otel-sdk',
+  'floor-metered',
+  'floor-enforced',
 ] as const;
 export type Variant = (typeof ALL_VARIANTS)[number];
 /** Variants that need a Redis server. */
@@ -166,6 +170,8 @@ export async function buildVariantApp(variant: Variant, environment: VariantEnvi
   if (limiter) app.use(limiter);
   // The floor any middleware pays: one more Express layer that does nothing.
   if (variant === 'noop') app.use((_req, _res, next) => next());
+  if (variant === 'floor-metered' || variant === 'floor-enforced')
+    app.use(floorMiddleware(variant === 'floor-enforced'));
   let served = 0;
   const countServed = () => {
     served++;
