@@ -4,7 +4,7 @@
 // each variant's server loaded at the same time as a bare Express server's, both on one core, so that both see the
 // same host; in interleaved rounds, paired ratios to bare with their ranges, peak RSS; then the in-process CPU cost
 // (in-process.ts) and many users (many-users.ts).
-// Env: BENCH_ROUNDS (default 6), BENCH_SECONDS per run (default 5), BENCH_CONNECTIONS per server (default 32),
+// Env: BENCH_ROUNDS (default 10), BENCH_SECONDS per run (default 3), BENCH_CONNECTIONS per server (default 32),
 // BENCH_VARIANTS (a comma-separated subset; bare always runs), REDIS_URL (else its own redis-server on a free port),
 // BENCH_RATE (requests/s: a fixed rate below saturation instead of as fast as the server answers; then compare the
 // CPU/req column, what the variant costs at that load, rather than throughput).
@@ -24,8 +24,8 @@ import {
   type Variant,
 } from './variant-app.js';
 
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6);
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const RATE = process.env.BENCH_RATE ? Number(process.env.BENCH_RATE) : undefined;
 if (RATE !== undefined && !(RATE > 0))
@@ -116,15 +116,20 @@ if (VARIANTS.some((variant) => REDIS_VARIANTS.includes(variant))) {
   redis = await startRedisServer();
   if (redis.pid !== undefined) pin(redis.pid, 0);
 }
-// The bare partner each variant runs beside; 'bare' itself runs beside it too: the pairing's own error (A/A).
 const startServer = async (variant: Variant): Promise<Server> => {
   const { child, ready } = await start('./server.ts', [variant, url, apiKey, redis?.url ?? '']);
   pin(child.pid, 1);
   return { child, port: ready.port as number };
 };
-const partner = await startServer('bare');
+// Each variant has a bare partner of its own, so both servers of a pair have the same history: with one partner
+// loaded in every pair, it stayed warm while each variant idled between its runs, and a second bare server beside
+// it measured 0.885x. 'bare' runs beside its own partner too: the pairing's own error (A/A), in every run.
 const servers = new Map<Variant, Server>();
-for (const variant of VARIANTS) servers.set(variant, await startServer(variant));
+const partners = new Map<Variant, Server>();
+for (const variant of VARIANTS) {
+  servers.set(variant, await startServer(variant));
+  partners.set(variant, await startServer('bare'));
+}
 const measured = [...servers.keys()];
 
 console.log(`kana-meter benchmark: ${cpus().length} x ${cpus()[0]?.model}, Node ${process.version}`);
@@ -141,16 +146,16 @@ console.log(
     : 'not pinned to CPUs\n',
 );
 
-for (const { port } of [partner, ...servers.values()]) await load(port, 2);
+for (const { port } of [...servers.values(), ...partners.values()]) await load(port, 2);
 
 type Pair = Awaited<ReturnType<typeof measurePair>>;
 const pairs = new Map<Variant, Pair[]>(measured.map((variant) => [variant, []]));
 for (let round = 0; round < ROUNDS; round++) {
   // Rotate the order each round so no variant always runs first (or on a warmer machine).
   const order = measured.map((_, i) => measured[(i + round) % measured.length] as Variant);
-  for (const [i, variant] of order.entries()) {
-    const server = servers.get(variant) as Server;
-    const pair = await measurePair(server, partner, KEYED_VARIANTS.includes(variant), (round + i) % 2 === 0);
+  for (const variant of order) {
+    const [server, partner] = [servers.get(variant) as Server, partners.get(variant) as Server];
+    const pair = await measurePair(server, partner, KEYED_VARIANTS.includes(variant), round % 2 === 0);
     pairs.get(variant)?.push(pair);
     process.stdout.write(
       `round ${round + 1} ${variant.padEnd(16)} ${Math.round(pair.run.requestsPerSecond)} req/s, bare beside it ${Math.round(pair.partner.requestsPerSecond)}\n`,
@@ -163,9 +168,7 @@ const paired = (list: Pair[], value: (run: Run) => number) => {
   const ratios = list.map((pair) => value(pair.run) / value(pair.partner));
   return `${median(ratios).toFixed(3)}x (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`;
 };
-const everyPair = [...pairs.values()].flat();
-const partnerRss = Math.max(...everyPair.map((pair) => pair.partner.peakRssMb));
-const busy = everyPair.map((pair) => pair.busy);
+const busy = [...pairs.values()].flat().map((pair) => pair.busy);
 console.log(
   `\nCPU 1 busy ${(100 * median(busy)).toFixed(0)}% of each run (median; lowest ${(100 * Math.min(...busy)).toFixed(0)}%)` +
     (RATE === undefined && median(busy) < 0.9 ? ': the load generator, not the servers, set the pace' : ''),
@@ -179,7 +182,7 @@ for (const variant of measured) {
   const runs = list.map((pair) => pair.run);
   const rps = median(runs.map((run) => run.requestsPerSecond));
   const cpu = median(runs.map((run) => run.cpuMicrosPerRequest));
-  const rss = Math.max(...runs.map((run) => run.peakRssMb)) - partnerRss;
+  const rss = Math.max(...runs.map((run) => run.peakRssMb)) - Math.max(...list.map((pair) => pair.partner.peakRssMb));
   const errors = list.reduce((sum, pair) => sum + pair.run.errors + pair.partner.errors, 0);
   const name = variant === 'bare' ? "bare (a second one: the pairing's own error)" : variant;
   console.log(
@@ -215,7 +218,7 @@ if (metered.length > 0) {
 
 // The servers close first (RedisStore gives its leases back), then Redis goes.
 await Promise.all(
-  [partner, ...servers.values(), kana].map(({ child }) => {
+  [...servers.values(), ...partners.values(), kana].map(({ child }) => {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.send({ type: 'exit' });
     return exited;
