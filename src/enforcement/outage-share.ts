@@ -50,8 +50,8 @@ export const ANNOUNCE_MS = 1_000;
  * Tells a shared store (one with `announce`) that this instance uses it, at start and every ANNOUNCE_MS, and
  * counts the instances it answers into `fleet`: a fleet whose store stalls before it shared any allowance (just
  * started or deployed) still divides what Kana's answer left among its instances, not one each.
- * Returns what stops it. A failed or slow announcement is dropped, not counted as a store failure (the ledger's
- * calls tell whether the store answers): the next one tries again.
+ * Returns what stops it and removes this instance (close()). A failed or slow announcement is dropped, not counted
+ * as a store failure (the ledger's calls tell whether the store answers): the next one tries again.
  */
 export function announcePresence(
   store: KanaMeterStore,
@@ -71,7 +71,13 @@ export function announcePresence(
   void tell();
   const timer = setInterval(tell, ANNOUNCE_MS);
   timer.unref();
-  return () => clearInterval(timer);
+  return () => {
+    clearInterval(timer);
+    // Leaving, after any announcement still queued in the client (Redis unreachable, then back): a late
+    // one must not count this instance for 3 s more in the fleet's outage shares.
+    const left = Promise.resolve().then(() => announce.call(store, instance, 0));
+    withTimeLimit(left, limitMs, 'store.announce').catch(() => {});
+  };
 }
 
 /**

@@ -212,7 +212,8 @@ export class RedisStore implements KanaMeterStore {
   }
 
   /**
-   * Records the instance in `<prefix>fleet` (a sorted set) for `ttlMs`; resolves with how many instances are in it.
+   * Records the instance in `<prefix>fleet` (a sorted set) for `ttlMs` (0: removes it); resolves with how many
+   * instances are in it.
    * Sent beside the ledger's commands, as one EVAL a second: a slow or failed announcement (Redis busy while
    * the app starts) changes neither whether Redis counts as reachable nor the store's counters; the next one retries.
    */

@@ -253,6 +253,7 @@ export interface KanaMeterStore {
    * second: while the store cannot be asked, an instance divides what Kana's answer left among that many,
    * even on an allowance no instance has shared yet (a fleet just started or deployed). A failed or
    * slow answer (past the store's `timeoutMs`) is dropped: it does not count as a store failure.
+   * `ttlMs` 0: the instance is closing; remove it (the others stop counting it at once).
    */
   announce?(instance: string, ttlMs: number): Promisable<number>;
   /**

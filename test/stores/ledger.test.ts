@@ -59,7 +59,7 @@ describe.skipIf(redisSkipReason)('RedisStore against redis-server', () => {
     });
   });
 
-  it("announce counts each instance once, until its entry expires on Redis's clock, in one prefixed key that expires", async () => {
+  it("announce counts each instance once, until its entry expires on Redis's clock or it leaves, in one prefixed key that expires", async () => {
     const client = await redisClients[0]![1](redis.url);
     try {
       const store = new RedisStore({ sendCommand: client.sendCommand, prefix: 'fleet-test:' });
@@ -72,6 +72,11 @@ describe.skipIf(redisSkipReason)('RedisStore against redis-server', () => {
       expect(ttl).toBeLessThanOrEqual(300);
       await redisTimePasses(300);
       expect(await store.announce('c', 300)).toBe(1);
+      // ttlMs 0: the instance leaves at once; the last one leaving takes the key with it.
+      expect(await store.announce('d', 300)).toBe(2);
+      expect(await store.announce('c', 0)).toBe(1);
+      expect(await store.announce('d', 0)).toBe(0);
+      expect(Number(await redis.command('EXISTS', 'fleet-test:fleet'))).toBe(0);
     } finally {
       client.close();
     }

@@ -107,6 +107,24 @@ describe.skipIf(redisSkipReason || redisIsExternal)(
       await Promise.all([a.kana.flush(), b.kana.flush()]);
       expect(env.emulator.usage('u1', 'api-calls')).toBe(12);
     });
+
+    it('an instance closed while Redis was stalled is not counted once Redis is back: its queued announcement comes before its leaving', async () => {
+      await redis.restart();
+      const [a, b] = await pair();
+      await new Promise((resolve) => setTimeout(resolve, 200)); // both announced
+      expect(Number(await redis.command('ZCARD', 'share:fleet'))).toBe(2);
+      redis.pause();
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 1_100)); // an announcement of each, waiting in Redis's socket
+        await b.kana.close({ timeoutMs: 100 });
+      } finally {
+        redis.resume();
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      // Before: b counted for 3 s more (its late announcement), and its close left it there.
+      expect(Number(await redis.command('ZCARD', 'share:fleet'))).toBe(1);
+      expect(a.kana.stats().storeAvailable).toBe(true);
+    });
   },
 );
 
