@@ -4,9 +4,10 @@
 // (what a block costs when the shared host left it alone), and GC is charged by the bytes each request allocates.
 // See docs/performance.md. Env: BENCH_INPROCESS_ROUNDS (default 12000), BENCH_INPROCESS_REQUESTS per block
 // (default 8), BENCH_INPROCESS_CONCURRENCY (default 8), BENCH_INPROCESS_QUANTILE (default 0.05),
-// BENCH_VARIANTS (default bare, noop, metered, enforced, rate-limit, floor-metered, floor-enforced), BENCH_INPROCESS_CSV (a file for every block),
-// BENCH_INPROCESS_BARE (default 50: the figures are µs over bare where bare costs this many µs), BENCH_INPROCESS_BUDGET
-// (e.g. `metered=2,enforced=4`: µs over bare, at that speed, each may cost; checked by --check),
+// BENCH_VARIANTS (default bare, noop, metered, enforced, rate-limit, floor-metered, floor-enforced),
+// BENCH_INPROCESS_CSV (a file for every block), BENCH_INPROCESS_BARE (default 50: the figures are µs over bare where
+// bare costs this many µs), BENCH_INPROCESS_BUDGET (e.g. `metered=2,enforced=4`: µs over bare, at that speed, each may
+// cost; checked by --check),
 // BENCH_PROFILE=<variant> (profile that variant alone instead: BENCH_PROFILE_REQUESTS of them, default 100000,
 // to BENCH_PROFILE_FILE, default <tmpdir>/kana-meter-<variant>.cpuprofile).
 // `--check`: exit 1 when the run was not steady (its two halves differ by more than 0.5 µs) or a budget is exceeded.
