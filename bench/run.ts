@@ -65,6 +65,7 @@ async function load(port: number, seconds: number, keyed = false) {
 }
 
 type Server = { child: ChildProcess; port: number };
+type Pair = Awaited<ReturnType<typeof measurePair>>;
 type Cpu = { cpu: NodeJS.CpuUsage; maxRssKb: number };
 
 const cpuMicros = (before: Cpu, after: Cpu) =>
@@ -131,6 +132,19 @@ for (const variant of VARIANTS) {
   partners.set(variant, await startServer('bare'));
 }
 const measured = [...servers.keys()];
+/**
+ * Head to head, for the targets that say "ahead of": kana-meter's variant and its peer loaded at the same time, each
+ * in a server of its own (two variants each beside its own bare server carry both pairings' errors).
+ */
+const DUELS: [ours: Variant, peer: Variant][] = [
+  ['enforced', 'rate-limit'],
+  ['enforced-redis', 'rate-limit-redis'],
+];
+const duels: { ours: Variant; peer: Variant; servers: [Server, Server]; pairs: Pair[] }[] = [];
+for (const [ours, peer] of DUELS) {
+  if (!VARIANTS.includes(ours) || !VARIANTS.includes(peer)) continue;
+  duels.push({ ours, peer, servers: [await startServer(ours), await startServer(peer)], pairs: [] });
+}
 
 console.log(`kana-meter benchmark: ${cpus().length} x ${cpus()[0]?.model}, Node ${process.version}`);
 console.log(
@@ -146,9 +160,8 @@ console.log(
     : 'not pinned to CPUs\n',
 );
 
-for (const { port } of [...servers.values(), ...partners.values()]) await load(port, 2);
-
-type Pair = Awaited<ReturnType<typeof measurePair>>;
+const duelServers = duels.flatMap((duel) => duel.servers);
+for (const { port } of [...servers.values(), ...partners.values(), ...duelServers]) await load(port, 2);
 const pairs = new Map<Variant, Pair[]>(measured.map((variant) => [variant, []]));
 for (let round = 0; round < ROUNDS; round++) {
   // Rotate the order each round so no variant always runs first (or on a warmer machine).
@@ -159,6 +172,14 @@ for (let round = 0; round < ROUNDS; round++) {
     pairs.get(variant)?.push(pair);
     process.stdout.write(
       `round ${round + 1} ${variant.padEnd(16)} ${Math.round(pair.run.requestsPerSecond)} req/s, bare beside it ${Math.round(pair.partner.requestsPerSecond)}\n`,
+    );
+  }
+  for (const duel of duels) {
+    const [ours, peer] = duel.servers;
+    const pair = await measurePair(ours, peer, false, round % 2 === 0);
+    duel.pairs.push(pair);
+    process.stdout.write(
+      `round ${round + 1} ${duel.ours} ${Math.round(pair.run.requestsPerSecond)} req/s, ${duel.peer} beside it ${Math.round(pair.partner.requestsPerSecond)}\n`,
     );
   }
 }
@@ -190,11 +211,24 @@ for (const variant of measured) {
   );
 }
 
+if (duels.length > 0) {
+  console.log('\n| head to head, loaded at the same time | req/s vs the peer (range) | CPU/req vs the peer (range) |');
+  console.log('|---|---|---|');
+  for (const duel of duels) {
+    const list = duel.pairs;
+    console.log(
+      `| ${duel.ours} beside ${duel.peer} | ${paired(list, (run) => run.requestsPerSecond)} | ${paired(list, (run) => run.cpuMicrosPerRequest)} |`,
+    );
+  }
+}
+
 // Every 2xx a metered server sent must have reached Kana, in few calls.
-const metered = measured.filter((name) => KANA_VARIANTS.includes(name));
+const metered: [string, Variant, Server][] = [
+  ...measured.map((variant): [string, Variant, Server] => [variant, variant, servers.get(variant) as Server]),
+  ...duels.map((duel): [string, Variant, Server] => [`${duel.ours} (head to head)`, duel.ours, duel.servers[0]]),
+].filter(([, variant]) => KANA_VARIANTS.includes(variant));
 let metered2xx = 0;
-for (const variant of metered) {
-  const server = servers.get(variant) as Server;
+for (const [name, variant, server] of metered) {
   type Flushed = {
     served: number;
     stats: {
@@ -213,7 +247,7 @@ for (const variant of metered) {
     ? `, ${stats.storeCommands} store commands (${((1000 * stats.storeCommands) / served).toFixed(1)} per 1,000 responses)`
     : '';
   console.log(
-    `\n${variant}: ${served} responses 2xx, ${stats.delivered} usage events delivered, ${stats.failed} failed, ${stats.calls} usage calls, ${stats.checks} entitlement checks, ${stats.denied} denied${redisCommands}`,
+    `\n${name}: ${served} responses 2xx, ${stats.delivered} usage events delivered, ${stats.failed} failed, ${stats.calls} usage calls, ${stats.checks} entitlement checks, ${stats.denied} denied${redisCommands}`,
   );
 }
 if (metered.length > 0) {
@@ -229,7 +263,7 @@ if (metered.length > 0) {
 
 // The servers close first (RedisStore gives its leases back), then Redis goes.
 await Promise.all(
-  [...servers.values(), ...partners.values(), kana].map(({ child }) => {
+  [...servers.values(), ...partners.values(), ...duelServers, kana].map(({ child }) => {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.send({ type: 'exit' });
     return exited;
