@@ -62,10 +62,15 @@ export function announcePresence(
   const { announce } = store;
   if (typeof announce !== 'function') return () => {};
   const limitMs = storeTimeoutOf(store);
+  const send = (ttlMs: number) =>
+    withTimeLimit(
+      Promise.resolve().then(() => announce.call(store, instance, ttlMs)),
+      limitMs,
+      'store.announce',
+    );
   const tell = async () => {
     try {
-      const told = Promise.resolve().then(() => announce.call(store, instance, 3 * ANNOUNCE_MS));
-      fleet.seen(await withTimeLimit(told, limitMs, 'store.announce'), clock());
+      fleet.seen(await send(3 * ANNOUNCE_MS), clock());
     } catch {}
   };
   void tell();
@@ -75,8 +80,7 @@ export function announcePresence(
     clearInterval(timer);
     // Leaving, after any announcement still queued in the client (Redis unreachable, then back): a late
     // one must not count this instance for 3 s more in the fleet's outage shares.
-    const left = Promise.resolve().then(() => announce.call(store, instance, 0));
-    withTimeLimit(left, limitMs, 'store.announce').catch(() => {});
+    send(0).catch(() => {});
   };
 }
 
