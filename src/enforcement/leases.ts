@@ -69,8 +69,8 @@ export class Leases {
   #probing = false;
   /** The most instances seen sharing a key or the store lately: the share of a key the store never answered about, while it cannot. */
   readonly #fleet = new FleetSize();
-  /** Stops telling a shared store that this instance uses it. */
-  readonly #stopAnnouncing: () => void;
+  /** Stops telling a shared store that this instance uses it, and tells it that it left. */
+  readonly #stopAnnouncing: () => Promise<void>;
   /** A store written to the interface before `report` was named so: its `settle` method reports. */
   readonly #legacySettle: boolean;
 
@@ -188,7 +188,7 @@ export class Leases {
   /** Reports the final totals and gives every block back (requests still running will not be billed). */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#stopAnnouncing();
+    const left = this.#stopAnnouncing();
     clearTimeout(this.#timer);
     this.#timer = undefined;
     for (const entry of this.#resting.entries()) this.#active.add(entry);
@@ -208,7 +208,7 @@ export class Leases {
         }),
     );
     this.#active.clear();
-    await Promise.all(last);
+    await Promise.all([...last, left]);
   }
 
   /** One reservation for `takers` (none: ahead of time, or a probe); the requests that arrive meanwhile wait for the next. */

@@ -50,17 +50,18 @@ export const ANNOUNCE_MS = 1_000;
  * Tells a shared store (one with `announce`) that this instance uses it, at start and every ANNOUNCE_MS, and
  * counts the instances it answers into `fleet`: a fleet whose store stalls before it shared any allowance (just
  * started or deployed) still divides what Kana's answer left among its instances, not one each.
- * Returns what stops it and removes this instance (close()). A failed or slow announcement is dropped, not counted
- * as a store failure (the ledger's calls tell whether the store answers): the next one tries again.
+ * Returns what stops it and removes this instance (close()), resolving once the store answered or the time limit
+ * passed. A failed or slow announcement is dropped, not counted as a store failure (the ledger's calls tell whether
+ * the store answers): the next one tries again.
  */
 export function announcePresence(
   store: KanaMeterStore,
   instance: string,
   fleet: FleetSize,
   clock: () => number,
-): () => void {
+): () => Promise<void> {
   const { announce } = store;
-  if (typeof announce !== 'function') return () => {};
+  if (typeof announce !== 'function') return async () => {};
   const limitMs = storeTimeoutOf(store);
   const send = (ttlMs: number) =>
     withTimeLimit(
@@ -76,11 +77,12 @@ export function announcePresence(
   void tell();
   const timer = setInterval(tell, ANNOUNCE_MS);
   timer.unref();
-  return () => {
+  return async () => {
     clearInterval(timer);
     // Leaving, after any announcement still queued in the client (Redis unreachable, then back): a late
-    // one must not count this instance for 3 s more in the fleet's outage shares.
-    send(0).catch(() => {});
+    // one must not count this instance for 3 s more in the fleet's outage shares. Awaited (within the time
+    // limit): an app that exits once close() resolves would otherwise drop it unsent.
+    await send(0).catch(() => {});
   };
 }
 
