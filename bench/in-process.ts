@@ -7,7 +7,7 @@
 // BENCH_VARIANTS (default bare, noop, metered, enforced, rate-limit, floor-metered, floor-enforced),
 // BENCH_INPROCESS_CSV (a file for every block), BENCH_INPROCESS_BARE (default 50: the figures are µs over bare where
 // bare costs this many µs), BENCH_INPROCESS_BUDGET (e.g. `metered=2,enforced=4`: µs over bare, at that speed, each may
-// cost; checked by --check),
+// cost; or over another variant of the run, e.g. `metered=floor-metered+2,enforced=rate-limit`; checked by --check),
 // BENCH_PROFILE=<variant> (profile that variant alone instead: BENCH_PROFILE_REQUESTS of them, default 100000,
 // to BENCH_PROFILE_FILE, default <tmpdir>/kana-meter-<variant>.cpuprofile).
 // `--check`: exit 1 when the run was not steady (its two halves differ by more than 0.5 µs) or a budget is exceeded.
@@ -239,16 +239,27 @@ async function measure(): Promise<boolean> {
   return CHECK && (unsteady.length > 0 || over.length > 0);
 }
 
-/** The variants over their BENCH_INPROCESS_BUDGET (µs over bare at the reference speed), e.g. `metered=2,enforced=4`. */
+/**
+ * The variants over their BENCH_INPROCESS_BUDGET, in µs at the reference speed: over bare (`metered=2`), or over
+ * another variant of the same run (`metered=floor-metered+2`; `enforced=rate-limit` to be at most what it costs).
+ */
 function overBudget(overheads: Map<Variant, number>): string[] {
   const over: string[] = [];
   for (const entry of (process.env.BENCH_INPROCESS_BUDGET ?? '').split(',').filter(Boolean)) {
-    const [variant, budget] = entry.split('=') as [Variant, string];
+    const [variant, budget = ''] = entry.split('=') as [Variant, string?];
+    const [, base, plus] = /^(?:([a-z-]+)\+?)?(\d+(?:\.\d+)?)?$/.exec(budget) ?? [];
+    if (base === undefined && plus === undefined) {
+      throw new Error(`BENCH_INPROCESS_BUDGET: ${entry} is not <variant>=<µs> or <variant>=<other variant>[+<µs>]`);
+    }
     const measured = overheads.get(variant);
+    const baseline = base === undefined ? 0 : overheads.get(base as Variant);
     if (measured === undefined) throw new Error(`BENCH_INPROCESS_BUDGET: ${variant} was not measured`);
-    if (measured > Number(budget)) {
+    if (baseline === undefined) throw new Error(`BENCH_INPROCESS_BUDGET: ${base} was not measured`);
+    const allowed = baseline + Number(plus ?? 0);
+    if (measured > allowed) {
       over.push(
-        `${variant} costs +${measured.toFixed(2)} µs over bare (where bare is ${REFERENCE_BARE}), budget ${budget}`,
+        `${variant} costs +${measured.toFixed(2)} µs over bare (where bare is ${REFERENCE_BARE}), ` +
+          `budget ${budget}: +${allowed.toFixed(2)}`,
       );
     }
   }
