@@ -57,6 +57,17 @@ interface Row {
 const json = (_req: Request, res: Response) => res.json({ ok: true });
 const remaining = (req: Request, res: Response) => res.json({ remaining: req.kana?.remaining });
 const get = (server: Server, path: string) => request(server).get(path).set('x-user', 'u1');
+/** What method-override does: a POST with `X-HTTP-Method-Override` is routed as that method. */
+function overrideMethod(req: Request, _res: Response, next: NextFunction): void {
+  const method = req.get('x-http-method-override');
+  if (req.method === 'POST' && method) req.method = method.toUpperCase();
+  next();
+}
+/** A path alias: `/v2/...` is served by the `/v1` routes. */
+function aliasV2(req: Request, _res: Response, next: NextFunction): void {
+  if (req.url.startsWith('/v2/')) req.url = `/v1/${req.url.slice(4)}`;
+  next();
+}
 
 /**
  * An app with kanaMeter and a sub-app at /v1 serving GET /v1/search and GET /v1/reports/:id (with
@@ -252,6 +263,45 @@ const rows: Row[] = [
       await request(server).options('/any/thing').set('x-user', 'u1').expect(200).expect('allow', /GET/);
     },
     billed: { 'api-calls': 1, reports: 1, exports: 1 },
+  },
+  {
+    name: 'a method override and a path alias mounted before kanaMeter: the route map matches, checks and bills the request as routed',
+    options: { routes: { 'DELETE /items/:id': 'api-calls', 'GET /v1/reports/:id': 'reports' }, enforce: true },
+    app({ express, kana }) {
+      const app = express();
+      app.use(overrideMethod);
+      app.use(aliasV2);
+      app.use(kana);
+      app.delete('/items/:id', json);
+      app.post('/items/:id', json);
+      app.get('/v1/reports/:id', json);
+      return app;
+    },
+    async send(server) {
+      await request(server).post('/items/1').set('x-user', 'u1').set('x-http-method-override', 'DELETE').expect(200);
+      await get(server, '/v2/reports/1').expect(200);
+    },
+    billed: { 'api-calls': 1, reports: 1 },
+    checks: 2,
+  },
+  {
+    name: 'a method override and a path alias mounted after kanaMeter: meter() on the route sees the request as routed',
+    options: { enforce: true },
+    app({ express, kana }) {
+      const app = express();
+      app.use(kana);
+      app.use(overrideMethod);
+      app.use(aliasV2);
+      app.delete('/items/:id', meter('api-calls'), json);
+      app.get('/v1/reports/:id', meter('reports'), json);
+      return app;
+    },
+    async send(server) {
+      await request(server).post('/items/1').set('x-user', 'u1').set('x-http-method-override', 'DELETE').expect(200);
+      await get(server, '/v2/reports/1').expect(200);
+    },
+    billed: { 'api-calls': 1, reports: 1 },
+    checks: 2,
   },
   {
     name: 'a body the JSON parser rejects (400): not billed; a good one is',
