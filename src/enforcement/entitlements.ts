@@ -185,6 +185,8 @@ export class EntitlementCache {
    * Kana does (record() in a worker, unenforced routes). Without, such usage is the queue's alone.
    */
   countUsage(userId: string, featureId: string, delta: number, createEntry = true): Entitlement | undefined {
+    // A process that only meters (nothing checked yet) pays no key for it.
+    if (!createEntry && this.#entries.size === 0) return undefined;
     const key = entryKey(userId, featureId);
     let entry = this.#entries.get(key);
     if (entry === undefined) {
