@@ -36,3 +36,33 @@ export function rawRequest(
     socket.write(`${lines.join('\r\n')}\r\n\r\n`);
   });
 }
+
+/**
+ * HTTP/1.1 pipelining: `count` requests `${method} ${target}` with `headers` written at once, in one
+ * write on one connection (the last asks the server to close it), to a server or a loopback port;
+ * resolves with the status of each response, in order.
+ */
+export function pipelinedRequests(
+  server: Server | number,
+  count: number,
+  method: string,
+  target: string,
+  headers: Record<string, string> = {},
+): Promise<number[]> {
+  const port = typeof server === 'number' ? server : (server.address() as { port: number }).port;
+  const head = [`${method} ${target} HTTP/1.1`, 'Host: x', 'Content-Length: 0'];
+  for (const [name, value] of Object.entries(headers)) head.push(`${name}: ${value}`);
+  const one = `${head.join('\r\n')}\r\n\r\n`;
+  const last = `${[...head, 'Connection: close'].join('\r\n')}\r\n\r\n`;
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let responses = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      responses += chunk;
+    });
+    socket.on('error', reject);
+    socket.on('close', () => resolve([...responses.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((match) => Number(match[1]))));
+    socket.write(one.repeat(count - 1) + last);
+  });
+}

@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
 import type { KanaMeterStats } from '../../src/index.js';
 import { type FleetProcess, startFleetProcess } from '../helpers/fleet-process.js';
+import { pipelinedRequests } from '../helpers/raw-http.js';
 import { type RedisServer, redisSkipReason, startRedisServer } from '../helpers/redis.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -13,7 +14,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const LEASE_MS = 1500;
 
 /** Budgets of api-calls per user. */
-const PLANS: Record<string, number> = { worker: 30, jobs: 5, burst: 1000, flush: 20, rebuilt: 20 };
+const PLANS: Record<string, number> = { worker: 30, jobs: 5, burst: 1000, flush: 20, rebuilt: 20, pipelined: 20 };
 
 type Instance = FleetProcess;
 
@@ -113,6 +114,18 @@ describe.skipIf(redisSkipReason)('one allowance across processes sharing one Red
     expect(count(statuses, 200)).toBeLessThanOrEqual(10);
     await flushAll([worker as Instance, api as Instance]);
     expect(emulator.usage('worker', 'api-calls')).toBeLessThanOrEqual(30);
+  });
+
+  it('HTTP/1.1 pipelining: 30 requests written at once on one connection to each of 3 instances, budget 20: 20 served, Kana records 20', async () => {
+    const fleet = await spawnFleet();
+    const statuses = (
+      await Promise.all(fleet.map((one) => pipelinedRequests(one.port, 30, 'GET', '/calls', { 'x-user': 'pipelined' })))
+    ).flat();
+    expect(statuses).toHaveLength(90);
+    expect(count(statuses, 200)).toBe(20);
+    expect(count(statuses, 429)).toBe(70);
+    await flushAll(fleet);
+    expect(emulator.usage('pipelined', 'api-calls')).toBe(20);
   });
 
   it('holds for jobs: 3 instances, 15 jobs at once holding 1 unit each, budget 5: exactly 5 run, Kana records 5', async () => {
