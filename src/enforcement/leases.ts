@@ -141,9 +141,12 @@ export class Leases {
     const ledger = entry.ledger;
     // Units may have come free (a hold ended, held units spent): requests waiting on maxBlock try again.
     if (ledger.hasCapped && !ledger.busy) this.#retryCapped(entry);
-    // Usage before any answer (record() in a worker, a route metered and not enforced): reported within
-    // a report interval all the same, so that every instance counts it before it reserves.
+    // Usage before any answer (record() in a worker, a route metered and not enforced): reported so that
+    // every instance counts it before it reserves. A key the ticks were not reporting goes once this
+    // turn's usage is counted (a burst elsewhere right after record() calls counts them); while the ticks
+    // are reporting it, it waits for the next one.
     if (!entry.loaded) {
+      if (!this.#active.has(entry)) queueMicrotask(() => this.#reportWoken(entry));
       this.#activate(entry);
       return;
     }
@@ -382,6 +385,14 @@ export class Leases {
     // The store has no answer this recent (it lost it): ask again on the next request.
     if (state.status === 'check') entry.expiresAt = 0;
     if (active) this.#activate(entry);
+  }
+
+  /** A key with usage and no answer, which the ticks were not reporting: its usage goes to the store now. */
+  #reportWoken(entry: Entitlement): void {
+    const ledger = entry.ledger;
+    if (!ledger.retired && !ledger.busy && ledger.dirty && !this.#closed && this.#store.available) {
+      this.#report(entry, 'keep');
+    }
   }
 
   /** Ahead of time, while the block runs low: the next block arrives before it is needed. */

@@ -53,6 +53,7 @@ interface LedgerCall {
   script: 'reserve' | 'report';
   at: number;
   /** From the ledger scripts' ARGV: id, spent, returned, confirmed, held, leaseMs, retainMs, then report's mode. */
+  spent: number;
   confirmed: number;
   mode: string | undefined;
 }
@@ -68,6 +69,7 @@ function instance() {
       calls.push({
         script,
         at: Date.now() - started,
+        spent: Number(argv[1]),
         confirmed: Number(argv[3]),
         mode: script === 'report' ? argv[7] : undefined,
       });
@@ -132,6 +134,23 @@ describe.skipIf(redisSkipReason)('store calls for a key with a request now and t
       ['reserve', undefined, 0],
       ['report', 'keep', 0],
       ['report', 'release', 1],
+    ]);
+  });
+
+  it("record() on a key this instance never checked: the turn's records go to the store at once, in one report; more while the ticks report it wait for the next tick", async () => {
+    const { kana, calls } = instance();
+    for (let i = 0; i < 5; i++) kana.record('far', 'api-calls');
+    await new Promise((resolve) => setImmediate(resolve)); // well before a report interval (100 ms)
+    expect(calls.map((call) => [call.script, call.mode, call.spent])).toEqual([['report', 'keep', 5]]);
+
+    await sleep(20); // answered
+    for (let i = 0; i < 3; i++) kana.record('far', 'api-calls');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(calls).toHaveLength(1);
+    await sleep(250);
+    expect(calls.map((call) => [call.script, call.mode, call.spent])).toEqual([
+      ['report', 'keep', 5],
+      ['report', 'keep', 8],
     ]);
   });
 
