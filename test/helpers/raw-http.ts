@@ -15,26 +15,14 @@ export async function listen(app: Express): Promise<Server> {
  * Sends `${method} ${target} HTTP/1.1` with `headers` and an empty body on a connection of its own;
  * resolves with the response's status code once the server has answered and closed it.
  */
-export function rawRequest(
+export async function rawRequest(
   server: Server,
   method: string,
   target: string,
   headers: Record<string, string> = {},
 ): Promise<number> {
-  const { port } = server.address() as { port: number };
-  const lines = [`${method} ${target} HTTP/1.1`, 'Host: x', 'Content-Length: 0', 'Connection: close'];
-  for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1');
-    let response = '';
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => {
-      response += chunk;
-    });
-    socket.on('error', reject);
-    socket.on('close', () => resolve(Number(/^HTTP\/1\.1 (\d{3}) /.exec(response)?.[1] ?? 0)));
-    socket.write(`${lines.join('\r\n')}\r\n\r\n`);
-  });
+  const response = await exchange(server, requestHead(method, target, { ...headers, Connection: 'close' }));
+  return Number(/^HTTP\/1\.1 (\d{3}) /.exec(response)?.[1] ?? 0);
 }
 
 /**
@@ -42,27 +30,38 @@ export function rawRequest(
  * write on one connection (the last asks the server to close it), to a server or a loopback port;
  * resolves with the status of each response, in order.
  */
-export function pipelinedRequests(
+export async function pipelinedRequests(
   server: Server | number,
   count: number,
   method: string,
   target: string,
   headers: Record<string, string> = {},
 ): Promise<number[]> {
+  const one = requestHead(method, target, headers);
+  const last = requestHead(method, target, { ...headers, Connection: 'close' });
+  const responses = await exchange(server, one.repeat(count - 1) + last);
+  return [...responses.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((match) => Number(match[1]));
+}
+
+/** A request line and its header fields, with an empty body. */
+function requestHead(method: string, target: string, headers: Record<string, string>): string {
+  const lines = [`${method} ${target} HTTP/1.1`, 'Host: x', 'Content-Length: 0'];
+  for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
+  return `${lines.join('\r\n')}\r\n\r\n`;
+}
+
+/** Writes `text` on a new connection; resolves with everything the server sent once it closed the connection. */
+function exchange(server: Server | number, text: string): Promise<string> {
   const port = typeof server === 'number' ? server : (server.address() as { port: number }).port;
-  const head = [`${method} ${target} HTTP/1.1`, 'Host: x', 'Content-Length: 0'];
-  for (const [name, value] of Object.entries(headers)) head.push(`${name}: ${value}`);
-  const one = `${head.join('\r\n')}\r\n\r\n`;
-  const last = `${[...head, 'Connection: close'].join('\r\n')}\r\n\r\n`;
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
-    let responses = '';
+    let received = '';
     socket.setEncoding('latin1');
     socket.on('data', (chunk: string) => {
-      responses += chunk;
+      received += chunk;
     });
     socket.on('error', reject);
-    socket.on('close', () => resolve([...responses.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((match) => Number(match[1]))));
-    socket.write(one.repeat(count - 1) + last);
+    socket.on('close', () => resolve(received));
+    socket.write(text);
   });
 }
