@@ -278,7 +278,6 @@ const rows: Row[] = [
       app.use(aliasV2);
       app.use(kana);
       app.delete('/items/:id', json);
-      app.post('/items/:id', json);
       app.get('/v1/reports/:id', json);
       return app;
     },

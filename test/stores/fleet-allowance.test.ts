@@ -1,6 +1,7 @@
 // One allowance across real processes sharing one redis-server, whatever the usage source and whatever fails: a worker's
-// record() counted by the API instances at once, holds for jobs on 3 instances, maxBlock capping what a SIGKILLed
-// instance locks away after a burst, and FLUSHALL mid-traffic never passing more than the budget.
+// record() counted by the API instances at once, requests pipelined on one connection to each instance, holds for jobs
+// on 3 instances, maxBlock capping what a SIGKILLed instance locks away after a burst, and FLUSHALL mid-traffic never
+// passing more than the budget.
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type KanaEmulator, startKanaEmulator } from '../../src/emulator/index.js';
